@@ -1,0 +1,1 @@
+"""Device agents: sensor and camera simulators, camera snapshot agents."""

@@ -1,0 +1,3 @@
+"""things-gateway: make things post."""
+
+__version__ = "0.1.0"

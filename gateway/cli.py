@@ -1,0 +1,211 @@
+"""``things-gateway``: the command line.
+
+Exit codes: 0 success, 1 failure, 2 usage error, 78 (EX_CONFIG) bad config —
+systemd's ``RestartPreventExitStatus=78`` keeps a bad config from restart-looping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from gateway import __version__
+from gateway.config import ConfigError, GatewayConfig, config_path, load_config
+
+EX_CONFIG = 78
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="PATH",
+        help="config file (default: $THINGS_GATEWAY_CONFIG, else /etc/things-gateway/gateway.toml)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="things-gateway",
+        description="Make things post: MQTT readings and camera frames become status posts.",
+    )
+    parser.add_argument("--version", action="version", version=f"things-gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    _add_config_option(common)
+    sub.add_parser("run", parents=[common], help="run the gateway daemon")
+    sub.add_parser("check-config", parents=[common], help="validate the config; exit 78 on errors")
+    preview = sub.add_parser(
+        "preview", parents=[common], help="render a rule's post now, publish nothing"
+    )
+    preview.add_argument("rule", help="rule id")
+    preview.add_argument("--sample", metavar="FILE", help="JSON object of sensor values to use")
+    preview.add_argument(
+        "--out", metavar="DIR", help="folder for rendered images (default: a temp folder)"
+    )
+    history = sub.add_parser("history", parents=[common], help="show the local log of posts")
+    history.add_argument("--json", action="store_true", help="print JSON (see DESIGN.md)")
+    history.add_argument(
+        "--limit", type=int, default=20, metavar="N", help="newest N posts (default 20)"
+    )
+    outbox = sub.add_parser(
+        "outbox", parents=[common], help="list undelivered posts; retry or drop one"
+    )
+    action = outbox.add_mutually_exclusive_group()
+    action.add_argument(
+        "--retry", nargs=2, metavar=("POST_ID", "PUBLISHER"), help="retry a delivery now"
+    )
+    action.add_argument(
+        "--drop", nargs=2, metavar=("POST_ID", "PUBLISHER"), help="give up on a delivery"
+    )
+    demo = sub.add_parser(
+        "demo", help="run a self-contained demo: broker, simulated devices, gateway"
+    )
+    demo.add_argument(
+        "--duration", type=float, default=None, metavar="SECONDS", help="stop after this long"
+    )
+    demo.add_argument(
+        "--state-dir",
+        default="things-gateway-demo",
+        metavar="DIR",
+        help="where the demo keeps its database and archive (default ./things-gateway-demo)",
+    )
+    return parser
+
+
+def _load(args: argparse.Namespace) -> GatewayConfig:
+    return load_config(config_path(args.config))
+
+
+def _print_config_errors(path: Path, error: ConfigError) -> None:
+    print(f"{path}: invalid config ({len(error.errors)} problem(s)):", file=sys.stderr)
+    for line in error.errors:
+        print(f"  {line}", file=sys.stderr)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate the config and say what it holds."""
+    config = _load(args)
+    print(
+        f"{config_path(args.config)}: OK — {len(config.sensors)} sensors, "
+        f"{len(config.cameras)} cameras, {len(config.rules)} rules, "
+        f"{len(config.publishers)} publishers"
+    )
+    return 0
+
+
+def stop_event_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (Ctrl-C)."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the daemon until SIGTERM/SIGINT."""
+    from gateway.app import Gateway
+    from gateway.logutil import setup_logging
+
+    config = _load(args)
+    setup_logging(config.gateway.log_level)
+    stop = stop_event_on_signals()
+    gateway = Gateway(config)
+    gateway.start()
+    try:
+        stop.wait()
+    finally:
+        gateway.stop()
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """Print the newest posts with their deliveries."""
+    from gateway.app import database_path
+    from gateway.outbox import Outbox
+
+    path = database_path(_load(args))
+    posts = Outbox(path).history(args.limit) if path.exists() else []
+    if args.json:
+        print(json.dumps(posts, ensure_ascii=False, indent=2))
+        return 0
+    if not posts:
+        print("no posts yet")
+    for post in posts:
+        states = ", ".join(f"{pid}: {d['status']}" for pid, d in post["deliveries"].items())
+        print(f"{post['created_at']}  {post['rule']}  [{states}]")
+        print(f"    {post['text']}")
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """List undelivered posts, or retry/drop one delivery."""
+    from gateway.app import database_path
+    from gateway.outbox import Outbox
+
+    path = database_path(_load(args))
+    if not path.exists():
+        print("outbox is empty (no database yet)")
+        return 0
+    outbox = Outbox(path)
+    if args.retry or args.drop:
+        post_id, publisher = args.retry or args.drop
+        done = outbox.retry(post_id, publisher) if args.retry else outbox.drop(post_id, publisher)
+        print(("done" if done else "no such open delivery") + f": {post_id} → {publisher}")
+        return 0 if done else 1
+    rows = outbox.open_deliveries()
+    if not rows:
+        print("outbox is empty: every post is delivered")
+    for row in rows:
+        error = f"  {row['last_error']}" if row["last_error"] else ""
+        status = f"{row['publisher']:<12} {row['status']:<8} attempts={row['attempts']}"
+        print(f"{row['post_id']}  {status}{error}")
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    """Render a rule now from sample values, per publisher; publish nothing."""
+    from gateway.preview import preview_rule
+
+    config = _load(args)
+    return preview_rule(config, args.rule, sample=args.sample, out=args.out)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo (see gateway/demo.py)."""
+    from gateway.demo import run_demo
+
+    return run_demo(duration=args.duration, state_dir=Path(args.state_dir))
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "check-config": cmd_check_config,
+    "preview": cmd_preview,
+    "history": cmd_history,
+    "outbox": cmd_outbox,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``things-gateway`` and ``python -m gateway``."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        _print_config_errors(config_path(getattr(args, "config", None)), exc)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return 130

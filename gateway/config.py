@@ -1,0 +1,461 @@
+"""The gateway's configuration: one TOML file, validated, with env overrides.
+
+Load order (later wins): the TOML file, then environment variables prefixed
+``THINGS_GATEWAY_`` with ``__`` for nesting (``THINGS_GATEWAY_MQTT__HOST``).
+Any string may be ``"${NAME}"``: it is read from the environment variable
+``NAME``, else from the file ``$CREDENTIALS_DIRECTORY/NAME`` (systemd's
+``LoadCredential=``).  Unknown keys are errors.  Every problem is reported as one
+line naming its path, e.g. ``sensors[1].topic: Field required``; values are never
+echoed, so secrets stay out of logs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.publishers import PUBLISHER_TYPES, PublisherConfigs
+
+DEFAULT_CONFIG_PATH = Path("/etc/things-gateway/gateway.toml")
+CONFIG_ENV = "THINGS_GATEWAY_CONFIG"
+ENV_PREFIX = "THINGS_GATEWAY_"
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def parse_duration(value: object) -> object:
+    """Turn ``"90s"``, ``"15m"``, ``"1h30m"``, ``"2d"`` or a number of seconds into a timedelta."""
+    if isinstance(value, timedelta | bool):
+        return value
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    if not isinstance(value, str):
+        raise PydanticCustomError("duration", "expected a duration such as 90s, 15m, 1h")
+    text = value.strip().replace(" ", "")
+    pos, seconds = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise PydanticCustomError(
+            "duration",
+            "invalid duration {value!r}: use a number and a unit (ms, s, m, h, d, w)",
+            {"value": value},
+        )
+    return timedelta(seconds=seconds)
+
+
+def format_duration(delta: timedelta) -> str:
+    """The shortest ``1h30m``-style spelling of a duration."""
+    seconds = int(delta.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or "0s"
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+
+
+class Section(BaseModel):
+    """Base of every config table: unknown keys are errors; values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySection(Section):
+    """``[gateway]``: who this gateway is and where it keeps its state."""
+
+    name: str = Field(
+        default="things-gateway",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Short name; used in the MQTT status topic and client id.",
+    )
+    timezone: str = Field(
+        default="UTC", description="IANA time zone for schedules and times in posts."
+    )
+    state_dir: Path | None = Field(
+        default=None,
+        description="Database, media and archive live here. Default: $STATE_DIRECTORY, else ./var.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Least severe log level printed."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise PydanticCustomError(
+                "timezone", "unknown time zone {value!r} (use e.g. Europe/London)", {"value": value}
+            ) from None
+        return value
+
+    def resolved_state_dir(self) -> Path:
+        """``state_dir``, else ``$STATE_DIRECTORY`` (systemd), else ``./var``."""
+        if self.state_dir is not None:
+            return self.state_dir
+        from_systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        return Path(from_systemd) if from_systemd else Path("var")
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The configured time zone."""
+        return ZoneInfo(self.timezone)
+
+
+class MqttSection(Section):
+    """``[mqtt]``: the broker the gateway subscribes to."""
+
+    host: str = Field(default="localhost", description="Broker host name or address.")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port.")
+    client_id: str | None = Field(
+        default=None, description="MQTT client id. Default: '<gateway name>-gw'."
+    )
+    protocol: Literal[5, 311] = Field(default=5, description="MQTT protocol: 5 or 311 (3.1.1).")
+    qos: Literal[0, 1, 2] = Field(default=1, description="QoS of the gateway's subscriptions.")
+    persistent_session: bool = Field(
+        default=True,
+        description="Keep the broker session across restarts, so QoS 1 readings sent meanwhile"
+        " arrive.",
+    )
+    session_expiry: Duration = Field(
+        default=timedelta(days=1),
+        description="MQTT 5 session expiry when persistent_session is on.",
+    )
+    keepalive: int = Field(default=60, ge=5, le=65535, description="Keepalive interval in seconds.")
+    username: str | None = Field(default=None, description="Broker user name.")
+    password: SecretStr | None = Field(
+        default=None, description='Broker password, e.g. "${MQTT_PASSWORD}".'
+    )
+    status_prefix: str = Field(
+        default="things-gateway",
+        description="Retained status topic: '<status_prefix>/<gateway name>/status'"
+        " (online/offline).",
+    )
+    max_payload_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="Larger messages are rejected and counted."
+    )
+
+
+SensorFormat = Literal["number", "json", "text", "bool"]
+
+
+class SensorConfig(Section):
+    """``[[sensors]]``: one value read from an MQTT topic."""
+
+    id: Identifier = Field(description="Name used in templates and rules, e.g. water_temp.")
+    topic: str = Field(min_length=1, description="MQTT topic or filter (+ and # allowed).")
+    format: SensorFormat = Field(
+        default="number",
+        description="number: plain number; json: an object, value at `field`; text; bool.",
+    )
+    field: str | None = Field(
+        default=None, description="Dotted path into a JSON payload, e.g. DS18B20.Temperature."
+    )
+    unit: str = Field(default="", description="Unit shown after the value, e.g. °C.")
+    expire_after: Duration | None = Field(
+        default=None, description="Mark the sensor stale when no reading came for this long."
+    )
+
+    @model_validator(mode="after")
+    def _json_needs_field(self) -> SensorConfig:
+        if self.format == "json" and not self.field:
+            raise PydanticCustomError("missing_field", "format 'json' needs `field`")
+        return self
+
+
+class CameraConfig(Section):
+    """``[[cameras]]``: a source of frames for posts."""
+
+    id: Identifier = Field(description="Name rules use in `images`.")
+    source: Literal["mqtt"] = Field(
+        default="mqtt", description="Where frames come from: mqtt (JPEG/PNG payloads on `topic`)."
+    )
+    topic: str = Field(min_length=1, description="MQTT topic carrying binary JPEG or PNG frames.")
+    max_age: Duration = Field(
+        default=timedelta(minutes=10), description="An older frame is stale and left out of posts."
+    )
+
+
+class ImageSpec(Section):
+    """One image of a rule: a camera's latest frame with an optional caption."""
+
+    camera: Identifier = Field(description="Camera id.")
+    caption: str | None = Field(default=None, description="Template drawn onto the image.")
+    alt: str = Field(
+        min_length=1, description="Alt-text template (required: posts are for everyone)."
+    )
+
+
+class RuleConfig(Section):
+    """``[[rules]]``: when to post, what to say, and where."""
+
+    id: Identifier = Field(description="Rule name, shown in history and used by `preview`.")
+    every: Duration | None = Field(default=None, description="Post at this interval, e.g. 1h.")
+    cron: str | None = Field(
+        default=None, description="Crontab schedule in the gateway's time zone, e.g. '0 8 * * *'."
+    )
+    text: str = Field(min_length=1, description="Jinja2 template of the post text.")
+    images: tuple[ImageSpec, ...] = Field(default=(), description="Images to attach.")
+    publish_to: tuple[str, ...] = Field(min_length=1, description="Publisher ids.")
+    language: str | None = Field(
+        default=None, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]+)?$", description="BCP-47 language tag."
+    )
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> RuleConfig:
+        triggers = [name for name in ("every", "cron") if getattr(self, name) is not None]
+        if len(triggers) != 1:
+            raise PydanticCustomError("trigger", "set exactly one of `every` or `cron`")
+        if self.every is not None and self.every.total_seconds() < 1:
+            raise PydanticCustomError("trigger", "`every` must be at least 1s")
+        if self.cron is not None:
+            from gateway.scheduler import cron_trigger
+
+            try:
+                cron_trigger(self.cron, ZoneInfo("UTC"))
+            except ValueError as exc:
+                raise PydanticCustomError(
+                    "cron", "invalid cron: {error}", {"error": str(exc)}
+                ) from None
+        return self
+
+
+def _resolve_refs(data: Any, path: str, errors: list[str]) -> Any:
+    """Replace ``${NAME}`` in every string; record names that cannot be found."""
+    if isinstance(data, str):
+
+        def lookup(match: re.Match[str]) -> str:
+            value = lookup_secret(match.group(1))
+            if value is None:
+                errors.append(
+                    f"{path}: ${{{match.group(1)}}} is not set "
+                    "(no environment variable and no $CREDENTIALS_DIRECTORY file of that name)"
+                )
+                return ""
+            return value
+
+        return _REF.sub(lookup, data)
+    if isinstance(data, Mapping):
+        return {
+            k: _resolve_refs(v, f"{path}.{k}" if path else str(k), errors) for k, v in data.items()
+        }
+    if isinstance(data, list | tuple):
+        return [_resolve_refs(v, f"{path}[{i}]", errors) for i, v in enumerate(data)]
+    return data
+
+
+def lookup_secret(name: str) -> str | None:
+    """A value from the environment, else from ``$CREDENTIALS_DIRECTORY/name``."""
+    if name in os.environ:
+        return os.environ[name]
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        path = Path(cred_dir) / name
+        if path.is_file():
+            return path.read_text(encoding="utf-8").rstrip("\n")
+    return None
+
+
+class GatewayConfig(BaseSettings):
+    """The whole configuration file."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        nested_model_default_partial_update=True,
+    )
+
+    gateway: GatewaySection = Field(default_factory=GatewaySection, description="[gateway]")
+    mqtt: MqttSection = Field(default_factory=MqttSection, description="[mqtt]")
+    sensors: tuple[SensorConfig, ...] = Field(default=(), description="[[sensors]]")
+    cameras: tuple[CameraConfig, ...] = Field(default=(), description="[[cameras]]")
+    rules: tuple[RuleConfig, ...] = Field(default=(), description="[[rules]]")
+    publishers: tuple[PublisherConfigs, ...] = Field(default=(), description="[[publishers]]")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment variables override the file; no dotenv, no secrets dir."""
+        return (env_settings, init_settings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_secret_refs(cls, data: Any) -> Any:
+        errors: list[str] = []
+        resolved = _resolve_refs(data, "", errors)
+        if errors:
+            raise PydanticCustomError("unresolved", "\n".join(errors))
+        return resolved
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> GatewayConfig:
+        problems = list(_reference_problems(self))
+        if problems:
+            raise PydanticCustomError("reference", "\n".join(problems))
+        return self
+
+    def rule(self, rule_id: str) -> RuleConfig:
+        """The rule with this id (KeyError if none)."""
+        for rule in self.rules:
+            if rule.id == rule_id:
+                return rule
+        raise KeyError(rule_id)
+
+
+def _duplicates(kind: str, ids: list[str]) -> Iterator[str]:
+    seen: set[str] = set()
+    for index, item in enumerate(ids):
+        if item in seen:
+            yield f"{kind}[{index}].id: duplicate id {item!r}"
+        seen.add(item)
+
+
+def _reference_problems(config: GatewayConfig) -> Iterator[str]:
+    yield from _duplicates("sensors", [s.id for s in config.sensors])
+    yield from _duplicates("cameras", [c.id for c in config.cameras])
+    yield from _duplicates("rules", [r.id for r in config.rules])
+    yield from _duplicates("publishers", [p.id for p in config.publishers])
+    cameras = {c.id for c in config.cameras}
+    publishers = {p.id for p in config.publishers}
+    for r, rule in enumerate(config.rules):
+        for p, target in enumerate(rule.publish_to):
+            if target not in publishers:
+                yield f"rules[{r}].publish_to[{p}]: no publisher with id {target!r}"
+        for i, image in enumerate(rule.images):
+            if image.camera not in cameras:
+                yield f"rules[{r}].images[{i}].camera: no camera with id {image.camera!r}"
+    from gateway.compose import template_problems
+
+    for r, rule in enumerate(config.rules):
+        yield from (f"rules[{r}].{problem}" for problem in template_problems(rule, config))
+
+
+class ConfigError(Exception):
+    """The config cannot be used; ``errors`` holds one line per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif (
+            i > 0
+            and isinstance(loc[i - 1], int)
+            and part in PUBLISHER_TYPES
+            and loc[0] == "publishers"
+        ):
+            continue  # the discriminated union's tag, not a key the user wrote
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def format_validation_error(error: ValidationError) -> list[str]:
+    """One line per problem, ``path: message``, never echoing the input value."""
+    lines = []
+    for item in error.errors(include_input=False, include_url=False):
+        loc = _format_loc(tuple(item["loc"]))
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        for part in message.split("\n"):
+            if loc and not part.startswith(f"{loc}"):
+                lines.append(f"{loc}: {part}")
+            else:
+                lines.append(part)
+    return lines
+
+
+def config_path(explicit: str | Path | None) -> Path:
+    """``-c PATH``, else ``$THINGS_GATEWAY_CONFIG``, else the system default."""
+    if explicit:
+        return Path(explicit)
+    from_env = os.environ.get(CONFIG_ENV)
+    return Path(from_env) if from_env else DEFAULT_CONFIG_PATH
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; a missing file or syntax error is a ConfigError."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: config file not found"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config file: {exc.strerror}"]) from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: config file is not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: TOML syntax error: {exc}"]) from None
+
+
+def load_config(
+    path: str | Path | None = None, *, overrides: Mapping[str, Any] | None = None
+) -> GatewayConfig:
+    """Read, resolve and validate a config file; raise ConfigError listing every problem."""
+    data = read_toml(config_path(path))
+    if overrides:
+        data = _deep_merge(data, overrides)
+    return validate_config(data)
+
+
+def validate_config(data: Mapping[str, Any]) -> GatewayConfig:
+    """Validate an already-parsed config mapping (plus env overrides)."""
+    try:
+        return GatewayConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

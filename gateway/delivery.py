@@ -1,0 +1,170 @@
+"""Delivery workers: one thread per publisher, draining the outbox in order.
+
+A slow or failing service only ever holds up its own worker.  Each delivery is
+marked ``sending`` (committed) before the publisher is called, and ``sent``,
+``failed`` (with the next attempt time) or ``dead`` after.  The idempotency key
+is derived from the post id and publisher, so a retry after a crash is
+recognised by services that support it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.model import PermanentError, RetryableError
+from gateway.outbox import Delivery, Outbox
+from gateway.publishers.base import Publisher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How long to wait between attempts, and when to give up."""
+
+    base_delay: float = 5.0
+    max_delay: float = 3600.0
+    max_attempts: int = 20
+    max_age: float = 3 * 86400.0
+    jitter: float = 0.2
+
+    def delay(self, attempts: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after ``attempts`` failed attempts (server's Retry-After wins)."""
+        backoff: float = min(self.max_delay, self.base_delay * 2 ** max(0, attempts - 1))
+        backoff *= 1 + random.uniform(-self.jitter, self.jitter)
+        if retry_after is not None:
+            return max(float(retry_after), 0.0)
+        return backoff
+
+    def gives_up(self, attempts: int, age: float) -> bool:
+        """True when a delivery has been tried too often or for too long."""
+        return attempts >= self.max_attempts or age >= self.max_age
+
+
+def idempotency_key(post_id: str, publisher: str) -> str:
+    """The key sent with every attempt of one post to one publisher."""
+    return f"{post_id}-{publisher}"
+
+
+class DeliveryWorker:
+    """Sends one publisher's deliveries, oldest first, retrying with backoff."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        publisher: Publisher,
+        policy: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.outbox = outbox
+        self.publisher = publisher
+        self.policy = policy or RetryPolicy()
+        self._clock = clock
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.sent = 0
+        self.failures = 0
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        self._thread = threading.Thread(
+            target=self._run, name=f"deliver-{self.publisher.id}", daemon=True
+        )
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Tell the worker a new delivery may be waiting."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Finish the delivery in flight (up to ``timeout``), then stop; True if it stopped."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        stopped = not self._thread.is_alive()
+        self._thread = None
+        return stopped
+
+    def is_alive(self) -> bool:
+        """True while the worker thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                wait = self.step()
+            except Exception:  # the worker must survive anything, even a database hiccup
+                log.exception("delivery worker %s: unexpected error", self.publisher.id)
+                wait = 5.0
+            if wait > 0:
+                self._wake.wait(wait)
+                self._wake.clear()
+
+    def step(self) -> float:
+        """Attempt the next due delivery; return how long to sleep before the next step."""
+        delivery = self.outbox.next_delivery(self.publisher.id)
+        if delivery is None:
+            return 60.0
+        now = self._clock()
+        if delivery.next_attempt_at > now:
+            return delivery.next_attempt_at - now
+        self.attempt(delivery)
+        return 0.0
+
+    def attempt(self, delivery: Delivery) -> None:
+        """Make one publish call for ``delivery`` and record its outcome."""
+        self.outbox.mark_sending(delivery)
+        attempts = delivery.attempts + 1
+        key = idempotency_key(delivery.post.id, delivery.publisher)
+        try:
+            receipt = self.publisher.publish(delivery.post, delivery.text, delivery.post.media, key)
+        except PermanentError as exc:
+            self._give_up(delivery, f"permanent: {exc}")
+            return
+        except RetryableError as exc:
+            self._failed(delivery, attempts, str(exc), exc.retry_after)
+            return
+        except Exception as exc:  # a publisher bug: keep the post and retry later
+            log.exception("publisher %s raised unexpectedly", self.publisher.id)
+            self._failed(delivery, attempts, f"{type(exc).__name__}: {exc}", None)
+            return
+        self.outbox.mark_sent(delivery, receipt)
+        self.sent += 1
+        log.info(
+            "post %s sent to %s%s",
+            delivery.post.id,
+            self.publisher.id,
+            f" ({receipt.url})" if receipt.url else "",
+        )
+
+    def _failed(
+        self, delivery: Delivery, attempts: int, error: str, retry_after: float | None
+    ) -> None:
+        self.failures += 1
+        age = self._clock() - delivery.post.created_at.timestamp()
+        if self.policy.gives_up(attempts, age):
+            self._give_up(delivery, f"gave up after {attempts} attempts: {error}")
+            return
+        delay = self.policy.delay(attempts, retry_after)
+        log.warning(
+            "post %s to %s failed (attempt %d), retrying in %.0fs: %s",
+            delivery.post.id,
+            self.publisher.id,
+            attempts,
+            delay,
+            error,
+        )
+        self.outbox.mark_failed(delivery, error, self._clock() + delay)
+
+    def _give_up(self, delivery: Delivery, error: str) -> None:
+        self.failures += 1
+        log.error("post %s to %s is dead: %s", delivery.post.id, self.publisher.id, error)
+        self.outbox.mark_dead(delivery, error)

@@ -1,0 +1,138 @@
+"""Payload decoders: MQTT bytes in, a sensor value out, or a DecodeError.
+
+Pure functions with no I/O; they run in paho's network thread, so they are kept
+cheap.  Nothing but DecodeError may escape them, whatever the payload.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from gateway.model import Value
+
+MAX_TEXT_LENGTH = 256
+_TRUE = frozenset({"1", "true", "on", "yes", "open", "online"})
+_FALSE = frozenset({"0", "false", "off", "no", "closed", "offline"})
+
+
+class DecodeError(ValueError):
+    """The payload cannot be turned into a reading; the message says why."""
+
+
+def _text(payload: bytes) -> str:
+    try:
+        return payload.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise DecodeError("payload is not valid UTF-8") from None
+
+
+def to_number(raw: object) -> float:
+    """A finite float from a JSON number or a numeric string; bools are refused."""
+    if isinstance(raw, bool):
+        raise DecodeError("expected a number, got a boolean")
+    if isinstance(raw, int | float):
+        value = float(raw)
+    elif isinstance(raw, str):
+        token = raw.strip().split()[0] if raw.strip() else ""
+        try:
+            value = float(token)
+        except ValueError:
+            raise DecodeError(f"not a number: {raw[:40]!r}") from None
+    else:
+        raise DecodeError(f"expected a number, got {type(raw).__name__}")
+    if not math.isfinite(value):
+        raise DecodeError("number is not finite (NaN or infinity)")
+    return value
+
+
+def to_bool(raw: object) -> bool:
+    """True/false from JSON booleans, 1/0, or words like on/off, open/closed."""
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int | float) and raw in (0, 1):
+        return bool(raw)
+    if isinstance(raw, str):
+        word = raw.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+    raise DecodeError(f"not a boolean: {str(raw)[:40]!r}")
+
+
+def to_text(raw: object) -> str:
+    """A short text value; long or structured values are refused."""
+    if isinstance(raw, dict | list) or raw is None:
+        raise DecodeError("expected text, got a structure")
+    text = raw if isinstance(raw, str) else json.dumps(raw)
+    if len(text) > MAX_TEXT_LENGTH:
+        raise DecodeError(f"text longer than {MAX_TEXT_LENGTH} characters")
+    return text
+
+
+def parse_json(payload: bytes) -> Any:
+    """Parse JSON, turning every failure (including absurd nesting) into DecodeError."""
+    text = _text(payload)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise DecodeError("JSON nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"invalid JSON: {exc.msg} at position {exc.pos}") from None
+
+
+def json_field(document: Any, path: str) -> object:
+    """Follow a dotted path (``a.b.0.c``) into a JSON document."""
+    node = document
+    if not isinstance(node, dict):
+        raise DecodeError("JSON payload is not an object")
+    for part in path.split("."):
+        if isinstance(node, dict):
+            if part not in node:
+                raise DecodeError(f"field {path!r} missing")
+            node = node[part]
+        elif isinstance(node, list) and part.lstrip("-").isdigit():
+            index = int(part)
+            if not -len(node) <= index < len(node):
+                raise DecodeError(f"field {path!r} missing (index {index} out of range)")
+            node = node[index]
+        else:
+            raise DecodeError(f"field {path!r} missing")
+    return node
+
+
+def coerce(raw: object, kind: str) -> Value:
+    """Convert a raw value to the kind of value a sensor holds."""
+    if kind == "bool":
+        return to_bool(raw)
+    if kind == "text":
+        return to_text(raw)
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and not _looks_numeric(raw):
+        return to_text(raw)
+    return to_number(raw)
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        to_number(text)
+    except DecodeError:
+        return False
+    return True
+
+
+def decode_payload(payload: bytes, fmt: str, field: str | None) -> Value:
+    """Decode one sensor payload in the given format (number, json, text, bool)."""
+    if fmt == "number":
+        return to_number(_text(payload))
+    if fmt == "bool":
+        return to_bool(_text(payload))
+    if fmt == "text":
+        return to_text(_text(payload))
+    if fmt == "json":
+        assert field is not None
+        return coerce(json_field(parse_json(payload), field), "number-or-json")
+    raise DecodeError(f"unknown format {fmt!r}")

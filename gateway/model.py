@@ -1,0 +1,125 @@
+"""Core value types shared by every part of the gateway.
+
+They are frozen dataclasses: cheap to create in the MQTT thread, safe to hand
+between threads, and easy to compare in tests.  Frames and rendered media stay on
+disk; only their paths travel.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+Value = float | bool | str
+"""What a sensor reading holds: a number, a flag, or a short piece of text."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One decoded sensor value."""
+
+    sensor: str
+    value: Value
+    unit: str
+    at: datetime
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A camera frame stored on disk."""
+
+    camera: str
+    path: Path
+    at: datetime
+    width: int
+    height: int
+    mime: str
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class MediaItem:
+    """An image attached to a post, already rendered to a file."""
+
+    path: Path
+    mime: str
+    width: int
+    height: int
+    bytes: int
+    alt: str
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    """A composed status post, before it is fitted to any one publisher."""
+
+    id: str
+    rule: str
+    created_at: datetime
+    text: str
+    media: tuple[MediaItem, ...] = ()
+    lang: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a publisher returns once a post is out: the remote id and a link."""
+
+    remote_id: str | None = None
+    url: str | None = None
+
+
+class PublishError(Exception):
+    """Base class of the errors a publisher may raise."""
+
+
+class RetryableError(PublishError):
+    """The post may go through later (network down, 5xx, rate limited)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(PublishError):
+    """Trying again cannot help (bad credentials, rejected content)."""
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+@dataclass
+class _IdState:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    last_ms: int = 0
+    last_rand: int = 0
+
+
+_ID_STATE = _IdState()
+
+
+def new_post_id(now_ms: int | None = None) -> str:
+    """Return a 26-character ULID: unique, and sortable by creation time.
+
+    Within one millisecond the random part is incremented, so ids made by this
+    process are strictly increasing.
+    """
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    with _ID_STATE.lock:
+        if ms <= _ID_STATE.last_ms:
+            ms = _ID_STATE.last_ms
+            rand = _ID_STATE.last_rand + 1
+        else:
+            rand = int.from_bytes(os.urandom(10), "big") >> 1
+        _ID_STATE.last_ms, _ID_STATE.last_rand = ms, rand
+    number = (ms << 80) | (rand & ((1 << 80) - 1))
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[number & 31])
+        number >>= 5
+    return "".join(reversed(chars))

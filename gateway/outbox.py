@@ -1,0 +1,370 @@
+"""The outbox: the durable local log of every post and its deliveries.
+
+One SQLite file in WAL mode.  A post and one delivery row per target publisher
+are committed with ``synchronous=FULL`` *before* any publisher is called, so a
+crash or power cut at any moment loses nothing: on restart, deliveries left
+``sending`` go back to ``pending`` and are retried with the same idempotency key.
+
+Every thread gets its own connection (SQLite connections are not shareable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from gateway.model import MediaItem, Post, Receipt
+
+DeliveryStatus = Literal["pending", "sending", "sent", "failed", "dead"]
+OPEN_STATUSES = ("pending", "sending", "failed")
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE posts (
+        id TEXT PRIMARY KEY,
+        rule TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        text TEXT NOT NULL,
+        lang TEXT,
+        media TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE TABLE deliveries (
+        post_id TEXT NOT NULL REFERENCES posts(id) ON DELETE CASCADE,
+        publisher TEXT NOT NULL,
+        text TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending','sending','sent','failed','dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        remote_id TEXT,
+        url TEXT,
+        last_error TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (post_id, publisher)
+    );
+    CREATE INDEX deliveries_open ON deliveries (publisher, status, post_id);
+    CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One post's delivery to one publisher."""
+
+    post: Post
+    publisher: str
+    text: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+
+
+def _media_to_json(media: tuple[MediaItem, ...]) -> str:
+    return json.dumps(
+        [
+            {
+                "path": str(m.path),
+                "mime": m.mime,
+                "width": m.width,
+                "height": m.height,
+                "bytes": m.bytes,
+                "alt": m.alt,
+            }
+            for m in media
+        ],
+        ensure_ascii=False,
+    )
+
+
+def _media_from_json(raw: str) -> tuple[MediaItem, ...]:
+    return tuple(
+        MediaItem(Path(m["path"]), m["mime"], m["width"], m["height"], m["bytes"], m["alt"])
+        for m in json.loads(raw)
+    )
+
+
+def _post_from_row(row: sqlite3.Row) -> Post:
+    return Post(
+        id=row["id"],
+        rule=row["rule"],
+        created_at=datetime.fromisoformat(row["created_at"]),
+        text=row["text"],
+        media=_media_from_json(row["media"]),
+        lang=row["lang"],
+    )
+
+
+class Outbox:
+    """Posts and deliveries in SQLite; safe to use from many threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._migrate()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            # A connection stays with its thread; check_same_thread=False only lets
+            # close() run from the thread that shuts the outbox down.
+            conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._tx() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        with self._lock:
+            for conn in self._all:
+                with contextlib.suppress(sqlite3.ProgrammingError):
+                    conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    # -- writing ---------------------------------------------------------
+
+    def add(self, post: Post, texts: Mapping[str, str], now: float | None = None) -> None:
+        """Commit a post and a ``pending`` delivery per publisher (publisher id → fitted text)."""
+        now = time.time() if now is None else now
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO posts (id, rule, created_at, text, lang, media) VALUES (?,?,?,?,?,?)",
+                (
+                    post.id,
+                    post.rule,
+                    post.created_at.isoformat(),
+                    post.text,
+                    post.lang,
+                    _media_to_json(post.media),
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO deliveries (post_id, publisher, text, status,"
+                " next_attempt_at, updated_at) VALUES (?,?,?,'pending',?,?)",
+                [(post.id, publisher, text, now, now) for publisher, text in texts.items()],
+            )
+
+    def recover(self) -> int:
+        """After a crash: deliveries left ``sending`` become ``pending``; returns how many."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE deliveries SET status='pending', updated_at=? WHERE status='sending'",
+                (time.time(),),
+            )
+            return cur.rowcount
+
+    def _update(self, post_id: str, publisher: str, **fields: Any) -> None:
+        fields["updated_at"] = time.time()
+        sets = ", ".join(f"{name}=?" for name in fields)
+        with self._tx() as conn:
+            conn.execute(
+                f"UPDATE deliveries SET {sets} WHERE post_id=? AND publisher=?",  # noqa: S608 - names are ours
+                (*fields.values(), post_id, publisher),
+            )
+
+    def mark_sending(self, delivery: Delivery) -> None:
+        """Record that a publish call is about to be made."""
+        self._update(
+            delivery.post.id, delivery.publisher, status="sending", attempts=delivery.attempts + 1
+        )
+
+    def mark_sent(self, delivery: Delivery, receipt: Receipt) -> None:
+        """Record a successful delivery."""
+        self._update(
+            delivery.post.id,
+            delivery.publisher,
+            status="sent",
+            remote_id=receipt.remote_id,
+            url=receipt.url,
+            last_error=None,
+        )
+
+    def mark_failed(self, delivery: Delivery, error: str, next_attempt_at: float) -> None:
+        """Record a failure that will be retried at ``next_attempt_at``."""
+        self._update(
+            delivery.post.id,
+            delivery.publisher,
+            status="failed",
+            last_error=error,
+            next_attempt_at=next_attempt_at,
+        )
+
+    def mark_dead(self, delivery: Delivery, error: str) -> None:
+        """Give up on a delivery, keeping the last error."""
+        self._update(delivery.post.id, delivery.publisher, status="dead", last_error=error)
+
+    def retry(self, post_id: str, publisher: str) -> bool:
+        """Make a failed or dead delivery due now; False if there is none."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE deliveries SET status='pending', next_attempt_at=?, updated_at=?"
+                " WHERE post_id=? AND publisher=? AND status IN ('failed','dead','pending')",
+                (time.time(), time.time(), post_id, publisher),
+            )
+            return cur.rowcount > 0
+
+    def drop(self, post_id: str, publisher: str) -> bool:
+        """Give up on an open delivery by hand (it becomes ``dead``)."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE deliveries SET status='dead', last_error='dropped by operator',"
+                " updated_at=?"
+                " WHERE post_id=? AND publisher=? AND status IN ('pending','failed')",
+                (time.time(), post_id, publisher),
+            )
+            return cur.rowcount > 0
+
+    # -- reading ---------------------------------------------------------
+
+    def next_delivery(self, publisher: str) -> Delivery | None:
+        """The oldest open delivery of a publisher (due or not): deliveries go out in order."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT d.*, p.id, p.rule, p.created_at, p.text AS post_text, p.lang, p.media"
+                " FROM deliveries d JOIN posts p ON p.id = d.post_id"
+                " WHERE d.publisher=? AND d.status IN ('pending','sending','failed')"
+                " ORDER BY d.post_id LIMIT 1",
+                (publisher,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        post = Post(
+            id=row["id"],
+            rule=row["rule"],
+            created_at=datetime.fromisoformat(row["created_at"]),
+            text=row["post_text"],
+            media=_media_from_json(row["media"]),
+            lang=row["lang"],
+        )
+        return Delivery(
+            post,
+            publisher,
+            row["text"],
+            row["status"],
+            row["attempts"],
+            row["next_attempt_at"],
+            row["last_error"],
+        )
+
+    def history(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Newest posts first, each with its deliveries (the ``history --json`` contract)."""
+        conn = self._conn()
+        posts = conn.execute("SELECT * FROM posts ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        out = []
+        for row in posts:
+            deliveries = conn.execute(
+                "SELECT * FROM deliveries WHERE post_id=? ORDER BY publisher", (row["id"],)
+            ).fetchall()
+            out.append(
+                {
+                    "id": row["id"],
+                    "rule": row["rule"],
+                    "created_at": row["created_at"],
+                    "text": row["text"],
+                    "lang": row["lang"],
+                    "media": [
+                        {
+                            "file": m["path"],
+                            "mime": m["mime"],
+                            "width": m["width"],
+                            "height": m["height"],
+                            "bytes": m["bytes"],
+                            "alt": m["alt"],
+                        }
+                        for m in json.loads(row["media"])
+                    ],
+                    "deliveries": {
+                        d["publisher"]: {
+                            "status": d["status"],
+                            "attempts": d["attempts"],
+                            "remote_id": d["remote_id"],
+                            "url": d["url"],
+                            "last_error": d["last_error"],
+                        }
+                        for d in deliveries
+                    },
+                }
+            )
+        return out
+
+    def open_deliveries(self) -> list[dict[str, Any]]:
+        """Deliveries not yet sent (pending, sending, failed) and dead ones, oldest first."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT post_id, publisher, status, attempts, next_attempt_at, last_error"
+                " FROM deliveries WHERE status != 'sent' ORDER BY post_id, publisher"
+            )
+            .fetchall()
+        )
+        return [dict(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Number of deliveries per status."""
+        rows = self._conn().execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
+        return {status: n for status, n in rows}
+
+    def last_post(self, rule: str | None = None) -> Post | None:
+        """The newest post (of a rule, when given)."""
+        where = " WHERE rule=?" if rule else ""
+        sql = f"SELECT * FROM posts{where} ORDER BY id DESC LIMIT 1"  # noqa: S608 - constant parts
+        row = self._conn().execute(sql, (rule,) if rule else ()).fetchone()
+        return _post_from_row(row) if row else None
+
+    # -- key/value store (publisher sessions, cached limits) --------------
+
+    def get(self, key: str) -> str | None:
+        """A stored value, or None."""
+        row = self._conn().execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set(self, key: str, value: str) -> None:
+        """Store a value durably."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO kv (key, value) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, value),
+            )

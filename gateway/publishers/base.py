@@ -1,0 +1,108 @@
+"""The publisher contract: what every backend declares and implements.
+
+A backend is one module holding a pydantic config class (keyed by
+``type: Literal["..."]``) and a class that satisfies :class:`Publisher`.
+Composition fits text and images to :class:`Capabilities` before calling
+``publish``; a publisher never truncates on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.model import MediaItem, Post, Receipt
+
+TextCounting = Literal["chars", "graphemes", "weighted", "bytes"]
+"""How a service counts the length of a post's text."""
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a publisher accepts; composition fits every post to these limits."""
+
+    text_counting: TextCounting = "chars"
+    max_text: int | None = None
+    """Longest text allowed, in units of ``text_counting``; ``None`` for no limit."""
+    max_text_bytes: int | None = None
+    """A UTF-8 byte limit on top of ``max_text`` (Bluesky has both)."""
+    url_length: int | None = None
+    """Length every URL counts as, when the service shortens links."""
+    max_images: int = 4
+    max_image_bytes: int | None = None
+    max_image_pixels: int | None = None
+    max_image_side: int | None = None
+    max_alt_text: int | None = None
+    supports_language: bool = False
+
+
+class PublisherConfig(BaseModel):
+    """Fields every publisher config shares."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Name rules use in `publish_to`; also the outbox key.",
+    )
+    enabled: bool = Field(
+        default=True, description="Set false to keep the config but post nothing."
+    )
+
+
+@runtime_checkable
+class Publisher(Protocol):
+    """A backend that can send one post."""
+
+    id: str
+    capabilities: Capabilities
+
+    def publish(
+        self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
+    ) -> Receipt:
+        """Send ``text`` (already fitted) and ``media``; raise RetryableError/PermanentError."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files."""
+        ...
+
+
+class KeyValueStore(Protocol):
+    """Small durable key/value storage in the gateway's SQLite (sessions, cached limits)."""
+
+    def get(self, key: str) -> str | None:
+        """The stored value, or None."""
+        ...
+
+    def set(self, key: str, value: str) -> None:
+        """Store (and commit) a value."""
+        ...
+
+
+class MemoryStore:
+    """A KeyValueStore kept in memory, for tests and previews."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, str] = {}
+
+    def get(self, key: str) -> str | None:
+        """The stored value, or None."""
+        return self._data.get(key)
+
+    def set(self, key: str, value: str) -> None:
+        """Store a value."""
+        self._data[key] = value
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherContext:
+    """What the gateway hands a publisher when it is built."""
+
+    state_dir: Path
+    gateway_name: str
+    store: KeyValueStore = field(default_factory=MemoryStore)
+    """Durable storage for the publisher; keys should start with the publisher id."""

@@ -1,0 +1,51 @@
+"""The ``console`` publisher: prints each post to standard output."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Literal, TextIO
+
+from pydantic import Field
+
+from gateway.model import MediaItem, Post, Receipt
+from gateway.publishers.base import Capabilities, PublisherConfig, PublisherContext
+
+
+class ConsoleConfig(PublisherConfig):
+    """Print posts to stdout (the journal, under systemd)."""
+
+    type: Literal["console"] = Field(description="Selects this backend.")
+    show_media: bool = Field(default=True, description="List attached image files below the text.")
+
+    def build(self, ctx: PublisherContext) -> ConsolePublisher:
+        """Create the publisher for this config."""
+        return ConsolePublisher(self)
+
+
+class ConsolePublisher:
+    """Writes posts to a text stream, one block per post."""
+
+    capabilities = Capabilities(max_images=16)
+
+    def __init__(self, config: ConsoleConfig, stream: TextIO | None = None) -> None:
+        self.id = config.id
+        self._config = config
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def publish(
+        self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
+    ) -> Receipt:
+        """Print the post; the receipt's remote id is the post id."""
+        stream = self._stream or sys.stdout
+        lines = [f"── {post.rule} · {post.created_at.isoformat(timespec='seconds')} ──", text]
+        if self._config.show_media:
+            lines += [f"  [image {m.width}x{m.height}] {m.path} — {m.alt}" for m in media]
+        with self._lock:
+            stream.write("\n".join(lines) + "\n")
+            stream.flush()
+        return Receipt(remote_id=post.id)
+
+    def close(self) -> None:
+        """Nothing to release."""

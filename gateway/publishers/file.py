@@ -1,0 +1,140 @@
+"""The ``file`` publisher: the local archive of posts, as JSON lines plus media files.
+
+Layout (a contract, see DESIGN.md)::
+
+    <state_dir>/<path>/posts.jsonl      one JSON object per post
+    <state_dir>/<path>/media/<file>     images referenced by ``media[].file``
+
+Writing the same post id twice never makes a second line, so a delivery retried
+after a crash is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from gateway.fsutil import atomic_copy, fsync_dir
+from gateway.model import MediaItem, Post, Receipt
+from gateway.publishers.base import Capabilities, PublisherConfig, PublisherContext
+
+ARCHIVE_NAME = "posts.jsonl"
+
+
+class FileConfig(PublisherConfig):
+    """Append every post to a JSON-lines archive with its images beside it."""
+
+    type: Literal["file"] = Field(description="Selects this backend.")
+    path: str = Field(
+        default="posts",
+        description="Archive folder; relative paths are under the gateway's state_dir.",
+    )
+
+    def build(self, ctx: PublisherContext) -> FilePublisher:
+        """Create the publisher for this config."""
+        folder = Path(self.path)
+        if not folder.is_absolute():
+            folder = ctx.state_dir / folder
+        return FilePublisher(self.id, folder)
+
+
+class FilePublisher:
+    """Appends posts to ``posts.jsonl``; idempotent by post id."""
+
+    capabilities = Capabilities(max_images=16)
+
+    def __init__(self, publisher_id: str, folder: Path) -> None:
+        self.id = publisher_id
+        self.folder = folder
+        self.archive = folder / ARCHIVE_NAME
+        self._lock = threading.Lock()
+        self._ids: set[str] | None = None
+
+    def _known_ids(self) -> set[str]:
+        if self._ids is None:
+            self._ids = set(read_archive_ids(self.archive))
+        return self._ids
+
+    def publish(
+        self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
+    ) -> Receipt:
+        """Copy the media, then append one line; skip ids already archived."""
+        with self._lock:
+            (self.folder / "media").mkdir(parents=True, exist_ok=True)
+            if post.id in self._known_ids():
+                return Receipt(remote_id=post.id, url=self.archive.as_uri())
+            entries = [self._store_media(post.id, n, item) for n, item in enumerate(media)]
+            record = archive_record(post, text, entries)
+            self._append(json.dumps(record, ensure_ascii=False))
+            self._known_ids().add(post.id)
+        return Receipt(remote_id=post.id, url=self.archive.as_uri())
+
+    def _store_media(self, post_id: str, n: int, item: MediaItem) -> dict[str, Any]:
+        name = f"{post_id}-{n}{item.path.suffix or '.bin'}"
+        atomic_copy(item.path, self.folder / "media" / name)
+        return {
+            "file": f"media/{name}",
+            "mime": item.mime,
+            "width": item.width,
+            "height": item.height,
+            "bytes": item.bytes,
+            "alt": item.alt,
+        }
+
+    def _append(self, line: str) -> None:
+        new_file = not self.archive.exists()
+        with open(self.archive, "a+b") as fh:
+            # A power cut can leave a partial last line; start ours on a fresh one.
+            if fh.tell() > 0:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    fh.write(b"\n")
+            fh.write(line.encode() + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if new_file:
+            fsync_dir(self.folder)
+
+    def close(self) -> None:
+        """Nothing to release: every write is already on disk."""
+
+
+def archive_record(post: Post, text: str, media: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON object stored for one post (DESIGN.md's archive contract)."""
+    return {
+        "id": post.id,
+        "rule": post.rule,
+        "created_at": post.created_at.isoformat(),
+        "text": text,
+        "lang": post.lang,
+        "media": media,
+    }
+
+
+def read_archive(path: Path) -> list[dict[str, Any]]:
+    """Every well-formed record of an archive, oldest first; torn lines are skipped."""
+    if not path.exists():
+        return []
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("id"), str):
+                records.append(record)
+    return records
+
+
+def read_archive_ids(path: Path) -> list[str]:
+    """The ids of every archived post."""
+    return [r["id"] for r in read_archive(path)]
+
+
+__all__ = ["FileConfig", "FilePublisher", "archive_record", "read_archive"]

@@ -1,0 +1,119 @@
+"""Time-based rule triggers on APScheduler 3.x.
+
+APScheduler 3 numbers weekdays from Monday=0, unlike crontab (Sunday=0 or 7),
+so :func:`cron_trigger` rewrites the day-of-week field into names before handing
+it over: ``0 8 * * 1-5`` means weekdays here, as it does in crontab.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import tzinfo
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from gateway.config import RuleConfig
+
+log = logging.getLogger(__name__)
+
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _day_number(token: str) -> int:
+    token = token.strip().lower()
+    if token.isdigit():
+        number = int(token)
+        if not 0 <= number <= 7:
+            raise ValueError(f"day of week {token} is not in 0-7")
+        return number % 7
+    if token[:3] in _DAY_NAMES:
+        return _DAY_NAMES.index(token[:3])
+    raise ValueError(f"unknown day of week {token!r}")
+
+
+def crontab_days(field: str) -> str:
+    """Translate a crontab day-of-week field (0/7 = Sunday) into APScheduler day names."""
+    if field == "*" or field == "?":
+        return "*"
+    days: list[int] = []
+    for part in field.split(","):
+        base, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if step < 1:
+            raise ValueError("step must be at least 1")
+        if base == "*":
+            span = list(range(7))
+        elif "-" in base:
+            first, last = (_day_number(t) for t in base.split("-", 1))
+            if base.split("-", 1)[1].strip() == "7":
+                last = 7
+            span = (
+                list(range(first, last + 1))
+                if first <= last
+                else [*range(first, 7), *range(0, last + 1)]
+            )
+        else:
+            span = [_day_number(base)]
+        days.extend(d % 7 for d in span[::step])
+    return ",".join(_DAY_NAMES[d] for d in sorted(set(days)))
+
+
+def cron_trigger(expr: str, tz: tzinfo) -> CronTrigger:
+    """A CronTrigger from a 5-field crontab expression, with crontab weekday numbering."""
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"expected 5 fields (minute hour day month weekday), got {len(fields)}")
+    minute, hour, day, month, weekday = fields
+    return CronTrigger(
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=crontab_days(weekday),
+        timezone=tz,
+    )
+
+
+def trigger_for(rule: RuleConfig, tz: tzinfo) -> BaseTrigger:
+    """The APScheduler trigger of a time-based rule."""
+    if rule.cron is not None:
+        return cron_trigger(rule.cron, tz)
+    assert rule.every is not None
+    return IntervalTrigger(seconds=rule.every.total_seconds(), timezone=tz)
+
+
+class RuleScheduler:
+    """Runs ``fire(rule_id)`` for each time-based rule on its schedule."""
+
+    def __init__(
+        self, rules: tuple[RuleConfig, ...], tz: tzinfo, fire: Callable[[str], object]
+    ) -> None:
+        self._scheduler = BackgroundScheduler(
+            timezone=tz,
+            executors={"default": {"type": "threadpool", "max_workers": 2}},
+            # A rule that missed its time (busy or suspended) runs once, not N times.
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
+        )
+        for rule in rules:
+            self._scheduler.add_job(
+                fire, trigger_for(rule, tz), args=[rule.id], id=rule.id, name=rule.id
+            )
+
+    def start(self) -> None:
+        """Start the scheduler thread."""
+        self._scheduler.start()
+        for job in self._scheduler.get_jobs():
+            log.info("rule %s: next run at %s", job.id, job.next_run_time)
+
+    def stop(self) -> None:
+        """Stop scheduling; a rule already running is not waited for."""
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    def is_alive(self) -> bool:
+        """True while the scheduler runs."""
+        return bool(self._scheduler.running)
