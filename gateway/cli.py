@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=float, default=None, metavar="SECONDS", help="stop after this long"
     )
     demo.add_argument(
+        "--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
+        help="private broker: mosquitto if installed, else the embedded amqtt (default auto)",
+    )
+    demo.add_argument(
         "--state-dir",
         default="things-gateway-demo",
         metavar="DIR",
@@ -186,7 +190,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo (see gateway/demo.py)."""
     from gateway.demo import run_demo
 
-    return run_demo(duration=args.duration, state_dir=Path(args.state_dir))
+    return run_demo(duration=args.duration, state_dir=Path(args.state_dir), broker=args.broker)
 
 
 COMMANDS = {

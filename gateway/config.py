@@ -62,8 +62,7 @@ def parse_duration(value: object) -> object:
     if pos != len(text) or not text:
         raise PydanticCustomError(
             "duration",
-            "invalid duration {value!r}: use a number and a unit (ms, s, m, h, d, w)",
-            {"value": value},
+            f"invalid duration {value!r}: use a number and a unit (ms, s, m, h, d, w)",
         )
     return timedelta(seconds=seconds)
 
@@ -115,7 +114,7 @@ class GatewaySection(Section):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise PydanticCustomError(
-                "timezone", "unknown time zone {value!r} (use e.g. Europe/London)", {"value": value}
+                "timezone", f"unknown time zone {value!r} (use e.g. Europe/London)"
             ) from None
         return value
 

@@ -12,9 +12,10 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 from gateway.app import Gateway
-from gateway.broker import BrokerUnavailable, start_broker
+from gateway.broker import BrokerStartError, BrokerUnavailable, start_broker
 from gateway.cli import stop_event_on_signals
 from gateway.config import GatewayConfig, read_toml, validate_config
 from gateway.logutil import setup_logging
@@ -33,23 +34,25 @@ def demo_config(port: int, state_dir: Path) -> GatewayConfig:
     return validate_config(data)
 
 
-def run_demo(duration: float | None, state_dir: Path) -> int:
+def run_demo(
+    duration: float | None, state_dir: Path, broker: Literal["auto", "mosquitto", "amqtt"] = "auto"
+) -> int:
     """Run the demo until Ctrl-C (or ``duration`` seconds); returns an exit code."""
     from devices.simulate import Simulator
 
     setup_logging("info")
     stop = stop_event_on_signals()
     try:
-        broker = start_broker(prefer="auto")
-    except BrokerUnavailable as exc:
+        handle = start_broker(prefer=broker)
+    except (BrokerUnavailable, BrokerStartError) as exc:
         print(f"things-gateway demo: {exc}", file=sys.stderr)
         return 1
     deadline = None if duration is None else time.monotonic() + duration
-    with broker:
-        log.info("demo broker: %s on %s:%d", broker.kind, broker.host, broker.port)
-        gateway = Gateway(demo_config(broker.port, state_dir))
+    with handle:
+        log.info("demo broker: %s on %s:%d", handle.kind, handle.host, handle.port)
+        gateway = Gateway(demo_config(handle.port, state_dir))
         simulator = Simulator(
-            broker.host, broker.port, prefix="demo", interval=2.0, camera_interval=5.0
+            handle.host, handle.port, prefix="demo", interval=2.0, camera_interval=5.0
         )
         gateway.start()
         simulator.start()

@@ -25,8 +25,9 @@ def setup_logging(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # paho and apscheduler are chatty at INFO about every job run.
-    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
+    # These log every job run or state change at INFO; only their problems matter here.
+    for chatty in ("apscheduler", "amqtt", "transitions"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 
 class RateLimitedLog:

@@ -1,0 +1,495 @@
+"""Safe decoding and per-publisher fitting of camera frames.
+
+Frames arrive from cameras we do not control, so decoding is defensive: a pixel
+limit far below Pillow's own, a short list of formats (no EPS, which would run
+Ghostscript), and ``load()`` inside the guard so truncated or corrupt data is an
+:class:`ImageError`, never a half-grey picture or a stray Pillow exception.
+
+Rendering is fast on a Raspberry Pi because a JPEG is decoded with ``draft()`` at
+the smallest DCT scale (1/2, 1/4, 1/8) that still covers the output, then
+resized, then rotated upright, then encoded by a short quality search that fits
+the publisher's byte budget.  Nothing of the source's metadata (EXIF, GPS, XMP,
+comments) is written out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from PIL import ExifTags, Image, ImageDraw, ImageFont, UnidentifiedImageError, features
+
+from gateway.fsutil import atomic_write
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_DECODE_PIXELS = 50_000_000
+"""Enough for a 12 MP (or 48 MP) camera; Pillow's own limit is ~89 MP, and only warns."""
+
+DECODE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+"""Formats we agree to decode (JPEG covers MPO); the rest of Pillow's plugins are attack surface."""
+
+OUTPUT_FORMATS = {
+    "JPEG": ("image/jpeg", ".jpg"),
+    "WEBP": ("image/webp", ".webp"),
+    "PNG": ("image/png", ".png"),
+}
+QUALITY_MAX = 85
+QUALITY_MIN = 30
+
+FONT_CANDIDATES = (
+    "/usr/share/fonts/truetype/dejavu/{name}.ttf",  # Debian, Raspberry Pi OS, Ubuntu
+    "/usr/share/fonts/TTF/{name}.ttf",  # Arch
+    "/usr/share/fonts/dejavu-sans-fonts/{name}.ttf",  # Fedora
+    "/usr/share/fonts/dejavu/{name}.ttf",  # Alpine
+    "/usr/local/share/fonts/{name}.ttf",
+    "/Library/Fonts/{name}.ttf",
+    "{name}.ttf",  # Pillow then searches the platform's font folders
+)
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+Position = Literal["top-left", "top-right", "bottom-left", "bottom-right", "top", "bottom"]
+RGB = tuple[int, int, int]
+
+
+class ImageError(Exception):
+    """The bytes are not an image we accept: not an image, truncated, too large, corrupt."""
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What one publisher accepts; hashable so it can key the render cache."""
+
+    max_bytes: int | None = None
+    max_pixels: int | None = None
+    max_side: int | None = None
+    formats: tuple[str, ...] = ("JPEG",)
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.formats if f not in OUTPUT_FORMATS]
+        if not self.formats or unknown:
+            raise ValueError(f"formats must be among {sorted(OUTPUT_FORMATS)}, got {self.formats}")
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    """An image file ready to upload, with what publishers need to declare about it."""
+
+    path: Path
+    mime: str
+    width: int
+    height: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Caption:
+    """Text drawn on an image; sizes are fractions of the image height.
+
+    ``direction`` and ``language`` are hints for libraqm; by default the direction
+    is detected from the text, so Arabic or Hebrew come out right to left.
+    """
+
+    text: str
+    position: Position = "bottom-left"
+    size: float = 0.045
+    color: RGB = (255, 255, 255)
+    outline_color: RGB = (0, 0, 0)
+    outline: float = 0.1  # stroke width as a fraction of the font size
+    margin: float = 0.025
+    direction: Literal["ltr", "rtl"] | None = None
+    language: str | None = None
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    pixels = size[0] * size[1]
+    if pixels > max_pixels:
+        raise ImageError(f"too many pixels ({pixels} > {max_pixels})")
+
+
+def _orientation(im: Image.Image) -> int:
+    value = im.getexif().get(ExifTags.Base.Orientation, 1)
+    return value if isinstance(value, int) and value in _TRANSPOSE else 1
+
+
+def _display_size(im: Image.Image, orientation: int) -> tuple[int, int]:
+    return (im.height, im.width) if orientation >= 5 else im.size
+
+
+def _open_guarded(fp: Path | io.BytesIO, max_pixels: int) -> Image.Image:
+    try:
+        im = Image.open(fp, formats=DECODE_FORMATS)
+    except UnidentifiedImageError:
+        raise ImageError("not an image (or not a format we accept)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"too many pixels ({exc})") from None
+    except OSError as exc:
+        raise ImageError(f"unreadable image: {exc}") from exc
+    _check_pixels(im.size, max_pixels)
+    return im
+
+
+def probe_image(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_DECODE_PIXELS
+) -> tuple[str, int, int]:
+    """Return ``(mime, width, height)`` from the header, upright per EXIF, without decoding.
+
+    A JPEG missing its end-of-image marker is reported as truncated: it is the usual
+    sign of a camera command killed mid-write.
+    """
+    im = _open_guarded(io.BytesIO(data), max_pixels)
+    fmt = im.format or ""
+    if fmt in ("JPEG", "MPO") and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        raise ImageError("truncated JPEG (no end-of-image marker)")
+    try:
+        width, height = _display_size(im, _orientation(im))
+    except Exception as exc:  # a corrupt EXIF block can raise almost anything
+        raise ImageError(f"corrupt image metadata: {exc}") from exc
+    return Image.MIME.get(fmt, "application/octet-stream"), width, height
+
+
+def fit_size(size: tuple[int, int], limits: ImageLimits) -> tuple[int, int]:
+    """Scale ``size`` down (never up) to fit ``max_side`` and ``max_pixels``, keeping the aspect."""
+    w, h = size
+    scale = 1.0
+    if limits.max_side:
+        scale = min(scale, limits.max_side / max(w, h))
+    if limits.max_pixels:
+        scale = min(scale, math.sqrt(limits.max_pixels / (w * h)))
+    if scale >= 1.0:
+        return size
+    return max(1, math.floor(w * scale)), max(1, math.floor(h * scale))
+
+
+def _fit_within(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
+    scale = min(1.0, box[0] / size[0], box[1] / size[1])
+    if scale >= 1.0:
+        return size
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def _decode(im: Image.Image, target: tuple[int, int] | None) -> Image.Image:
+    orientation = _orientation(im)
+    box = None
+    if target:  # the target is upright; the stored pixels may be sideways
+        box = (target[1], target[0]) if orientation >= 5 else target
+        if im.format in ("JPEG", "MPO"):
+            im.draft("RGB", _fit_within(im.size, box))
+    im.load()
+    mode = "RGBA" if im.has_transparency_data else "RGB"
+    if im.mode != mode:
+        im = im.convert(mode)
+    if box:
+        size = _fit_within(im.size, box)
+        if size != im.size:
+            # after draft() the remaining factor is below 2, where bicubic matches
+            # Lanczos by eye and costs less
+            ratio = im.width / size[0]
+            flt = Image.Resampling.LANCZOS if ratio > 2 else Image.Resampling.BICUBIC
+            im = im.resize(size, flt)
+    if orientation != 1:
+        im = im.transpose(_TRANSPOSE[orientation])
+    return im
+
+
+def open_image(
+    src: Path | bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_DECODE_PIXELS,
+    target: tuple[int, int] | None = None,
+) -> Image.Image:
+    """Decode ``src`` safely into an upright RGB or RGBA image.
+
+    With ``target`` (an upright width/height box) the result fits inside it, aspect
+    kept, never upscaled; a JPEG is then decoded at a reduced scale.  Raises
+    :class:`ImageError` for anything that is not a whole image within ``max_pixels``.
+    """
+    fp = io.BytesIO(src) if isinstance(src, bytes) else src
+    im = _open_guarded(fp, max_pixels)
+    try:
+        with im:
+            out = _decode(im, target)
+    except ImageError:
+        raise
+    except OSError as exc:
+        if "truncated" in str(exc):
+            raise ImageError(f"truncated image: {exc}") from exc
+        raise ImageError(f"corrupt image: {exc}") from exc
+    except Exception as exc:  # malformed files raise ValueError, SyntaxError, struct.error...
+        raise ImageError(f"corrupt image: {exc!r}") from exc
+    out.info = {}  # so no comment, EXIF or XMP can ride along into the output
+    return out
+
+
+@lru_cache(maxsize=4)
+def _font_path(bold: bool) -> str | None:
+    name = "DejaVuSans-Bold" if bold else "DejaVuSans"
+    for pattern in FONT_CANDIDATES:
+        candidate = pattern.format(name=name)
+        try:
+            ImageFont.truetype(candidate, 10)
+        except OSError:
+            continue
+        log.info("caption font: %s", candidate)
+        if not features.check("raqm"):
+            log.warning(
+                "libraqm not found: right-to-left and complex scripts will not be "
+                "shaped (apt install libraqm0)"
+            )
+        return candidate
+    log.warning(
+        "DejaVu Sans not found (apt install fonts-dejavu-core); using Pillow's "
+        "built-in font, which covers Latin only"
+    )
+    return None
+
+
+def find_font(size: int, *, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """DejaVu Sans at ``size`` pixels (raqm layout when available), else Pillow's default."""
+    path = _font_path(bold)
+    if path is None:
+        return ImageFont.load_default(size)
+    return ImageFont.truetype(path, size)
+
+
+def _uses_raqm(font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> bool:
+    return isinstance(font, ImageFont.FreeTypeFont) and font.layout_engine == ImageFont.Layout.RAQM
+
+
+def draw_caption(im: Image.Image, caption: Caption) -> Image.Image:
+    """Draw ``caption`` on ``im`` (in place) with an outline so it reads on any background."""
+    if not caption.text.strip():
+        return im
+    margin = round(caption.margin * im.height)
+    px = max(8, round(caption.size * im.height))
+    align = "right" if caption.position.endswith("right") else "left"
+    align = "center" if caption.position in ("top", "bottom") else align
+    draw = ImageDraw.Draw(im)
+    for _ in range(3):  # shrink a caption wider than the image, proportionally
+        font = find_font(px)
+        raqm = _uses_raqm(font)  # the basic layout rejects direction and language outright
+        direction, language = (caption.direction, caption.language) if raqm else (None, None)
+        stroke = max(1, round(px * caption.outline))
+        left, top, right, bottom = draw.textbbox(
+            (0, 0),
+            caption.text,
+            font,
+            align=align,
+            stroke_width=stroke,
+            direction=direction,
+            language=language,
+        )
+        room = im.width - 2 * margin
+        if right - left <= room or px <= 8:
+            break
+        px = max(8, math.floor(px * room / (right - left)))
+    width = right - left
+    x = {"left": margin, "right": im.width - margin - width, "center": (im.width - width) // 2}
+    y = margin if caption.position.startswith("top") else im.height - margin - (bottom - top)
+    draw.text(
+        (x[align] - left, y - top),
+        caption.text,
+        caption.color,
+        font,
+        align=align,
+        stroke_width=stroke,
+        stroke_fill=caption.outline_color,
+        direction=direction,
+        language=language,
+    )
+    return im
+
+
+def _choose_format(limits: ImageLimits, source_format: str | None, alpha: bool) -> str:
+    order = [source_format] if source_format == "PNG" else []
+    order += ["PNG", "WEBP", "JPEG"] if alpha else ["JPEG", "WEBP", "PNG"]
+    return next(f for f in order if f in limits.formats)
+
+
+def _encode(im: Image.Image, fmt: str, quality: int) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        if im.mode != "RGB":
+            im = _flatten(im)
+        im.save(buf, "JPEG", quality=quality, optimize=True)
+    elif fmt == "WEBP":
+        im.save(buf, "WEBP", quality=quality, method=4)
+    else:
+        im.save(buf, "PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def _flatten(im: Image.Image) -> Image.Image:
+    background = Image.new("RGB", im.size, (255, 255, 255))
+    background.paste(im, mask=im.getchannel("A") if im.mode == "RGBA" else None)
+    return background
+
+
+def _search_quality(im: Image.Image, fmt: str, max_bytes: int) -> bytes | None:
+    """Best quality whose encoding fits ``max_bytes``, or None when even the lowest does not."""
+    best = _encode(im, fmt, QUALITY_MAX)
+    if len(best) <= max_bytes or fmt == "PNG":
+        return best if len(best) <= max_bytes else None
+    low, high = QUALITY_MIN, QUALITY_MAX - 1
+    found: bytes | None = None
+    while low <= high:  # about five encodes of an already small image
+        quality = (low + high) // 2
+        data = _encode(im, fmt, quality)
+        if len(data) <= max_bytes:
+            found, low = data, quality + 1
+        else:
+            high = quality - 1
+    return found
+
+
+def encode_within(im: Image.Image, fmt: str, max_bytes: int | None) -> tuple[bytes, Image.Image]:
+    """Encode ``im`` as ``fmt`` within ``max_bytes``, lowering quality then size as needed."""
+    if max_bytes is None:
+        return _encode(im, fmt, QUALITY_MAX), im
+    while True:
+        data = _search_quality(im, fmt, max_bytes)
+        if data is not None:
+            return data, im
+        if max(im.size) <= 16:
+            raise ImageError(f"cannot fit the image in {max_bytes} bytes")
+        size = _encode_size_hint(im, fmt, max_bytes)
+        im = im.resize(size, Image.Resampling.BICUBIC)
+
+
+def _encode_size_hint(im: Image.Image, fmt: str, max_bytes: int) -> tuple[int, int]:
+    smallest = len(_encode(im, fmt, QUALITY_MIN))
+    scale = min(0.9, math.sqrt(max_bytes / smallest) * 0.95)
+    return max(1, math.floor(im.width * scale)), max(1, math.floor(im.height * scale))
+
+
+def _source_header(src: Path) -> tuple[str | None, tuple[int, int]]:
+    with _open_guarded(src, DEFAULT_MAX_DECODE_PIXELS) as im:
+        try:
+            return im.format, _display_size(im, _orientation(im))
+        except Exception as exc:  # a corrupt EXIF block can raise almost anything
+            raise ImageError(f"corrupt image metadata: {exc}") from exc
+
+
+def _output_path(dest: Path, fmt: str) -> Path:
+    suffix = OUTPUT_FORMATS[fmt][1]
+    ok = (suffix, ".jpeg") if fmt == "JPEG" else (suffix,)
+    return dest if dest.suffix.lower() in ok else dest.with_suffix(suffix)
+
+
+def render_image(
+    src: Path, dest: Path, *, limits: ImageLimits, caption: Caption | None = None
+) -> RenderedImage:
+    """Fit ``src`` to ``limits``, draw ``caption``, and write it atomically to ``dest``.
+
+    The suffix of ``dest`` is replaced when it does not match the chosen format;
+    the returned :class:`RenderedImage` carries the real path.
+    """
+    source_format, size = _source_header(src)
+    im = open_image(src, target=fit_size(size, limits))
+    if caption is not None:
+        draw_caption(im, caption)
+    fmt = _choose_format(limits, source_format, im.mode == "RGBA")
+    encoded, im = encode_within(im, fmt, limits.max_bytes)
+    path = _output_path(dest, fmt)
+    atomic_write(path, encoded)
+    return RenderedImage(
+        path=path, mime=OUTPUT_FORMATS[fmt][0], width=im.width, height=im.height, bytes=len(encoded)
+    )
+
+
+class RenderCache:
+    """Renders each (frame, limits, caption) once, however many publishers ask.
+
+    Keys hold the source's resolved path, mtime and size, so a frame rewritten in
+    place renders afresh.  Output names hash the key, so after a restart a render
+    still on disk is reused.  Two threads asking for the same key wait for one render.
+    """
+
+    def __init__(self, max_entries: int = 256) -> None:
+        """Keep at most ``max_entries`` results in memory (least recently used go first)."""
+        self._max_entries = max_entries
+        self._entries: OrderedDict[tuple[object, ...], RenderedImage] = OrderedDict()
+        self._pending: dict[tuple[object, ...], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def _lookup(self, key: tuple[object, ...]) -> RenderedImage | None:
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and hit.path.exists():
+                self._entries.move_to_end(key)
+                return hit
+            self._entries.pop(key, None)
+            return None
+
+    def _store(self, key: tuple[object, ...], result: RenderedImage) -> None:
+        with self._lock:
+            self._entries[key] = result
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+
+    def render(
+        self, src: Path, limits: ImageLimits, caption: Caption | None, out_dir: Path
+    ) -> RenderedImage:
+        """Return the rendering of ``src`` for ``limits``, making it only when needed."""
+        st = src.stat()
+        key: tuple[object, ...] = (
+            str(src.resolve()),
+            st.st_mtime_ns,
+            st.st_size,
+            limits,
+            caption,
+            str(out_dir),
+        )
+        hit = self._lookup(key)
+        if hit is not None:
+            return hit
+        with self._lock:
+            key_lock = self._pending.setdefault(key, threading.Lock())
+        with key_lock:
+            try:
+                hit = self._lookup(key)
+                if hit is None:
+                    hit = self._render(src, limits, caption, out_dir, key)
+                    self._store(key, hit)
+            finally:
+                with self._lock:
+                    self._pending.pop(key, None)
+        return hit
+
+    @staticmethod
+    def _render(
+        src: Path,
+        limits: ImageLimits,
+        caption: Caption | None,
+        out_dir: Path,
+        key: tuple[object, ...],
+    ) -> RenderedImage:
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+        stem = f"{src.stem}-{digest}"
+        for fmt in limits.formats:  # a render left by an earlier run of the gateway
+            path = out_dir / (stem + OUTPUT_FORMATS[fmt][1])
+            if path.exists():
+                try:
+                    data = path.read_bytes()
+                    mime, width, height = probe_image(data)
+                    return RenderedImage(path, mime, width, height, len(data))
+                except (OSError, ImageError):
+                    break
+        return render_image(src, out_dir / (stem + ".jpg"), limits=limits, caption=caption)

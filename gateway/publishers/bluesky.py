@@ -1,0 +1,343 @@
+"""The ``bluesky`` publisher: AT Protocol, for bsky.social or a self-hosted PDS.
+
+Steps of one post:
+
+1. A session: ``com.atproto.server.createSession`` the first time only; the tokens are
+   kept in the gateway's store, and a later process renews them with
+   ``com.atproto.server.refreshSession`` (logging in for every post runs into the
+   service's tight login limits).  An ``ExpiredToken`` answer renews the session and
+   repeats the call once.
+2. ``com.atproto.repo.uploadBlob`` per image (raw bytes).
+3. ``com.atproto.repo.createRecord`` of an ``app.bsky.feed.post`` with ``langs``, link
+   and hashtag facets (UTF-8 byte offsets) and an ``app.bsky.embed.images`` embed (alt
+   text, ``aspectRatio``).  The record key is a TID derived from the post id, so a
+   retried create cannot make a second post: when a create fails, the record is looked
+   up with ``com.atproto.repo.getRecord`` and, if it is there, that is the receipt.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from pydantic import Field, SecretStr
+
+from gateway.model import MediaItem, Post, PublishError, Receipt
+from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
+from gateway.publishers.http import HttpConfig, ServiceError
+
+if TYPE_CHECKING:
+    from gateway.publishers.http import ApiClient
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+POST_COLLECTION = "app.bsky.feed.post"
+RENEW_ERRORS = frozenset({"ExpiredToken", "InvalidToken"})
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_BASE32_SORTABLE = "234567abcdefghijklmnopqrstuvwxyz"
+_URL = re.compile(r"https?://[^\s<>\"]+")
+_TAG = re.compile(r"(?:^|(?<=\s))[#＃]([^\s#＃]+)")
+_TRAILING = ".,;:!?…'\"”’)]}"
+
+
+class BlueskyConfig(HttpConfig):
+    """Post to a Bluesky (AT Protocol) account with an app password."""
+
+    type: Literal["bluesky"] = Field(description="Selects this backend.")
+    handle: str = Field(
+        min_length=3, description="The account's handle (e.g. `poolcam.bsky.social`) or DID."
+    )
+    app_password: SecretStr = Field(
+        description="An app password (Settings → App passwords), not the account password."
+    )
+    service: str = Field(
+        default="https://bsky.social",
+        pattern=r"^https?://[^/\s]+/?$",
+        description="The account's PDS (or entryway); change it for a self-hosted PDS.",
+    )
+    app_url: str = Field(
+        default="https://bsky.app",
+        description="Web app used to build the links in receipts.",
+    )
+
+    def build(self, ctx: PublisherContext) -> BlueskyPublisher:
+        """Create the publisher for this config."""
+        from gateway.publishers.http import ApiClient
+
+        api = ApiClient(
+            "bluesky", self.service.rstrip("/"), timeout=self.timeout, secrets=[self.app_password]
+        )
+        return BlueskyPublisher(self, api, ctx.store)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """An AT Protocol session: what createSession/refreshSession return."""
+
+    did: str
+    handle: str
+    access_jwt: str
+    refresh_jwt: str
+
+    @classmethod
+    def from_answer(cls, answer: dict[str, Any]) -> Session:
+        """Read a createSession/refreshSession answer."""
+        return cls(answer["did"], answer["handle"], answer["accessJwt"], answer["refreshJwt"])
+
+    def __repr__(self) -> str:
+        return f"Session(did={self.did!r}, handle={self.handle!r})"
+
+
+class BlueskyPublisher:
+    """Keeps one session in the store and posts records with a key derived from the post."""
+
+    capabilities = Capabilities(
+        text_counting="graphemes",
+        max_text=300,
+        max_text_bytes=3000,
+        max_images=4,
+        max_image_bytes=1_000_000,
+        max_alt_text=2000,
+        supports_language=True,
+    )
+
+    def __init__(self, config: BlueskyConfig, api: ApiClient, store: KeyValueStore) -> None:
+        self.id = config.id
+        self._config = config
+        self._api = api
+        self._store = store
+        self._lock = threading.Lock()
+        self._session: Session | None = None
+
+    def publish(
+        self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
+    ) -> Receipt:
+        """Upload the images and create the post record; raise Retryable/PermanentError."""
+        blobs = [self._authed(functools.partial(self._upload_blob, item=item)) for item in media]
+        record = post_record(post, text, media, blobs)
+        rkey = record_key(post.id)
+        return self._authed(lambda token: self._create_record(token, rkey, record))
+
+    # -- session -------------------------------------------------------------
+
+    def _authed(self, call: Callable[[str], T]) -> T:
+        """Run ``call(access_jwt)``; on an expired token, renew the session and retry once."""
+        session = self._current_session()
+        try:
+            return call(session.access_jwt)
+        except ServiceError as exc:
+            if exc.code not in RENEW_ERRORS:
+                raise
+        return call(self._renew(session).access_jwt)
+
+    def _current_session(self) -> Session:
+        with self._lock:
+            if self._session is None:
+                stored = self._stored_session()
+                self._session = self._renew_locked(stored) if stored else self._create_session()
+            return self._session
+
+    def _renew(self, stale: Session) -> Session:
+        with self._lock:
+            if self._session is not None and self._session != stale:
+                return self._session  # another thread already renewed it
+            self._session = self._renew_locked(stale)
+            return self._session
+
+    def _renew_locked(self, stale: Session) -> Session:
+        try:
+            answer = self._api.json(
+                "POST",
+                "/xrpc/com.atproto.server.refreshSession",
+                headers={"Authorization": f"Bearer {stale.refresh_jwt}"},
+            )
+        except ServiceError as exc:
+            # The refresh token expired or was revoked: logging in again is the only way.
+            log.info("%s: refreshing the session failed (%s); logging in", self.id, exc.code)
+            return self._create_session()
+        return self._save(Session.from_answer(answer))
+
+    def _create_session(self) -> Session:
+        answer = self._api.json(
+            "POST",
+            "/xrpc/com.atproto.server.createSession",
+            json={
+                "identifier": self._config.handle,
+                "password": self._config.app_password.get_secret_value(),
+            },
+        )
+        return self._save(Session.from_answer(answer))
+
+    @property
+    def _session_key(self) -> str:
+        return f"{self.id}:bluesky:session"
+
+    def _stored_session(self) -> Session | None:
+        stored = self._store.get(self._session_key)
+        try:
+            return Session(**json.loads(stored)) if stored else None
+        except (TypeError, ValueError):
+            return None
+
+    def _save(self, session: Session) -> Session:
+        fields = {
+            "did": session.did,
+            "handle": session.handle,
+            "access_jwt": session.access_jwt,
+            "refresh_jwt": session.refresh_jwt,
+        }
+        self._store.set(self._session_key, json.dumps(fields))
+        return session
+
+    # -- repository calls ----------------------------------------------------
+
+    def _upload_blob(self, token: str, *, item: MediaItem) -> dict[str, Any]:
+        answer = self._api.json(
+            "POST",
+            "/xrpc/com.atproto.repo.uploadBlob",
+            content=item.path.read_bytes(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": item.mime},
+        )
+        blob: dict[str, Any] = answer["blob"]
+        return blob
+
+    def _create_record(self, token: str, rkey: str, record: dict[str, Any]) -> Receipt:
+        did = self._current_session().did
+        body = {"repo": did, "collection": POST_COLLECTION, "rkey": rkey, "record": record}
+        try:
+            answer = self._api.json(
+                "POST",
+                "/xrpc/com.atproto.repo.createRecord",
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        except ServiceError as exc:
+            if exc.code in RENEW_ERRORS:
+                raise
+            return self._existing_record(did, rkey, exc)
+        except PublishError as exc:
+            return self._existing_record(did, rkey, exc)
+        return self._receipt(did, rkey, answer["uri"])
+
+    def _existing_record(self, did: str, rkey: str, failure: PublishError) -> Receipt:
+        """The receipt of a record an earlier attempt created, else re-raise ``failure``."""
+        try:
+            found = self._api.json(
+                "GET",
+                "/xrpc/com.atproto.repo.getRecord",
+                params={"repo": did, "collection": POST_COLLECTION, "rkey": rkey},
+            )
+        except PublishError:
+            raise failure from None
+        log.info("%s: record %s already existed; treating it as sent", self.id, rkey)
+        return self._receipt(did, rkey, found["uri"])
+
+    def _receipt(self, did: str, rkey: str, uri: str) -> Receipt:
+        return Receipt(
+            remote_id=uri, url=f"{self._config.app_url.rstrip('/')}/profile/{did}/post/{rkey}"
+        )
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._api.close()
+
+
+def post_record(
+    post: Post, text: str, media: tuple[MediaItem, ...], blobs: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The ``app.bsky.feed.post`` record for one post."""
+    created = post.created_at.astimezone(UTC).isoformat(timespec="milliseconds")
+    record: dict[str, Any] = {
+        "$type": POST_COLLECTION,
+        "text": text,
+        "createdAt": created.replace("+00:00", "Z"),
+    }
+    if post.lang:
+        record["langs"] = [post.lang]
+    facets = text_facets(text)
+    if facets:
+        record["facets"] = facets
+    if blobs:
+        record["embed"] = {
+            "$type": "app.bsky.embed.images",
+            "images": [
+                {
+                    "alt": item.alt,
+                    "image": blob,
+                    "aspectRatio": {"width": item.width, "height": item.height},
+                }
+                for item, blob in zip(media, blobs, strict=True)
+            ],
+        }
+    return record
+
+
+def text_facets(text: str) -> list[dict[str, Any]]:
+    """Link and hashtag facets, with the UTF-8 byte ranges AT Protocol counts in."""
+    facets = []
+    for match in _URL.finditer(text):
+        uri = _trim(match.group())
+        start = match.start()
+        facets.append(_facet(text, start, start + len(uri), "link", uri=uri))
+    for match in _TAG.finditer(text):
+        tag = _trim(match.group(1))
+        if not tag or tag.isdigit() or len(tag) > 64:
+            continue
+        start = match.start()
+        facets.append(_facet(text, start, start + 1 + len(tag), "tag", tag=tag))
+    return sorted(facets, key=lambda f: f["index"]["byteStart"])
+
+
+def _trim(token: str) -> str:
+    trimmed = token.rstrip(_TRAILING)
+    # Keep a closing parenthesis that closes one inside the token (Wikipedia links).
+    while (
+        trimmed != token and token[len(trimmed)] == ")" and trimmed.count("(") > trimmed.count(")")
+    ):
+        trimmed += ")"
+    return trimmed
+
+
+def _facet(text: str, start: int, end: int, kind: str, **value: str) -> dict[str, Any]:
+    return {
+        "index": {
+            "byteStart": len(text[:start].encode("utf-8")),
+            "byteEnd": len(text[:end].encode("utf-8")),
+        },
+        "features": [{"$type": f"app.bsky.richtext.facet#{kind}", **value}],
+    }
+
+
+def record_key(post_id: str) -> str:
+    """A TID record key derived from the post id: the same post always gets the same key.
+
+    A ULID's 48-bit millisecond time becomes the TID's microseconds (plus three digits
+    of the ULID's randomness) and ten more random bits become its clock id, so keys
+    sort like the posts and stay valid for collections that require TIDs.  Ids that
+    are not ULIDs are hashed instead.
+    """
+    try:
+        number = 0
+        for char in post_id.upper():
+            number = number * 32 + _CROCKFORD.index(char)
+        if len(post_id) != 26:
+            raise ValueError(post_id)
+        millis, random = number >> 80, number & ((1 << 80) - 1)
+        micros = millis * 1000 + (random >> 70) % 1000
+        value = (micros << 10) | (random & 0x3FF)
+    except ValueError:
+        value = int.from_bytes(hashlib.sha256(post_id.encode()).digest()[:8], "big")
+    value &= (1 << 63) - 1  # a TID's top bit is always 0
+    return "".join(_BASE32_SORTABLE[(value >> (5 * i)) & 31] for i in reversed(range(13)))
+
+
+__all__ = ["BlueskyConfig", "BlueskyPublisher", "post_record", "record_key", "text_facets"]

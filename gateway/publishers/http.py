@@ -1,0 +1,249 @@
+"""What every HTTP backend shares: one httpx client factory and one error mapping.
+
+httpx is imported inside the functions that need it, so importing this module (and
+so every backend's config module) stays cheap: the library loads only when an HTTP
+backend is built.
+
+Error mapping, the same for every service:
+
+- connection errors, timeouts, 5xx, 408, 425 and 429 -> :class:`RetryableError`,
+  with ``retry_after`` from ``Retry-After`` or the service's rate-limit reset header;
+- any other 4xx (and unexpected 3xx) -> :class:`ServiceError`, a
+  :class:`PermanentError` that keeps the status and the service's error code and text,
+  so a backend can single out a case (X's duplicate 403, Bluesky's ``ExpiredToken``).
+
+Messages carry the service name, the status and the service's own error text; never
+a URL (a webhook URL may embed a token) and never a known secret.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field, SecretStr
+
+from gateway import __version__
+from gateway.model import PermanentError, PublishError, RetryableError
+from gateway.publishers.base import PublisherConfig
+
+if TYPE_CHECKING:
+    import httpx
+
+    Auth = httpx.Auth | Callable[[httpx.Request], httpx.Request]
+
+USER_AGENT = f"things-gateway/{__version__}"
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+MAX_DETAIL = 200
+
+
+class HttpConfig(PublisherConfig):
+    """Fields every HTTP backend shares."""
+
+    timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=300,
+        description="Seconds to wait for each request's answer (and at most 10 to connect).",
+    )
+
+
+class ServiceError(PermanentError):
+    """The service refused the request (4xx): retrying the same request cannot help."""
+
+    def __init__(self, message: str, *, status: int, code: str | None, detail: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        """The service's machine-readable error name, when it sends one."""
+        self.detail = detail
+        """The service's error text (secret-free, shortened)."""
+
+
+def make_client(
+    base_url: str,
+    *,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+    auth: Auth | None = None,
+) -> httpx.Client:
+    """An httpx client with timeouts on every phase and the gateway's User-Agent."""
+    import httpx
+
+    return httpx.Client(
+        base_url=base_url,
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        headers={"User-Agent": USER_AGENT, **(headers or {})},
+        auth=auth,
+        follow_redirects=False,
+    )
+
+
+class ApiClient:
+    """One service's HTTP client: every call times out and fails as a PublishError.
+
+    ``secrets`` are scrubbed from every error message this client raises.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        base_url: str,
+        *,
+        timeout: float,
+        headers: Mapping[str, str] | None = None,
+        auth: Auth | None = None,
+        secrets: Iterable[SecretStr | str | None] = (),
+    ) -> None:
+        self.service = service
+        self._client = make_client(base_url, timeout=timeout, headers=headers, auth=auth)
+        self._secrets = tuple(
+            value
+            for s in secrets
+            if s is not None
+            for value in [s.get_secret_value() if isinstance(s, SecretStr) else s]
+            if value
+        )
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send one request; return a 2xx response or raise RetryableError/ServiceError."""
+        import httpx
+
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise RetryableError(f"{self.service}: timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise RetryableError(
+                f"{self.service}: connection failed ({type(exc).__name__})"
+            ) from None
+        if response.is_success:
+            return response
+        raise self._scrub(error_for_response(self.service, response))
+
+    def json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """Like :meth:`request`, returning the JSON object the service answered."""
+        response = self.request(method, path, **kwargs)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            # A 2xx that is not the API's JSON is a proxy or captive portal: try later.
+            raise RetryableError(f"{self.service}: HTTP {response.status_code} without JSON")
+        return body
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()
+
+    def _scrub(self, error: PublishError) -> PublishError:
+        message = str(error)
+        for secret in self._secrets:
+            message = message.replace(secret, "***")
+        error.args = (message,)
+        if isinstance(error, ServiceError):
+            for secret in self._secrets:
+                error.detail = error.detail.replace(secret, "***")
+        return error
+
+
+def error_for_response(
+    service: str, response: httpx.Response, now: float | None = None
+) -> PublishError:
+    """The RetryableError or ServiceError a non-2xx response stands for."""
+    status = response.status_code
+    code, detail = service_error_text(response)
+    message = f"{service}: HTTP {status}" + (f": {detail}" if detail else "")
+    if status >= 500 or status in RETRYABLE_STATUSES:
+        wait = retry_after(response.headers, now) if status in (429, 503) else None
+        return RetryableError(message, retry_after=wait)
+    return ServiceError(message, status=status, code=code, detail=detail)
+
+
+def service_error_text(response: httpx.Response) -> tuple[str | None, str]:
+    """The service's error code and text from a JSON error body (or the body's start)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None, " ".join(response.text.split())[:MAX_DETAIL]
+    if not isinstance(body, dict):
+        return None, json.dumps(body)[:MAX_DETAIL]
+    code = body.get("error") if isinstance(body.get("error"), str) else None
+    parts = [
+        body[key]
+        for key in ("message", "detail", "error_description", "title")
+        if isinstance(body.get(key), str)
+    ]
+    errors = body.get("errors")
+    if isinstance(errors, list):
+        parts += [e["message"] for e in errors if isinstance(e, dict) and "message" in e]
+    text = "; ".join(str(p) for p in parts) or (code or "")
+    if code and parts:
+        text = f"{code}: {text}"
+    return code, text[:MAX_DETAIL]
+
+
+def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait before trying again, from the first rate-limit header present.
+
+    - ``Retry-After``: delta seconds or an HTTP date (RFC 9110);
+    - ``X-RateLimit-Reset`` (Mastodon): an ISO-8601 instant;
+    - ``ratelimit-reset`` (Bluesky): epoch seconds (small values: delta seconds);
+    - ``x-rate-limit-reset`` (X): epoch seconds.
+    """
+    now = time.time() if now is None else now
+    lowered = {k.lower(): v for k, v in headers.items()}
+    for name in ("retry-after", "x-ratelimit-reset", "ratelimit-reset", "x-rate-limit-reset"):
+        value = lowered.get(name)
+        if value is None:
+            continue
+        at = _parse_instant(value.strip(), now)
+        if at is not None:
+            return max(0.0, round(at - now, 3))
+    return None
+
+
+def _parse_instant(value: str, now: float) -> float | None:
+    """An epoch time from delta seconds, epoch seconds, ISO-8601 or an HTTP date."""
+    try:
+        number = float(value)
+    except ValueError:
+        pass
+    else:
+        # Below ~2001-09 a number can only be a delay, not an instant.
+        return number if number >= 1e9 else now + number
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        pass
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def encode_multipart(
+    fields: Mapping[str, str], files: Sequence[tuple[str, tuple[str, bytes, str]]]
+) -> tuple[bytes, str]:
+    """A multipart/form-data body and its Content-Type, built up front (e.g. to sign it)."""
+    import httpx
+
+    request = httpx.Request("POST", "http://localhost/", data=dict(fields), files=list(files))
+    return request.read(), request.headers["Content-Type"]
+
+
+__all__ = [
+    "USER_AGENT",
+    "ApiClient",
+    "HttpConfig",
+    "ServiceError",
+    "encode_multipart",
+    "error_for_response",
+    "make_client",
+    "retry_after",
+]

@@ -1,0 +1,240 @@
+"""The ``mastodon`` publisher (any server speaking Mastodon's client API).
+
+Steps of one post:
+
+1. ``POST /api/v2/media`` per image (multipart ``file`` + ``description`` as alt text).
+   The server answers 200 with a ``url``, or 202 with ``url: null`` while it processes
+   the file; then ``GET /api/v1/media/:id`` is polled (206 while processing, 200 done).
+2. ``POST /api/v1/statuses`` with ``status``, ``media_ids``, ``visibility``,
+   ``spoiler_text``, ``language`` and the delivery's ``Idempotency-Key`` header, so a
+   retried request returns the status the first one created.
+
+Limits come from ``GET /api/v2/instance`` (``configuration.statuses`` and
+``configuration.media_attachments``), fetched once per process, on first use, and
+kept in the gateway's store as a fallback for when the server is unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, SecretStr
+
+from gateway.model import MediaItem, Post, Receipt, RetryableError
+from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
+from gateway.publishers.http import HttpConfig
+
+if TYPE_CHECKING:
+    from gateway.publishers.http import ApiClient
+
+log = logging.getLogger(__name__)
+
+LIMITS_RETRY_SECONDS = 300.0
+
+
+class MastodonConfig(HttpConfig):
+    """Post to a Mastodon (or Mastodon-API compatible) account."""
+
+    type: Literal["mastodon"] = Field(description="Selects this backend.")
+    base_url: str = Field(
+        pattern=r"^https?://[^/\s]+(/[^\s]*)?$",
+        description="The server's address, e.g. `https://mastodon.social`.",
+    )
+    access_token: SecretStr = Field(
+        description="A user access token with the `write:statuses` and `write:media` scopes."
+    )
+    visibility: Literal["public", "unlisted", "private", "direct"] = Field(
+        default="unlisted",
+        description="Who sees the posts; many servers ask bots that post often to use `unlisted`.",
+    )
+    spoiler_text: str = Field(
+        default="", max_length=500, description="Content warning shown above every post."
+    )
+    sensitive: bool = Field(default=False, description="Mark attached images as sensitive.")
+    media_poll_interval: float = Field(
+        default=1.0, gt=0, le=60, description="Seconds between checks of a processing upload."
+    )
+    media_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=900,
+        description="Give up waiting for an upload to process after this long (retried later).",
+    )
+
+    def build(self, ctx: PublisherContext) -> MastodonPublisher:
+        """Create the publisher for this config."""
+        from gateway.publishers.http import ApiClient
+
+        api = ApiClient(
+            "mastodon",
+            self.base_url.rstrip("/"),
+            timeout=self.timeout,
+            headers={"Authorization": f"Bearer {self.access_token.get_secret_value()}"},
+            secrets=[self.access_token],
+        )
+        return MastodonPublisher(self, api, ctx.store)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceLimits:
+    """The limits a Mastodon server announces in ``/api/v2/instance``."""
+
+    max_characters: int = 500
+    characters_reserved_per_url: int = 23
+    max_media_attachments: int = 4
+    image_size_limit: int = 10_485_760
+    image_matrix_limit: int = 16_777_216
+    description_limit: int = 1500
+
+    @classmethod
+    def from_instance(cls, instance: dict[str, Any]) -> InstanceLimits:
+        """Read the limits, keeping defaults for anything an older server leaves out."""
+        config = instance.get("configuration") or {}
+        statuses = config.get("statuses") or {}
+        media = config.get("media_attachments") or {}
+        found = {
+            "max_characters": statuses.get("max_characters"),
+            "characters_reserved_per_url": statuses.get("characters_reserved_per_url"),
+            "max_media_attachments": statuses.get("max_media_attachments"),
+            "image_size_limit": media.get("image_size_limit"),
+            "image_matrix_limit": media.get("image_matrix_limit"),
+            "description_limit": media.get("description_limit"),
+        }
+        return cls(**{k: v for k, v in found.items() if isinstance(v, int) and v > 0})
+
+    def capabilities(self, spoiler_text: str) -> Capabilities:
+        """What composition must fit; the content warning counts toward the text limit."""
+        return Capabilities(
+            text_counting="graphemes",
+            max_text=max(1, self.max_characters - len(spoiler_text)),
+            url_length=self.characters_reserved_per_url,
+            max_images=self.max_media_attachments,
+            max_image_bytes=self.image_size_limit,
+            max_image_pixels=self.image_matrix_limit,
+            max_alt_text=self.description_limit,
+            supports_language=True,
+        )
+
+
+class MastodonPublisher:
+    """Uploads images, waits for them to process, then creates the status."""
+
+    def __init__(
+        self,
+        config: MastodonConfig,
+        api: ApiClient,
+        store: KeyValueStore,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.id = config.id
+        self._config = config
+        self._api = api
+        self._store = store
+        self._sleep = sleep
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._limits = self._stored_limits()
+        self._limits_fresh = False
+        self._next_fetch = 0.0
+        self._pinned: Capabilities | None = None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Limits from the server, fetched on first use (stored or default ones until then)."""
+        if self._pinned is not None:
+            return self._pinned
+        return self.limits().capabilities(self._config.spoiler_text)
+
+    @capabilities.setter
+    def capabilities(self, value: Capabilities) -> None:
+        # Lets an operator or a test pin the limits instead of asking the server.
+        self._pinned = value
+
+    def limits(self) -> InstanceLimits:
+        """The server's limits: fetched once per process; on failure, retried later."""
+        with self._lock:
+            if not self._limits_fresh and self._clock() >= self._next_fetch:
+                try:
+                    instance = self._api.json("GET", "/api/v2/instance")
+                except RetryableError as exc:
+                    self._next_fetch = self._clock() + LIMITS_RETRY_SECONDS
+                    log.warning("%s: using stored limits for now: %s", self.id, exc)
+                else:
+                    self._limits = InstanceLimits.from_instance(instance)
+                    self._limits_fresh = True
+                    self._store.set(self._limits_key, json.dumps(asdict(self._limits)))
+            return self._limits
+
+    def publish(
+        self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
+    ) -> Receipt:
+        """Upload the images, then create the status; raise RetryableError/PermanentError."""
+        self.limits()
+        media_ids = [self._upload(item) for item in media]
+        return self._create_status(post, text, media_ids, idempotency_key)
+
+    def _upload(self, item: MediaItem) -> str:
+        attachment = self._api.json(
+            "POST",
+            "/api/v2/media",
+            files={"file": (item.path.name, item.path.read_bytes(), item.mime)},
+            data={"description": item.alt} if item.alt else {},
+        )
+        media_id = str(attachment["id"])
+        if attachment.get("url") is None:
+            self._wait_processed(media_id)
+        return media_id
+
+    def _wait_processed(self, media_id: str) -> None:
+        deadline = self._clock() + self._config.media_timeout
+        while True:
+            response = self._api.request("GET", f"/api/v1/media/{media_id}")
+            if response.status_code == 200 and response.json().get("url"):
+                return
+            if self._clock() >= deadline:
+                raise RetryableError(f"mastodon: media {media_id} still processing")
+            self._sleep(self._config.media_poll_interval)
+
+    def _create_status(
+        self, post: Post, text: str, media_ids: list[str], idempotency_key: str
+    ) -> Receipt:
+        body: dict[str, Any] = {"status": text, "visibility": self._config.visibility}
+        if media_ids:
+            body["media_ids"] = media_ids
+            body["sensitive"] = self._config.sensitive
+        if self._config.spoiler_text:
+            body["spoiler_text"] = self._config.spoiler_text
+        if post.lang:
+            body["language"] = post.lang
+        status = self._api.json(
+            "POST", "/api/v1/statuses", json=body, headers={"Idempotency-Key": idempotency_key}
+        )
+        return Receipt(remote_id=str(status["id"]), url=status.get("url") or status.get("uri"))
+
+    @property
+    def _limits_key(self) -> str:
+        return f"{self.id}:mastodon:limits"
+
+    def _stored_limits(self) -> InstanceLimits:
+        stored = self._store.get(self._limits_key)
+        if stored:
+            try:
+                return InstanceLimits(**json.loads(stored))
+            except (TypeError, ValueError):
+                log.warning("%s: ignoring unreadable stored limits", self.id)
+        return InstanceLimits()
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._api.close()
+
+
+__all__ = ["InstanceLimits", "MastodonConfig", "MastodonPublisher"]

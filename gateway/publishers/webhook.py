@@ -1,0 +1,171 @@
+"""The ``webhook`` publisher: POST each post to a URL, as JSON or multipart with images.
+
+JSON body (``format = "json"``)::
+
+    {"id", "rule", "created_at", "text", "lang", "gateway", "idempotency_key",
+     "media": [{"filename", "mime", "width", "height", "bytes", "alt"}]}
+
+With ``format = "multipart"`` the same JSON object is the ``payload`` part and each
+image is a ``media`` file part, in order, named by ``media[].filename``.
+
+With a ``secret``, the exact body bytes are signed with HMAC-SHA256 and sent as
+``<signature_header>: sha256=<hex>`` (GitHub's convention), so the receiver checks
+the bytes it got before parsing them.  Every request also carries the delivery's
+``Idempotency-Key``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+
+from gateway.model import MediaItem, Post, Receipt
+from gateway.publishers.base import Capabilities, PublisherContext
+from gateway.publishers.http import HttpConfig
+
+if TYPE_CHECKING:
+    from gateway.publishers.http import ApiClient
+
+
+class WebhookConfig(HttpConfig):
+    """POST posts to any HTTP endpoint (Home Assistant, n8n, Slack-style relays...)."""
+
+    type: Literal["webhook"] = Field(description="Selects this backend.")
+    url: SecretStr = Field(
+        description="Endpoint to POST to (http or https); kept secret because many embed a token."
+    )
+    format: Literal["json", "multipart"] = Field(
+        default="json",
+        description="`json`: one JSON object, no image bytes; `multipart`: JSON `payload` "
+        "part plus one `media` file part per image.",
+    )
+    secret: SecretStr | None = Field(
+        default=None,
+        description="When set, sign the body with HMAC-SHA256 in `signature_header`.",
+    )
+    signature_header: str = Field(
+        default="X-Signature-256",
+        pattern=r"^[A-Za-z0-9-]{1,64}$",
+        description="Header carrying `sha256=<hex HMAC of the body>`.",
+    )
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Extra request headers (e.g. Authorization); values are kept secret.",
+    )
+    max_images: int = Field(default=4, ge=0, le=16, description="Images per post to send.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    def build(self, ctx: PublisherContext) -> WebhookPublisher:
+        """Create the publisher for this config."""
+        from gateway.publishers.http import ApiClient
+
+        # No base_url: httpx would add a trailing slash to it, changing the endpoint.
+        api = ApiClient(
+            "webhook",
+            "",
+            timeout=self.timeout,
+            headers={k: v.get_secret_value() for k, v in self.headers.items()},
+            secrets=[self.url, self.secret, *self.headers.values()],
+        )
+        return WebhookPublisher(self, api, ctx.gateway_name)
+
+
+class WebhookPublisher:
+    """Sends one POST per post; the receiver's JSON ``id``/``url`` become the receipt."""
+
+    def __init__(self, config: WebhookConfig, api: ApiClient, gateway_name: str) -> None:
+        self.id = config.id
+        self.capabilities = Capabilities(max_images=config.max_images, supports_language=True)
+        self._config = config
+        self._api = api
+        self._gateway = gateway_name
+
+    def publish(
+        self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
+    ) -> Receipt:
+        """POST the post; raise RetryableError/PermanentError on failure."""
+        payload = webhook_payload(post, text, media, idempotency_key, self._gateway)
+        body, content_type = self._encode(payload, media)
+        headers = {"Content-Type": content_type, "Idempotency-Key": idempotency_key}
+        if self._config.secret is not None:
+            headers[self._config.signature_header] = sign(self._config.secret, body)
+        url = self._config.url.get_secret_value()
+        response = self._api.request("POST", url, content=body, headers=headers)
+        return receipt_from(response.content)
+
+    def _encode(self, payload: dict[str, Any], media: tuple[MediaItem, ...]) -> tuple[bytes, str]:
+        document = json.dumps(payload, ensure_ascii=False)
+        if self._config.format == "json":
+            return document.encode(), "application/json"
+        from gateway.publishers.http import encode_multipart
+
+        files = [
+            ("media", (entry["filename"], item.path.read_bytes(), item.mime))
+            for entry, item in zip(payload["media"], media, strict=True)
+        ]
+        files.insert(0, ("payload", ("payload.json", document.encode(), "application/json")))
+        return encode_multipart({}, files)
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._api.close()
+
+
+def webhook_payload(
+    post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str, gateway: str
+) -> dict[str, Any]:
+    """The JSON object sent for one post."""
+    return {
+        "id": post.id,
+        "rule": post.rule,
+        "created_at": post.created_at.isoformat(),
+        "text": text,
+        "lang": post.lang,
+        "gateway": gateway,
+        "idempotency_key": idempotency_key,
+        "media": [
+            {
+                "filename": f"{post.id}-{n}{item.path.suffix or '.bin'}",
+                "mime": item.mime,
+                "width": item.width,
+                "height": item.height,
+                "bytes": item.bytes,
+                "alt": item.alt,
+            }
+            for n, item in enumerate(media)
+        ],
+    }
+
+
+def sign(secret: SecretStr, body: bytes) -> str:
+    """``sha256=<hex>``: the HMAC-SHA256 of ``body`` under ``secret``."""
+    digest = hmac.new(secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def receipt_from(body: bytes) -> Receipt:
+    """A receipt from the receiver's answer, when it is JSON with ``id``/``url``."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return Receipt()
+    if not isinstance(answer, dict):
+        return Receipt()
+    remote_id, url = answer.get("id"), answer.get("url")
+    return Receipt(
+        remote_id=str(remote_id) if remote_id is not None else None,
+        url=url if isinstance(url, str) else None,
+    )
+
+
+__all__ = ["WebhookConfig", "WebhookPublisher", "sign", "webhook_payload"]

@@ -1,0 +1,184 @@
+"""The ``x`` publisher: X (Twitter) API v2 with OAuth 1.0a user context.
+
+Steps of one post:
+
+1. ``POST /2/media/upload`` per image (multipart ``media`` + ``media_category=tweet_image``)
+   → ``{"data": {"id", "media_key", ...}}``;
+2. ``POST /2/media/metadata`` with ``{"id", "metadata": {"alt_text": {"text"}}}`` when the
+   image has alt text;
+3. ``POST /2/tweets`` with ``{"text", "media": {"media_ids"}}`` → 201 ``{"data": {"id", "text"}}``.
+
+Every request is signed by oauthlib (HMAC-SHA1, Authorization header); JSON and
+multipart bodies are not part of an OAuth 1.0a signature.  X has no idempotency key:
+a retry of a post that did go out is refused as duplicate content (403), which means
+the post is already there, so it returns a receipt (with the id remembered from the
+first attempt when there is one).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, SecretStr
+
+from gateway.model import MediaItem, Post, Receipt
+from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
+from gateway.publishers.http import HttpConfig, ServiceError
+
+if TYPE_CHECKING:
+    import httpx
+
+    from gateway.publishers.http import ApiClient
+
+DUPLICATE_MARKERS = ("duplicate content", "status is a duplicate")
+
+
+class XConfig(HttpConfig):
+    """Post to an X account through API v2 (OAuth 1.0a user context: four secrets)."""
+
+    type: Literal["x"] = Field(description="Selects this backend.")
+    consumer_key: SecretStr = Field(description="The app's API key (consumer key).")
+    consumer_secret: SecretStr = Field(description="The app's API key secret.")
+    access_token: SecretStr = Field(description="The posting account's access token.")
+    access_token_secret: SecretStr = Field(description="The posting account's access secret.")
+    api_base: str = Field(
+        default="https://api.x.com",
+        pattern=r"^https?://[^/\s]+/?$",
+        description="API address; only tests change it.",
+    )
+    web_url: str = Field(
+        default="https://x.com", description="Site used to build the links in receipts."
+    )
+
+    def build(self, ctx: PublisherContext) -> XPublisher:
+        """Create the publisher for this config."""
+        from gateway.publishers.http import ApiClient
+
+        secrets = (self.consumer_key, self.consumer_secret, self.access_token)
+        signer = OAuth1Signer(*secrets, self.access_token_secret)
+        api = ApiClient(
+            "x",
+            self.api_base.rstrip("/"),
+            timeout=self.timeout,
+            auth=signer,
+            secrets=[*secrets, self.access_token_secret],
+        )
+        return XPublisher(self, api, ctx.store)
+
+
+class OAuth1Signer:
+    """Signs each httpx request with OAuth 1.0a (HMAC-SHA1) in the Authorization header."""
+
+    def __init__(
+        self,
+        consumer_key: SecretStr,
+        consumer_secret: SecretStr,
+        token: SecretStr,
+        token_secret: SecretStr,
+    ) -> None:
+        from oauthlib.oauth1 import Client  # type: ignore[import-untyped]
+
+        self._client = Client(
+            consumer_key.get_secret_value(),
+            client_secret=consumer_secret.get_secret_value(),
+            resource_owner_key=token.get_secret_value(),
+            resource_owner_secret=token_secret.get_secret_value(),
+        )
+
+    def __call__(self, request: httpx.Request) -> httpx.Request:
+        """Add a fresh signature (new nonce and timestamp) to ``request``."""
+        _, headers, _ = self._client.sign(str(request.url), request.method)
+        request.headers["Authorization"] = headers["Authorization"]
+        return request
+
+    def __repr__(self) -> str:
+        return "OAuth1Signer(***)"
+
+
+class XPublisher:
+    """Uploads images, sets their alt text, then creates the post."""
+
+    capabilities = Capabilities(
+        text_counting="weighted",
+        max_text=280,
+        url_length=23,
+        max_images=4,
+        max_image_bytes=5_242_880,
+        max_alt_text=1000,
+        supports_language=False,
+    )
+
+    def __init__(self, config: XConfig, api: ApiClient, store: KeyValueStore) -> None:
+        self.id = config.id
+        self._config = config
+        self._api = api
+        self._store = store
+
+    def publish(
+        self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
+    ) -> Receipt:
+        """Upload the images and create the post; a duplicate refusal counts as sent."""
+        media_ids = [self._upload(item) for item in media]
+        try:
+            tweet_id = self._create_post(text, media_ids)
+        except ServiceError as exc:
+            if not is_duplicate(exc):
+                raise
+            return self._receipt(self._remembered(idempotency_key))
+        self._remember(idempotency_key, tweet_id)
+        return self._receipt(tweet_id)
+
+    def _upload(self, item: MediaItem) -> str:
+        answer = self._api.json(
+            "POST",
+            "/2/media/upload",
+            files={"media": (item.path.name, item.path.read_bytes(), item.mime)},
+            data={"media_category": "tweet_image", "media_type": item.mime},
+        )
+        media_id = str(answer["data"]["id"])
+        if item.alt:
+            metadata = {"id": media_id, "metadata": {"alt_text": {"text": item.alt}}}
+            self._api.request("POST", "/2/media/metadata", json=metadata)
+        return media_id
+
+    def _create_post(self, text: str, media_ids: list[str]) -> str:
+        body: dict[str, Any] = {"text": text}
+        if media_ids:
+            body["media"] = {"media_ids": media_ids}
+        answer = self._api.json("POST", "/2/tweets", json=body)
+        return str(answer["data"]["id"])
+
+    def _receipt(self, tweet_id: str | None) -> Receipt:
+        if tweet_id is None:
+            return Receipt()
+        return Receipt(
+            remote_id=tweet_id, url=f"{self._config.web_url.rstrip('/')}/i/web/status/{tweet_id}"
+        )
+
+    @property
+    def _last_key(self) -> str:
+        return f"{self.id}:x:last"
+
+    def _remember(self, idempotency_key: str, tweet_id: str) -> None:
+        # Only the latest post: a duplicate refusal is a retry of the post just sent.
+        self._store.set(self._last_key, json.dumps({"key": idempotency_key, "id": tweet_id}))
+
+    def _remembered(self, idempotency_key: str) -> str | None:
+        try:
+            last = json.loads(self._store.get(self._last_key) or "{}")
+        except ValueError:
+            return None
+        return str(last["id"]) if last.get("key") == idempotency_key else None
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._api.close()
+
+
+def is_duplicate(error: ServiceError) -> bool:
+    """Whether X refused a post because the same text was just posted."""
+    return error.status == 403 and any(m in error.detail.lower() for m in DUPLICATE_MARKERS)
+
+
+__all__ = ["OAuth1Signer", "XConfig", "XPublisher", "is_duplicate"]

@@ -1,0 +1,53 @@
+"""The demo: broker, simulated devices and gateway in one command, no credentials."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from gateway.broker import find_mosquitto
+from tests.gwutil import archive_posts
+
+
+@pytest.mark.parametrize("broker", ["auto", "amqtt"])
+def test_demo_archives_posts_with_an_image(tmp_path: Path, broker: str) -> None:
+    if broker == "auto" and find_mosquitto() is None:
+        pytest.skip("mosquitto not installed; the amqtt case covers the embedded broker")
+    state = tmp_path / "demo"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "demo",
+            "--duration",
+            "8",
+            "--state-dir",
+            str(state),
+            "--broker",
+            broker,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    posts = archive_posts(state)
+    rules = {p["rule"] for p in posts}
+    assert {"conditions", "poolcam"} <= rules
+    conditions = next(p for p in posts if p["rule"] == "conditions")
+    assert "°C" in conditions["text"]
+    assert "n/a" not in conditions["text"]  # the simulator's readings arrived before the post
+    with_image = [p for p in posts if p["media"]]
+    assert with_image, posts
+    media = with_image[0]["media"][0]
+    with Image.open(state / "posts" / media["file"]) as image:
+        assert image.format == "JPEG"
+        assert image.size == (media["width"], media["height"])
+    assert media["alt"]
+    assert "demo stopped" in result.stderr
+    assert conditions["text"] in result.stdout  # the console publisher

@@ -1,0 +1,207 @@
+"""The outbox is the local log: committed before sending, recovered after a crash."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from gateway.delivery import DeliveryWorker, RetryPolicy
+from gateway.model import MediaItem, PermanentError, Post, Receipt, RetryableError, new_post_id
+from gateway.outbox import Outbox
+from gateway.publishers.base import Capabilities
+from gateway.publishers.file import FilePublisher, read_archive
+
+
+def make_post(text: str = "hello", media: tuple[MediaItem, ...] = ()) -> Post:
+    return Post(new_post_id(), "rule1", datetime.now(UTC), text, media, "en")
+
+
+class Recorder:
+    """A publisher that records calls and fails as scripted."""
+
+    capabilities = Capabilities()
+
+    def __init__(self, publisher_id: str, failures: list[Exception] | None = None) -> None:
+        self.id = publisher_id
+        self.calls: list[tuple[str, str, str]] = []
+        self.failures = list(failures or [])
+        self.gate: threading.Event | None = None
+
+    def publish(
+        self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
+    ) -> Receipt:
+        if self.gate is not None:
+            self.gate.wait(10)
+        self.calls.append((post.id, text, idempotency_key))
+        if self.failures:
+            raise self.failures.pop(0)
+        return Receipt(remote_id=f"r-{post.id}", url=f"https://example.test/{post.id}")
+
+    def close(self) -> None:
+        pass
+
+
+def test_post_and_deliveries_committed_before_publishing(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "gateway.db")
+    post = make_post()
+    outbox.add(post, {"a": "text for a", "b": "text for b"})
+    # Another connection (another process, after a power cut) sees it all.
+    conn = sqlite3.connect(tmp_path / "gateway.db")
+    rows = conn.execute(
+        "SELECT publisher, status, text FROM deliveries ORDER BY publisher"
+    ).fetchall()
+    assert rows == [("a", "pending", "text for a"), ("b", "pending", "text for b")]
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+def test_worker_sends_in_order_and_records_receipts(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "gateway.db")
+    posts = [make_post(f"post {i}") for i in range(3)]
+    for post in posts:
+        outbox.add(post, {"a": post.text})
+    publisher = Recorder("a")
+    worker = DeliveryWorker(outbox, publisher)
+    while worker.step() == 0:
+        pass
+    assert [c[1] for c in publisher.calls] == ["post 0", "post 1", "post 2"]
+    assert publisher.calls[0][2] == f"{posts[0].id}-a"
+    entry = outbox.history(10)[-1]
+    assert entry["deliveries"]["a"] == {
+        "status": "sent",
+        "attempts": 1,
+        "remote_id": f"r-{posts[0].id}",
+        "url": f"https://example.test/{posts[0].id}",
+        "last_error": None,
+    }
+
+
+def test_retryable_then_sent_and_retry_after_respected(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    outbox = Outbox(tmp_path / "gateway.db")
+    post = make_post()
+    outbox.add(post, {"a": "x"}, now=now[0])
+    publisher = Recorder("a", [RetryableError("503 busy", retry_after=120)])
+    worker = DeliveryWorker(outbox, publisher, clock=lambda: now[0])
+    assert worker.step() == 0
+    (row,) = outbox.open_deliveries()
+    assert (row["status"], row["attempts"], row["last_error"]) == ("failed", 1, "503 busy")
+    assert row["next_attempt_at"] == pytest.approx(now[0] + 120)
+    assert worker.step() == pytest.approx(120)  # not due yet: the worker sleeps, sends nothing
+    assert len(publisher.calls) == 1
+    now[0] += 121
+    assert worker.step() == 0
+    assert outbox.history(1)[0]["deliveries"]["a"]["status"] == "sent"
+    assert outbox.history(1)[0]["deliveries"]["a"]["attempts"] == 2
+    # The same idempotency key on every attempt of the same post.
+    assert publisher.calls[0][2] == publisher.calls[1][2]
+
+
+def test_permanent_error_and_giving_up_make_dead(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "gateway.db")
+    first, second = make_post("one"), make_post("two")
+    outbox.add(first, {"a": "one"})
+    outbox.add(second, {"a": "two"})
+    policy = RetryPolicy(base_delay=0, max_attempts=2, jitter=0)
+    publisher = Recorder(
+        "a", [PermanentError("401 bad token"), RetryableError("e1"), RetryableError("e2")]
+    )
+    worker = DeliveryWorker(outbox, publisher, policy)
+    for _ in range(5):
+        worker.step()
+    deliveries = {e["text"]: e["deliveries"]["a"] for e in outbox.history(10)}
+    assert deliveries["one"]["status"] == "dead"
+    assert deliveries["one"]["last_error"] == "permanent: 401 bad token"
+    assert deliveries["two"]["status"] == "dead"
+    assert deliveries["two"]["last_error"] == "gave up after 2 attempts: e2"
+    # An operator can bring a dead delivery back.
+    assert outbox.retry(second.id, "a")
+    worker.step()
+    assert outbox.history(1)[0]["deliveries"]["a"]["status"] == "sent"
+
+
+def test_crash_while_sending_is_retried_after_restart(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "gateway.db")
+    post = make_post()
+    outbox.add(post, {"a": "x"})
+    delivery = outbox.next_delivery("a")
+    assert delivery is not None
+    outbox.mark_sending(delivery)
+    outbox.close()  # the process dies here, mid-publish
+
+    reopened = Outbox(tmp_path / "gateway.db")
+    assert reopened.recover() == 1
+    publisher = Recorder("a")
+    DeliveryWorker(reopened, publisher).step()
+    assert publisher.calls == [(post.id, "x", f"{post.id}-a")]
+    assert reopened.history(1)[0]["deliveries"]["a"]["attempts"] == 2
+
+
+def test_failing_publisher_never_blocks_another(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "gateway.db")
+    stuck, fine = Recorder("stuck"), Recorder("fine")
+    stuck.gate = threading.Event()  # hangs until released
+    workers = [DeliveryWorker(outbox, stuck), DeliveryWorker(outbox, fine)]
+    for worker in workers:
+        worker.start()
+    try:
+        posts = [make_post(f"p{i}") for i in range(3)]
+        for post in posts:
+            outbox.add(post, {"stuck": post.text, "fine": post.text})
+            for worker in workers:
+                worker.wake()
+        deadline = threading.Event()
+        for _ in range(100):
+            if len(fine.calls) == 3:
+                break
+            deadline.wait(0.05)
+        assert [c[1] for c in fine.calls] == ["p0", "p1", "p2"]
+        assert stuck.calls == []
+    finally:
+        stuck.gate.set()
+        for worker in workers:
+            worker.stop()
+    assert len(stuck.calls) >= 1
+
+
+def test_file_publisher_is_idempotent_and_survives_torn_lines(tmp_path: Path) -> None:
+    image = tmp_path / "img.jpg"
+    image.write_bytes(b"\xff\xd8\xff fake jpeg bytes")
+    post = make_post(
+        "hi", (MediaItem(image, "image/jpeg", 4, 3, image.stat().st_size, "alt text"),)
+    )
+    archive = FilePublisher("archive", tmp_path / "posts")
+    archive.publish(post, "hi", post.media, "k")
+    # A power cut tore a second record in half.
+    with open(archive.archive, "ab") as fh:
+        fh.write(b'{"id": "torn", "te')
+    again = FilePublisher("archive", tmp_path / "posts")  # a restarted gateway
+    again.publish(post, "hi", post.media, "k")  # retried after the crash: no second line
+    other = make_post("second")
+    again.publish(other, "second", (), "k2")
+    records = read_archive(archive.archive)
+    assert [r["id"] for r in records] == [post.id, other.id]
+    assert records[0]["media"] == [
+        {
+            "file": f"media/{post.id}-0.jpg",
+            "mime": "image/jpeg",
+            "width": 4,
+            "height": 3,
+            "bytes": image.stat().st_size,
+            "alt": "alt text",
+        }
+    ]
+    assert (tmp_path / "posts" / records[0]["media"][0]["file"]).read_bytes() == image.read_bytes()
+    assert records[0]["created_at"].endswith("+00:00")
+
+
+def test_post_ids_are_unique_and_time_ordered() -> None:
+    ids = [new_post_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert all(len(i) == 26 for i in ids)
+    assert new_post_id(now_ms=1_000) < new_post_id(now_ms=2_000_000_000_000)
