@@ -175,14 +175,19 @@ def fit_size(size: tuple[int, int], limits: ImageLimits) -> tuple[int, int]:
         scale = min(scale, math.sqrt(limits.max_pixels / (w * h)))
     if scale >= 1.0:
         return size
-    return max(1, math.floor(w * scale)), max(1, math.floor(h * scale))
+    side = limits.max_side or max(w, h)
+    while True:  # rounding may overshoot max_pixels by a row; shave until it fits
+        fitted = (max(1, min(side, round(w * scale))), max(1, min(side, round(h * scale))))
+        if not limits.max_pixels or fitted[0] * fitted[1] <= limits.max_pixels or scale < 1e-6:
+            return fitted
+        scale *= 0.995
 
 
 def _fit_within(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
     scale = min(1.0, box[0] / size[0], box[1] / size[1])
     if scale >= 1.0:
         return size
-    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+    return max(1, min(box[0], round(size[0] * scale))), max(1, min(box[1], round(size[1] * scale)))
 
 
 def _decode(im: Image.Image, target: tuple[int, int] | None) -> Image.Image:
