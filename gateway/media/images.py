@@ -83,9 +83,11 @@ class ImageLimits:
     formats: tuple[str, ...] = ("JPEG",)
 
     def __post_init__(self) -> None:
-        unknown = [f for f in self.formats if f not in OUTPUT_FORMATS]
-        if not self.formats or unknown:
-            raise ValueError(f"formats must be among {sorted(OUTPUT_FORMATS)}, got {self.formats}")
+        # other names (GIF, HEIC...) may be listed; stills are rendered to one of ours
+        if not any(f in OUTPUT_FORMATS for f in self.formats):
+            raise ValueError(
+                f"formats must include one of {sorted(OUTPUT_FORMATS)}: {self.formats}"
+            )
 
 
 @dataclass(frozen=True)
@@ -151,12 +153,13 @@ def probe_image(
 ) -> tuple[str, int, int]:
     """Return ``(mime, width, height)`` from the header, upright per EXIF, without decoding.
 
-    A JPEG missing its end-of-image marker is reported as truncated: it is the usual
-    sign of a camera command killed mid-write.
+    A JPEG with no end-of-image marker after its last scan is reported as truncated:
+    the usual sign of a camera command killed mid-write.  (Entropy-coded data cannot
+    contain that marker, and trailers some phones append after it are accepted.)
     """
     im = _open_guarded(io.BytesIO(data), max_pixels)
     fmt = im.format or ""
-    if fmt in ("JPEG", "MPO") and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+    if fmt in ("JPEG", "MPO") and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
         raise ImageError("truncated JPEG (no end-of-image marker)")
     try:
         width, height = _display_size(im, _orientation(im))
@@ -488,7 +491,7 @@ class RenderCache:
     ) -> RenderedImage:
         digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
         stem = f"{src.stem}-{digest}"
-        for fmt in limits.formats:  # a render left by an earlier run of the gateway
+        for fmt in (f for f in limits.formats if f in OUTPUT_FORMATS):  # left by an earlier run
             path = out_dir / (stem + OUTPUT_FORMATS[fmt][1])
             if path.exists():
                 try:
