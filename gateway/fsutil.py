@@ -23,7 +23,7 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _atomic(dest: Path, fill: Callable[[BinaryIO], None]) -> None:
+def _atomic(dest: Path, fill: Callable[[BinaryIO], object]) -> None:
     """Create ``dest`` through a temp file that ``fill`` writes, fsync, rename, fsync the folder."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
