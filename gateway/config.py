@@ -361,6 +361,9 @@ def _reference_problems(config: GatewayConfig) -> Iterator[str]:
         for i, image in enumerate(rule.images):
             if image.camera not in cameras:
                 yield f"rules[{r}].images[{i}].camera: no camera with id {image.camera!r}"
+    for p, publisher in enumerate(config.publishers):
+        if publisher.enabled:
+            yield from (f"publishers[{p}]: {m}" for m in publisher.missing_dependencies())
     from gateway.compose import template_problems
 
     for r, rule in enumerate(config.rules):
