@@ -436,6 +436,10 @@ class RenderCache:
         self._entries: OrderedDict[tuple[object, ...], RenderedImage] = OrderedDict()
         self._pending: dict[tuple[object, ...], threading.Lock] = {}
         self._lock = threading.Lock()
+        self.hits = 0
+        """Requests answered from the cache (or a render left on disk)."""
+        self.renders = 0
+        """Requests that rendered an image."""
 
     def _lookup(self, key: tuple[object, ...]) -> RenderedImage | None:
         with self._lock:
@@ -467,6 +471,7 @@ class RenderCache:
         )
         hit = self._lookup(key)
         if hit is not None:
+            self.hits += 1
             return hit
         with self._lock:
             key_lock = self._pending.setdefault(key, threading.Lock())
@@ -476,6 +481,9 @@ class RenderCache:
                 if hit is None:
                     hit = self._render(src, limits, caption, out_dir, key)
                     self._store(key, hit)
+                    self.renders += 1
+                else:
+                    self.hits += 1
             finally:
                 with self._lock:
                     self._pending.pop(key, None)
