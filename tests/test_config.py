@@ -53,6 +53,7 @@ def test_every_shipped_config_loads(path: Path, monkeypatch: pytest.MonkeyPatch)
         "MASTODON_TOKEN",
         "BLUESKY_APP_PASSWORD",
         "MQTT_PASSWORD",
+        "CAMERA_PASSWORD",
         "WEBHOOK_SECRET",
         "X_API_KEY",
         "X_API_SECRET",
