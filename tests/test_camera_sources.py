@@ -244,3 +244,24 @@ def test_picamera_missing_is_clear_at_use_and_in_check_config(
     result = cli("check-config", "-c", str(config))
     assert result.returncode == 0, result.stderr
     assert "cameras[0] (cam): picamera2 is not installed" in result.stderr
+
+
+def test_preview_shows_each_publishers_images(tmp_path: Path) -> None:
+    still = tmp_path / "cam.jpg"
+    still.write_bytes(scene_jpeg(size=(320, 240)))
+    body = cam(source="file", path=str(still)).replace(
+        'publish_to = ["archive"]', 'publish_to = ["archive", "console"]'
+    )
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[gateway]\nstate_dir = "{tmp_path / "state"}"\n'
+        + body
+        + '\n[[publishers]]\nid = "console"\ntype = "console"\n',
+        encoding="utf-8",
+    )
+    result = cli("preview", "photo", "-c", str(config), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    images = [line for line in result.stdout.splitlines() if line.startswith("image: ")]
+    assert len(images) == 2  # one per publisher
+    assert all("(320x240," in line and "alt: The pool, seen from photo" in line for line in images)
+    assert not (tmp_path / "state" / "gateway.db").exists()  # nothing stored

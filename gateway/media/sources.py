@@ -17,7 +17,6 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from gateway.config import (
     AnyCameraConfig,
@@ -128,8 +127,3 @@ def fetch_frame_bytes(camera: AnyCameraConfig) -> bytes:
     if isinstance(camera, PicameraConfig):
         return capture_picamera(camera.resolution)
     raise FrameSourceError(f"camera {camera.id} is not pulled")
-
-
-def frame_folder(media_dir: Path) -> Path:
-    """Where frames live under the media folder."""
-    return media_dir / "frames"
