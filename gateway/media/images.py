@@ -329,21 +329,23 @@ class RenderCache:
         self._pending: dict[tuple[object, ...], threading.Lock] = {}
         self._lock = threading.Lock()
         self.hits = 0
-        """Requests answered from the cache (or a render left on disk)."""
+        """Requests answered from memory."""
         self.renders = 0
-        """Requests that rendered an image."""
+        """Requests that rendered an image (or found one an earlier run left on disk)."""
 
     def _lookup(self, key: tuple[object, ...]) -> RenderedImage | None:
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None and hit.path.exists():
                 self._entries.move_to_end(key)
+                self.hits += 1
                 return hit
             self._entries.pop(key, None)
             return None
 
     def _store(self, key: tuple[object, ...], result: RenderedImage) -> None:
         with self._lock:
+            self.renders += 1
             self._entries[key] = result
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
@@ -363,7 +365,6 @@ class RenderCache:
         )
         hit = self._lookup(key)
         if hit is not None:
-            self.hits += 1
             return hit
         with self._lock:
             key_lock = self._pending.setdefault(key, threading.Lock())
@@ -373,9 +374,6 @@ class RenderCache:
                 if hit is None:
                     hit = self._render(src, limits, caption, out_dir, key)
                     self._store(key, hit)
-                    self.renders += 1
-                else:
-                    self.hits += 1
             finally:
                 with self._lock:
                     self._pending.pop(key, None)
