@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from gateway.compose import Composer
@@ -18,10 +18,13 @@ from gateway.config import GatewayConfig
 from gateway.delivery import DeliveryWorker, RetryPolicy
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
+from gateway.media.recent import RecentReadings
+from gateway.media.retention import RetentionJob
 from gateway.model import Post
 from gateway.outbox import Outbox
 from gateway.publishers import build_publisher
 from gateway.publishers.base import Publisher, PublisherContext
+from gateway.publishers.file import FilePublisher
 from gateway.rules import RuleRunner
 from gateway.scheduler import RuleScheduler
 from gateway.state import StateStore
@@ -36,6 +39,12 @@ def database_path(config: GatewayConfig) -> Path:
     return config.gateway.resolved_state_dir() / DB_NAME
 
 
+def chart_horizon(config: GatewayConfig) -> timedelta:
+    """How much reading history charts need: their longest window (at least a day)."""
+    windows = [chart.window for rule in config.rules for chart in rule.charts]
+    return max([timedelta(days=1), *windows])
+
+
 class Gateway:
     """One gateway instance built from a validated config."""
 
@@ -46,25 +55,46 @@ class Gateway:
         self.tz = config.gateway.tz
         self.outbox = Outbox(self.state_dir / DB_NAME)
         self.state = StateStore({s.id: s.expire_after for s in config.sensors if s.expire_after})
-        self.frames = FrameStore(self.state_dir / "media" / "frames", self.state)
+        self.media_dir = self.state_dir / "media"
+        self.frames = FrameStore(
+            self.media_dir / "frames",
+            self.state,
+            keep_recent=config.media.keep_recent_frames,
+            keep_every=config.media.keep_frame_every,
+        )
+        # charts read this in-memory history until the SQLite readings history replaces it
+        self.history = RecentReadings(chart_horizon(config))
         ctx = PublisherContext(self.state_dir, config.gateway.name, store=self.outbox)
         self.publishers: dict[str, Publisher] = {
             p.id: build_publisher(p, ctx) for p in config.publishers if p.enabled
         }
+        self.retention = RetentionJob(
+            self.media_dir,
+            max_age=config.media.max_age,
+            max_bytes=config.media.max_bytes,
+            interval=config.media.retention_interval,
+            exclude=[p.folder for p in self.publishers.values() if isinstance(p, FilePublisher)],
+        )
         self.workers = {
             pid: DeliveryWorker(self.outbox, pub, retry_policy)
             for pid, pub in self.publishers.items()
         }
         self.runner = RuleRunner(
             config=config,
-            composer=Composer(config, self.state, self.state_dir / "media" / "posts"),
+            composer=Composer(
+                config,
+                self.state,
+                self.media_dir / "posts",
+                frames=self.frames,
+                history=self.history,
+            ),
             outbox=self.outbox,
             capabilities={pid: pub.capabilities for pid, pub in self.publishers.items()},
             wake=self._wake,
             clock=self.now,
         )
         self.scheduler = RuleScheduler(config.rules, self.tz, self.runner.fire)
-        self.ingest = MqttIngest(config, self.state, self.frames)
+        self.ingest = MqttIngest(config, self.state, self.frames, on_reading=self.history.record)
         self._stopped = threading.Event()
 
     def now(self) -> datetime:
@@ -88,6 +118,7 @@ class Gateway:
         for worker in self.workers.values():
             worker.start()
         self.frames.start()
+        self.retention.start()
         self.scheduler.start()
         self.ingest.start()
         log.info(
@@ -108,6 +139,7 @@ class Gateway:
         self.ingest.stop()
         self.scheduler.stop()
         self.frames.stop()
+        self.retention.stop()
         for worker in self.workers.values():
             if not worker.stop(timeout):
                 log.warning(

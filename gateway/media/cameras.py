@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import importlib
+import importlib.util
 import io
 import os
 import selectors
@@ -199,8 +200,16 @@ def run_snapshot_command(argv: Sequence[str], *, timeout: float, max_bytes: int)
     return _validated(out, f"command {argv[0]!r}")
 
 
-def capture_picamera() -> bytes:
-    """Capture one JPEG from the Raspberry Pi camera with picamera2 (imported only here)."""
+def picamera_available() -> bool:
+    """True when picamera2 can be imported (checked without importing it)."""
+    return importlib.util.find_spec("picamera2") is not None
+
+
+def capture_picamera(resolution: tuple[int, int] | None = None) -> bytes:
+    """Capture one JPEG from the Raspberry Pi camera with picamera2 (imported only here).
+
+    ``resolution`` is the still's (width, height); by default the sensor's full size.
+    """
     try:
         picamera2 = importlib.import_module("picamera2")
     except ImportError as exc:
@@ -215,7 +224,8 @@ def capture_picamera() -> bytes:
         except Exception as exc:  # libcamera reports a busy or absent camera in many ways
             raise FrameSourceError(f"cannot open the Pi camera: {exc}") from exc
         try:
-            camera.configure(camera.create_still_configuration())
+            main = {"size": resolution} if resolution else {}
+            camera.configure(camera.create_still_configuration(main=main))
             camera.start()
             camera.capture_file(buf, format="jpeg")
         except Exception as exc:

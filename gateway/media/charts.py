@@ -17,7 +17,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from gateway.fsutil import atomic_write
-from gateway.media.images import RenderedImage, find_font
+from gateway.media.captions import find_font
+from gateway.media.images import RenderedImage
 
 SUPERSAMPLE = 2
 BACKGROUND = (255, 255, 255)
