@@ -15,13 +15,18 @@ from pathlib import Path
 
 from gateway.compose import Composer
 from gateway.config import GatewayConfig
-from gateway.delivery import DeliveryWorker, RetryPolicy
+from gateway.delivery import DeliveryWorker, PostingBudget, RetryPolicy
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
 from gateway.model import Post
 from gateway.outbox import Outbox
 from gateway.publishers import build_publisher
-from gateway.publishers.base import Publisher, PublisherContext
+from gateway.publishers.base import (
+    BrokerSettings,
+    LiveCapabilities,
+    Publisher,
+    PublisherContext,
+)
 from gateway.rules import RuleRunner
 from gateway.scheduler import RuleScheduler
 from gateway.state import StateStore
@@ -36,6 +41,19 @@ def database_path(config: GatewayConfig) -> Path:
     return config.gateway.resolved_state_dir() / DB_NAME
 
 
+def broker_settings(config: GatewayConfig) -> BrokerSettings:
+    """The gateway's ``[mqtt]`` broker, handed to publishers that talk MQTT."""
+    mqtt = config.mqtt
+    return BrokerSettings(
+        host=mqtt.host,
+        port=mqtt.port,
+        username=mqtt.username,
+        password=mqtt.password.get_secret_value() if mqtt.password else None,
+        protocol=mqtt.protocol,
+        keepalive=mqtt.keepalive,
+    )
+
+
 class Gateway:
     """One gateway instance built from a validated config."""
 
@@ -47,19 +65,27 @@ class Gateway:
         self.outbox = Outbox(self.state_dir / DB_NAME)
         self.state = StateStore({s.id: s.expire_after for s in config.sensors if s.expire_after})
         self.frames = FrameStore(self.state_dir / "media" / "frames", self.state)
-        ctx = PublisherContext(self.state_dir, config.gateway.name, store=self.outbox)
-        self.publishers: dict[str, Publisher] = {
-            p.id: build_publisher(p, ctx) for p in config.publishers if p.enabled
-        }
+        ctx = PublisherContext(
+            self.state_dir, config.gateway.name, store=self.outbox, broker=broker_settings(config)
+        )
+        enabled = [p for p in config.publishers if p.enabled]
+        # Building a publisher never touches the network; workers prepare them in their threads.
+        self.publishers: dict[str, Publisher] = {p.id: build_publisher(p, ctx) for p in enabled}
         self.workers = {
-            pid: DeliveryWorker(self.outbox, pub, retry_policy)
-            for pid, pub in self.publishers.items()
+            p.id: DeliveryWorker(
+                self.outbox,
+                self.publishers[p.id],
+                RetryPolicy.for_publisher(p, retry_policy),
+                budget=PostingBudget.for_publisher(p, self.tz),
+            )
+            for p in enabled
         }
         self.runner = RuleRunner(
             config=config,
             composer=Composer(config, self.state, self.state_dir / "media" / "posts"),
             outbox=self.outbox,
-            capabilities={pid: pub.capabilities for pid, pub in self.publishers.items()},
+            # Read per post: a publisher's limits may change after start (Mastodon's do).
+            capabilities=LiveCapabilities(self.publishers),
             wake=self._wake,
             clock=self.now,
         )
