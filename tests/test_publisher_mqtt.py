@@ -24,9 +24,7 @@ def build(broker: Broker, tmp_path: Path, **options: Any) -> MqttPublisher:
 
 
 def a_post(tmp_path: Path, n_images: int = 2) -> Post:
-    media = tuple(
-        jpeg(tmp_path, f"m{n}.jpg", (64 + n, 48), f"View {n}") for n in range(n_images)
-    )
+    media = tuple(jpeg(tmp_path, f"m{n}.jpg", (64 + n, 48), f"View {n}") for n in range(n_images))
     return Post(new_post_id(), "hourly", datetime.now(UTC), "Water 24 °C", media, "en")
 
 
