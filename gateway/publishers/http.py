@@ -101,12 +101,19 @@ class ApiClient:
     ) -> None:
         self.service = service
         self._client = make_client(base_url, timeout=timeout, headers=headers, auth=auth)
+        # Longest first, so a whole URL is scrubbed before the token inside it.
         self._secrets = tuple(
-            value
-            for s in secrets
-            if s is not None
-            for value in [s.get_secret_value() if isinstance(s, SecretStr) else s]
-            if value
+            sorted(
+                (
+                    value
+                    for s in secrets
+                    if s is not None
+                    for value in [s.get_secret_value() if isinstance(s, SecretStr) else s]
+                    if value
+                ),
+                key=len,
+                reverse=True,
+            )
         )
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -158,6 +165,22 @@ class ApiClient:
             for secret in self._secrets:
                 error.detail = error.detail.replace(secret, "***")
         return error
+
+
+def url_secrets(url: SecretStr, min_length: int = 8) -> list[str]:
+    """A secret URL and the parts of it that may be tokens on their own.
+
+    Servers echo a path segment or query value back in error texts; each long
+    enough part is scrubbed too, not only the URL as a whole.
+    """
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    value = url.get_secret_value()
+    split = urlsplit(value)
+    parts = [value, split.password or ""]
+    parts += [unquote(segment) for segment in split.path.split("/")]
+    parts += [v for _, v in parse_qsl(split.query)]
+    return [p for p in dict.fromkeys(parts) if len(p) >= min_length]
 
 
 def error_for_response(
@@ -254,4 +277,5 @@ __all__ = [
     "error_for_response",
     "make_client",
     "retry_after",
+    "url_secrets",
 ]
