@@ -19,6 +19,7 @@ a URL (a webhook URL may embed a token) and never a known secret.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -74,6 +75,8 @@ def make_client(
     """An httpx client with timeouts on every phase and the gateway's User-Agent."""
     import httpx
 
+    # httpx logs each request's full URL at INFO; URLs can carry tokens (webhooks).
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
     return httpx.Client(
         base_url=base_url,
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
