@@ -40,9 +40,9 @@ def fakes() -> Iterator[dict[str, FakeServer]]:
     with ExitStack() as stack:
         servers = {pid: stack.enter_context(b.make_fake()) for pid, b in BACKENDS.items()}
         for server in servers.values():
-            # Every answer comes 30 ms after the request took effect: a kill can land
+            # Every answer comes 150 ms after the request took effect: a kill can land
             # between the service creating the post and the gateway hearing of it.
-            server.fail_next(Fault("stall", delay=0.03), times=100_000)
+            server.fail_next(Fault("stall", delay=0.15), times=100_000)
         yield servers
 
 
