@@ -105,3 +105,43 @@ def test_defaults_to_the_gateway_broker_and_validates_topics(tmp_path: Path) -> 
     for bad in ("a/+/b", "a/#", "{nope}/x"):
         with pytest.raises(ConfigError, match="topic"):
             validate_config({"publishers": [{"id": "bus", "type": "mqtt", "topic": bad}]})
+
+
+def test_worker_retries_while_the_broker_is_down_and_sends_once(
+    broker_factory: Any, mqtt_topic: str, tmp_path: Path
+) -> None:
+    from gateway.broker import find_free_port
+    from gateway.delivery import DeliveryWorker, RetryPolicy
+    from gateway.outbox import Outbox
+    from tests.conftest import Subscription
+
+    port = find_free_port()
+    config = MqttConfig.model_validate(
+        {"id": "bus", "type": "mqtt", "timeout": 1, "topic": mqtt_topic + "/{rule}"}
+    )
+    settings = BrokerSettings(host="127.0.0.1", port=port, protocol=311)
+    publisher = config.build(PublisherContext(tmp_path, "pool", broker=settings))
+    outbox = Outbox(tmp_path / "gateway.db")
+    post = a_post(tmp_path, 0)
+    outbox.add(post, {"bus": "while the broker was down"})
+    worker = DeliveryWorker(outbox, publisher, RetryPolicy(base_delay=0, jitter=0))
+    worker.step()  # nobody listens on the port yet
+    (failed,) = outbox.open_deliveries()
+    assert failed["status"] == "failed"
+    assert "not connected" in failed["last_error"]
+
+    broker = broker_factory(prefer="mosquitto", port=port)
+    sub = Subscription(broker, f"{mqtt_topic}/#")
+    try:
+        for _ in range(60):  # paho reconnects by itself; each step waits up to `timeout`
+            if outbox.next_delivery("bus") is None:
+                break
+            worker.step()
+        messages = sub.wait_for(lambda m: len(m) >= 1)
+    finally:
+        sub.close()
+        publisher.close()
+    assert [json.loads(m.payload)["id"] for m in messages] == [post.id]
+    (entry,) = outbox.history(1)
+    assert entry["deliveries"]["bus"]["status"] == "sent"
+    outbox.close()
