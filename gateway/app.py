@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from gateway.compose import Composer
@@ -18,6 +20,7 @@ from gateway.config import GatewayConfig
 from gateway.delivery import DeliveryWorker, RetryPolicy
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
+from gateway.media.retention import enforce_retention
 from gateway.model import Post
 from gateway.outbox import Outbox
 from gateway.publishers import build_publisher
@@ -29,6 +32,9 @@ from gateway.state import StateStore
 log = logging.getLogger(__name__)
 
 DB_NAME = "gateway.db"
+ShutdownHook = Callable[[], None]
+MIN_POST_MEDIA_AGE = timedelta(days=4)
+"""Rendered post images are kept at least this long: a delivery may retry for 3 days."""
 
 
 def database_path(config: GatewayConfig) -> Path:
@@ -64,8 +70,54 @@ class Gateway:
             clock=self.now,
         )
         self.scheduler = RuleScheduler(config.rules, self.tz, self.runner.fire)
+        stall = config.health.stall_after.total_seconds()
+        self.scheduler.add_heartbeat(self._scheduler_beat, max(1.0, min(10.0, stall / 4)))
+        self.scheduler_heartbeat = time.monotonic()
         self.ingest = MqttIngest(config, self.state, self.frames)
+        self.shutdown_hooks: list[tuple[str, ShutdownHook]] = []
         self._stopped = threading.Event()
+
+    def add_shutdown_hook(self, name: str, hook: ShutdownHook) -> None:
+        """Run ``hook`` on stop, after deliveries finished and before ``offline`` and the
+        database closes (e.g. to flush buffered readings history).  Hooks run in the order
+        added; one that raises is logged and the others still run."""
+        self.shutdown_hooks.append((name, hook))
+
+    def _scheduler_beat(self) -> None:
+        self.scheduler_heartbeat = time.monotonic()
+
+    def hung_components(self, stall_after: float) -> list[str]:
+        """Threads that died or went silent for ``stall_after`` seconds; empty when healthy."""
+        now = time.monotonic()
+        problems = []
+        if not self.ingest.is_alive():
+            problems.append("ingest: MQTT network thread is not running")
+        elif self.ingest.connected.is_set() and now - self.ingest.heartbeat > stall_after:
+            problems.append(f"ingest: MQTT thread silent for {now - self.ingest.heartbeat:.0f}s")
+        if not self.scheduler.is_alive():
+            problems.append("scheduler: not running")
+        elif now - self.scheduler_heartbeat > stall_after:
+            silent = now - self.scheduler_heartbeat
+            problems.append(f"scheduler: no heartbeat for {silent:.0f}s")
+        if not self.frames.is_alive():
+            problems.append("frames: writer thread is not running")
+        for pid, worker in self.workers.items():
+            if not worker.is_alive():
+                problems.append(f"delivery {pid}: worker thread is not running")
+            elif worker.stalled_for() > stall_after:
+                problems.append(f"delivery {pid}: stuck for {worker.stalled_for():.0f}s")
+        return problems
+
+    def enforce_media_budget(self) -> None:
+        """Prune frames to the disk budget and age limit; rendered images by age only."""
+        storage = self.config.storage
+        media = self.state_dir / "media"
+        enforce_retention(
+            media / "frames", max_age=storage.media_max_age, max_bytes=storage.media_max_bytes
+        )
+        enforce_retention(
+            media / "posts", max_age=max(storage.media_max_age, MIN_POST_MEDIA_AGE), max_bytes=None
+        )
 
     def now(self) -> datetime:
         """The current time in the gateway's time zone."""
@@ -100,20 +152,33 @@ class Gateway:
             self.state_dir,
         )
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop taking readings, finish in-flight deliveries (up to ``timeout``), close storage."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop in order: readings, schedules, frames; in-flight deliveries get ``timeout``
+        seconds (default ``[health] shutdown_timeout``) and the rest stay in the outbox;
+        shutdown hooks; ``offline`` on the status topic; publishers; the database."""
         if self._stopped.is_set():
             return
         self._stopped.set()
-        self.ingest.stop()
+        if timeout is None:
+            timeout = self.config.health.shutdown_timeout.total_seconds()
+        deadline = time.monotonic() + timeout
+        self.ingest.pause()
         self.scheduler.stop()
         self.frames.stop()
         for worker in self.workers.values():
-            if not worker.stop(timeout):
+            worker.request_stop()
+        for worker in self.workers.values():
+            if not worker.stop(max(0.0, deadline - time.monotonic())):
                 log.warning(
                     "publisher %s did not finish in time; its delivery stays queued",
                     worker.publisher.id,
                 )
+        for name, hook in self.shutdown_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("shutdown hook %s failed", name)
+        self.ingest.stop()
         for publisher in self.publishers.values():
             try:
                 publisher.close()
