@@ -373,7 +373,9 @@ interval = "1s"
     assert online["state_topic"] == "things-gateway/testgw/status"
     assert online["device_class"] == "connectivity"
     assert by_topic[f"{prefix}/sensor/poolgw/last_post_at/config"]["device_class"] == "timestamp"
-    assert all(m.retain for m in configs)
+    late = mqtt_subscribe(f"{mqtt_topic}/ha/#").wait_for(lambda ms: len(ms) >= 6)
+    assert {m.topic for m in late} == set(by_topic)
+    assert all(m.retain for m in late)  # retained: Home Assistant finds them after a restart
     doc = json.loads(states[-1].payload)
     assert set(doc) == {
         "readings_per_s", "outbox_depth", "last_post_at", "last_post_url", "failed_deliveries"
