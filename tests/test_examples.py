@@ -21,7 +21,8 @@ CASES = {
         "site",
         {
             "hourly_photo": r"water 2[3-7](\.\d)? °C, air -?\d+(\.\d)? °C",
-            "morning": r"water is 2[3-7](\.\d)? °C and the air -?\d+(\.\d)? °C at \d+(\.\d)?% humidity",
+            "morning": r"water is 2[3-7](\.\d)? °C and the air -?\d+(\.\d)? °C"
+            r" at \d+(\.\d)?% humidity",
         },
     ),
     "plant": (

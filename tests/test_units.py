@@ -1,4 +1,4 @@
-"""The systemd units: `systemd-analyze verify` silent, exposure <= 2.0, settings the daemon needs."""
+"""The systemd units: `systemd-analyze verify` silent, exposure <= 2.0, settings we rely on."""
 
 from __future__ import annotations
 
