@@ -114,8 +114,7 @@ def test_sigkills_during_heavy_ingest_and_posting_lose_nothing(
         for n in range(KILLS):
             gateway = start_gateway(config)
             if n % 4 != 3:  # three kills in four while running, one during start-up
-                pid = gateway.pid
-                wait_until(lambda: pid_of(state) == pid, timeout=30)
+                wait_until(lambda pid=gateway.pid: pid_of(state) == pid, timeout=30)
             time.sleep(rng.uniform(0.0, 2.5))  # a random moment of ingest and posting
             gateway.send_signal(signal.SIGKILL)
             gateway.communicate(timeout=10)
