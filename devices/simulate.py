@@ -8,7 +8,9 @@ Publishes to an MQTT broker, under ``<prefix>/``:
 - ``river/level``: JSON ``{"level_cm": 143.2, "battery": 97}`` (a slow random walk);
 - ``cam/pool``: a 640x480 JPEG, retained (like Frigate snapshots).
 
-The demo config depends on these topics and payload shapes: change them deliberately.
+That is the ``pool`` scenario (the default); ``plant`` and ``bridge`` publish other
+topics (see :mod:`devices.scenarios`).  The demo config and ``config/examples/``
+depend on these topics and payload shapes: change them deliberately.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from functools import cache
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from PIL import Image, ImageDraw, ImageFont
+
+from devices.scenarios import CAMERA_TOPICS, SCENARIOS, BridgeModel, Model, PlantModel
 
 __all__ = ["SensorModel", "Simulator", "make_frame"]
 
@@ -190,6 +194,7 @@ class Simulator:
         qos: int = 1,
         seed: int | None = None,
         protocol: int = 311,
+        scenario: str = "pool",
     ) -> None:
         """Configure; nothing connects until :meth:`start`.
 
@@ -202,6 +207,7 @@ class Simulator:
             qos: QoS for every publish (0, 1 or 2).
             seed: seed for repeatable readings.
             protocol: MQTT protocol version, 311 or 5.
+            scenario: ``pool`` (default), ``plant`` or ``bridge``.
         """
         if interval <= 0 or camera_interval <= 0:
             raise ValueError("interval and camera_interval must be positive")
@@ -209,6 +215,8 @@ class Simulator:
             raise ValueError(f"qos must be 0, 1 or 2, not {qos}")
         if protocol not in (311, 5):
             raise ValueError(f"protocol must be 311 or 5, not {protocol}")
+        if scenario not in SCENARIOS:
+            raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}, not {scenario}")
         self.host = host
         self.port = port
         self.prefix = prefix.rstrip("/")
@@ -217,7 +225,9 @@ class Simulator:
         self.qos = qos
         self.protocol = protocol
         self.published = 0
-        self._model = SensorModel(seed)
+        self.scenario = scenario
+        self._model: Model = _model(scenario, seed)
+        self._camera_topic = CAMERA_TOPICS[scenario]
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -284,8 +294,8 @@ class Simulator:
                 if now >= next_reading:
                     self._publish_readings(client)
                     next_reading = now + self.interval
-                if now >= next_frame:
-                    self._publish_frame(client)
+                if now >= next_frame and self._camera_topic:
+                    self._publish_frame(client, self._camera_topic)
                     next_frame = now + self.camera_interval
             wait = min(next_reading, next_frame) - time.monotonic()
             # Short waits so stop() and a (re)connection are noticed promptly.
@@ -295,13 +305,13 @@ class Simulator:
         for topic, payload in self._model.messages(self.prefix, datetime.now().astimezone()):
             self._publish(client, topic, payload, retain=False)
 
-    def _publish_frame(self, client: mqtt.Client) -> None:
+    def _publish_frame(self, client: mqtt.Client, suffix: str) -> None:
         try:
             frame = make_frame(datetime.now().astimezone())
         except (OSError, ValueError):
             log.exception("could not render a camera frame")
             return
-        self._publish(client, f"{self.prefix}/cam/pool", frame, retain=True)
+        self._publish(client, f"{self.prefix}/{suffix}", frame, retain=True)
 
     def _publish(self, client: mqtt.Client, topic: str, payload: bytes, *, retain: bool) -> None:
         try:
@@ -318,3 +328,11 @@ class Simulator:
             # Warn once per outage, not once per message.
             log.warning("publish to %s failed: %s", topic, info_text)
             self._failing = True
+
+
+def _model(scenario: str, seed: int | None) -> Model:
+    if scenario == "plant":
+        return PlantModel(seed)
+    if scenario == "bridge":
+        return BridgeModel(seed)
+    return SensorModel(seed)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from gateway.state import StateStore
 log = logging.getLogger(__name__)
 
 DB_NAME = "gateway.db"
+ShutdownHook = Callable[[], None]
 
 
 def database_path(config: GatewayConfig) -> Path:
@@ -120,8 +123,43 @@ class Gateway:
             clock=self.now,
         )
         self.scheduler = RuleScheduler(config.rules, self.tz, self.runner.fire)
+        stall = config.health.stall_after.total_seconds()
+        self.scheduler.add_heartbeat(self._scheduler_beat, max(1.0, min(10.0, stall / 4)))
+        self.scheduler_heartbeat = time.monotonic()
         self.ingest = MqttIngest(config, self.state, self.frames, on_reading=self.history.record)
+        self.shutdown_hooks: list[tuple[str, ShutdownHook]] = []
         self._stopped = threading.Event()
+
+    def add_shutdown_hook(self, name: str, hook: ShutdownHook) -> None:
+        """Run ``hook`` on stop, after deliveries finished and before ``offline`` and the
+        database closes (e.g. to flush buffered readings history).  Hooks run in the order
+        added; one that raises is logged and the others still run."""
+        self.shutdown_hooks.append((name, hook))
+
+    def _scheduler_beat(self) -> None:
+        self.scheduler_heartbeat = time.monotonic()
+
+    def hung_components(self, stall_after: float) -> list[str]:
+        """Threads that died or went silent for ``stall_after`` seconds; empty when healthy."""
+        now = time.monotonic()
+        problems = []
+        if not self.ingest.is_alive():
+            problems.append("ingest: MQTT network thread is not running")
+        elif self.ingest.connected.is_set() and now - self.ingest.heartbeat > stall_after:
+            problems.append(f"ingest: MQTT thread silent for {now - self.ingest.heartbeat:.0f}s")
+        if not self.scheduler.is_alive():
+            problems.append("scheduler: not running")
+        elif now - self.scheduler_heartbeat > stall_after:
+            silent = now - self.scheduler_heartbeat
+            problems.append(f"scheduler: no heartbeat for {silent:.0f}s")
+        if not self.frames.is_alive():
+            problems.append("frames: writer thread is not running")
+        for pid, worker in self.workers.items():
+            if not worker.is_alive():
+                problems.append(f"delivery {pid}: worker thread is not running")
+            elif worker.stalled_for() > stall_after:
+                problems.append(f"delivery {pid}: stuck for {worker.stalled_for():.0f}s")
+        return problems
 
     def now(self) -> datetime:
         """The current time in the gateway's time zone."""
@@ -157,21 +195,34 @@ class Gateway:
             self.state_dir,
         )
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop taking readings, finish in-flight deliveries (up to ``timeout``), close storage."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop in order: readings, schedules, frames; in-flight deliveries get ``timeout``
+        seconds (default ``[health] shutdown_timeout``) and the rest stay in the outbox;
+        shutdown hooks; ``offline`` on the status topic; publishers; the database."""
         if self._stopped.is_set():
             return
         self._stopped.set()
-        self.ingest.stop()
+        if timeout is None:
+            timeout = self.config.health.shutdown_timeout.total_seconds()
+        deadline = time.monotonic() + timeout
+        self.ingest.pause()
         self.scheduler.stop()
         self.frames.stop()
         self.retention.stop()
         for worker in self.workers.values():
-            if not worker.stop(timeout):
+            worker.request_stop()
+        for worker in self.workers.values():
+            if not worker.stop(max(0.0, deadline - time.monotonic())):
                 log.warning(
                     "publisher %s did not finish in time; its delivery stays queued",
                     worker.publisher.id,
                 )
+        for name, hook in self.shutdown_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("shutdown hook %s failed", name)
+        self.ingest.stop()
         for publisher in self.publishers.values():
             try:
                 publisher.close()

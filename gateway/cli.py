@@ -1,6 +1,7 @@
 """``things-gateway``: the command line.
 
-Exit codes: 0 success, 1 failure, 2 usage error, 78 (EX_CONFIG) bad config —
+Exit codes: 0 success, 1 failure, 2 usage error, 3 (``status``) daemon not
+running, 78 (EX_CONFIG) bad config —
 systemd's ``RestartPreventExitStatus=78`` keeps a bad config from restart-looping.
 """
 
@@ -41,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _add_config_option(common)
     sub.add_parser("run", parents=[common], help="run the gateway daemon")
+    sub.add_parser(
+        "reload", parents=[common], help="make the running daemon re-read its config (SIGHUP)"
+    )
+    sub.add_parser(
+        "status", parents=[common], help="summary of the running daemon: broker, sensors, outbox"
+    )
     sub.add_parser("check-config", parents=[common], help="validate the config; exit 78 on errors")
     preview = sub.add_parser(
         "preview", parents=[common], help="render a rule's post now, publish nothing"
@@ -138,20 +145,33 @@ def stop_event_on_signals() -> threading.Event:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the daemon until SIGTERM/SIGINT."""
-    from gateway.app import Gateway
+    """Run the daemon until SIGTERM/SIGINT; SIGHUP reloads the config."""
+    from gateway.daemon import Daemon
     from gateway.logutil import setup_logging
 
     config = _load(args)
     setup_logging(config.gateway.log_level)
-    stop = stop_event_on_signals()
-    gateway = Gateway(config)
-    gateway.start()
-    try:
-        stop.wait()
-    finally:
-        gateway.stop()
-    return 0
+    daemon = Daemon(config_path(args.config), config)
+    daemon.install_signal_handlers()
+    return daemon.run()
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Validate the config, then SIGHUP the running daemon."""
+    from gateway.status import send_reload
+
+    done, message = send_reload(_load(args))
+    print(message, file=sys.stdout if done else sys.stderr)
+    return 0 if done else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the running daemon's health summary."""
+    from gateway.status import running_pid, status_report
+
+    config = _load(args)
+    print("\n".join(status_report(config)))
+    return 0 if running_pid(config) else 3
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -215,6 +235,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "run": cmd_run,
+    "reload": cmd_reload,
+    "status": cmd_status,
     "check-config": cmd_check_config,
     "preview": cmd_preview,
     "history": cmd_history,

@@ -41,6 +41,8 @@ from gateway.publishers import PUBLISHER_TYPES, PublisherConfigs
 DEFAULT_CONFIG_PATH = Path("/etc/things-gateway/gateway.toml")
 CONFIG_ENV = "THINGS_GATEWAY_CONFIG"
 ENV_PREFIX = "THINGS_GATEWAY_"
+CREDENTIAL_FOLDER_ID = "gw"
+"""The unit loads /etc/things-gateway/credentials/ as credentials named ``gw_<file>``."""
 
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -176,6 +178,48 @@ class MediaSection(Section):
     keep_frame_every: Duration = Field(
         default=timedelta(minutes=5),
         description="Older frames are thinned to one per this interval (for timelapses).",
+    )
+
+
+class HealthSection(Section):
+    """``[health]``: the daemon's own health: watchdog, health row, shutdown."""
+
+    interval: Duration = Field(
+        default=timedelta(seconds=60),
+        description="How often the health row for `things-gateway status` is refreshed;"
+        " it is only written when something in it changed.",
+    )
+    stall_after: Duration = Field(
+        default=timedelta(seconds=120),
+        description="A thread (ingest, scheduler, delivery) silent this long counts as hung:"
+        " the systemd watchdog is no longer fed and systemd restarts the service.",
+    )
+    disk_check: Duration = Field(
+        default=timedelta(seconds=30),
+        description="How often free disk space is checked (`disk nearly full` is logged"
+        " and shown by `status` while it is low).",
+    )
+    shutdown_timeout: Duration = Field(
+        default=timedelta(seconds=10),
+        description="On SIGTERM, how long in-flight deliveries may take before the rest"
+        " stay in the outbox.",
+    )
+
+
+class HomeAssistantSection(Section):
+    """``[homeassistant]``: MQTT discovery of the gateway's own health."""
+
+    enabled: bool = Field(default=False, description="Publish Home Assistant discovery.")
+    discovery_prefix: str = Field(
+        default="homeassistant", description="Home Assistant's discovery prefix."
+    )
+    node_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Node id in discovery topics. Default: the gateway name.",
+    )
+    interval: Duration = Field(
+        default=timedelta(seconds=60), description="How often the health state is published."
     )
 
 
@@ -431,9 +475,11 @@ def lookup_secret(name: str) -> str | None:
         return os.environ[name]
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
     if cred_dir:
-        path = Path(cred_dir) / name
-        if path.is_file():
-            return path.read_text(encoding="utf-8").rstrip("\n")
+        # "gw_NAME": a whole folder loaded with LoadCredential=gw:/etc/things-gateway/credentials
+        for candidate in (name, f"{CREDENTIAL_FOLDER_ID}_{name}"):
+            path = Path(cred_dir) / candidate
+            if path.is_file():
+                return path.read_text(encoding="utf-8").rstrip("\n")
     return None
 
 
@@ -455,6 +501,10 @@ class GatewayConfig(BaseSettings):
     cameras: tuple[CameraConfigs, ...] = Field(default=(), description="[[cameras]]")
     rules: tuple[RuleConfig, ...] = Field(default=(), description="[[rules]]")
     publishers: tuple[PublisherConfigs, ...] = Field(default=(), description="[[publishers]]")
+    health: HealthSection = Field(default_factory=HealthSection, description="[health]")
+    homeassistant: HomeAssistantSection = Field(
+        default_factory=HomeAssistantSection, description="[homeassistant]"
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -125,6 +125,8 @@ class DeliveryWorker:
         self._thread: threading.Thread | None = None
         self.sent = 0
         self.failures = 0
+        self.busy_since: float | None = None
+        """Monotonic time the current step began, None while idle (for the watchdog)."""
 
     def start(self) -> None:
         """Start the worker thread."""
@@ -137,10 +139,14 @@ class DeliveryWorker:
         """Tell the worker a new delivery may be waiting."""
         self._wake.set()
 
-    def stop(self, timeout: float = 10.0) -> bool:
-        """Finish the delivery in flight (up to ``timeout``), then stop; True if it stopped."""
+    def request_stop(self) -> None:
+        """Take no further delivery after the one in flight (returns at once)."""
         self._stopping.set()
         self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Finish the delivery in flight (up to ``timeout``), then stop; True if it stopped."""
+        self.request_stop()
         if self._thread is None:
             return True
         self._thread.join(timeout)
@@ -152,14 +158,22 @@ class DeliveryWorker:
         """True while the worker thread runs."""
         return self._thread is not None and self._thread.is_alive()
 
+    def stalled_for(self) -> float:
+        """Seconds the current step has been running (0 when idle): a hang shows here."""
+        since = self.busy_since
+        return 0.0 if since is None else time.monotonic() - since
+
     def _run(self) -> None:
         self._prepare()
         while not self._stopping.is_set():
+            self.busy_since = time.monotonic()
             try:
                 wait = self.step()
             except Exception:  # the worker must survive anything, even a database hiccup
                 log.exception("delivery worker %s: unexpected error", self.publisher.id)
                 wait = 5.0
+            finally:
+                self.busy_since = None
             if wait > 0:
                 self._wake.wait(wait)
                 self._wake.clear()

@@ -1,7 +1,10 @@
 """Logging set-up and rate-limited logging.
 
 Under systemd (``$JOURNAL_STREAM`` set) lines carry no timestamp, because the
-journal adds its own; on a terminal they do.
+journal adds its own, and start with a syslog priority prefix (``<3>`` error,
+``<4>`` warning, ``<6>`` info, ``<7>`` debug) that journald turns into the
+entry's level, so ``journalctl -p warning`` works; on a terminal lines carry a
+timestamp and the level name instead.
 """
 
 from __future__ import annotations
@@ -14,14 +17,43 @@ import time
 from collections.abc import Callable
 
 
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority (0..7) journald understands for a logging level."""
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    if levelno >= logging.INFO:
+        return 6
+    return 7
+
+
+class JournalFormatter(logging.Formatter):
+    """``<priority>name: message``; every line of a traceback gets the prefix too."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Prefix each line so journald keeps multi-line records at their level."""
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in super().format(record).splitlines())
+
+
+def make_formatter(journal: bool | None = None) -> logging.Formatter:
+    """The formatter for the journal (``$JOURNAL_STREAM`` set) or for a terminal."""
+    if journal is None:
+        journal = bool(os.environ.get("JOURNAL_STREAM"))
+    if journal:
+        return JournalFormatter("%(name)s: %(message)s")
+    return logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S"
+    )
+
+
 def setup_logging(level: str = "info") -> None:
     """Log to stderr in a format that suits a terminal or the journal."""
-    if os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(levelname)s %(name)s: %(message)s"
-    else:
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(fmt, datefmt="%Y-%m-%d %H:%M:%S"))
+    handler.setFormatter(make_formatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -55,6 +87,14 @@ class RateLimitedLog:
 
     def warning(self, key: str, message: str, *args: object) -> bool:
         """Log ``message`` unless ``key`` was logged within the interval; True if logged."""
+        return self.log(logging.WARNING, key, message, *args)
+
+    def error(self, key: str, message: str, *args: object) -> bool:
+        """Like :meth:`warning`, at ERROR level."""
+        return self.log(logging.ERROR, key, message, *args)
+
+    def log(self, level: int, key: str, message: str, *args: object) -> bool:
+        """Log at ``level`` unless ``key`` was logged within the interval; True if logged."""
         now = self._clock()
         with self._lock:
             last = self._last.get(key)
@@ -65,5 +105,5 @@ class RateLimitedLog:
             suppressed = self._suppressed.pop(key, 0)
         if suppressed:
             message += f" (and {suppressed} more like it since the last report)"
-        self._logger.warning(message, *args)
+        self._logger.log(level, message, *args)
         return True

@@ -103,10 +103,18 @@ class RuleScheduler:
                 fire, trigger_for(rule, tz), args=[rule.id], id=rule.id, name=rule.id
             )
 
+    def add_heartbeat(self, beat: Callable[[], object], seconds: float) -> None:
+        """Run ``beat`` every ``seconds`` on the scheduler's own pool (proves it is not hung)."""
+        self._scheduler.add_job(
+            beat, "interval", seconds=seconds, id="__heartbeat__", name="heartbeat"
+        )
+
     def start(self) -> None:
         """Start the scheduler thread."""
         self._scheduler.start()
         for job in self._scheduler.get_jobs():
+            if job.id.startswith("__"):
+                continue
             log.info("rule %s: next run at %s", job.id, job.next_run_time)
 
     def stop(self) -> None:

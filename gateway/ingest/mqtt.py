@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,6 +61,11 @@ def status_topic(config: GatewayConfig) -> str:
     return f"{config.mqtt.status_prefix}/{config.gateway.name}/status"
 
 
+def heartbeat_topic(config: GatewayConfig) -> str:
+    """Where :meth:`MqttIngest.ping` sends its QoS 1 probes (nobody needs to listen)."""
+    return f"{config.mqtt.status_prefix}/{config.gateway.name}/heartbeat"
+
+
 class MqttIngest:
     """Subscribes to the config's topics and feeds readings and frames into state."""
 
@@ -80,6 +86,9 @@ class MqttIngest:
         self.ready = threading.Event()
         self.connected = threading.Event()
         self._pending_subs: set[int] = set()
+        self._paused = threading.Event()
+        self.heartbeat = time.monotonic()
+        """Last time paho's network thread ran one of our callbacks (monotonic)."""
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -102,6 +111,7 @@ class MqttIngest:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         return client
 
     def start(self) -> None:
@@ -117,8 +127,27 @@ class MqttIngest:
         self._client.loop_start()
         log.info("connecting to MQTT broker %s:%d", cfg.host, cfg.port)
 
+    def pause(self) -> None:
+        """Stop taking readings and frames; the connection stays up (to publish ``offline``)."""
+        self._paused.set()
+
+    def ping(self) -> None:
+        """Send a QoS 1 probe; its PUBACK, handled in paho's thread, refreshes ``heartbeat``."""
+        if self.connected.is_set():
+            self._client.publish(heartbeat_topic(self._config), b"", qos=1)
+
+    def publish(
+        self, topic: str, payload: str | bytes, *, qos: int = 1, retain: bool = False
+    ) -> bool:
+        """Publish on the gateway's own connection; False when not connected."""
+        if not self.connected.is_set():
+            return False
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
     def stop(self, timeout: float = 3.0) -> None:
         """Publish ``offline``, disconnect and stop paho's thread."""
+        self._paused.set()
         if self.connected.is_set():
             info = self._client.publish(status_topic(self._config), "offline", qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
@@ -134,6 +163,7 @@ class MqttIngest:
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
+        self.heartbeat = time.monotonic()
         if reason.is_failure:
             log.error("MQTT broker refused the connection: %s", reason)
             return
@@ -161,12 +191,21 @@ class MqttIngest:
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
+        self.heartbeat = time.monotonic()
         self.connected.clear()
         self.ready.clear()
         if reason.is_failure:
             log.warning("disconnected from MQTT broker (%s); reconnecting", reason)
 
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any
+    ) -> None:
+        self.heartbeat = time.monotonic()
+
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self.heartbeat = time.monotonic()
+        if self._paused.is_set():
+            return  # shutting down: readings are ephemeral, a late one is simply not taken
         self.stats.messages += 1
         try:
             self.handle(message.topic, bytes(message.payload))

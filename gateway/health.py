@@ -1,0 +1,179 @@
+"""The daemon's view of its own health: hung threads, counters, the health row.
+
+Three consumers: the systemd watchdog (fed only while no thread is hung), the
+``STATUS=`` line of ``systemctl status``, and ``things-gateway status`` (which
+reads the health row from SQLite, so it works from another process over SSH).
+
+The health row lives in the outbox's ``kv`` table under :data:`HEALTH_KEY`.  It is
+written on its own connection with ``synchronous=NORMAL`` (it is a hint, not a
+record) and only when something a person would notice changed — the broker
+connection or a sensor going stale — or once an hour, so an SD card sees almost
+no writes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+HEALTH_KEY = "gateway.health"
+REFRESH_SECONDS = 3600.0
+"""The row is rewritten at least this often even when nothing changed."""
+
+
+@dataclass
+class OutboxSummary:
+    """What the outbox holds, in a few numbers."""
+
+    depth: int = 0
+    failed: int = 0
+    dead: int = 0
+    last_post_at: str | None = None
+    last_post_url: str | None = None
+    per_publisher: dict[str, dict[str, int]] = field(default_factory=dict)
+    last_post_per_rule: dict[str, str] = field(default_factory=dict)
+
+
+class HealthStore:
+    """Reads outbox summaries and reads/writes the health row on its own connection."""
+
+    def __init__(self, db: Path, *, read_only: bool = False) -> None:
+        if read_only:
+            self._conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        else:
+            self._conn = sqlite3.connect(db, timeout=30, isolation_level=None)
+            # A lost health row costs nothing; a commit without fsync costs no SD wear.
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.row_factory = sqlite3.Row
+        self._written: dict[str, Any] | None = None
+        self._written_at = 0.0
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    def summary(self) -> OutboxSummary:
+        """Deliveries per status and publisher, and the newest posts."""
+        out = OutboxSummary()
+        rows = self._conn.execute(
+            "SELECT publisher, status, COUNT(*) AS n FROM deliveries GROUP BY publisher, status"
+        )
+        for row in rows:
+            out.per_publisher.setdefault(row["publisher"], {})[row["status"]] = row["n"]
+            if row["status"] in ("pending", "sending", "failed"):
+                out.depth += row["n"]
+            if row["status"] == "failed":
+                out.failed += row["n"]
+            if row["status"] == "dead":
+                out.dead += row["n"]
+        last = self._conn.execute(
+            "SELECT p.created_at, (SELECT url FROM deliveries d WHERE d.post_id = p.id"
+            " AND d.url IS NOT NULL ORDER BY publisher LIMIT 1) AS url"
+            " FROM posts p ORDER BY p.id DESC LIMIT 1"
+        ).fetchone()
+        if last is not None:
+            out.last_post_at, out.last_post_url = last["created_at"], last["url"]
+        for row in self._conn.execute(
+            "SELECT rule, MAX(created_at) AS at FROM posts GROUP BY rule ORDER BY rule"
+        ):
+            out.last_post_per_rule[row["rule"]] = row["at"]
+        return out
+
+    def read(self) -> dict[str, Any] | None:
+        """The last health row written by a daemon, or None."""
+        row = self._conn.execute("SELECT value FROM kv WHERE key=?", (HEALTH_KEY,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def maybe_write(self, body: dict[str, Any], now: float | None = None) -> bool:
+        """Store ``body`` if its stable part changed (or an hour passed); True if written."""
+        now = time.monotonic() if now is None else now
+        stable = _stable_part(body)
+        if stable == self._written and now - self._written_at < REFRESH_SECONDS:
+            return False
+        self._conn.execute(
+            "INSERT INTO kv (key, value) VALUES (?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (HEALTH_KEY, json.dumps(body, ensure_ascii=False)),
+        )
+        self._written, self._written_at = stable, now
+        return True
+
+
+def _stable_part(body: dict[str, Any]) -> dict[str, Any]:
+    """What a person would notice: connection, freshness, pid — not times or rates."""
+    return {
+        "pid": body.get("pid"),
+        "connected": body.get("mqtt", {}).get("connected"),
+        "stale": {k: v.get("stale") for k, v in body.get("sensors", {}).items()},
+        "low_disk": body.get("low_disk"),
+    }
+
+
+def health_body(gateway: Gateway, *, started_at: datetime, low_disk: bool) -> dict[str, Any]:
+    """The health row's content, from the running gateway."""
+    now = datetime.now(UTC)
+    snapshots = gateway.state.sensors()
+    sensors = {}
+    for sensor in gateway.config.sensors:
+        snap = snapshots.get(sensor.id)
+        sensors[sensor.id] = {
+            "stale": gateway.state.is_stale(sensor.id, now),
+            "last_at": snap.at.isoformat(timespec="seconds") if snap else None,
+        }
+    return {
+        "pid": os.getpid(),
+        "written_at": now.isoformat(timespec="seconds"),
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "mqtt": {
+            "host": gateway.config.mqtt.host,
+            "port": gateway.config.mqtt.port,
+            "connected": gateway.ingest.connected.is_set(),
+        },
+        "readings": gateway.ingest.stats.readings,
+        "rejected": gateway.ingest.stats.rejected,
+        "sensors": sensors,
+        "low_disk": low_disk,
+    }
+
+
+class RateMeter:
+    """Readings per second from a growing counter, averaged between calls."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self._last: tuple[float, int] | None = None
+        self.rate = 0.0
+
+    def update(self, total: int) -> float:
+        """Feed the counter's current total; returns the rate since the last call."""
+        now = self._clock()
+        if self._last is not None and now > self._last[0]:
+            then, before = self._last
+            self.rate = max(0, total - before) / (now - then)
+        self._last = (now, total)
+        return self.rate
+
+
+def status_line(rate: float, summary: OutboxSummary, connected: bool) -> str:
+    """The one line ``systemctl status`` shows (``STATUS=``)."""
+    broker = "connected" if connected else "broker unreachable"
+    last = summary.last_post_at or "none yet"
+    return (
+        f"{broker}; {rate:.1f} readings/s; outbox {summary.depth}"
+        f"{f' ({summary.failed} failing)' if summary.failed else ''}; last post {last}"
+    )
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes available to unprivileged writers on the file system holding ``path``."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize

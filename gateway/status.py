@@ -1,0 +1,106 @@
+"""``things-gateway status`` and ``things-gateway reload``: talk to the running daemon.
+
+Both find it through the PID file in the state dir; ``status`` then reads the
+health row and the outbox from SQLite (read-only), so it works over SSH without
+any socket or HTTP endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gateway.app import database_path
+from gateway.config import GatewayConfig
+from gateway.daemon import pid_file
+from gateway.health import HealthStore, OutboxSummary
+
+
+def running_pid(config: GatewayConfig) -> int | None:
+    """The daemon's process id from its PID file, if that process is a live gateway."""
+    try:
+        pid = int(pid_file(config).read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    # A stale PID file may name a process that reused the number.
+    return pid if b"gateway" in cmdline else None
+
+
+def send_reload(config: GatewayConfig) -> tuple[bool, str]:
+    """SIGHUP the running daemon; (done, message)."""
+    pid = running_pid(config)
+    if pid is None:
+        return False, f"no running gateway found (no live PID in {pid_file(config)})"
+    os.kill(pid, signal.SIGHUP)
+    return True, f"asked gateway (pid {pid}) to reload its config"
+
+
+def _ago(iso: str | None, now: datetime) -> str:
+    if not iso:
+        return "never"
+    seconds = int((now - datetime.fromisoformat(iso)).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{max(seconds, 0)}s ago"
+
+
+def status_report(config: GatewayConfig, now: datetime | None = None) -> list[str]:
+    """The human summary, one line per item."""
+    now = now or datetime.now(UTC)
+    pid = running_pid(config)
+    state = f"running (pid {pid})" if pid else "not running"
+    lines = [f"gateway {config.gateway.name}: {state}"]
+    db = database_path(config)
+    if not db.exists():
+        return [*lines, f"no database yet at {db}"]
+    store = HealthStore(db, read_only=True)
+    try:
+        health, summary = store.read(), store.summary()
+    finally:
+        store.close()
+    if health is None:
+        lines.append("no health recorded yet")
+    else:
+        lines.extend(_health_lines(health, pid is not None, now))
+    lines.extend(_outbox_lines(config, summary, now))
+    return lines
+
+
+def _health_lines(health: dict[str, object], running: bool, now: datetime) -> list[str]:
+    mqtt = health.get("mqtt")
+    lines = []
+    if isinstance(mqtt, dict):
+        state = "connected" if mqtt.get("connected") else "NOT connected"
+        as_of = "" if running else " (when it last ran)"
+        lines.append(f"broker {mqtt.get('host')}:{mqtt.get('port')}: {state}{as_of}")
+    if health.get("low_disk"):
+        lines.append("DISK NEARLY FULL: posts and frames cannot be stored")
+    sensors = health.get("sensors")
+    if isinstance(sensors, dict) and sensors:
+        stale = sorted(k for k, v in sensors.items() if v.get("stale"))
+        lines.append(f"sensors: {len(sensors) - len(stale)} fresh, {len(stale)} stale")
+        for sensor in stale:
+            last = _ago(sensors[sensor]["last_at"], now)
+            lines.append(f"  stale: {sensor} (last reading {last})")
+    lines.append(f"health recorded {_ago(str(health.get('written_at')), now)}")
+    return lines
+
+
+def _outbox_lines(config: GatewayConfig, summary: OutboxSummary, now: datetime) -> list[str]:
+    lines = ["last post per rule:"]
+    for rule in config.rules:
+        lines.append(f"  {rule.id}: {_ago(summary.last_post_per_rule.get(rule.id), now)}")
+    lines.append(f"outbox: {summary.depth} waiting, {summary.dead} given up")
+    for publisher in config.publishers:
+        counts = summary.per_publisher.get(publisher.id, {})
+        waiting = sum(counts.get(s, 0) for s in ("pending", "sending", "failed"))
+        detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing yet"
+        lines.append(f"  {publisher.id}: {waiting} waiting ({detail})")
+    return lines

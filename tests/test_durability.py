@@ -1,0 +1,317 @@
+"""Durability on an SD card: SIGKILLs at random moments, the media budget, a full disk.
+
+``THINGS_GATEWAY_KILLS`` sets how many SIGKILLs the kill test deals (default 10, about
+40 s; the issue's proof is 50: ``THINGS_GATEWAY_KILLS=50 pytest tests/test_durability.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from PIL import Image
+
+from gateway.broker import Broker
+from gateway.publishers.file import read_archive
+from tests.gwutil import base_config, publish, start_gateway, wait_until
+
+KILLS = int(os.environ.get("THINGS_GATEWAY_KILLS", "10"))
+SENSORS = 20
+
+
+class Firehose:
+    """Publishes readings for SENSORS sensors as fast as the broker takes them (QoS 0)."""
+
+    def __init__(self, broker: Broker, topic: str) -> None:
+        self.topic = topic
+        self.sent = 0
+        self._stop = threading.Event()
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        self._client.connect(broker.host, broker.port)
+        self._client.loop_start()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            for i in range(SENSORS):
+                self._client.publish(f"{self.topic}/s{i}", f"{20 + (n % 100) / 10:.1f}")
+            n += 1
+            self.sent += SENSORS
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def kill_config(broker: Broker, state: Path, topic: str) -> str:
+    sensors = "".join(
+        f'\n[[sensors]]\nid = "s{i}"\ntopic = "{topic}/s{i}"\nunit = "°C"\n' for i in range(SENSORS)
+    )
+    rules = "".join(
+        f'\n[[rules]]\nid = "r{i}"\nevery = "1s"\n'
+        f'text = "Rule {i}: {{{{ s{i} }}}} and {{{{ s{i + 1} }}}}"\n'
+        'publish_to = ["archive", "backup"]\n'
+        for i in range(8)
+    )
+    publishers = """
+[[publishers]]
+id = "archive"
+type = "file"
+path = "posts"
+
+[[publishers]]
+id = "backup"
+type = "file"
+path = "backup"
+"""
+    return base_config(broker, state) + sensors + rules + publishers
+
+
+def pid_of(state: Path) -> int | None:
+    """The pid in the gateway's PID file (written once it runs), if any."""
+    try:
+        return int((state / "things-gateway.pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def db_rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_sigkills_during_heavy_ingest_and_posting_lose_nothing(
+    broker: Broker, mqtt_topic: str, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    config = tmp_path / "gateway.toml"
+    config.write_text(kill_config(broker, state, mqtt_topic), encoding="utf-8")
+    db = state / "gateway.db"
+    rng = random.Random(int(os.environ.get("THINGS_GATEWAY_KILL_SEED", "7")))
+    firehose = Firehose(broker, mqtt_topic)
+    try:
+        for n in range(KILLS):
+            gateway = start_gateway(config)
+            if n % 4 != 3:  # three kills in four while running, one during start-up
+                wait_until(lambda pid=gateway.pid: pid_of(state) == pid, timeout=30)
+            time.sleep(rng.uniform(0.0, 2.5))  # a random moment of ingest and posting
+            gateway.send_signal(signal.SIGKILL)
+            gateway.communicate(timeout=10)
+            assert gateway.returncode == -signal.SIGKILL
+        killed_posts = db_rows(db, "SELECT id FROM posts")
+        assert killed_posts, "no post was made between the kills"
+        last_killed = max(str(row[0]) for row in killed_posts)
+        gateway = start_gateway(config)
+        try:
+            wait_until(lambda: pid_of(state) == gateway.pid, timeout=30)
+            wait_until(
+                lambda: (
+                    not db_rows(
+                        db,
+                        "SELECT 1 FROM deliveries WHERE status != 'sent'"
+                        f" AND post_id <= '{last_killed}' LIMIT 1",
+                    )
+                ),
+                timeout=60,
+            )
+        finally:
+            gateway.send_signal(signal.SIGTERM)
+            _out, err = gateway.communicate(timeout=30)
+        assert gateway.returncode == 0, err
+    finally:
+        firehose.stop()
+
+    assert db_rows(db, "PRAGMA integrity_check") == [("ok",)]
+    posts = {str(r[0]) for r in db_rows(db, "SELECT id FROM posts")}
+    deliveries = db_rows(db, "SELECT post_id, publisher, status FROM deliveries")
+    per_post: dict[str, set[str]] = {}
+    for post_id, publisher, _status in deliveries:
+        per_post.setdefault(str(post_id), set()).add(str(publisher))
+    assert all(per_post.get(p) == {"archive", "backup"} for p in posts)  # none half-written
+    for folder, publisher in (("posts", "archive"), ("backup", "backup")):
+        archived = [r["id"] for r in read_archive(state / folder / "posts.jsonl")]
+        assert len(archived) == len(set(archived)), f"{folder}: a post archived twice"
+        assert set(archived) <= posts, f"{folder}: an archived post is not in the log"
+        sent = {str(p) for p, pub, s in deliveries if pub == publisher and s == "sent"}
+        assert sent <= set(archived), f"{folder}: a delivery marked sent is not archived"
+    old = [d for d in deliveries if str(d[0]) <= last_killed]
+    assert old
+    assert all(status == "sent" for _p, _pub, status in old)
+    print(f"\n{KILLS} SIGKILLs: {len(posts)} posts, {len(deliveries)} deliveries, integrity ok")
+
+
+def noisy_jpeg(seed: int, size: tuple[int, int] = (420, 320)) -> bytes:
+    """A JPEG that does not compress well (about 90 KB)."""
+    image = Image.effect_noise(size, 60 + seed % 7).convert("RGB")
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.slow
+def test_media_stays_within_budget_with_a_camera_every_second(
+    broker: Broker, mqtt_topic: str, tmp_path: Path
+) -> None:
+    budget = 1024 * 1024
+    state = tmp_path / "state"
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        base_config(broker, state)
+        + f"""
+[media]
+max_bytes = {budget}
+retention_interval = "1s"
+
+[[cameras]]
+id = "cam"
+topic = "{mqtt_topic}/cam"
+""",
+        encoding="utf-8",
+    )
+    frames = [noisy_jpeg(i) for i in range(4)]
+    frame_size = max(len(f) for f in frames)
+    assert 10 * frame_size < budget  # 10 s of frames are always kept (retention's grace)
+    gateway = start_gateway(config)
+    sizes = []
+    try:
+        wait_until(lambda: (state / "gateway.db").exists())
+        for n in range(22):  # a frame every second, well past the budget
+            publish(broker, [(f"{mqtt_topic}/cam", frames[n % 4])])
+            time.sleep(1.0)
+            sizes.append(folder_bytes(state / "media" / "frames"))
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        _out, err = gateway.communicate(timeout=30)
+    assert gateway.returncode == 0, err
+    assert 22 * frame_size > 1.5 * budget  # the camera did send more than the budget
+    # Retention runs every second: between passes at most one new frame is over budget.
+    assert max(sizes) <= budget + frame_size, sizes
+    assert "retention: deleted" in err
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """Mount a tmpfs of ``size`` at ``path`` (skips the test when mounting is not allowed)."""
+    path.mkdir(parents=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Write a filler file until the file system is full."""
+    filler = folder / "filler"
+    chunk = b"\0" * 65536
+    with open(filler, "wb") as fh:
+        try:
+            while True:
+                fh.write(chunk)
+                fh.flush()
+        except OSError:
+            pass
+    with contextlib.suppress(OSError), open(folder / "filler2", "wb") as fh:  # the last blocks
+        while True:
+            fh.write(b"\0" * 512)
+            fh.flush()
+    return filler
+
+
+@pytest.mark.slow
+def test_full_disk_gives_clear_errors_keeps_ingesting_and_recovers(
+    broker: Broker, mqtt_topic: str, tmp_path: Path
+) -> None:
+    with small_tmpfs(tmp_path / "state", "16m") as state:
+        config = tmp_path / "gateway.toml"
+        config.write_text(
+            base_config(broker, state)
+            + f"""
+[health]
+disk_check = "1s"
+
+[[sensors]]
+id = "temp"
+topic = "{mqtt_topic}/temp"
+unit = "°C"
+
+[[rules]]
+id = "r"
+every = "1s"
+text = "Temp {{{{ temp }}}}"
+publish_to = ["archive"]
+
+[[publishers]]
+id = "archive"
+type = "file"
+""",
+            encoding="utf-8",
+        )
+        gateway = start_gateway(config)
+        try:
+            publish_until_posted(broker, mqtt_topic, "20.5", state)
+            filler = fill(state)
+            # While the disk is full: a new reading is taken (only ever published now).
+            publish(broker, [(f"{mqtt_topic}/temp", "33.3")])
+            time.sleep(3)  # several rule firings and storage checks on a full disk
+            assert gateway.poll() is None, "the gateway died on a full disk"
+            assert "33.3" not in archive_text(state)
+            filler.unlink()
+            (state / "filler2").unlink(missing_ok=True)
+            wait_until(lambda: "Temp 33.3 °C" in archive_text(state), timeout=30)
+        finally:
+            gateway.send_signal(signal.SIGTERM)
+            _out, err = gateway.communicate(timeout=30)
+        assert gateway.returncode == 0, err
+        assert "disk nearly full" in err
+        print("\n".join(line for line in err.splitlines() if "full" in line or "space" in line))
+        assert "disk space is back" in err
+        db = state / "gateway.db"
+        assert db_rows(db, "PRAGMA integrity_check") == [("ok",)]
+
+
+def archive_text(state: Path) -> str:
+    path = state / "posts" / "posts.jsonl"
+    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+
+def publish_until_posted(broker: Broker, topic: str, value: str, state: Path) -> None:
+    """Publish ``value`` until a post carries it (the gateway subscribes asynchronously)."""
+
+    def posted() -> bool:
+        publish(broker, [(f"{topic}/temp", value)])
+        return value in archive_text(state)
+
+    wait_until(posted, timeout=30, interval=0.5)
