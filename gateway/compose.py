@@ -9,11 +9,12 @@ post is ever stored.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jinja2
 from jinja2 import meta
@@ -22,20 +23,32 @@ from jinja2.sandbox import SandboxedEnvironment
 from gateway.media.images import Caption, ImageError, ImageLimits, render_image
 from gateway.model import MediaItem, Post, Value, new_post_id
 from gateway.state import SensorSnapshot, StateStore
+from gateway.textfit import find_urls
 
 if TYPE_CHECKING:
-    from gateway.config import GatewayConfig, RuleConfig
+    from gateway.config import GatewayConfig, ImageSpec, RuleConfig
 
 log = logging.getLogger(__name__)
 
 POST_IMAGE_LIMITS = ImageLimits(max_bytes=1_000_000, max_pixels=4_194_304, max_side=2048)
 """What every built-in service accepts (1 MB is Bluesky's cap); per-publisher fitting refines it."""
 BUILTIN_NAMES = frozenset({"now", "gateway", "rule"})
+EVENT_NAMES = frozenset({"event", "topic"})
+"""Extra names of ``on_message`` rules: the decoded message and its topic."""
 _TIGHT_UNITS = ("%", "°")
 
 
 class ComposeError(Exception):
     """A post could not be composed (template error, missing value)."""
+
+
+@dataclass(frozen=True)
+class MessageEvent:
+    """An MQTT message that fired an ``on_message`` rule: its topic and decoded payload."""
+
+    topic: str
+    data: Any
+    """The JSON value of the payload, or its text when it is not JSON."""
 
 
 def format_value(value: Value | None, unit: str = "", precision: int = 1) -> str:
@@ -53,6 +66,50 @@ def format_value(value: Value | None, unit: str = "", precision: int = 1) -> str
     return f"{text}{unit}" if unit in _TIGHT_UNITS else f"{text} {unit}"
 
 
+class StatsSource(Protocol):
+    """The optional rolling-statistics interface of a state store.
+
+    ``stats(sensor, window)`` returns an object with ``min``, ``max`` and ``mean``
+    (floats or None; ``trend`` optional), or None when nothing is known.  A state
+    without a ``stats`` method, or one raising NotImplementedError, gives ``n/a``.
+    """
+
+    def stats(self, sensor: str, window: timedelta) -> Any:
+        """Statistics of a sensor's readings over the last ``window``."""
+        ...
+
+
+def window_stats(state: object, sensor: str, window: timedelta) -> Any:
+    """``state.stats(sensor, window)`` when the state offers it, else None."""
+    getter = getattr(state, "stats", None)
+    if getter is None:
+        return None
+    try:
+        return getter(sensor, window)
+    except NotImplementedError:
+        return None
+
+
+def _stat(stats: Any, name: str) -> float | None:
+    value = getattr(stats, name, None) if stats is not None else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def trend_of(value: Value | None, hour: Any) -> str | None:
+    """``rising``, ``falling`` or ``steady`` from the last hour's statistics; None if unknown."""
+    explicit = getattr(hour, "trend", None) if hour is not None else None
+    if isinstance(explicit, str):
+        return explicit
+    mean, low, high = _stat(hour, "mean"), _stat(hour, "min"), _stat(hour, "max")
+    if mean is None or not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    spread = (high - low) if low is not None and high is not None else 0.0
+    delta = float(value) - mean
+    if abs(delta) <= max(spread * 0.25, 1e-9):
+        return "steady"
+    return "rising" if delta > 0 else "falling"
+
+
 @dataclass(frozen=True)
 class SensorView:
     """What a template sees of one sensor: ``{{ water_temp }}`` renders value and unit."""
@@ -64,20 +121,59 @@ class SensorView:
     age: timedelta | None
     stale: bool
     previous: Value | None
+    min_24h: float | None = None
+    max_24h: float | None = None
+    mean_1h: float | None = None
+    trend: str | None = None
 
     @classmethod
     def of(
-        cls, sensor: str, snap: SensorSnapshot | None, stale: bool, now: datetime, unit: str
+        cls,
+        sensor: str,
+        snap: SensorSnapshot | None,
+        stale: bool,
+        now: datetime,
+        unit: str,
+        stats_source: object = None,
     ) -> SensorView:
         """Build the view of a sensor's snapshot (or of a sensor with no reading yet)."""
         if snap is None:
             return cls(sensor, None, unit, None, None, True, None)
+        day = window_stats(stats_source, sensor, timedelta(hours=24))
+        hour = window_stats(stats_source, sensor, timedelta(hours=1))
         return cls(
-            sensor, snap.value, snap.unit or unit, snap.at, now - snap.at, stale, snap.previous
+            sensor,
+            snap.value,
+            snap.unit or unit,
+            snap.at,
+            now - snap.at,
+            stale,
+            snap.previous,
+            min_24h=_stat(day, "min"),
+            max_24h=_stat(day, "max"),
+            mean_1h=_stat(hour, "mean"),
+            trend=trend_of(snap.value, hour),
         )
 
     def __str__(self) -> str:
         return format_value(self.value, self.unit)
+
+
+_WORD_JOINER = "\u2060"
+_URL_BREAKS = re.compile(r"[.:/]")
+
+
+def defuse_markup(text: str) -> str:
+    """Text that reads the same but links nothing: no @mentions, no URLs.
+
+    A WORD JOINER (U+2060, invisible) after every ``@`` and after the dots,
+    colons and slashes of anything a platform would take for a link.
+    """
+    text = text.replace("@", "@" + _WORD_JOINER)
+    for start, end in reversed(find_urls(text)):
+        url = _URL_BREAKS.sub(lambda m: m.group(0) + _WORD_JOINER, text[start:end])
+        text = text[:start] + url + text[end:]
+    return text
 
 
 def _time(value: datetime, fmt: str = "%H:%M") -> str:
@@ -88,29 +184,96 @@ def _date(value: datetime, fmt: str = "%Y-%m-%d") -> str:
     return value.strftime(fmt)
 
 
-def _number(value: object, precision: int = 1) -> str:
-    raw = value.value if isinstance(value, SensorView) else value
+def _raw(value: object) -> object:
+    return value.value if isinstance(value, SensorView) else value
+
+
+def _number(value: object, precision: int = 1, group: bool = False) -> str:
+    """Locale-neutral: ``.`` for decimals; ``group=True`` adds narrow spaces (12 345.6)."""
+    raw = _raw(value)
     if isinstance(raw, int | float) and not isinstance(raw, bool):
-        return f"{float(raw):.{precision}f}"
+        text = f"{float(raw):,.{precision}f}" if group else f"{float(raw):.{precision}f}"
+        return text.replace(",", "\u202f")
     return "n/a" if raw is None else str(raw)
 
 
-def make_environment() -> SandboxedEnvironment:
-    """The sandboxed Jinja2 environment every template of the gateway runs in."""
+def _round(value: object, precision: int = 0) -> object:
+    raw = _raw(value)
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        rounded = round(float(raw), precision)
+        return int(rounded) if precision <= 0 else rounded
+    return "n/a" if raw is None else raw
+
+
+def _duration(value: object) -> str:
+    """``5 min``, ``1 h 20 min``, ``45 s``, ``2 d 3 h``; ``n/a`` when unknown."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = timedelta(seconds=value)
+    if not isinstance(value, timedelta):
+        return "n/a"
+    seconds = max(0, int(value.total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            parts.append(f"{seconds // size} {unit}")
+            seconds %= size
+    return " ".join(parts[:2])
+
+
+_ARROWS = {"rising": "↑", "falling": "↓", "steady": "→"}
+
+
+def _arrow(value: object) -> str:
+    """A trend (or a sensor's trend) as an arrow: ↑ ↓ →; empty when unknown."""
+    trend = value.trend if isinstance(value, SensorView) else value
+    return _ARROWS.get(trend, "") if isinstance(trend, str) else ""
+
+
+FILTERS: dict[str, Callable[..., Any]] = {
+    "time": _time,
+    "date": _date,
+    "number": _number,
+    "round": _round,
+    "duration": _duration,
+    "arrow": _arrow,
+}
+"""Filters every template can use, besides Jinja2's built-ins."""
+
+
+def make_environment(*, allow_markup: bool = False) -> SandboxedEnvironment:
+    """The sandboxed Jinja2 environment every template of the gateway runs in.
+
+    Unless ``allow_markup``, every ``{{ ... }}`` output is passed through
+    :func:`defuse_markup`: values come from MQTT and must not add mentions or links.
+    """
     env = SandboxedEnvironment(
-        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=False,
+        finalize=None if allow_markup else _defused,
     )
-    env.filters.update(time=_time, date=_date, number=_number)
+    env.filters.update(FILTERS)
     return env
 
 
+def _defused(value: object) -> str:
+    return defuse_markup(str(value))
+
+
 _ENV = make_environment()
+_MARKUP_ENV = make_environment(allow_markup=True)
 
 
 def template_problems(rule: RuleConfig, config: GatewayConfig) -> list[str]:
     """Syntax errors and unknown names in a rule's templates, as ``field: message`` lines."""
     known = BUILTIN_NAMES | {s.id for s in config.sensors}
+    if rule.on_message is not None:
+        known |= EVENT_NAMES
     sources = [("text", rule.text)]
+    if rule.fallback_text is not None:
+        sources.append(("fallback_text", rule.fallback_text))
     for i, image in enumerate(rule.images):
         sources.append((f"images[{i}].alt", image.alt))
         if image.caption is not None:
@@ -124,15 +287,17 @@ def template_problems(rule: RuleConfig, config: GatewayConfig) -> list[str]:
             continue
         for unknown in sorted(meta.find_undeclared_variables(ast) - known):
             problems.append(
-                f"{name}: unknown name {unknown!r} (not a sensor id or now/gateway/rule)"
+                f"{name}: unknown name {unknown!r} (not a sensor id or now/gateway/rule"
+                + ("/event/topic)" if rule.on_message is not None else ")")
             )
     return problems
 
 
-def render(source: str, context: Mapping[str, Any]) -> str:
-    """Render one template; any failure becomes a ComposeError."""
+def render(source: str, context: Mapping[str, Any], *, allow_markup: bool = False) -> str:
+    """Render one template completely, or raise ComposeError (never half a text)."""
+    env = _MARKUP_ENV if allow_markup else _ENV
     try:
-        return _ENV.from_string(source).render(context).strip()
+        return env.from_string(source).render(context).strip()
     except jinja2.TemplateError as exc:
         raise ComposeError(f"template error: {exc}") from exc
     except (ArithmeticError, TypeError, ValueError, AttributeError) as exc:
@@ -149,28 +314,52 @@ class Composer:
         self._units = {s.id: s.unit for s in config.sensors}
         self._cameras = {c.id: c for c in config.cameras}
 
-    def context(self, rule: RuleConfig, now: datetime) -> dict[str, Any]:
-        """The names a template sees: each sensor, ``now``, ``gateway``, ``rule``."""
+    def context(
+        self, rule: RuleConfig, now: datetime, event: MessageEvent | None = None
+    ) -> dict[str, Any]:
+        """The names a template sees: each sensor, ``now``, ``gateway``, ``rule``.
+
+        ``on_message`` rules also see ``event`` (the decoded message) and ``topic``.
+        """
         ctx: dict[str, Any] = {
             sensor: SensorView.of(
-                sensor, self._state.get(sensor), self._state.is_stale(sensor, now), now, unit
+                sensor,
+                self._state.get(sensor),
+                self._state.is_stale(sensor, now),
+                now,
+                unit,
+                self._state,
             )
             for sensor, unit in self._units.items()
         }
         ctx.update(now=now, gateway=self._config.gateway.name, rule=rule.id)
+        if event is not None:
+            ctx.update(event=event.data, topic=event.topic)
         return ctx
 
-    def compose(self, rule: RuleConfig, now: datetime) -> Post:
-        """Render a rule's text and images into a post (not yet stored anywhere)."""
-        ctx = self.context(rule, now)
-        text = render(rule.text, ctx)
+    def compose(
+        self,
+        rule: RuleConfig,
+        now: datetime,
+        *,
+        event: MessageEvent | None = None,
+        use_fallback: bool = False,
+    ) -> Post:
+        """Render a rule's text and images into a post (not yet stored anywhere).
+
+        ``use_fallback`` renders ``fallback_text`` instead of ``text`` (a required
+        sensor is stale).
+        """
+        ctx = self.context(rule, now, event)
+        source = rule.fallback_text if use_fallback and rule.fallback_text else rule.text
+        text = render(source, ctx, allow_markup=rule.allow_markup)
         if not text:
             raise ComposeError("the text template rendered to nothing")
         post_id = new_post_id()
         media = tuple(
             item
             for n, spec in enumerate(rule.images)
-            if (item := self._image(post_id, n, spec.camera, spec.caption, spec.alt, ctx, now))
+            if (item := self._image(post_id, n, spec, ctx, now, rule.allow_markup))
         )
         return Post(
             id=post_id, rule=rule.id, created_at=now, text=text, media=media, lang=rule.language
@@ -180,18 +369,18 @@ class Composer:
         self,
         post_id: str,
         n: int,
-        camera: str,
-        caption: str | None,
-        alt: str,
+        spec: ImageSpec,
         ctx: Mapping[str, Any],
         now: datetime,
+        allow_markup: bool,
     ) -> MediaItem | None:
+        camera, caption = spec.camera, spec.caption
         frame = self._state.latest_frame(camera)
         if frame is None or now - frame.at > self._cameras[camera].max_age:
             log.warning("camera %s: no fresh frame, posting without it", camera)
             return None
-        caption_text = render(caption, ctx) if caption else None
-        alt_text = render(alt, ctx)
+        caption_text = render(caption, ctx, allow_markup=allow_markup) if caption else None
+        alt_text = render(spec.alt, ctx, allow_markup=allow_markup)
         dest = self._media_dir / post_id / f"{n}.jpg"
         try:
             out = render_image(
