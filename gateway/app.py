@@ -24,7 +24,9 @@ from gateway.publishers import build_publisher
 from gateway.publishers.base import Publisher, PublisherContext
 from gateway.rules import RuleRunner
 from gateway.scheduler import RuleScheduler
+from gateway.snapshot import SAVE_EVERY_SECONDS, SNAPSHOT_NAME, SnapshotWriter
 from gateway.state import StateStore
+from gateway.triggers import MessageRules, RuleDispatch, ThreadTimers, ThresholdWatcher
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,23 @@ class Gateway:
             clock=self.now,
         )
         self.scheduler = RuleScheduler(config.rules, self.tz, self.runner.fire)
-        self.ingest = MqttIngest(config, self.state, self.frames)
+        self.timers = ThreadTimers(self.now)
+        self.dispatch = RuleDispatch(self.runner.fire)
+        expire = {s.id: s.expire_after for s in config.sensors if s.expire_after}
+        self.watcher = ThresholdWatcher(
+            config.rules, self.state, expire, self.now, self.timers, self.dispatch.submit
+        )
+        self.messages = MessageRules(config.rules, self.state, self.now, self.dispatch.submit)
+        self.snapshot = SnapshotWriter(self.state, self.state_dir / SNAPSHOT_NAME)
+        self.scheduler.add_periodic("save-state", self.snapshot.save, SAVE_EVERY_SECONDS)
+        self.ingest = MqttIngest(
+            config,
+            self.state,
+            self.frames,
+            on_reading=self.watcher.on_reading,
+            extra_topics=self.messages.topics,
+            on_extra=self.messages.on_message,
+        )
         self._stopped = threading.Event()
 
     def now(self) -> datetime:
@@ -77,7 +95,7 @@ class Gateway:
             worker.wake()
 
     def fire(self, rule_id: str) -> Post | None:
-        """Fire a rule now (as the scheduler would)."""
+        """Fire a rule now (as the scheduler would), guards included."""
         return self.runner.fire(rule_id)
 
     def start(self) -> None:
@@ -89,6 +107,7 @@ class Gateway:
             worker.start()
         self.frames.start()
         self.scheduler.start()
+        self.watcher.start()
         self.ingest.start()
         log.info(
             "gateway %s running: %d sensors, %d cameras, %d rules, publishers: %s; state in %s",
@@ -106,7 +125,11 @@ class Gateway:
             return
         self._stopped.set()
         self.ingest.stop()
+        self.watcher.stop()
+        self.timers.stop()
         self.scheduler.stop()
+        self.dispatch.stop()
+        self.snapshot.save()
         self.frames.stop()
         for worker in self.workers.values():
             if not worker.stop(timeout):

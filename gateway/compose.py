@@ -314,6 +314,10 @@ class Composer:
         self._units = {s.id: s.unit for s in config.sensors}
         self._cameras = {c.id: c for c in config.cameras}
 
+    def is_stale(self, sensor: str, now: datetime) -> bool:
+        """True when a sensor has no fresh reading."""
+        return self._state.is_stale(sensor, now)
+
     def context(
         self, rule: RuleConfig, now: datetime, event: MessageEvent | None = None
     ) -> dict[str, Any]:

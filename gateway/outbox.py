@@ -15,7 +15,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,6 +53,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_open ON deliveries (publisher, status, post_id);
     CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: threads.  `parts` is a JSON list of the numbered posts of a thread (rules with
+    # overflow = "thread" whose text did not fit); NULL for a single post.  `text`
+    # stays plain text: the first part of a thread, else the whole fitted text.
+    """
+    ALTER TABLE deliveries ADD COLUMN parts TEXT;
+    CREATE INDEX posts_rule ON posts (rule, id);
+    """,
 )
 
 
@@ -67,6 +74,8 @@ class Delivery:
     attempts: int
     next_attempt_at: float
     last_error: str | None
+    parts: tuple[str, ...] = ()
+    """The posts of a thread, in order (``text`` is the first); empty for a single post."""
 
 
 def _media_to_json(media: tuple[MediaItem, ...]) -> str:
@@ -91,6 +100,10 @@ def _media_from_json(raw: str) -> tuple[MediaItem, ...]:
         MediaItem(Path(m["path"]), m["mime"], m["width"], m["height"], m["bytes"], m["alt"])
         for m in json.loads(raw)
     )
+
+
+def _parts_to_json(parts: Sequence[str] | None) -> str | None:
+    return json.dumps(list(parts), ensure_ascii=False) if parts and len(parts) > 1 else None
 
 
 def _post_from_row(row: sqlite3.Row) -> Post:
@@ -162,9 +175,20 @@ class Outbox:
 
     # -- writing ---------------------------------------------------------
 
-    def add(self, post: Post, texts: Mapping[str, str], now: float | None = None) -> None:
-        """Commit a post and a ``pending`` delivery per publisher (publisher id → fitted text)."""
+    def add(
+        self,
+        post: Post,
+        texts: Mapping[str, str],
+        now: float | None = None,
+        *,
+        threads: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        """Commit a post and a ``pending`` delivery per publisher (publisher id → fitted text).
+
+        ``threads`` maps a publisher id to the parts of a thread, when the post is one.
+        """
         now = time.time() if now is None else now
+        threads = threads or {}
         with self._tx() as conn:
             conn.execute(
                 "INSERT INTO posts (id, rule, created_at, text, lang, media) VALUES (?,?,?,?,?,?)",
@@ -178,9 +202,12 @@ class Outbox:
                 ),
             )
             conn.executemany(
-                "INSERT INTO deliveries (post_id, publisher, text, status,"
-                " next_attempt_at, updated_at) VALUES (?,?,?,'pending',?,?)",
-                [(post.id, publisher, text, now, now) for publisher, text in texts.items()],
+                "INSERT INTO deliveries (post_id, publisher, text, parts, status,"
+                " next_attempt_at, updated_at) VALUES (?,?,?,?,'pending',?,?)",
+                [
+                    (post.id, publisher, text, _parts_to_json(threads.get(publisher)), now, now)
+                    for publisher, text in texts.items()
+                ],
             )
 
     def recover(self) -> int:
@@ -286,6 +313,7 @@ class Outbox:
             row["attempts"],
             row["next_attempt_at"],
             row["last_error"],
+            tuple(json.loads(row["parts"])) if row["parts"] else (),
         )
 
     def history(self, limit: int = 20) -> list[dict[str, Any]]:
@@ -352,6 +380,14 @@ class Outbox:
         sql = f"SELECT * FROM posts{where} ORDER BY id DESC LIMIT 1"  # noqa: S608 - constant parts
         row = self._conn().execute(sql, (rule,) if rule else ()).fetchone()
         return _post_from_row(row) if row else None
+
+    def recent_posts(self, rule: str, limit: int) -> list[tuple[datetime, str]]:
+        """The newest ``limit`` posts of a rule as (created_at, text), newest first."""
+        rows = self._conn().execute(
+            "SELECT created_at, text FROM posts WHERE rule=? ORDER BY id DESC LIMIT ?",
+            (rule, limit),
+        )
+        return [(datetime.fromisoformat(at), text) for at, text in rows]
 
     # -- key/value store (publisher sessions, cached limits) --------------
 

@@ -62,8 +62,13 @@ def crontab_days(field: str) -> str:
     return ",".join(_DAY_NAMES[d] for d in sorted(set(days)))
 
 
-def cron_trigger(expr: str, tz: tzinfo) -> CronTrigger:
-    """A CronTrigger from a 5-field crontab expression, with crontab weekday numbering."""
+def cron_trigger(expr: str, tz: tzinfo, jitter: float | None = None) -> CronTrigger:
+    """A CronTrigger from a 5-field crontab expression, with crontab weekday numbering.
+
+    Times are wall-clock times in ``tz``: ``0 8 * * *`` is 08:00 local on both sides of
+    a DST change; a time that does not exist that day (01:30 when clocks spring forward
+    in Europe/London) is skipped, and one that happens twice runs once.
+    """
     fields = expr.split()
     if len(fields) != 5:
         raise ValueError(f"expected 5 fields (minute hour day month weekday), got {len(fields)}")
@@ -75,19 +80,26 @@ def cron_trigger(expr: str, tz: tzinfo) -> CronTrigger:
         month=month,
         day_of_week=crontab_days(weekday),
         timezone=tz,
+        jitter=jitter,
     )
 
 
 def trigger_for(rule: RuleConfig, tz: tzinfo) -> BaseTrigger:
-    """The APScheduler trigger of a time-based rule."""
+    """The APScheduler trigger of a time-based rule (with its random ``jitter``, if any)."""
+    jitter = int(rule.jitter.total_seconds()) or None if rule.jitter else None
     if rule.cron is not None:
-        return cron_trigger(rule.cron, tz)
+        return cron_trigger(rule.cron, tz, jitter)
     assert rule.every is not None
-    return IntervalTrigger(seconds=rule.every.total_seconds(), timezone=tz)
+    return IntervalTrigger(seconds=rule.every.total_seconds(), timezone=tz, jitter=jitter)
+
+
+MISFIRE_GRACE_SECONDS = 60
+"""A run up to this late still happens (e.g. the pool was busy); later ones are skipped."""
+JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE_SECONDS}
 
 
 class RuleScheduler:
-    """Runs ``fire(rule_id)`` for each time-based rule on its schedule."""
+    """Runs ``fire(rule_id)`` for each time-based rule on its schedule (others are ignored)."""
 
     def __init__(
         self, rules: tuple[RuleConfig, ...], tz: tzinfo, fire: Callable[[str], object]
@@ -96,12 +108,25 @@ class RuleScheduler:
             timezone=tz,
             executors={"default": {"type": "threadpool", "max_workers": 2}},
             # A rule that missed its time (busy or suspended) runs once, not N times.
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
+            job_defaults=JOB_DEFAULTS,
         )
+        self._tz = tz
         for rule in rules:
+            if rule.every is None and rule.cron is None:
+                continue
             self._scheduler.add_job(
                 fire, trigger_for(rule, tz), args=[rule.id], id=rule.id, name=rule.id
             )
+
+    def add_periodic(self, name: str, fn: Callable[[], object], every_seconds: float) -> None:
+        """Run a housekeeping function at an interval (e.g. saving the state snapshot)."""
+        self._scheduler.add_job(
+            fn, IntervalTrigger(seconds=every_seconds, timezone=self._tz), id=f"_{name}", name=name
+        )
+
+    def jobs(self) -> dict[str, BaseTrigger]:
+        """Job id → trigger, for status and tests."""
+        return {job.id: job.trigger for job in self._scheduler.get_jobs()}
 
     def start(self) -> None:
         """Start the scheduler thread."""
