@@ -401,5 +401,5 @@ class RuleDispatch:
             self._in_flight[rule_id] -= 1
 
     def stop(self) -> None:
-        """Finish running firings, drop queued ones."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Finish running and queued firings (a crossing just before shutdown still posts)."""
+        self._pool.shutdown(wait=True)
