@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -62,18 +63,52 @@ def crontab_days(field: str) -> str:
     return ",".join(_DAY_NAMES[d] for d in sorted(set(days)))
 
 
+class LocalCronTrigger(CronTrigger):  # type: ignore[misc]
+    """A CronTrigger that runs a fixed-hour job once per wall-clock time, as cron does.
+
+    APScheduler 3 fires ``30 1 * * *`` twice on the night clocks go back (01:30 BST
+    and 01:30 GMT).  When the hour field is fixed, a fire time showing the same local
+    wall time as the previous run is skipped.  Jobs with ``*`` hours (``0 * * * *``)
+    keep running every real hour through the change.
+    """
+
+    def __init__(self, *, once_per_wall_time: bool, **fields: Any) -> None:
+        super().__init__(**fields)
+        self.once_per_wall_time = once_per_wall_time
+
+    def _wall(self, moment: datetime) -> tuple[int, ...]:
+        local = moment.astimezone(self.timezone)
+        key = (local.year, local.month, local.day, local.hour, local.minute)
+        return key if self.jitter is None else key[:4]
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        """The next fire time, skipping a repeat of the previous wall-clock time."""
+        nxt: datetime | None = super().get_next_fire_time(previous_fire_time, now)
+        if not self.once_per_wall_time or previous_fire_time is None:
+            return nxt
+        for _ in range(3):  # the repeated hour is one hour long; never loop for ever
+            if nxt is None or self._wall(nxt) != self._wall(previous_fire_time):
+                break
+            # Probe an hour on, in UTC: APScheduler loses `fold` in local arithmetic.
+            nxt = super().get_next_fire_time(nxt, nxt.astimezone(UTC) + timedelta(hours=1))
+        return nxt
+
+
 def cron_trigger(expr: str, tz: tzinfo, jitter: float | None = None) -> CronTrigger:
     """A CronTrigger from a 5-field crontab expression, with crontab weekday numbering.
 
     Times are wall-clock times in ``tz``: ``0 8 * * *`` is 08:00 local on both sides of
     a DST change; a time that does not exist that day (01:30 when clocks spring forward
-    in Europe/London) is skipped, and one that happens twice runs once.
+    in Europe/London) runs an hour later, at 02:30 BST; one that happens twice runs once.
     """
     fields = expr.split()
     if len(fields) != 5:
         raise ValueError(f"expected 5 fields (minute hour day month weekday), got {len(fields)}")
     minute, hour, day, month, weekday = fields
-    return CronTrigger(
+    return LocalCronTrigger(
+        once_per_wall_time="*" not in hour,
         minute=minute,
         hour=hour,
         day=day,
@@ -86,7 +121,7 @@ def cron_trigger(expr: str, tz: tzinfo, jitter: float | None = None) -> CronTrig
 
 def trigger_for(rule: RuleConfig, tz: tzinfo) -> BaseTrigger:
     """The APScheduler trigger of a time-based rule (with its random ``jitter``, if any)."""
-    jitter = int(rule.jitter.total_seconds()) or None if rule.jitter else None
+    jitter = int(rule.jitter.total_seconds()) if rule.jitter else None
     if rule.cron is not None:
         return cron_trigger(rule.cron, tz, jitter)
     assert rule.every is not None
