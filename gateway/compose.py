@@ -319,16 +319,22 @@ class Composer:
         return self._state.is_stale(sensor, now)
 
     def context(
-        self, rule: RuleConfig, now: datetime, event: MessageEvent | None = None
+        self,
+        rule: RuleConfig,
+        now: datetime,
+        event: MessageEvent | None = None,
+        readings: Mapping[str, SensorSnapshot] | None = None,
     ) -> dict[str, Any]:
         """The names a template sees: each sensor, ``now``, ``gateway``, ``rule``.
 
         ``on_message`` rules also see ``event`` (the decoded message) and ``topic``.
+        ``readings`` (sensor values at trigger time) take precedence over the state.
         """
+        readings = readings or {}
         ctx: dict[str, Any] = {
             sensor: SensorView.of(
                 sensor,
-                self._state.get(sensor),
+                readings.get(sensor) or self._state.get(sensor),
                 self._state.is_stale(sensor, now),
                 now,
                 unit,
@@ -348,13 +354,14 @@ class Composer:
         *,
         event: MessageEvent | None = None,
         use_fallback: bool = False,
+        readings: Mapping[str, SensorSnapshot] | None = None,
     ) -> Post:
         """Render a rule's text and images into a post (not yet stored anywhere).
 
         ``use_fallback`` renders ``fallback_text`` instead of ``text`` (a required
         sensor is stale).
         """
-        ctx = self.context(rule, now, event)
+        ctx = self.context(rule, now, event, readings)
         source = rule.fallback_text if use_fallback and rule.fallback_text else rule.text
         text = render(source, ctx, allow_markup=rule.allow_markup)
         if not text:

@@ -33,6 +33,7 @@ from gateway.guards import (
 from gateway.model import Post
 from gateway.outbox import Outbox
 from gateway.publishers.base import Capabilities
+from gateway.state import SensorSnapshot
 from gateway.textfit import fit_text, split_thread
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,17 @@ class RuleRunner:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _rule_locks: dict[str, threading.Lock] = field(default_factory=dict)
 
-    def fire(self, rule_id: str, event: MessageEvent | None = None) -> Post | None:
-        """Fire one rule now; the stored post, or None when skipped or failed."""
+    def fire(
+        self,
+        rule_id: str,
+        event: MessageEvent | None = None,
+        readings: Mapping[str, SensorSnapshot] | None = None,
+    ) -> Post | None:
+        """Fire one rule now; the stored post, or None when skipped or failed.
+
+        ``event`` is the message of an ``on_message`` rule; ``readings`` the sensor
+        values when an event rule's condition was met (else the current state is used).
+        """
         rule = self.config.rule(rule_id)
         with self._lock:
             stats = self.stats.setdefault(rule_id, RuleStats())
@@ -118,7 +128,7 @@ class RuleRunner:
             rule_lock = self._rule_locks.setdefault(rule_id, threading.Lock())
         with rule_lock:
             try:
-                return self._fire(rule, stats, event)
+                return self._fire(rule, stats, event, readings)
             except ComposeError as exc:
                 self._failed(stats, rule_id, str(exc))
             except Exception as exc:  # a broken rule must not take the scheduler down
@@ -126,14 +136,22 @@ class RuleRunner:
                 self._failed(stats, rule_id, f"{type(exc).__name__}: {exc}")
             return None
 
-    def _fire(self, rule: RuleConfig, stats: RuleStats, event: MessageEvent | None) -> Post | None:
+    def _fire(
+        self,
+        rule: RuleConfig,
+        stats: RuleStats,
+        event: MessageEvent | None,
+        readings: Mapping[str, SensorSnapshot] | None,
+    ) -> Post | None:
         now = self.clock()
         recent = self.outbox.recent_posts(rule.id, rule.max_per_day or 1)
         decision = self._decide(rule, now, recent)
         if decision.skip is not None:
             self._skipped(stats, rule.id, decision.skip)
             return None
-        post = self.composer.compose(rule, now, event=event, use_fallback=decision.use_fallback)
+        post = self.composer.compose(
+            rule, now, event=event, use_fallback=decision.use_fallback, readings=readings
+        )
         previous_at, previous_text = recent[0] if recent else (None, None)
         if is_duplicate(post.text, now, previous_text, previous_at, rule.dedupe_window):
             self._skipped(stats, rule.id, "same text as the previous post")

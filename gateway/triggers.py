@@ -38,7 +38,9 @@ from gateway.state import SensorSnapshot, StateStore
 log = logging.getLogger(__name__)
 
 Phase = Literal["armed", "pending", "fired"]
-Submit = Callable[[str, MessageEvent | None], None]
+Readings = Mapping[str, SensorSnapshot]
+Submit = Callable[[str, MessageEvent | None, Readings | None], None]
+"""Hand a firing off: rule id, the message (on_message rules), sensor values at trigger time."""
 STALE_MARGIN = timedelta(seconds=1)
 """Checked this long after a sensor is due to turn stale, so the check sees it stale."""
 
@@ -308,7 +310,8 @@ class ThresholdWatcher:
                 timer.cancel()
         if fire:
             log.info("rule %s: condition met (%s)", cond.rule, "changed" if cond.edge else "held")
-            self._submit(cond.rule, None)
+            # The post shows the values that made the rule fire, not later ones.
+            self._submit(cond.rule, None, self._state.sensors())
 
 
 def decode_event(payload: bytes) -> Any:
@@ -356,7 +359,7 @@ class MessageRules:
                 facts = StateFacts(self._state, self._clock(), event=data)
                 if not expr.evaluate(condition, facts):
                     continue
-            self._submit(rule_id, MessageEvent(topic, data))
+            self._submit(rule_id, MessageEvent(topic, data), None)
 
 
 class RuleDispatch:
@@ -367,7 +370,10 @@ class RuleDispatch:
     """
 
     def __init__(
-        self, fire: Callable[[str, MessageEvent | None], object], *, workers: int = 2
+        self,
+        fire: Callable[[str, MessageEvent | None, Readings | None], object],
+        *,
+        workers: int = 2,
     ) -> None:
         self._fire = fire
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rules")
@@ -375,7 +381,9 @@ class RuleDispatch:
         self._lock = threading.Lock()
         self.dropped = 0
 
-    def submit(self, rule_id: str, event: MessageEvent | None = None) -> None:
+    def submit(
+        self, rule_id: str, event: MessageEvent | None = None, readings: Readings | None = None
+    ) -> None:
         """Queue a firing of ``rule_id`` (never blocks)."""
         with self._lock:
             if self._in_flight.get(rule_id, 0) >= 2:
@@ -384,13 +392,13 @@ class RuleDispatch:
                 return
             self._in_flight[rule_id] = self._in_flight.get(rule_id, 0) + 1
         try:
-            self._pool.submit(self._run, rule_id, event)
+            self._pool.submit(self._run, rule_id, event, readings)
         except RuntimeError:  # shutting down
             self._done(rule_id)
 
-    def _run(self, rule_id: str, event: MessageEvent | None) -> None:
+    def _run(self, rule_id: str, event: MessageEvent | None, readings: Readings | None) -> None:
         try:
-            self._fire(rule_id, event)
+            self._fire(rule_id, event, readings)
         except Exception:
             log.exception("rule %s: firing failed", rule_id)
         finally:

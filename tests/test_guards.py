@@ -251,7 +251,12 @@ def test_crossing_clearing_and_recurring_after_cooldown(tmp_path: Path) -> None:
         text="Hot: {{ water_temp }}",
     )
     watcher = ThresholdWatcher(
-        rig.config.rules, rig.state, {}, rig.clock, rig.clock, lambda r, e: rig.runner.fire(r)
+        rig.config.rules,
+        rig.state,
+        {},
+        rig.clock,
+        rig.clock,
+        lambda r, e, s: rig.runner.fire(r, e, s),
     )
 
     def reading(value: float, minutes: int) -> None:

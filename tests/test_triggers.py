@@ -54,7 +54,7 @@ class Harness:
             expire,
             self.clock,
             self.clock,
-            lambda rule, event: self.fired.append(rule),
+            lambda rule, event, readings: self.fired.append(rule),
         )
         self.watcher.start()
 
@@ -205,7 +205,7 @@ def test_message_rules_filter_and_pass_the_event() -> None:
         }
     )
     got: list[tuple[str, MessageEvent | None]] = []
-    rules = MessageRules(config.rules, StateStore(), lambda: T0, lambda r, e: got.append((r, e)))
+    rules = MessageRules(config.rules, StateStore(), lambda: T0, lambda r, e, s: got.append((r, e)))
     assert rules.topics == ("frigate/+",)
     rules.on_message("frigate/events", b'{"type": "new", "after": {"label": "person"}}')
     rules.on_message("frigate/events", b'{"type": "update", "after": {"label": "person"}}')
@@ -222,7 +222,7 @@ def test_dispatch_runs_off_thread_and_drops_when_a_rule_is_busy() -> None:
     started = threading.Event()
     ran: list[str] = []
 
-    def fire(rule: str, event: MessageEvent | None) -> None:
+    def fire(rule: str, event: MessageEvent | None, readings: object) -> None:
         started.set()
         release.wait(10)
         ran.append(rule)
