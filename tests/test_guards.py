@@ -27,7 +27,7 @@ from gateway.rules import RuleRunner
 from gateway.state import StateStore
 from gateway.textfit import BLUESKY, count_length
 from gateway.triggers import ThresholdWatcher
-from tests.fakes import FakeClock
+from tests.fakeclock import FakeClock
 
 LONDON = ZoneInfo("Europe/London")
 NONE = PostHistory(None, 0)

@@ -19,7 +19,7 @@ from gateway.triggers import (
     Track,
     advance,
 )
-from tests.fakes import FakeClock
+from tests.fakeclock import FakeClock
 
 T0 = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
