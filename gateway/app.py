@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from gateway.compose import Composer
@@ -18,14 +18,17 @@ from gateway.config import GatewayConfig
 from gateway.delivery import DeliveryWorker, RetryPolicy
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
+from gateway.media.recent import RecentReadings
+from gateway.media.retention import RetentionJob
 from gateway.model import Post
 from gateway.outbox import Outbox
 from gateway.publishers import build_publisher
 from gateway.publishers.base import Publisher, PublisherContext
+from gateway.publishers.file import FilePublisher
 from gateway.rules import RuleRunner
 from gateway.scheduler import RuleScheduler
 from gateway.snapshot import SAVE_EVERY_SECONDS, SNAPSHOT_NAME, SnapshotWriter
-from gateway.state import StateStore
+from gateway.state import SensorSnapshot, StateStore
 from gateway.triggers import MessageRules, RuleDispatch, ThreadTimers, ThresholdWatcher
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,12 @@ def database_path(config: GatewayConfig) -> Path:
     return config.gateway.resolved_state_dir() / DB_NAME
 
 
+def chart_horizon(config: GatewayConfig) -> timedelta:
+    """How much reading history charts need: their longest window (at least a day)."""
+    windows = [chart.window for rule in config.rules for chart in rule.charts]
+    return max([timedelta(days=1), *windows])
+
+
 class Gateway:
     """One gateway instance built from a validated config."""
 
@@ -48,18 +57,39 @@ class Gateway:
         self.tz = config.gateway.tz
         self.outbox = Outbox(self.state_dir / DB_NAME)
         self.state = StateStore({s.id: s.expire_after for s in config.sensors if s.expire_after})
-        self.frames = FrameStore(self.state_dir / "media" / "frames", self.state)
+        self.media_dir = self.state_dir / "media"
+        self.frames = FrameStore(
+            self.media_dir / "frames",
+            self.state,
+            keep_recent=config.media.keep_recent_frames,
+            keep_every=config.media.keep_frame_every,
+        )
+        # charts read this in-memory history until the SQLite readings history replaces it
+        self.history = RecentReadings(chart_horizon(config))
         ctx = PublisherContext(self.state_dir, config.gateway.name, store=self.outbox)
         self.publishers: dict[str, Publisher] = {
             p.id: build_publisher(p, ctx) for p in config.publishers if p.enabled
         }
+        self.retention = RetentionJob(
+            self.media_dir,
+            max_age=config.media.max_age,
+            max_bytes=config.media.max_bytes,
+            interval=config.media.retention_interval,
+            exclude=[p.folder for p in self.publishers.values() if isinstance(p, FilePublisher)],
+        )
         self.workers = {
             pid: DeliveryWorker(self.outbox, pub, retry_policy)
             for pid, pub in self.publishers.items()
         }
         self.runner = RuleRunner(
             config=config,
-            composer=Composer(config, self.state, self.state_dir / "media" / "posts"),
+            composer=Composer(
+                config,
+                self.state,
+                self.media_dir / "posts",
+                frames=self.frames,
+                history=self.history,
+            ),
             outbox=self.outbox,
             capabilities={pid: pub.capabilities for pid, pub in self.publishers.items()},
             wake=self._wake,
@@ -79,11 +109,16 @@ class Gateway:
             config,
             self.state,
             self.frames,
-            on_reading=self.watcher.on_reading,
+            on_reading=self._on_reading,
             extra_topics=self.messages.topics,
             on_extra=self.messages.on_message,
         )
         self._stopped = threading.Event()
+
+    def _on_reading(self, snapshot: SensorSnapshot) -> None:
+        """Ingest hook (paho's thread): chart history, then event rules — both cheap."""
+        self.history.record(snapshot)
+        self.watcher.on_reading(snapshot)
 
     def now(self) -> datetime:
         """The current time in the gateway's time zone."""
@@ -106,6 +141,7 @@ class Gateway:
         for worker in self.workers.values():
             worker.start()
         self.frames.start()
+        self.retention.start()
         self.scheduler.start()
         self.watcher.start()
         self.ingest.start()
@@ -131,6 +167,7 @@ class Gateway:
         self.dispatch.stop()
         self.snapshot.save()
         self.frames.stop()
+        self.retention.stop()
         for worker in self.workers.values():
             if not worker.stop(timeout):
                 log.warning(

@@ -125,7 +125,9 @@ class DeliveryWorker:
         attempts = delivery.attempts + 1
         key = idempotency_key(delivery.post.id, delivery.publisher)
         try:
-            receipt = self.publisher.publish(delivery.post, delivery.text, delivery.post.media, key)
+            receipt = self.publisher.publish(
+                delivery.post, delivery.text, delivery.media_to_send, key
+            )
         except PermanentError as exc:
             self._give_up(delivery, f"permanent: {exc}")
             return

@@ -53,7 +53,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_open ON deliveries (publisher, status, post_id);
     CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
-    # 2: threads.  `parts` is a JSON list of the numbered posts of a thread (rules with
+    # 2: each delivery's own media, fitted to its publisher (NULL: the post's media)
+    """
+    ALTER TABLE deliveries ADD COLUMN media TEXT;
+    """,
+    # 3: threads.  `parts` is a JSON list of the numbered posts of a thread (rules with
     # overflow = "thread" whose text did not fit); NULL for a single post.  `text`
     # stays plain text: the first part of a thread, else the whole fitted text.
     """
@@ -74,8 +78,15 @@ class Delivery:
     attempts: int
     next_attempt_at: float
     last_error: str | None
+    media: tuple[MediaItem, ...] | None = None
+    """This publisher's fitted copies of the images; None means the post's own."""
     parts: tuple[str, ...] = ()
     """The posts of a thread, in order (``text`` is the first); empty for a single post."""
+
+    @property
+    def media_to_send(self) -> tuple[MediaItem, ...]:
+        """The images to publish with this delivery."""
+        return self.post.media if self.media is None else self.media
 
 
 def _media_to_json(media: tuple[MediaItem, ...]) -> str:
@@ -104,6 +115,10 @@ def _media_from_json(raw: str) -> tuple[MediaItem, ...]:
 
 def _parts_to_json(parts: Sequence[str] | None) -> str | None:
     return json.dumps(list(parts), ensure_ascii=False) if parts and len(parts) > 1 else None
+
+
+def _optional_media(media: tuple[MediaItem, ...] | None) -> str | None:
+    return None if media is None else _media_to_json(media)
 
 
 def _post_from_row(row: sqlite3.Row) -> Post:
@@ -181,13 +196,17 @@ class Outbox:
         texts: Mapping[str, str],
         now: float | None = None,
         *,
+        media: Mapping[str, tuple[MediaItem, ...]] | None = None,
         threads: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         """Commit a post and a ``pending`` delivery per publisher (publisher id → fitted text).
 
-        ``threads`` maps a publisher id to the parts of a thread, when the post is one.
+        ``media`` maps a publisher id to its own fitted images; a publisher it does
+        not name gets the post's media.  ``threads`` maps a publisher id to the parts
+        of a thread, when the post became one for that publisher.
         """
         now = time.time() if now is None else now
+        media = media or {}
         threads = threads or {}
         with self._tx() as conn:
             conn.execute(
@@ -202,10 +221,18 @@ class Outbox:
                 ),
             )
             conn.executemany(
-                "INSERT INTO deliveries (post_id, publisher, text, parts, status,"
-                " next_attempt_at, updated_at) VALUES (?,?,?,?,'pending',?,?)",
+                "INSERT INTO deliveries (post_id, publisher, text, status,"
+                " next_attempt_at, updated_at, media, parts) VALUES (?,?,?,'pending',?,?,?,?)",
                 [
-                    (post.id, publisher, text, _parts_to_json(threads.get(publisher)), now, now)
+                    (
+                        post.id,
+                        publisher,
+                        text,
+                        now,
+                        now,
+                        _optional_media(media.get(publisher)),
+                        _parts_to_json(threads.get(publisher)),
+                    )
                     for publisher, text in texts.items()
                 ],
             )
@@ -287,7 +314,8 @@ class Outbox:
         row = (
             self._conn()
             .execute(
-                "SELECT d.*, p.id, p.rule, p.created_at, p.text AS post_text, p.lang, p.media"
+                "SELECT d.*, d.media AS delivery_media,"
+                " p.id, p.rule, p.created_at, p.text AS post_text, p.lang, p.media AS post_media"
                 " FROM deliveries d JOIN posts p ON p.id = d.post_id"
                 " WHERE d.publisher=? AND d.status IN ('pending','sending','failed')"
                 " ORDER BY d.post_id LIMIT 1",
@@ -302,9 +330,10 @@ class Outbox:
             rule=row["rule"],
             created_at=datetime.fromisoformat(row["created_at"]),
             text=row["post_text"],
-            media=_media_from_json(row["media"]),
+            media=_media_from_json(row["post_media"]),
             lang=row["lang"],
         )
+        own = row["delivery_media"]
         return Delivery(
             post,
             publisher,
@@ -313,7 +342,8 @@ class Outbox:
             row["attempts"],
             row["next_attempt_at"],
             row["last_error"],
-            tuple(json.loads(row["parts"])) if row["parts"] else (),
+            media=None if own is None else _media_from_json(own),
+            parts=tuple(json.loads(row["parts"])) if row["parts"] else (),
         )
 
     def history(self, limit: int = 20) -> list[dict[str, Any]]:

@@ -90,14 +90,16 @@ def preview_rule(
             print(f"rule {rule_id} fires on messages: give one with --event FILE", file=sys.stderr)
             return 2
     media_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="things-gateway-preview-"))
-    try:
-        post = Composer(config, state, media_dir).compose(rule, now, event=message)
-    except ComposeError as exc:
-        print(f"rule {rule_id}: {exc}", file=sys.stderr)
-        return 1
     ctx = PublisherContext(config.gateway.resolved_state_dir(), config.gateway.name)
     publishers = {p.id: p for p in config.publishers}
     targets = {pid: build_publisher(publishers[pid], ctx).capabilities for pid in rule.publish_to}
+    composer = Composer(config, state, media_dir)
+    try:
+        post = composer.compose(rule, now, targets, event=message)
+    except ComposeError as exc:
+        print(f"rule {rule_id}: {exc}", file=sys.stderr)
+        return 1
+    media = composer.fit_media(post, targets)
     fitted = fit_post(post, targets, rule.overflow)
     for pid, caps in targets.items():
         limit = f"{caps.max_text} {caps.text_counting}" if caps.max_text else "no limit"
@@ -106,8 +108,9 @@ def preview_rule(
             where = f" part {n}/{len(parts)}" if len(parts) > 1 else ""
             print(f"── {pid} ({publishers[pid].type}){where}: {count_length(text, caps)} / {limit}")
             print(text)
-    for item in post.media:
-        print(
-            f"image: {item.path} ({item.width}x{item.height}, {item.bytes} bytes) alt: {item.alt}"
-        )
+        for item in media[pid]:
+            print(
+                f"image: {item.path} ({item.width}x{item.height}, {item.bytes} bytes)"
+                f" alt: {item.alt}"
+            )
     return 0

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from gateway.compose import ComposeError, Composer, MessageEvent
+from gateway.compose import ComposeError, Composer, MessageEvent, PostSkippedError
 from gateway.config import GatewayConfig, RuleConfig
 from gateway.guards import (
     Decision,
@@ -129,6 +129,8 @@ class RuleRunner:
         with rule_lock:
             try:
                 return self._fire(rule, stats, event, readings)
+            except PostSkippedError as exc:
+                self._skipped(stats, rule_id, str(exc))
             except ComposeError as exc:
                 self._failed(stats, rule_id, str(exc))
             except Exception as exc:  # a broken rule must not take the scheduler down
@@ -149,18 +151,19 @@ class RuleRunner:
         if decision.skip is not None:
             self._skipped(stats, rule.id, decision.skip)
             return None
+        targets = {
+            pid: self.capabilities[pid] for pid in rule.publish_to if pid in self.capabilities
+        }
         post = self.composer.compose(
-            rule, now, event=event, use_fallback=decision.use_fallback, readings=readings
+            rule, now, targets, event=event, use_fallback=decision.use_fallback, readings=readings
         )
         previous_at, previous_text = recent[0] if recent else (None, None)
         if is_duplicate(post.text, now, previous_text, previous_at, rule.dedupe_window):
             self._skipped(stats, rule.id, "same text as the previous post")
             return None
-        targets = {
-            pid: self.capabilities[pid] for pid in rule.publish_to if pid in self.capabilities
-        }
         fitted = fit_post(post, targets, rule.overflow)
-        self.outbox.add(post, fitted.texts, threads=fitted.threads)
+        media = self.composer.fit_media(post, targets)
+        self.outbox.add(post, fitted.texts, media=media, threads=fitted.threads)
         stats.posted += 1
         stats.last_post_id = post.id
         log.info("rule %s: post %s queued for %s", rule.id, post.id, ", ".join(targets))

@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.config import CameraConfig, GatewayConfig, SensorConfig
+from gateway.config import CameraConfig, GatewayConfig, MqttCameraConfig, SensorConfig
 from gateway.ingest.decoders import DecodeError, decode_payload
 from gateway.ingest.topics import TopicRouter
 from gateway.logutil import RateLimitedLog
@@ -51,7 +51,7 @@ def build_router(config: GatewayConfig) -> TopicRouter[Target]:
     for sensor in config.sensors:
         router.add(sensor.topic, sensor)
     for camera in config.cameras:
-        if camera.source == "mqtt":
+        if isinstance(camera, MqttCameraConfig):  # the other sources are pulled, not pushed
             router.add(camera.topic, camera)
     return router
 

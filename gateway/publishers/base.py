@@ -8,9 +8,10 @@ Composition fits text and images to :class:`Capabilities` before calling
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,6 +52,17 @@ class PublisherConfig(BaseModel):
     enabled: bool = Field(
         default=True, description="Set false to keep the config but post nothing."
     )
+
+    requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+    """(module, extra) pairs this backend imports when built, e.g. ("oauthlib", "x")."""
+
+    def missing_dependencies(self) -> list[str]:
+        """One message per optional dependency that is not installed."""
+        return [
+            f"needs the {module!r} package: pip install 'things-gateway[{extra}]'"
+            for module, extra in self.requires
+            if importlib.util.find_spec(module) is None
+        ]
 
 
 @runtime_checkable

@@ -137,6 +137,14 @@ class ApiClient:
             raise RetryableError(f"{self.service}: HTTP {response.status_code} without JSON")
         return body
 
+    def pick(self, body: Any, *keys: str) -> Any:
+        """``body[k1][k2]...``; a missing field is an unexpected answer (retried later)."""
+        for key in keys:
+            if not isinstance(body, dict) or body.get(key) is None:
+                raise RetryableError(f"{self.service}: answer lacks {'.'.join(keys)}")
+            body = body[key]
+        return body
+
     def close(self) -> None:
         """Close the connection pool."""
         self._client.close()

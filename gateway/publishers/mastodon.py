@@ -188,7 +188,7 @@ class MastodonPublisher:
             files={"file": (item.path.name, item.path.read_bytes(), item.mime)},
             data={"description": item.alt} if item.alt else {},
         )
-        media_id = str(attachment["id"])
+        media_id = str(self._api.pick(attachment, "id"))
         if attachment.get("url") is None:
             self._wait_processed(media_id)
         return media_id
@@ -197,7 +197,8 @@ class MastodonPublisher:
         deadline = self._clock() + self._config.media_timeout
         while True:
             response = self._api.request("GET", f"/api/v1/media/{media_id}")
-            if response.status_code == 200 and response.json().get("url"):
+            # 206 means still processing; 200 carries the finished file's url.
+            if response.status_code == 200 and self._api.pick(response.json(), "url"):
                 return
             if self._clock() >= deadline:
                 raise RetryableError(f"mastodon: media {media_id} still processing")
@@ -217,7 +218,8 @@ class MastodonPublisher:
         status = self._api.json(
             "POST", "/api/v1/statuses", json=body, headers={"Idempotency-Key": idempotency_key}
         )
-        return Receipt(remote_id=str(status["id"]), url=status.get("url") or status.get("uri"))
+        status_id = str(self._api.pick(status, "id"))
+        return Receipt(remote_id=status_id, url=status.get("url") or status.get("uri"))
 
     @property
     def _limits_key(self) -> str:
