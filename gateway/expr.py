@@ -13,7 +13,8 @@ and :func:`evaluate` walks it over an :class:`Facts` lookup.  The grammar::
     FUNC    := "changes" | "stale" | "offline"
 
 ``changes(bridge)`` is true on the reading that changed the sensor's value;
-``stale(x)`` (alias ``offline(x)``) is true when ``x`` has no fresh reading.
+``stale(x)`` is true when ``x`` has no fresh reading; ``offline(x)`` also when the
+device's availability topic says it is offline (where the state tracks that).
 An unknown value (no reading yet, a missing JSON field) makes every comparison
 false; a bare name is true only when its value is the boolean ``true``.
 """
@@ -242,6 +243,10 @@ class Facts(Protocol):
         """True when the reading being handled changed this sensor's value."""
         ...
 
+    def offline(self, sensor: str) -> bool:
+        """True when a sensor is stale, or its device said it is offline."""
+        ...
+
 
 def _compare(op: str, left: Scalar | None, right: Scalar | None) -> bool:
     if left is None or right is None:
@@ -280,7 +285,9 @@ def evaluate(node: Node, facts: Facts) -> bool:
     if isinstance(node, Compare):
         return _compare(node.op, _value(node.left, facts), _value(node.right, facts))
     if isinstance(node, Call):
-        return facts.changed(node.arg) if node.func == "changes" else facts.stale(node.arg)
+        if node.func == "changes":
+            return facts.changed(node.arg)
+        return facts.stale(node.arg) if node.func == "stale" else facts.offline(node.arg)
     if isinstance(node, Name):
         return facts.value(node.path) is True
     return node.value is True

@@ -172,6 +172,11 @@ class StateFacts:
         """True when the reading being handled changed this sensor's value."""
         return sensor in self.changed_sensors
 
+    def offline(self, sensor: str) -> bool:
+        """Stale, or offline by its availability topic when the state tracks that."""
+        said_offline = getattr(self.state, "is_offline", None)
+        return self.stale(sensor) or bool(said_offline is not None and said_offline(sensor))
+
 
 @dataclass(frozen=True)
 class Condition:

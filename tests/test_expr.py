@@ -24,6 +24,9 @@ class Facts:
     def changed(self, sensor: str) -> bool:
         return sensor in self.changed_sensors
 
+    def offline(self, sensor: str) -> bool:
+        return sensor in self.stale_sensors or sensor == "door"
+
 
 def test_parse_tree() -> None:
     assert parse("water_temp > 30") == Compare(">", Name("water_temp"), Const(30.0))
@@ -56,6 +59,9 @@ def test_parse_tree() -> None:
         ("(t > 30 or pump) and not (t > 40)", True),
         ("t > 1e1", True),
         ("level < -2.5", True),
+        ("offline(door) and not stale(door)", True),
+        ("offline(pump)", True),
+        ("offline(t)", False),
     ],
 )
 def test_evaluate(source: str, expected: bool) -> None:
