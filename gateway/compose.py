@@ -9,7 +9,6 @@ post is ever stored.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,13 +20,13 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from gateway.filters import FILTERS, defuse_markup
 from gateway.media.attachments import MediaBuilder, MissingMediaError, smallest_budget
 from gateway.media.fitting import MediaFitter
 from gateway.media.frames import FrameStore
 from gateway.media.sources import CameraFrames
 from gateway.model import MediaItem, Post, Value, new_post_id
 from gateway.state import SensorSnapshot, StateStore
-from gateway.textfit import find_urls
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, RuleConfig
@@ -174,89 +173,6 @@ class SensorView:
 
     def __str__(self) -> str:
         return format_value(self.value, self.unit)
-
-
-_WORD_JOINER = "\u2060"
-_URL_BREAKS = re.compile(r"[.:/]")
-
-
-def defuse_markup(text: str) -> str:
-    """Text that reads the same but links nothing: no @mentions, no URLs.
-
-    A WORD JOINER (U+2060, invisible) after every ``@`` and after the dots,
-    colons and slashes of anything a platform would take for a link.
-    """
-    text = text.replace("@", "@" + _WORD_JOINER)
-    for start, end in reversed(find_urls(text)):
-        url = _URL_BREAKS.sub(lambda m: m.group(0) + _WORD_JOINER, text[start:end])
-        text = text[:start] + url + text[end:]
-    return text
-
-
-def _time(value: datetime, fmt: str = "%H:%M") -> str:
-    return value.strftime(fmt)
-
-
-def _date(value: datetime, fmt: str = "%Y-%m-%d") -> str:
-    return value.strftime(fmt)
-
-
-def _raw(value: object) -> object:
-    return value.value if isinstance(value, SensorView) else value
-
-
-def _number(value: object, precision: int = 1, group: bool = False) -> str:
-    """Locale-neutral: ``.`` for decimals; ``group=True`` adds narrow spaces (12 345.6)."""
-    raw = _raw(value)
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        text = f"{float(raw):,.{precision}f}" if group else f"{float(raw):.{precision}f}"
-        return text.replace(",", "\u202f")
-    return "n/a" if raw is None else str(raw)
-
-
-def _round(value: object, precision: int = 0) -> object:
-    raw = _raw(value)
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        rounded = round(float(raw), precision)
-        return int(rounded) if precision <= 0 else rounded
-    return "n/a" if raw is None else raw
-
-
-def _duration(value: object) -> str:
-    """``5 min``, ``1 h 20 min``, ``45 s``, ``2 d 3 h``; ``n/a`` when unknown."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        value = timedelta(seconds=value)
-    if not isinstance(value, timedelta):
-        return "n/a"
-    seconds = max(0, int(value.total_seconds()))
-    if seconds < 60:
-        return f"{seconds} s"
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            parts.append(f"{seconds // size} {unit}")
-            seconds %= size
-    return " ".join(parts[:2])
-
-
-_ARROWS = {"rising": "↑", "falling": "↓", "steady": "→"}
-
-
-def _arrow(value: object) -> str:
-    """A trend (or a sensor's trend) as an arrow: ↑ ↓ →; empty when unknown."""
-    trend = value.trend if isinstance(value, SensorView) else value
-    return _ARROWS.get(trend, "") if isinstance(trend, str) else ""
-
-
-FILTERS: dict[str, Callable[..., Any]] = {
-    "time": _time,
-    "date": _date,
-    "number": _number,
-    "round": _round,
-    "duration": _duration,
-    "arrow": _arrow,
-}
-"""Filters every template can use, besides Jinja2's built-ins."""
 
 
 def make_environment(*, allow_markup: bool = False) -> SandboxedEnvironment:

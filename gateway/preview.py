@@ -18,9 +18,9 @@ from pathlib import Path
 
 from gateway.compose import ComposeError, Composer, MessageEvent
 from gateway.config import ConfigError, GatewayConfig
-from gateway.model import Reading
+from gateway.model import MediaItem, Reading
 from gateway.publishers import build_publisher
-from gateway.publishers.base import PublisherContext
+from gateway.publishers.base import Capabilities, PublisherContext
 from gateway.rules import fit_post
 from gateway.snapshot import SNAPSHOT_NAME, load_snapshot
 from gateway.state import StateStore
@@ -102,15 +102,20 @@ def preview_rule(
     media = composer.fit_media(post, targets)
     fitted = fit_post(post, targets, rule.overflow)
     for pid, caps in targets.items():
-        limit = f"{caps.max_text} {caps.text_counting}" if caps.max_text else "no limit"
         parts = fitted.threads.get(pid) or [fitted.texts[pid]]
-        for n, text in enumerate(parts, 1):
-            where = f" part {n}/{len(parts)}" if len(parts) > 1 else ""
-            print(f"── {pid} ({publishers[pid].type}){where}: {count_length(text, caps)} / {limit}")
-            print(text)
-        for item in media[pid]:
-            print(
-                f"image: {item.path} ({item.width}x{item.height}, {item.bytes} bytes)"
-                f" alt: {item.alt}"
-            )
+        _print_target(f"{pid} ({publishers[pid].type})", caps, parts, media[pid])
     return 0
+
+
+def _print_target(
+    name: str, caps: Capabilities, parts: list[str], media: tuple[MediaItem, ...]
+) -> None:
+    """One publisher's fitted text (or thread parts) with counted length, then its images."""
+    limit = f"{caps.max_text} {caps.text_counting}" if caps.max_text else "no limit"
+    for n, text in enumerate(parts, 1):
+        where = f" part {n}/{len(parts)}" if len(parts) > 1 else ""
+        print(f"── {name}{where}: {count_length(text, caps)} / {limit}")
+        print(text)
+    for item in media:
+        size = f"{item.width}x{item.height}, {item.bytes} bytes"
+        print(f"image: {item.path} ({size}) alt: {item.alt}")
