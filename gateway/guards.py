@@ -33,10 +33,10 @@ def parse_quiet_hours(text: str) -> QuietHours:
     """``"23:00-07:00"`` → QuietHours; ValueError for anything else."""
     match = _QUIET.match(text)
     if match is None:
-        raise ValueError(f"expected HH:MM-HH:MM, e.g. 23:00-07:00, got {text!r}")
+        raise ValueError("expected HH:MM-HH:MM, e.g. 23:00-07:00")
     h1, m1, h2, m2 = (int(g) for g in match.groups())
     if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59:
-        raise ValueError(f"hours must be 0-23 and minutes 0-59 in {text!r}")
+        raise ValueError("hours must be 0-23 and minutes 0-59")
     if (h1, m1) == (h2, m2):
         raise ValueError("start and end of quiet_hours are equal")
     return QuietHours(time(h1, m1), time(h2, m2))

@@ -168,3 +168,44 @@ app_password = "not-used-by-preview"
     assert thread.returncode == 0, thread.stderr
     assert "part 1/" in thread.stdout
     assert not (tmp_path / "state" / "gateway.db").exists()  # preview stores nothing
+
+
+def test_check_config_names_every_rule_error_by_path(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        """
+[[sensors]]
+id = "soil"
+topic = "s"
+
+[[rules]]
+id = "ok"
+every = "1h"
+text = "fine"
+publish_to = ["a"]
+
+[[rules]]
+id = "dry"
+when = "soil < 20 and"
+quiet_hours = "late"
+text = "x"
+publish_to = ["a"]
+
+[[rules]]
+id = "ev"
+on_message = { topic = "e", when = "event.kind = 'x'" }
+text = "{{ event.kind }}"
+publish_to = ["a"]
+
+[[publishers]]
+id = "a"
+type = "console"
+""",
+        encoding="utf-8",
+    )
+    result = cli("check-config", "-c", str(config))
+    assert result.returncode == 78
+    lines = [line.strip() for line in result.stderr.splitlines()]
+    assert "rules[1].when: unexpected end of condition" in lines
+    assert any(line.startswith("rules[1].quiet_hours: expected HH:MM-HH:MM") for line in lines)
+    assert "rules[2].on_message.when: unexpected '=' at column 12" in lines
