@@ -201,6 +201,10 @@ def test_composed_posts_always_fit_every_platform(value: str, overflow: str) -> 
             assert count_length(part, limits) <= (limits.max_text or 0)
             if limits.max_text_bytes:
                 assert len(part.encode()) <= limits.max_text_bytes
+            # a URL in a part is a whole URL of the post: never cut
+            post_urls = {post.text[a:b] for a, b in find_urls(post.text)}
+            for a, b in find_urls(part):
+                assert part[a:b] in post_urls
             # every grapheme of a part is a grapheme of the post: nothing split in half
             assert set(graphemes(part)) - set(graphemes(post.text)) <= set(
                 graphemes(" …0123456789/")
