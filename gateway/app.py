@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gateway.compose import Composer
 from gateway.config import GatewayConfig
-from gateway.delivery import DeliveryWorker, RetryPolicy
+from gateway.delivery import DeliveryWorker, PostingBudget, RetryPolicy
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
 from gateway.media.recent import RecentReadings
@@ -23,7 +23,12 @@ from gateway.media.retention import RetentionJob
 from gateway.model import Post
 from gateway.outbox import Outbox
 from gateway.publishers import build_publisher
-from gateway.publishers.base import Publisher, PublisherContext
+from gateway.publishers.base import (
+    BrokerSettings,
+    LiveCapabilities,
+    Publisher,
+    PublisherContext,
+)
 from gateway.publishers.file import FilePublisher
 from gateway.rules import RuleRunner
 from gateway.scheduler import RuleScheduler
@@ -47,6 +52,19 @@ def chart_horizon(config: GatewayConfig) -> timedelta:
     return max([timedelta(days=1), *windows])
 
 
+def broker_settings(config: GatewayConfig) -> BrokerSettings:
+    """The gateway's ``[mqtt]`` broker, handed to publishers that talk MQTT."""
+    mqtt = config.mqtt
+    return BrokerSettings(
+        host=mqtt.host,
+        port=mqtt.port,
+        username=mqtt.username,
+        password=mqtt.password.get_secret_value() if mqtt.password else None,
+        protocol=mqtt.protocol,
+        keepalive=mqtt.keepalive,
+    )
+
+
 class Gateway:
     """One gateway instance built from a validated config."""
 
@@ -66,10 +84,12 @@ class Gateway:
         )
         # charts read this in-memory history until the SQLite readings history replaces it
         self.history = RecentReadings(chart_horizon(config))
-        ctx = PublisherContext(self.state_dir, config.gateway.name, store=self.outbox)
-        self.publishers: dict[str, Publisher] = {
-            p.id: build_publisher(p, ctx) for p in config.publishers if p.enabled
-        }
+        ctx = PublisherContext(
+            self.state_dir, config.gateway.name, store=self.outbox, broker=broker_settings(config)
+        )
+        enabled = [p for p in config.publishers if p.enabled]
+        # Building a publisher never touches the network; workers prepare them in their threads.
+        self.publishers: dict[str, Publisher] = {p.id: build_publisher(p, ctx) for p in enabled}
         self.retention = RetentionJob(
             self.media_dir,
             max_age=config.media.max_age,
@@ -78,8 +98,13 @@ class Gateway:
             exclude=[p.folder for p in self.publishers.values() if isinstance(p, FilePublisher)],
         )
         self.workers = {
-            pid: DeliveryWorker(self.outbox, pub, retry_policy)
-            for pid, pub in self.publishers.items()
+            p.id: DeliveryWorker(
+                self.outbox,
+                self.publishers[p.id],
+                RetryPolicy.for_publisher(p, retry_policy),
+                budget=PostingBudget.for_publisher(p, self.tz),
+            )
+            for p in enabled
         }
         self.runner = RuleRunner(
             config=config,
@@ -91,7 +116,8 @@ class Gateway:
                 history=self.history,
             ),
             outbox=self.outbox,
-            capabilities={pid: pub.capabilities for pid, pub in self.publishers.items()},
+            # Read per post: a publisher's limits may change after start (Mastodon's do).
+            capabilities=LiveCapabilities(self.publishers),
             wake=self._wake,
             clock=self.now,
         )

@@ -35,49 +35,14 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.durations import Duration, format_duration, parse_duration  # noqa: F401 - re-exported
 from gateway.publishers import PUBLISHER_TYPES, PublisherConfigs
 
 DEFAULT_CONFIG_PATH = Path("/etc/things-gateway/gateway.toml")
 CONFIG_ENV = "THINGS_GATEWAY_CONFIG"
 ENV_PREFIX = "THINGS_GATEWAY_"
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def parse_duration(value: object) -> object:
-    """Turn ``"90s"``, ``"15m"``, ``"1h30m"``, ``"2d"`` or a number of seconds into a timedelta."""
-    if isinstance(value, timedelta | bool):
-        return value
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    if not isinstance(value, str):
-        raise PydanticCustomError("duration", "expected a duration such as 90s, 15m, 1h")
-    text = value.strip().replace(" ", "")
-    pos, seconds = 0, 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise PydanticCustomError(
-            "duration",
-            f"invalid duration {value!r}: use a number and a unit (ms, s, m, h, d, w)",
-        )
-    return timedelta(seconds=seconds)
-
-
-def format_duration(delta: timedelta) -> str:
-    """The shortest ``1h30m``-style spelling of a duration."""
-    seconds = int(delta.total_seconds())
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size:
-            parts.append(f"{seconds // size}{unit}")
-            seconds %= size
-    return "".join(parts) or "0s"
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i?))?b?\s*$", re.IGNORECASE)
@@ -107,8 +72,6 @@ def parse_size(value: object) -> object:
 
 Size = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
 
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 
 

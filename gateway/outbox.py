@@ -419,6 +419,20 @@ class Outbox:
         )
         return [(datetime.fromisoformat(at), text) for at, text in rows]
 
+    def sent_since(self, publisher: str, since: float) -> tuple[int, float | None]:
+        """How many deliveries of ``publisher`` were sent since ``since`` (epoch seconds),
+        and when the last one ever was sent (None if never): the posting budget's count."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT COALESCE(SUM(updated_at >= ?), 0), MAX(updated_at) FROM deliveries"
+                " WHERE publisher=? AND status='sent'",
+                (since, publisher),
+            )
+            .fetchone()
+        )
+        return int(row[0]), (float(row[1]) if row[1] is not None else None)
+
     # -- key/value store (publisher sessions, cached limits) --------------
 
     def get(self, key: str) -> str | None:

@@ -121,6 +121,9 @@ def test_limits_come_from_the_instance_once(server: FakeMastodon, tmp_path: Path
     server.instance_config["media_attachments"]["description_limit"] = 900
     store = MemoryStore()
     publisher = build(server, tmp_path, store, spoiler_text="cw")
+    assert publisher.capabilities.max_text == 500 - 2  # defaults: building asks nothing
+    assert not server.requests
+    publisher.prepare()  # what the delivery worker's thread does first
     caps = publisher.capabilities
     assert caps.max_text == 1000 - 2  # the content warning counts too
     assert caps.text_counting == "graphemes"
@@ -148,8 +151,10 @@ def test_limits_come_from_the_instance_once(server: FakeMastodon, tmp_path: Path
 def test_defaults_until_the_instance_answers(server: FakeMastodon, tmp_path: Path) -> None:
     server.fail_next(Fault("reset"))
     publisher = build(server, tmp_path)
+    publisher.prepare()
     assert publisher.capabilities.max_text == 500  # Mastodon's default, for now
-    assert publisher.capabilities.max_text == 500  # no new request until the retry delay
+    publisher.prepare()  # no new request until the retry delay
+    assert publisher.capabilities.max_text == 500
     assert len(server.calls("/api/v2/instance")) == 1
     publisher.close()
 

@@ -10,8 +10,10 @@ Steps of one post:
    retried request returns the status the first one created.
 
 Limits come from ``GET /api/v2/instance`` (``configuration.statuses`` and
-``configuration.media_attachments``), fetched once per process, on first use, and
-kept in the gateway's store as a fallback for when the server is unreachable.
+``configuration.media_attachments``), fetched once per process by the delivery
+worker's thread (``prepare()``, else the first publish), and kept in the gateway's
+store as a fallback for when the server is unreachable.  ``capabilities`` never
+touches the network, so building and starting the gateway never waits for the server.
 """
 
 from __future__ import annotations
@@ -148,15 +150,23 @@ class MastodonPublisher:
 
     @property
     def capabilities(self) -> Capabilities:
-        """Limits from the server, fetched on first use (stored or default ones until then)."""
+        """The limits known now: the server's once fetched, else stored or default ones.
+
+        Never touches the network: composition reads this for every post.
+        """
         if self._pinned is not None:
             return self._pinned
-        return self.limits().capabilities(self._config.spoiler_text)
+        # No lock: a fetch in progress holds it, and reading one attribute is atomic.
+        return self._limits.capabilities(self._config.spoiler_text)
 
     @capabilities.setter
     def capabilities(self, value: Capabilities) -> None:
         # Lets an operator or a test pin the limits instead of asking the server.
         self._pinned = value
+
+    def prepare(self) -> None:
+        """Fetch the server's limits (called in the delivery worker's thread at start)."""
+        self.limits()
 
     def limits(self) -> InstanceLimits:
         """The server's limits: fetched once per process; on failure, retried later."""

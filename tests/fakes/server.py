@@ -76,9 +76,17 @@ class Reply:
 
 @dataclass
 class Fault:
-    """What to do instead of answering normally."""
+    """What to do instead of answering normally.
 
-    kind: Literal["reply", "slow", "reset"]
+    - ``reply``: answer ``reply`` without handling the request;
+    - ``slow``: wait ``delay``, then handle the request and answer;
+    - ``stall``: handle the request (it takes effect), then wait ``delay`` before
+      answering: a client with a shorter timeout never learns it worked;
+    - ``reset``: cut the connection without handling the request;
+    - ``reset_after``: handle the request, then cut the connection instead of answering.
+    """
+
+    kind: Literal["reply", "slow", "stall", "reset", "reset_after"]
     reply: Reply | None = None
     delay: float = 0.0
     path: str | None = None
@@ -202,6 +210,13 @@ class FakeServer:
             if fault.kind == "slow":
                 self._stopping.wait(fault.delay)
                 return self._route(request)
+            if fault.kind == "stall":
+                reply = self._route(request)
+                self._stopping.wait(fault.delay)
+                return reply
+            if fault.kind == "reset_after":
+                self._route(request)
+                return fault
             return fault.reply if fault.kind == "reply" and fault.reply else fault
         return self._route(request)
 
