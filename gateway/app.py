@@ -34,7 +34,9 @@ from gateway.publishers.base import (
 from gateway.publishers.file import FilePublisher
 from gateway.rules import RuleRunner
 from gateway.scheduler import RuleScheduler
-from gateway.state import StateStore
+from gateway.snapshot import SAVE_EVERY_SECONDS, SNAPSHOT_NAME, SnapshotWriter
+from gateway.state import SensorSnapshot, StateStore
+from gateway.triggers import MessageRules, RuleDispatch, ThreadTimers, ThresholdWatcher
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +128,30 @@ class Gateway:
         stall = config.health.stall_after.total_seconds()
         self.scheduler.add_heartbeat(self._scheduler_beat, max(1.0, min(10.0, stall / 4)))
         self.scheduler_heartbeat = time.monotonic()
-        self.ingest = MqttIngest(config, self.state, self.frames, on_reading=self.history.record)
+        self.timers = ThreadTimers(self.now)
+        self.dispatch = RuleDispatch(self.runner.fire)
+        expire = {s.id: s.expire_after for s in config.sensors if s.expire_after}
+        self.watcher = ThresholdWatcher(
+            config.rules, self.state, expire, self.now, self.timers, self.dispatch.submit
+        )
+        self.messages = MessageRules(config.rules, self.state, self.now, self.dispatch.submit)
+        self.snapshot = SnapshotWriter(self.state, self.state_dir / SNAPSHOT_NAME)
+        self.scheduler.add_periodic("save-state", self.snapshot.save, SAVE_EVERY_SECONDS)
+        self.ingest = MqttIngest(
+            config,
+            self.state,
+            self.frames,
+            on_reading=self._on_reading,
+            extra_topics=self.messages.topics,
+            on_extra=self.messages.on_message,
+        )
         self.shutdown_hooks: list[tuple[str, ShutdownHook]] = []
         self._stopped = threading.Event()
+
+    def _on_reading(self, snapshot: SensorSnapshot) -> None:
+        """Ingest hook (paho's thread): chart history, then event rules — both cheap."""
+        self.history.record(snapshot)
+        self.watcher.on_reading(snapshot)
 
     def add_shutdown_hook(self, name: str, hook: ShutdownHook) -> None:
         """Run ``hook`` on stop, after deliveries finished and before ``offline`` and the
@@ -171,7 +194,7 @@ class Gateway:
             worker.wake()
 
     def fire(self, rule_id: str) -> Post | None:
-        """Fire a rule now (as the scheduler would)."""
+        """Fire a rule now (as the scheduler would), guards included."""
         return self.runner.fire(rule_id)
 
     def start(self) -> None:
@@ -184,6 +207,7 @@ class Gateway:
         self.frames.start()
         self.retention.start()
         self.scheduler.start()
+        self.watcher.start()
         self.ingest.start()
         log.info(
             "gateway %s running: %d sensors, %d cameras, %d rules, publishers: %s; state in %s",
@@ -206,7 +230,11 @@ class Gateway:
             timeout = self.config.health.shutdown_timeout.total_seconds()
         deadline = time.monotonic() + timeout
         self.ingest.pause()
+        self.watcher.stop()
+        self.timers.stop()
         self.scheduler.stop()
+        self.dispatch.stop()
+        self.snapshot.save()
         self.frames.stop()
         self.retention.stop()
         for worker in self.workers.values():

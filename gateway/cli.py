@@ -53,7 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
         "preview", parents=[common], help="render a rule's post now, publish nothing"
     )
     preview.add_argument("rule", help="rule id")
-    preview.add_argument("--sample", metavar="FILE", help="JSON object of sensor values to use")
+    preview.add_argument(
+        "--sample",
+        metavar="FILE",
+        help="JSON object of sensor values to use (default: the state the daemon last saved)",
+    )
+    preview.add_argument(
+        "--event", metavar="FILE", help="JSON message for an on_message rule"
+    )
     preview.add_argument(
         "--out", metavar="DIR", help="folder for rendered images (default: a temp folder)"
     )
@@ -219,11 +226,11 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    """Render a rule now from sample values, per publisher; publish nothing."""
+    """Render a rule now from saved state or sample values, per publisher; publish nothing."""
     from gateway.preview import preview_rule
 
     config = _load(args)
-    return preview_rule(config, args.rule, sample=args.sample, out=args.out)
+    return preview_rule(config, args.rule, sample=args.sample, out=args.out, event=args.event)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

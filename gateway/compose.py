@@ -20,6 +20,7 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from gateway.filters import FILTERS, defuse_markup
 from gateway.media.attachments import MediaBuilder, MissingMediaError, smallest_budget
 from gateway.media.fitting import MediaFitter
 from gateway.media.frames import FrameStore
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUILTIN_NAMES = frozenset({"now", "gateway", "rule"})
+EVENT_NAMES = frozenset({"event", "topic"})
+"""Extra names of ``on_message`` rules: the decoded message and its topic."""
 _TIGHT_UNITS = ("%", "°")
 
 
@@ -43,6 +46,15 @@ class ComposeError(Exception):
 
 class PostSkippedError(ComposeError):
     """A camera with ``on_missing = "skip_post"`` had no fresh frame: no post this time."""
+
+
+@dataclass(frozen=True)
+class MessageEvent:
+    """An MQTT message that fired an ``on_message`` rule: its topic and decoded payload."""
+
+    topic: str
+    data: Any
+    """The JSON value of the payload, or its text when it is not JSON."""
 
 
 class HistorySource(Protocol):
@@ -70,6 +82,50 @@ def format_value(value: Value | None, unit: str = "", precision: int = 1) -> str
     return f"{text}{unit}" if unit in _TIGHT_UNITS else f"{text} {unit}"
 
 
+class StatsSource(Protocol):
+    """The optional rolling-statistics interface of a state store.
+
+    ``stats(sensor, window)`` returns an object with ``min``, ``max`` and ``mean``
+    (floats or None; ``trend`` optional), or None when nothing is known.  A state
+    without a ``stats`` method, or one raising NotImplementedError, gives ``n/a``.
+    """
+
+    def stats(self, sensor: str, window: timedelta) -> Any:
+        """Statistics of a sensor's readings over the last ``window``."""
+        ...
+
+
+def window_stats(state: object, sensor: str, window: timedelta) -> Any:
+    """``state.stats(sensor, window)`` when the state offers it, else None."""
+    getter = getattr(state, "stats", None)
+    if getter is None:
+        return None
+    try:
+        return getter(sensor, window)
+    except NotImplementedError:
+        return None
+
+
+def _stat(stats: Any, name: str) -> float | None:
+    value = getattr(stats, name, None) if stats is not None else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def trend_of(value: Value | None, hour: Any) -> str | None:
+    """``rising``, ``falling`` or ``steady`` from the last hour's statistics; None if unknown."""
+    explicit = getattr(hour, "trend", None) if hour is not None else None
+    if isinstance(explicit, str):
+        return explicit
+    mean, low, high = _stat(hour, "mean"), _stat(hour, "min"), _stat(hour, "max")
+    if mean is None or not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    spread = (high - low) if low is not None and high is not None else 0.0
+    delta = float(value) - mean
+    if abs(delta) <= max(spread * 0.25, 1e-9):
+        return "steady"
+    return "rising" if delta > 0 else "falling"
+
+
 @dataclass(frozen=True)
 class SensorView:
     """What a template sees of one sensor: ``{{ water_temp }}`` renders value and unit."""
@@ -81,53 +137,76 @@ class SensorView:
     age: timedelta | None
     stale: bool
     previous: Value | None
+    min_24h: float | None = None
+    max_24h: float | None = None
+    mean_1h: float | None = None
+    trend: str | None = None
 
     @classmethod
     def of(
-        cls, sensor: str, snap: SensorSnapshot | None, stale: bool, now: datetime, unit: str
+        cls,
+        sensor: str,
+        snap: SensorSnapshot | None,
+        stale: bool,
+        now: datetime,
+        unit: str,
+        stats_source: object = None,
     ) -> SensorView:
         """Build the view of a sensor's snapshot (or of a sensor with no reading yet)."""
         if snap is None:
             return cls(sensor, None, unit, None, None, True, None)
+        day = window_stats(stats_source, sensor, timedelta(hours=24))
+        hour = window_stats(stats_source, sensor, timedelta(hours=1))
         return cls(
-            sensor, snap.value, snap.unit or unit, snap.at, now - snap.at, stale, snap.previous
+            sensor,
+            snap.value,
+            snap.unit or unit,
+            snap.at,
+            now - snap.at,
+            stale,
+            snap.previous,
+            min_24h=_stat(day, "min"),
+            max_24h=_stat(day, "max"),
+            mean_1h=_stat(hour, "mean"),
+            trend=trend_of(snap.value, hour),
         )
 
     def __str__(self) -> str:
         return format_value(self.value, self.unit)
 
 
-def _time(value: datetime, fmt: str = "%H:%M") -> str:
-    return value.strftime(fmt)
+def make_environment(*, allow_markup: bool = False) -> SandboxedEnvironment:
+    """The sandboxed Jinja2 environment every template of the gateway runs in.
 
-
-def _date(value: datetime, fmt: str = "%Y-%m-%d") -> str:
-    return value.strftime(fmt)
-
-
-def _number(value: object, precision: int = 1) -> str:
-    raw = value.value if isinstance(value, SensorView) else value
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        return f"{float(raw):.{precision}f}"
-    return "n/a" if raw is None else str(raw)
-
-
-def make_environment() -> SandboxedEnvironment:
-    """The sandboxed Jinja2 environment every template of the gateway runs in."""
+    Unless ``allow_markup``, every ``{{ ... }}`` output is passed through
+    :func:`defuse_markup`: values come from MQTT and must not add mentions or links.
+    """
     env = SandboxedEnvironment(
-        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=False,
+        finalize=None if allow_markup else _defused,
     )
-    env.filters.update(time=_time, date=_date, number=_number)
+    env.filters.update(FILTERS)
     return env
 
 
+def _defused(value: object) -> str:
+    return defuse_markup(str(value))
+
+
 _ENV = make_environment()
+_MARKUP_ENV = make_environment(allow_markup=True)
 
 
 def template_problems(rule: RuleConfig, config: GatewayConfig) -> list[str]:
     """Syntax errors and unknown names in a rule's templates, as ``field: message`` lines."""
     known = BUILTIN_NAMES | {s.id for s in config.sensors}
+    if rule.on_message is not None:
+        known |= EVENT_NAMES
     sources = [("text", rule.text)]
+    if rule.fallback_text is not None:
+        sources.append(("fallback_text", rule.fallback_text))
     for i, image in enumerate(rule.images):
         sources.append((f"images[{i}].alt", image.alt))
         if image.caption is not None:
@@ -144,15 +223,17 @@ def template_problems(rule: RuleConfig, config: GatewayConfig) -> list[str]:
             continue
         for unknown in sorted(meta.find_undeclared_variables(ast) - known):
             problems.append(
-                f"{name}: unknown name {unknown!r} (not a sensor id or now/gateway/rule)"
+                f"{name}: unknown name {unknown!r} (not a sensor id or now/gateway/rule"
+                + ("/event/topic)" if rule.on_message is not None else ")")
             )
     return problems
 
 
-def render(source: str, context: Mapping[str, Any]) -> str:
-    """Render one template; any failure becomes a ComposeError."""
+def render(source: str, context: Mapping[str, Any], *, allow_markup: bool = False) -> str:
+    """Render one template completely, or raise ComposeError (never half a text)."""
+    env = _MARKUP_ENV if allow_markup else _ENV
     try:
-        return _ENV.from_string(source).render(context).strip()
+        return env.from_string(source).render(context).strip()
     except jinja2.TemplateError as exc:
         raise ComposeError(f"template error: {exc}") from exc
     except (ArithmeticError, TypeError, ValueError, AttributeError) as exc:
@@ -183,27 +264,59 @@ class Composer:
         self._media = MediaBuilder(config, cameras, store, history, media_dir)
         self.fitter = fitter or MediaFitter()
 
-    def context(self, rule: RuleConfig, now: datetime) -> dict[str, Any]:
-        """The names a template sees: each sensor, ``now``, ``gateway``, ``rule``."""
+    def is_stale(self, sensor: str, now: datetime) -> bool:
+        """True when a sensor has no fresh reading."""
+        return self._state.is_stale(sensor, now)
+
+    def context(
+        self,
+        rule: RuleConfig,
+        now: datetime,
+        event: MessageEvent | None = None,
+        readings: Mapping[str, SensorSnapshot] | None = None,
+    ) -> dict[str, Any]:
+        """The names a template sees: each sensor, ``now``, ``gateway``, ``rule``.
+
+        ``on_message`` rules also see ``event`` (the decoded message) and ``topic``.
+        ``readings`` (sensor values at trigger time) take precedence over the state.
+        """
+        readings = readings or {}
         ctx: dict[str, Any] = {
             sensor: SensorView.of(
-                sensor, self._state.get(sensor), self._state.is_stale(sensor, now), now, unit
+                sensor,
+                readings.get(sensor) or self._state.get(sensor),
+                self._state.is_stale(sensor, now),
+                now,
+                unit,
+                self._state,
             )
             for sensor, unit in self._units.items()
         }
         ctx.update(now=now, gateway=self._config.gateway.name, rule=rule.id)
+        if event is not None:
+            ctx.update(event=event.data, topic=event.topic)
         return ctx
 
     def compose(
-        self, rule: RuleConfig, now: datetime, targets: Mapping[str, Capabilities] | None = None
+        self,
+        rule: RuleConfig,
+        now: datetime,
+        targets: Mapping[str, Capabilities] | None = None,
+        *,
+        event: MessageEvent | None = None,
+        use_fallback: bool = False,
+        readings: Mapping[str, SensorSnapshot] | None = None,
     ) -> Post:
         """Render a rule's text and images into a post (not yet stored anywhere).
 
         ``targets`` (publisher id → capabilities) bound the size of a timelapse.
-        Raises :class:`PostSkippedError` when a ``skip_post`` camera has no frame.
+        ``use_fallback`` renders ``fallback_text`` instead of ``text`` (a required
+        sensor is stale).  Raises :class:`PostSkippedError` when a ``skip_post``
+        camera has no frame.
         """
-        ctx = self.context(rule, now)
-        text = render(rule.text, ctx)
+        ctx = self.context(rule, now, event, readings)
+        source = rule.fallback_text if use_fallback and rule.fallback_text else rule.text
+        text = render(source, ctx, allow_markup=rule.allow_markup)
         if not text:
             raise ComposeError("the text template rendered to nothing")
         post_id = new_post_id()
@@ -228,15 +341,16 @@ class Composer:
         budget: int | None,
     ) -> tuple[MediaItem, ...]:
         makers: list[Callable[[], MediaItem]] = []
+        markup = rule.allow_markup
         for n, image in enumerate(rule.images):
-            caption = render(image.caption, ctx) if image.caption else None
-            alt = render(image.alt, ctx)
+            caption = render(image.caption, ctx, allow_markup=markup) if image.caption else None
+            alt = render(image.alt, ctx, allow_markup=markup)
             makers.append(partial(self._media.photo, post_id, n, image.camera, caption, alt, now))
         for n, chart in enumerate(rule.charts, start=len(rule.images)):
-            alt = render(chart.alt, ctx)
+            alt = render(chart.alt, ctx, allow_markup=markup)
             makers.append(partial(self._media.chart, post_id, n, chart, alt, now))
         if rule.timelapse is not None:
-            alt = render(rule.timelapse.alt, ctx)
+            alt = render(rule.timelapse.alt, ctx, allow_markup=markup)
             makers.append(partial(self._media.timelapse, post_id, rule.timelapse, alt, now, budget))
         return tuple(item for make in makers if (item := self._attach(rule.id, make)))
 

@@ -15,7 +15,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,6 +57,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE deliveries ADD COLUMN media TEXT;
     """,
+    # 3: threads.  `parts` is a JSON list of the numbered posts of a thread (rules with
+    # overflow = "thread" whose text did not fit); NULL for a single post.  `text`
+    # stays plain text: the first part of a thread, else the whole fitted text.
+    """
+    ALTER TABLE deliveries ADD COLUMN parts TEXT;
+    CREATE INDEX posts_rule ON posts (rule, id);
+    """,
 )
 
 
@@ -73,6 +80,8 @@ class Delivery:
     last_error: str | None
     media: tuple[MediaItem, ...] | None = None
     """This publisher's fitted copies of the images; None means the post's own."""
+    parts: tuple[str, ...] = ()
+    """The posts of a thread, in order (``text`` is the first); empty for a single post."""
 
     @property
     def media_to_send(self) -> tuple[MediaItem, ...]:
@@ -102,6 +111,10 @@ def _media_from_json(raw: str) -> tuple[MediaItem, ...]:
         MediaItem(Path(m["path"]), m["mime"], m["width"], m["height"], m["bytes"], m["alt"])
         for m in json.loads(raw)
     )
+
+
+def _parts_to_json(parts: Sequence[str] | None) -> str | None:
+    return json.dumps(list(parts), ensure_ascii=False) if parts and len(parts) > 1 else None
 
 
 def _optional_media(media: tuple[MediaItem, ...] | None) -> str | None:
@@ -184,14 +197,17 @@ class Outbox:
         now: float | None = None,
         *,
         media: Mapping[str, tuple[MediaItem, ...]] | None = None,
+        threads: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         """Commit a post and a ``pending`` delivery per publisher (publisher id → fitted text).
 
         ``media`` maps a publisher id to its own fitted images; a publisher it does
-        not name gets the post's media.
+        not name gets the post's media.  ``threads`` maps a publisher id to the parts
+        of a thread, when the post became one for that publisher.
         """
         now = time.time() if now is None else now
         media = media or {}
+        threads = threads or {}
         with self._tx() as conn:
             conn.execute(
                 "INSERT INTO posts (id, rule, created_at, text, lang, media) VALUES (?,?,?,?,?,?)",
@@ -206,9 +222,17 @@ class Outbox:
             )
             conn.executemany(
                 "INSERT INTO deliveries (post_id, publisher, text, status,"
-                " next_attempt_at, updated_at, media) VALUES (?,?,?,'pending',?,?,?)",
+                " next_attempt_at, updated_at, media, parts) VALUES (?,?,?,'pending',?,?,?,?)",
                 [
-                    (post.id, publisher, text, now, now, _optional_media(media.get(publisher)))
+                    (
+                        post.id,
+                        publisher,
+                        text,
+                        now,
+                        now,
+                        _optional_media(media.get(publisher)),
+                        _parts_to_json(threads.get(publisher)),
+                    )
                     for publisher, text in texts.items()
                 ],
             )
@@ -319,6 +343,7 @@ class Outbox:
             row["next_attempt_at"],
             row["last_error"],
             media=None if own is None else _media_from_json(own),
+            parts=tuple(json.loads(row["parts"])) if row["parts"] else (),
         )
 
     def history(self, limit: int = 20) -> list[dict[str, Any]]:
@@ -385,6 +410,14 @@ class Outbox:
         sql = f"SELECT * FROM posts{where} ORDER BY id DESC LIMIT 1"  # noqa: S608 - constant parts
         row = self._conn().execute(sql, (rule,) if rule else ()).fetchone()
         return _post_from_row(row) if row else None
+
+    def recent_posts(self, rule: str, limit: int) -> list[tuple[datetime, str]]:
+        """The newest ``limit`` posts of a rule as (created_at, text), newest first."""
+        rows = self._conn().execute(
+            "SELECT created_at, text FROM posts WHERE rule=? ORDER BY id DESC LIMIT ?",
+            (rule, limit),
+        )
+        return [(datetime.fromisoformat(at), text) for at, text in rows]
 
     def sent_since(self, publisher: str, since: float) -> tuple[int, float | None]:
         """How many deliveries of ``publisher`` were sent since ``since`` (epoch seconds),

@@ -1,8 +1,11 @@
 """``things-gateway preview RULE``: what a rule would post now, per publisher.
 
 Nothing is published and nothing is written to the outbox.  Sensor values come
-from ``--sample FILE`` (a JSON object ``{"sensor_id": value, ...}``); sensors it
-does not name render as ``n/a``.
+from ``--sample FILE`` (a JSON object ``{"sensor_id": value, ...}``; sensors it does
+not name render as ``n/a``), else from the last state the daemon saved
+(``<state_dir>/state.json``, see :mod:`gateway.snapshot`).  ``on_message`` rules
+take the message from ``--event FILE`` (JSON).  Guards are not applied: the
+preview shows what the rule *would* say.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from gateway.compose import ComposeError, Composer
+from gateway.compose import ComposeError, Composer, MessageEvent
 from gateway.config import ConfigError, GatewayConfig
-from gateway.model import Reading
+from gateway.model import MediaItem, Reading
 from gateway.publishers import build_publisher
-from gateway.publishers.base import PublisherContext
+from gateway.publishers.base import Capabilities, PublisherContext
+from gateway.rules import fit_post
+from gateway.snapshot import SNAPSHOT_NAME, load_snapshot
 from gateway.state import StateStore
-from gateway.textfit import count_length, fit_text
+from gateway.textfit import count_length
+from gateway.triggers import decode_event
 
 
 def load_sample(path: Path, config: GatewayConfig, now: datetime) -> StateStore:
@@ -42,8 +48,31 @@ def load_sample(path: Path, config: GatewayConfig, now: datetime) -> StateStore:
     return state
 
 
+def load_event(path: Path, topic: str) -> MessageEvent:
+    """The ``--event FILE`` message for an ``on_message`` rule."""
+    try:
+        return MessageEvent(topic, decode_event(path.read_bytes()))
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read event: {exc.strerror}"]) from None
+
+
+def _state_for(config: GatewayConfig, sample: str | None, now: datetime) -> StateStore:
+    if sample:
+        return load_sample(Path(sample), config, now)
+    state = StateStore({s.id: s.expire_after for s in config.sensors if s.expire_after})
+    path = config.gateway.resolved_state_dir() / SNAPSHOT_NAME
+    if not load_snapshot(path, state, {s.id for s in config.sensors}):
+        print(f"(no saved state at {path}: sensors show n/a; use --sample FILE)", file=sys.stderr)
+    return state
+
+
 def preview_rule(
-    config: GatewayConfig, rule_id: str, *, sample: str | None, out: str | None
+    config: GatewayConfig,
+    rule_id: str,
+    *,
+    sample: str | None,
+    out: str | None,
+    event: str | None = None,
 ) -> int:
     """Print the rule's post fitted to each of its publishers; returns an exit code."""
     try:
@@ -53,26 +82,40 @@ def preview_rule(
         print(f"no rule {rule_id!r} (rules: {known})", file=sys.stderr)
         return 2
     now = datetime.now(config.gateway.tz)
-    state = load_sample(Path(sample), config, now) if sample else StateStore()
+    state = _state_for(config, sample, now)
+    message = None
+    if rule.on_message is not None:
+        message = load_event(Path(event), rule.on_message.topic) if event else None
+        if message is None:
+            print(f"rule {rule_id} fires on messages: give one with --event FILE", file=sys.stderr)
+            return 2
     media_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="things-gateway-preview-"))
     ctx = PublisherContext(config.gateway.resolved_state_dir(), config.gateway.name)
     publishers = {p.id: p for p in config.publishers}
     targets = {pid: build_publisher(publishers[pid], ctx).capabilities for pid in rule.publish_to}
     composer = Composer(config, state, media_dir)
     try:
-        post = composer.compose(rule, now, targets)
+        post = composer.compose(rule, now, targets, event=message)
     except ComposeError as exc:
         print(f"rule {rule_id}: {exc}", file=sys.stderr)
         return 1
-    fitted = composer.fit_media(post, targets)
+    media = composer.fit_media(post, targets)
+    fitted = fit_post(post, targets, rule.overflow)
     for pid, caps in targets.items():
-        text = fit_text(post.text, caps)
-        limit = f"{caps.max_text} {caps.text_counting}" if caps.max_text else "no limit"
-        print(f"── {pid} ({publishers[pid].type}): {count_length(text, caps)} / {limit}")
-        print(text)
-        for item in fitted[pid]:
-            print(
-                f"image: {item.path} ({item.width}x{item.height}, {item.bytes} bytes)"
-                f" alt: {item.alt}"
-            )
+        parts = fitted.threads.get(pid) or [fitted.texts[pid]]
+        _print_target(f"{pid} ({publishers[pid].type})", caps, parts, media[pid])
     return 0
+
+
+def _print_target(
+    name: str, caps: Capabilities, parts: list[str], media: tuple[MediaItem, ...]
+) -> None:
+    """One publisher's fitted text (or thread parts) with counted length, then its images."""
+    limit = f"{caps.max_text} {caps.text_counting}" if caps.max_text else "no limit"
+    for n, text in enumerate(parts, 1):
+        where = f" part {n}/{len(parts)}" if len(parts) > 1 else ""
+        print(f"── {name}{where}: {count_length(text, caps)} / {limit}")
+        print(text)
+    for item in media:
+        size = f"{item.width}x{item.height}, {item.bytes} bytes"
+        print(f"image: {item.path} ({size}) alt: {item.alt}")

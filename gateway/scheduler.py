@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -62,32 +63,78 @@ def crontab_days(field: str) -> str:
     return ",".join(_DAY_NAMES[d] for d in sorted(set(days)))
 
 
-def cron_trigger(expr: str, tz: tzinfo) -> CronTrigger:
-    """A CronTrigger from a 5-field crontab expression, with crontab weekday numbering."""
+class LocalCronTrigger(CronTrigger):  # type: ignore[misc]
+    """A CronTrigger that runs a fixed-hour job once per wall-clock time, as cron does.
+
+    APScheduler 3 fires ``30 1 * * *`` twice on the night clocks go back (01:30 BST
+    and 01:30 GMT).  When the hour field is fixed, a fire time showing the same local
+    wall time as the previous run is skipped.  Jobs with ``*`` hours (``0 * * * *``)
+    keep running every real hour through the change.
+    """
+
+    def __init__(self, *, once_per_wall_time: bool, **fields: Any) -> None:
+        super().__init__(**fields)
+        self.once_per_wall_time = once_per_wall_time
+
+    def _wall(self, moment: datetime) -> tuple[int, ...]:
+        local = moment.astimezone(self.timezone)
+        key = (local.year, local.month, local.day, local.hour, local.minute)
+        return key if self.jitter is None else key[:4]
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        """The next fire time, skipping a repeat of the previous wall-clock time."""
+        nxt: datetime | None = super().get_next_fire_time(previous_fire_time, now)
+        if not self.once_per_wall_time or previous_fire_time is None:
+            return nxt
+        for _ in range(3):  # the repeated hour is one hour long; never loop for ever
+            if nxt is None or self._wall(nxt) != self._wall(previous_fire_time):
+                break
+            # Probe an hour on, in UTC: APScheduler loses `fold` in local arithmetic.
+            nxt = super().get_next_fire_time(nxt, nxt.astimezone(UTC) + timedelta(hours=1))
+        return nxt
+
+
+def cron_trigger(expr: str, tz: tzinfo, jitter: float | None = None) -> CronTrigger:
+    """A CronTrigger from a 5-field crontab expression, with crontab weekday numbering.
+
+    Times are wall-clock times in ``tz``: ``0 8 * * *`` is 08:00 local on both sides of
+    a DST change; a time that does not exist that day (01:30 when clocks spring forward
+    in Europe/London) runs an hour later, at 02:30 BST; one that happens twice runs once.
+    """
     fields = expr.split()
     if len(fields) != 5:
         raise ValueError(f"expected 5 fields (minute hour day month weekday), got {len(fields)}")
     minute, hour, day, month, weekday = fields
-    return CronTrigger(
+    return LocalCronTrigger(
+        once_per_wall_time="*" not in hour,
         minute=minute,
         hour=hour,
         day=day,
         month=month,
         day_of_week=crontab_days(weekday),
         timezone=tz,
+        jitter=jitter,
     )
 
 
 def trigger_for(rule: RuleConfig, tz: tzinfo) -> BaseTrigger:
-    """The APScheduler trigger of a time-based rule."""
+    """The APScheduler trigger of a time-based rule (with its random ``jitter``, if any)."""
+    jitter = int(rule.jitter.total_seconds()) if rule.jitter else None
     if rule.cron is not None:
-        return cron_trigger(rule.cron, tz)
+        return cron_trigger(rule.cron, tz, jitter)
     assert rule.every is not None
-    return IntervalTrigger(seconds=rule.every.total_seconds(), timezone=tz)
+    return IntervalTrigger(seconds=rule.every.total_seconds(), timezone=tz, jitter=jitter)
+
+
+MISFIRE_GRACE_SECONDS = 60
+"""A run up to this late still happens (e.g. the pool was busy); later ones are skipped."""
+JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE_SECONDS}
 
 
 class RuleScheduler:
-    """Runs ``fire(rule_id)`` for each time-based rule on its schedule."""
+    """Runs ``fire(rule_id)`` for each time-based rule on its schedule (others are ignored)."""
 
     def __init__(
         self, rules: tuple[RuleConfig, ...], tz: tzinfo, fire: Callable[[str], object]
@@ -96,18 +143,29 @@ class RuleScheduler:
             timezone=tz,
             executors={"default": {"type": "threadpool", "max_workers": 2}},
             # A rule that missed its time (busy or suspended) runs once, not N times.
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
+            job_defaults=JOB_DEFAULTS,
         )
+        self._tz = tz
         for rule in rules:
+            if rule.every is None and rule.cron is None:
+                continue
             self._scheduler.add_job(
                 fire, trigger_for(rule, tz), args=[rule.id], id=rule.id, name=rule.id
             )
 
+    def add_periodic(self, name: str, fn: Callable[[], object], every_seconds: float) -> None:
+        """Run a housekeeping function at an interval (e.g. saving the state snapshot)."""
+        self._scheduler.add_job(
+            fn, IntervalTrigger(seconds=every_seconds, timezone=self._tz), id=f"_{name}", name=name
+        )
+
+    def jobs(self) -> dict[str, BaseTrigger]:
+        """Job id → trigger, for status and tests."""
+        return {job.id: job.trigger for job in self._scheduler.get_jobs()}
+
     def add_heartbeat(self, beat: Callable[[], object], seconds: float) -> None:
         """Run ``beat`` every ``seconds`` on the scheduler's own pool (proves it is not hung)."""
-        self._scheduler.add_job(
-            beat, "interval", seconds=seconds, id="__heartbeat__", name="heartbeat"
-        )
+        self.add_periodic("_heartbeat_", beat, seconds)
 
     def start(self) -> None:
         """Start the scheduler thread."""

@@ -236,11 +236,11 @@ def fill(folder: Path) -> Path:
     """Write a filler file until the file system is full."""
     filler = folder / "filler"
     chunk = b"\0" * 65536
-    with open(filler, "wb") as fh:
+    # Unbuffered: a buffered file would raise ENOSPC again when closed.
+    with open(filler, "wb", buffering=0) as fh:
         try:
             while True:
                 fh.write(chunk)
-                fh.flush()
         except OSError:
             pass
     with contextlib.suppress(OSError), open(folder / "filler2", "wb") as fh:  # the last blocks

@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from gateway.delivery import DeliveryWorker, RetryPolicy
-from gateway.model import MediaItem, PermanentError, Post, Receipt, RetryableError, new_post_id
+from gateway.model import (
+    MediaItem,
+    PermanentError,
+    Post,
+    Receipt,
+    RetryableError,
+    _IdState,
+    new_post_id,
+)
 from gateway.outbox import MIGRATIONS, Outbox
 from gateway.publishers.base import Capabilities
 from gateway.publishers.file import FilePublisher, read_archive
@@ -199,9 +207,12 @@ def test_file_publisher_is_idempotent_and_survives_torn_lines(tmp_path: Path) ->
     assert records[0]["created_at"].endswith("+00:00")
 
 
-def test_post_ids_are_unique_and_time_ordered() -> None:
+def test_post_ids_are_unique_and_time_ordered(monkeypatch: pytest.MonkeyPatch) -> None:
     ids = [new_post_id() for _ in range(2000)]
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)
     assert all(len(i) == 26 for i in ids)
+    # An id from 2033 would pin every later id of this process to that millisecond
+    # (ids never go backwards); keep the process-wide id state out of other tests.
+    monkeypatch.setattr("gateway.model._ID_STATE", _IdState())
     assert new_post_id(now_ms=1_000) < new_post_id(now_ms=2_000_000_000_000)

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 Target = SensorConfig | CameraConfig
 ReadingListener = Callable[[SensorSnapshot], None]
+MessageListener = Callable[[str, bytes], None]
 
 
 @dataclass
@@ -75,11 +76,18 @@ class MqttIngest:
         state: StateStore,
         frames: FrameStore,
         on_reading: ReadingListener | None = None,
+        *,
+        extra_topics: Sequence[str] = (),
+        on_extra: MessageListener | None = None,
     ) -> None:
+        """``on_reading`` is called after each state update; ``on_extra(topic, payload)``
+        for each message on ``extra_topics`` (event rules).  Both run in paho's thread."""
         self._config = config
         self._state = state
         self._frames = frames
         self._on_reading = on_reading
+        self._extra_topics = tuple(extra_topics)
+        self._on_extra = on_extra
         self._router = build_router(config)
         self._rate_log = RateLimitedLog(log)
         self.stats = IngestStats()
@@ -170,7 +178,7 @@ class MqttIngest:
         self.connected.set()
         log.info("connected to MQTT broker (session present: %s)", flags.session_present)
         client.publish(status_topic(self._config), "online", qos=1, retain=True)
-        topics = self._router.subscriptions()
+        topics = list(dict.fromkeys([*self._router.subscriptions(), *self._extra_topics]))
         if not topics:
             self.ready.set()
             return
@@ -226,6 +234,10 @@ class MqttIngest:
                 self._frames.offer(target.id, payload, at)
             else:
                 self._handle_sensor(target, topic, payload, at)
+        if self._on_extra is not None and any(
+            mqtt.topic_matches_sub(f, topic) for f in self._extra_topics
+        ):
+            self._on_extra(topic, payload)
 
     def _handle_sensor(
         self, sensor: SensorConfig, topic: str, payload: bytes, at: datetime
