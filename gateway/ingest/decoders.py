@@ -124,15 +124,53 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
+JSON_FORMATS = frozenset({"json", "tasmota", "zigbee2mqtt"})
+
+
 def decode_payload(payload: bytes, fmt: str, field: str | None) -> Value:
-    """Decode one sensor payload in the given format (number, json, text, bool)."""
+    """Decode one sensor payload in the given format.
+
+    ``number``, ``bool`` and ``text`` read the whole payload; ``json``,
+    ``tasmota`` and ``zigbee2mqtt`` read the value at the dotted ``field``.
+    """
     if fmt == "number":
         return to_number(_text(payload))
     if fmt == "bool":
         return to_bool(_text(payload))
     if fmt == "text":
         return to_text(_text(payload))
-    if fmt == "json":
-        assert field is not None
-        return coerce(json_field(parse_json(payload), field), "number-or-json")
+    if fmt in JSON_FORMATS:
+        if not field:
+            raise DecodeError(f"format {fmt!r} needs a field")
+        return from_document(parse_json(payload), field)
     raise DecodeError(f"unknown format {fmt!r}")
+
+
+def from_document(document: Any, field: str) -> Value:
+    """The value at ``field`` of an already parsed JSON document."""
+    return coerce(json_field(document, field), "number-or-json")
+
+
+def parse_availability(payload: bytes) -> bool:
+    """True for online, False for offline.
+
+    Accepts Tasmota's ``Online``/``Offline`` LWT, Zigbee2MQTT's ``{"state":"online"}``
+    and its legacy plain ``online``/``offline``, and bool-like words (1/0, true/false).
+    """
+    text = _text(payload)
+    if text.startswith("{"):
+        document = parse_json(payload)
+        if not isinstance(document, dict) or "state" not in document:
+            raise DecodeError("availability JSON has no 'state'")
+        return to_bool(document["state"])
+    return to_bool(text)
+
+
+def transform_number(
+    value: float, scale: float, offset: float, precision: int | None
+) -> float:
+    """``value * scale + offset``, rounded to ``precision`` decimals when given."""
+    result = value * scale + offset
+    if not math.isfinite(result):
+        raise DecodeError("number is not finite after scale and offset")
+    return round(result, precision) if precision is not None else result
