@@ -16,6 +16,7 @@ from pathlib import Path
 from gateway.compose import Composer
 from gateway.config import GatewayConfig
 from gateway.delivery import DeliveryWorker, RetryPolicy
+from gateway.history import HistoryStore, HistoryWriter
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
 from gateway.model import Post
@@ -45,7 +46,18 @@ class Gateway:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.tz = config.gateway.tz
         self.outbox = Outbox(self.state_dir / DB_NAME)
-        self.state = StateStore({s.id: s.expire_after for s in config.sensors if s.expire_after})
+        self.state = StateStore(
+            {s.id: s.expire_after for s in config.sensors if s.expire_after and not s.captures},
+            windows=config.state.windows,
+            max_sensors=config.state.max_sensors,
+        )
+        self.history = HistoryStore(self.state_dir / DB_NAME, self.state)
+        self.history_writer = HistoryWriter(
+            self.state,
+            self.history,
+            interval=config.state.history_flush_interval,
+            retention=config.state.history_retention,
+        )
         self.frames = FrameStore(self.state_dir / "media" / "frames", self.state)
         ctx = PublisherContext(self.state_dir, config.gateway.name, store=self.outbox)
         self.publishers: dict[str, Publisher] = {
@@ -88,6 +100,7 @@ class Gateway:
         for worker in self.workers.values():
             worker.start()
         self.frames.start()
+        self.history_writer.start()
         self.scheduler.start()
         self.ingest.start()
         log.info(
@@ -108,6 +121,8 @@ class Gateway:
         self.ingest.stop()
         self.scheduler.stop()
         self.frames.stop()
+        self.history_writer.stop()
+        self.history.close()
         for worker in self.workers.values():
             if not worker.stop(timeout):
                 log.warning(

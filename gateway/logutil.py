@@ -50,8 +50,11 @@ class RateLimitedLog:
         self._suppressed: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def warning(self, key: str, message: str, *args: object) -> bool:
-        """Log ``message`` unless ``key`` was logged within the interval; True if logged."""
+    def warning(self, key: str, message: str, *args: object, exc_info: bool = False) -> bool:
+        """Log ``message`` unless ``key`` was logged within the interval; True if logged.
+
+        ``exc_info=True`` adds the traceback of the exception being handled.
+        """
         now = self._clock()
         with self._lock:
             last = self._last.get(key)
@@ -62,5 +65,5 @@ class RateLimitedLog:
             suppressed = self._suppressed.pop(key, 0)
         if suppressed:
             message += f" (and {suppressed} more like it since the last report)"
-        self._logger.warning(message, *args)
+        self._logger.warning(message, *args, exc_info=exc_info)
         return True

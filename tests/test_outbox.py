@@ -11,7 +11,7 @@ import pytest
 
 from gateway.delivery import DeliveryWorker, RetryPolicy
 from gateway.model import MediaItem, PermanentError, Post, Receipt, RetryableError, new_post_id
-from gateway.outbox import Outbox
+from gateway.outbox import MIGRATIONS, Outbox
 from gateway.publishers.base import Capabilities
 from gateway.publishers.file import FilePublisher, read_archive
 
@@ -56,7 +56,7 @@ def test_post_and_deliveries_committed_before_publishing(tmp_path: Path) -> None
     ).fetchall()
     assert rows == [("a", "pending", "text for a"), ("b", "pending", "text for b")]
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
 def test_worker_sends_in_order_and_records_receipts(tmp_path: Path) -> None:

@@ -33,7 +33,10 @@ def to_number(raw: object) -> float:
     if isinstance(raw, bool):
         raise DecodeError("expected a number, got a boolean")
     if isinstance(raw, int | float):
-        value = float(raw)
+        try:
+            value = float(raw)
+        except OverflowError:  # a JSON integer with hundreds of digits
+            raise DecodeError("number too large") from None
     elif isinstance(raw, str):
         token = raw.strip().split()[0] if raw.strip() else ""
         try:
@@ -81,6 +84,8 @@ def parse_json(payload: bytes) -> Any:
         raise DecodeError("JSON nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise DecodeError(f"invalid JSON: {exc.msg} at position {exc.pos}") from None
+    except ValueError as exc:  # e.g. an integer longer than Python's digit limit
+        raise DecodeError(f"invalid JSON: {str(exc)[:80]}") from None
 
 
 def json_field(document: Any, path: str) -> object:
@@ -166,9 +171,7 @@ def parse_availability(payload: bytes) -> bool:
     return to_bool(text)
 
 
-def transform_number(
-    value: float, scale: float, offset: float, precision: int | None
-) -> float:
+def transform_number(value: float, scale: float, offset: float, precision: int | None) -> float:
     """``value * scale + offset``, rounded to ``precision`` decimals when given."""
     result = value * scale + offset
     if not math.isfinite(result):
