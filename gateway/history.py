@@ -179,9 +179,9 @@ class HistoryWriter:
                 last_prune = time.monotonic()
                 self._prune()
 
-    def flush(self, *, include_current: bool = False) -> int:
-        """Write the finished minutes now; returns the number of rows written."""
-        rows = self._retry + self._state.take_minutes(include_current=include_current)
+    def flush(self, now: datetime | None = None, *, include_current: bool = False) -> int:
+        """Write the minutes finished by ``now`` (default: the clock); returns rows written."""
+        rows = self._retry + self._state.take_minutes(now, include_current=include_current)
         self._retry = []
         try:
             written = self._store.write(rows)
