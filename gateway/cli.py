@@ -72,9 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=float, default=None, metavar="SECONDS", help="stop after this long"
     )
     demo.add_argument(
-        "--broker",
-        choices=("auto", "mosquitto", "amqtt"),
-        default="auto",
+        "--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
         help="private broker: mosquitto if installed, else the embedded amqtt (default auto)",
     )
     demo.add_argument(
