@@ -245,7 +245,8 @@ def test_shared_subscription_splits_without_duplicates(
     publish(broker, [(f"{mqtt_topic}/meter/m{int(v) % 7}", str(v)) for v in sent])
     wait_until(lambda: sum(len(g.values("meter")) for g in gws) >= len(sent))
     a, b = (g.values("meter") for g in gws)
-    assert a and b, "both gateways should get a share"
+    assert a, "both gateways should get a share"
+    assert b, "both gateways should get a share"
     assert sorted(a + b) == sent  # every reading handled exactly once
 
 
