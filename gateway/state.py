@@ -11,19 +11,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from gateway.model import Frame, Reading, Value
 from gateway.windows import MinuteBuckets, MinuteRow, RollingWindow, WindowStats
 
 
-@dataclass(frozen=True, slots=True)
-class SensorSnapshot:
-    """What is known about one sensor right now.
+class SensorSnapshot(NamedTuple):
+    """What is known about one sensor right now (immutable).
 
     ``offline`` is set by the device's availability topic or LWT; whether the
     sensor is *stale* depends on the time of asking (:meth:`StateStore.is_stale`).
+    A named tuple rather than a frozen dataclass: it is made for every reading,
+    and a tuple is five times cheaper to build.
     """
 
     sensor: str
@@ -32,7 +34,7 @@ class SensorSnapshot:
     at: datetime
     previous: Value | None = None
     previous_at: datetime | None = None
-    count: int = 1
+    count: int = 1  # type: ignore[assignment]  # shadows tuple.count, on purpose
     offline: bool = False
     topic: str = ""
 
@@ -60,7 +62,7 @@ class _Sensor:
         self.counters = SensorCounters()
         self.expire_after = expire_after
         self.windows = tuple(RollingWindow(w) for w in windows)
-        self.minutes = MinuteBuckets()
+        self.minutes = MinuteBuckets(self.windows)
         self.offline = False
 
 
@@ -123,10 +125,20 @@ class StateStore:
         return snap
 
     def record(
-        self, sensor: str, value: Value, unit: str, at: datetime, topic: str = ""
+        self,
+        sensor: str,
+        value: Value,
+        unit: str,
+        at: datetime,
+        topic: str = "",
+        t: float | None = None,
     ) -> SensorSnapshot | None:
-        """Record one reading; the new snapshot, or None when the store is full."""
-        t = at.timestamp()
+        """Record one reading (``t``: ``at`` as epoch seconds, if already known).
+
+        Returns the new snapshot, or None when the store is full.
+        """
+        if t is None:
+            t = at.timestamp()
         with self._lock:
             record = self._records.get(sensor) or self._record(sensor)
             if record is None:
@@ -134,17 +146,14 @@ class StateStore:
                 return None
             old = record.snapshot
             if old is None:
-                snap = SensorSnapshot(sensor, value, unit, at, topic=topic)
+                snap = SensorSnapshot(sensor, value, unit, at, None, None, 1, False, topic)
             else:
                 snap = SensorSnapshot(
                     sensor, value, unit, at, old.value, old.at, old.count + 1, False, topic
                 )
             record.snapshot = snap
             record.offline = False
-            record.counters.accepted += 1
             if type(value) is float:
-                for window in record.windows:
-                    window.add(value, t)
                 record.minutes.add(value, t)
             self._snapshots[sensor] = snap
         return snap
@@ -169,7 +178,7 @@ class StateStore:
                 return
             record.offline = offline = not online
             if record.snapshot is not None and record.snapshot.offline != offline:
-                record.snapshot = replace(record.snapshot, offline=offline)
+                record.snapshot = record.snapshot._replace(offline=offline)
                 self._snapshots[sensor] = record.snapshot
 
     # -- reading (any thread) ------------------------------------------------------
@@ -186,7 +195,11 @@ class StateStore:
         """A copy of the per-sensor counters."""
         with self._lock:
             return {
-                k: SensorCounters(r.counters.accepted, r.counters.rejected, r.counters.last_error)
+                k: SensorCounters(
+                    r.snapshot.count if r.snapshot else 0,
+                    r.counters.rejected,
+                    r.counters.last_error,
+                )
                 for k, r in self._records.items()
             }
 
@@ -227,7 +240,7 @@ class StateStore:
             record = self._records.get(sensor)
             for rolling in record.windows if record else ():
                 if rolling.window == window:
-                    return rolling.stats(t)
+                    return rolling.stats(t, record.minutes.current())  # type: ignore[union-attr]
         return None
 
     def windows(self, sensor: str) -> tuple[timedelta, ...]:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from gateway.history import HistoryStore, HistoryWriter
 from gateway.model import Reading
 from gateway.state import StateStore
-from gateway.windows import MinuteBuckets, RollingWindow
+from gateway.windows import MinuteBuckets
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -98,27 +98,30 @@ def test_window_forgets_old_slots_and_text_values_are_not_counted() -> None:
     ).map(sorted)
 )
 def test_window_matches_brute_force(readings: list[tuple[int, float]]) -> None:
-    window = RollingWindow(HOUR, slots=60)  # one slot per minute
+    state = StateStore(windows=[HOUR])  # 30 slots of 2 minutes
     base = T0.timestamp()
     for offset, value in readings:
-        window.add(value, base + offset)
-    now = base + readings[-1][0]
-    oldest_slot = int(now // 60) - 59
-    inside = [v for o, v in readings if int((base + o) // 60) >= oldest_slot]
-    stats = window.stats(now)
+        state.record("t", value, "", T0 + timedelta(seconds=offset))
+    now = T0 + timedelta(seconds=readings[-1][0])
+    oldest_slot = int(now.timestamp() // 120) - 29
+    inside = [v for o, v in readings if int((base + o) // 120) >= oldest_slot]
+    stats = state.stats("t", HOUR, now=now)
     assert stats is not None
     assert stats.count == len(inside)
     assert (stats.min, stats.max) == (min(inside), max(inside))
     assert stats.mean == pytest.approx(statistics.fmean(inside), rel=1e-6, abs=1e-6)
-    assert stats.last == readings[-1][1]
+    assert (stats.first, stats.last) == (inside[0], readings[-1][1])
 
 
 def test_window_memory_is_bounded() -> None:
-    window = RollingWindow(timedelta(hours=24))
+    state = StateStore(windows=[timedelta(hours=24)])
+    state.record("t", 0.0, "", T0)
+    window = state._records["t"].windows[0]
     before = sys.getsizeof(window._data) + sys.getsizeof(window._slots)
     for i in range(100_000):
-        window.add(float(i), T0.timestamp() + i)
+        state.record("t", float(i), "", T0 + timedelta(seconds=i))
     assert sys.getsizeof(window._data) + sys.getsizeof(window._slots) == before
+    assert len(state._records["t"].minutes.pending) <= 1440
 
 
 def test_max_sensors_bounds_the_store() -> None:

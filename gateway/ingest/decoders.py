@@ -75,11 +75,17 @@ def to_text(raw: object) -> str:
     return text
 
 
+_DECODER = json.JSONDecoder()
+
+
 def parse_json(payload: bytes) -> Any:
     """Parse JSON, turning every failure (including absurd nesting) into DecodeError."""
-    text = _text(payload)
     try:
-        return json.loads(text)
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError("payload is not valid UTF-8") from None
+    try:
+        return _DECODER.decode(text)
     except RecursionError:
         raise DecodeError("JSON nested too deeply") from None
     except json.JSONDecodeError as exc:
@@ -151,9 +157,23 @@ def decode_payload(payload: bytes, fmt: str, field: str | None) -> Value:
     raise DecodeError(f"unknown format {fmt!r}")
 
 
-def from_document(document: Any, field: str) -> Value:
-    """The value at ``field`` of an already parsed JSON document."""
-    return coerce(json_field(document, field), "number-or-json")
+def from_document(document: Any, field: str, parts: tuple[str, ...] | None = None) -> Value:
+    """The value at ``field`` of an already parsed JSON document.
+
+    ``parts`` is ``field.split(".")``, precomputed by callers on the hot path.
+    """
+    node = document
+    if type(node) is dict:  # fast path: objects all the way down
+        for part in parts or field.split("."):
+            if type(node) is not dict or part not in node:
+                node = json_field(document, field)  # the general walk, or its error
+                break
+            node = node[part]
+        if type(node) is float and math.isfinite(node):
+            return node
+    else:
+        node = json_field(document, field)
+    return coerce(node, "number-or-json")
 
 
 def parse_availability(payload: bytes) -> bool:

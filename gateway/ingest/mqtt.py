@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,6 +69,7 @@ class MqttIngest:
         self._frames = frames
         self._on_reading = on_reading
         self.routes = RouteTable(config, state)
+        self._routes = self.routes.cache
         self._max_payload = config.mqtt.max_payload_bytes
         self._max_sensor_payload = config.mqtt.max_sensor_payload_bytes
         self._rate_log = RateLimitedLog(log)
@@ -161,12 +163,15 @@ class MqttIngest:
 
     def handle(self, topic: str, payload: bytes, at: datetime | None = None) -> None:
         """Decode one message and update state; bad payloads are counted, logged, dropped."""
-        route = self.routes.route(topic)
+        route = self._routes.get(topic) or self.routes.route(topic)
         if route.empty:
             self.stats.unrouted += 1
             return
         if at is None:
-            at = datetime.now(UTC)
+            t = time.time()
+            at = datetime.fromtimestamp(t, UTC)
+        else:
+            t = at.timestamp()
         if len(payload) > self._max_payload:
             self._oversized(route, topic, len(payload), self._max_payload)
             return
@@ -176,11 +181,11 @@ class MqttIngest:
             if len(payload) > self._max_sensor_payload:
                 self._oversized(route, topic, len(payload), self._max_sensor_payload)
             else:
-                self._readings(route, topic, payload, at)
+                self._readings(route, topic, payload, at, t)
         if route.availability:
             self._availability(route, topic, payload)
 
-    def _readings(self, route: Route, topic: str, payload: bytes, at: datetime) -> None:
+    def _readings(self, route: Route, topic: str, payload: bytes, at: datetime, t: float) -> None:
         document: Any = None
         bad_json: DecodeError | None = None
         if route.needs_json:  # parsed once for every sensor reading this topic
@@ -198,7 +203,8 @@ class MqttIngest:
                 self._reject(binding.sensor, topic, str(exc))
                 continue
             self.stats.readings += 1
-            snapshot = record(binding.sensor, value, binding.unit_for(document), at, topic)
+            unit = binding.unit if binding.fixed_unit else binding.unit_for(document)
+            snapshot = record(binding.sensor, value, unit, at, topic, t)
             if snapshot is not None and self._on_reading is not None:
                 try:
                     self._on_reading(snapshot)

@@ -35,22 +35,27 @@ _TASMOTA_UNITS = {"C": "°C", "F": "°F"}
 class SensorBinding:
     """One config entry bound to one concrete sensor id, with its decoding settings."""
 
-    __slots__ = ("field", "fmt", "high", "is_json", "low", "sensor", "spec", "transform", "unit")
+    __slots__ = (
+        "field", "fixed_unit", "fmt", "high", "is_json", "low", "parts", "sensor", "spec",
+        "transform", "unit",
+    )  # fmt: skip
 
     def __init__(self, sensor: str, spec: SensorConfig) -> None:
         self.sensor = sensor
         self.spec = spec
         self.fmt = spec.format
         self.field = spec.field or ""
+        self.parts = tuple(self.field.split("."))
         self.is_json = spec.is_json
         self.unit = spec.unit
+        self.fixed_unit = bool(spec.unit) or spec.format != "tasmota"
         self.low, self.high = spec.range if spec.range else (float("-inf"), float("inf"))
         self.transform = spec.scale != 1.0 or spec.offset != 0.0 or spec.precision is not None
 
     def decode(self, payload: bytes, document: Any) -> Value:
         """The reading's value from the raw payload, or from the already parsed JSON."""
         if self.is_json:
-            value = from_document(document, self.field)
+            value = from_document(document, self.field, self.parts)
         else:
             value = decode_payload(payload, self.fmt, None)
         if type(value) is float:
@@ -63,7 +68,7 @@ class SensorBinding:
 
     def unit_for(self, document: Any) -> str:
         """The configured unit; for Tasmota temperatures without one, its ``TempUnit``."""
-        if self.unit or self.fmt != "tasmota" or not self.field.endswith("Temperature"):
+        if self.fixed_unit or not self.field.endswith("Temperature"):
             return self.unit
         raw = document.get("TempUnit") if isinstance(document, dict) else None
         return _TASMOTA_UNITS.get(raw, "") if isinstance(raw, str) else ""
@@ -78,11 +83,8 @@ class Route:
     cameras: tuple[str, ...] = ()
     availability: tuple[str, ...] = ()
     """Sensor ids whose device reports online/offline on this topic."""
-
-    @property
-    def empty(self) -> bool:
-        """True when nothing subscribes to this topic."""
-        return not (self.sensors or self.cameras or self.availability)
+    empty: bool = True
+    """True when nothing subscribes to this topic."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +104,8 @@ class RouteTable:
     state: StateStore
     max_routes: int = DEFAULT_MAX_ROUTES
     _router: TopicRouter[_Entry] = field(default_factory=TopicRouter)
-    _cache: dict[str, Route] = field(default_factory=dict)
+    cache: dict[str, Route] = field(default_factory=dict)
+    """topic → compiled route; read directly by the message handler."""
     _instances: dict[int, set[str]] = field(default_factory=dict)
     _rate_log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log))
 
@@ -126,11 +129,11 @@ class RouteTable:
 
     def route(self, topic: str) -> Route:
         """The cached route of ``topic``, compiled on first sight."""
-        found = self._cache.get(topic)
+        found = self.cache.get(topic)
         if found is None:
             found = self.compile(topic)
-            if len(self._cache) < self.max_routes:
-                self._cache[topic] = found
+            if len(self.cache) < self.max_routes:
+                self.cache[topic] = found
         return found
 
     def compile(self, topic: str) -> Route:
@@ -151,7 +154,11 @@ class RouteTable:
                 assert entry.sensor is not None
                 sensors.append(SensorBinding(sensor_id, entry.sensor))
         return Route(
-            tuple(sensors), any(s.is_json for s in sensors), tuple(cameras), tuple(availability)
+            tuple(sensors),
+            any(s.is_json for s in sensors),
+            tuple(cameras),
+            tuple(availability),
+            not (sensors or cameras or availability),
         )
 
     def _sensor_id(self, entry: _Entry, topic: str) -> str | None:
@@ -188,7 +195,7 @@ class RouteTable:
     def sensor_ids(self) -> Iterator[str]:
         """Sensor ids bound so far (config ids and ids made from captures)."""
         seen: set[str] = set()
-        for route in self._cache.values():
+        for route in self.cache.values():
             for binding in route.sensors:
                 if binding.sensor not in seen:
                     seen.add(binding.sensor)
