@@ -117,16 +117,16 @@ class Clock:
     def __init__(self, total: int) -> None:
         self.total = total
         self.count = 0
-        self.first = 0.0
-        self.last = 0.0
+        self.first = self.last = 0.0
+        self.first_cpu = self.last_cpu = 0.0
         self.done = threading.Event()
 
     def tick(self) -> None:
         self.count += 1
         if self.count == 1:
-            self.first = time.perf_counter()
+            self.first, self.first_cpu = time.perf_counter(), time.process_time()
         if self.count == self.total:
-            self.last = time.perf_counter()
+            self.last, self.last_cpu = time.perf_counter(), time.process_time()
             self.done.set()
 
 
@@ -153,7 +153,7 @@ def gateway_consumer(
 
     config = validate_config(
         {
-            "gateway": {"name": client_id, "state_dir": "/tmp/things-bench"},  # noqa: S108
+            "gateway": {"name": client_id, "state_dir": "/tmp/things-bench"},
             "mqtt": {
                 "port": port,
                 "qos": qos,
@@ -198,7 +198,7 @@ def consume(args: argparse.Namespace) -> None:
         client.loop_start()
         stop = lambda: (client.disconnect(), client.loop_stop())  # noqa: E731
     else:
-        import gateway.config  # noqa: F401  - imports count toward the baseline
+        import gateway.config
         import gateway.ingest.mqtt  # noqa: F401
 
         baseline = vm_kb("VmRSS")
@@ -211,9 +211,11 @@ def consume(args: argparse.Namespace) -> None:
     ok = clock.done.wait(600)
     stop()
     elapsed = (clock.last - clock.first) if ok else float("nan")
+    cpu = (clock.last_cpu - clock.first_cpu) if ok else float("nan")
     result = {
         "received": clock.count,
         "rate": (clock.count - 1) / elapsed if ok and elapsed > 0 else 0.0,
+        "cpu_rate": (clock.count - 1) / cpu if ok and cpu > 0 else 0.0,
         "vmhwm_kb": vm_kb("VmHWM"),
         "baseline_kb": baseline,
     }
@@ -239,11 +241,18 @@ def measure(port: int, kind: str, qos: int, args: argparse.Namespace) -> dict[st
     return result
 
 
+def best_of(port: int, kind: str, qos: int, args: argparse.Namespace, runs: list[Any]) -> Any:
+    """The fastest of the runs so far (other load on the machine only ever slows a run)."""
+    runs.append(measure(port, kind, qos, args))
+    return max(runs, key=lambda r: r["rate"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sensors", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--publishers", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per consumer; best counts")
     parser.add_argument("--consumer", choices=["paho", "gateway"], help=argparse.SUPPRESS)
     parser.add_argument("--phase", choices=["subscribe", "consume"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -259,12 +268,21 @@ def main() -> None:
     print(f"{args.messages} JSON readings for {args.sensors} sensors, {args.publishers} publishers")
     with start_broker(prefer="mosquitto", extra_config=BROKER_CONFIG) as broker:
         for qos in (0, 1):
-            paho = measure(broker.port, "paho", qos, args)
-            gw = measure(broker.port, "gateway", qos, args)
+            paho_runs: list[Any] = []
+            gw_runs: list[Any] = []
+            for _ in range(args.repeat):  # interleaved, so drifting load hits both alike
+                paho = best_of(broker.port, "paho", qos, args, paho_runs)
+                gw = best_of(broker.port, "gateway", qos, args, gw_runs)
             ratio = gw["rate"] / paho["rate"] if paho["rate"] else float("nan")
+            cpu_ratio = gw["cpu_rate"] / paho["cpu_rate"] if paho["cpu_rate"] else float("nan")
             print(
                 f"QoS {qos}: bare paho {paho['rate']:9,.0f} msg/s | gateway {gw['rate']:9,.0f}"
                 f" msg/s | ratio {ratio:6.1%} | received {paho['received']}/{gw['received']}"
+                f" (best of {args.repeat})"
+            )
+            print(
+                f"        per CPU-second of the consumer: paho {paho['cpu_rate']:9,.0f} msg"
+                f" | gateway {gw['cpu_rate']:9,.0f} msg | ratio {cpu_ratio:6.1%}"
             )
             print(
                 f"        peak RSS: paho {paho['vmhwm_kb'] / 1024:.1f} MB"
