@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import threading
 import tomllib
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from devices.simulate import make_frame
 from gateway.config import GatewayConfig, validate_config
+from gateway.ingest.decoders import DecodeError, from_document, parse_json_std
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
 from gateway.model import Frame
@@ -203,8 +205,8 @@ def test_scale_offset_precision_wildcards_and_arrays(harness: Harness) -> None:
         ("home/k/temperature", b"1" * 40_000, "temp_k", "over 32768"),
         ("data/z", b"[1, 2]", "deep", "not an object"),
         ("data/z", b'{"a": []}', "deep", "missing"),
-        ("data/z", b"[" * 10_000 + b"]" * 10_000, "deep", "nested too deeply"),
-        ("data/z", b'{"a": [{"b": NaN}]}', "deep", "not finite"),
+        ("data/z", b"[" * 10_000 + b"]" * 10_000, "deep", "JSON"),
+        ("data/z", b'{"a": [{"b": NaN}]}', "deep", "NaN-or-invalid"),
         ("data/z", b'{"a": [{"b": ' + b"9" * 5000 + b"}]}", "deep", "JSON"),
         ("zigbee2mqtt/dev", b'{"battery": 100}', "dev_temp", "missing"),
     ],
@@ -215,7 +217,8 @@ def test_bad_input_is_counted_per_sensor(
     harness.send(topic, payload)
     counters = harness.state.counters()[sensor]
     assert counters.rejected == 1
-    assert reason in (counters.last_error or "")
+    reasons = ("not finite", "invalid JSON") if reason == "NaN-or-invalid" else (reason,)
+    assert any(r in (counters.last_error or "") for r in reasons)
     assert harness.state.get(sensor) is None
     # ingest goes on: the next good payload is taken
     json_topic = topic.startswith(("data", "zigbee"))
@@ -364,3 +367,24 @@ def test_handler_never_raises(messages: list[tuple[str, bytes]]) -> None:
 
 
 _PROPERTY_CONFIG = make_config(Path("/nonexistent"))
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"a": NaN}', None),  # the standard decoder accepts NaN; to_number refuses it later
+        (b"[" * 10_000 + b"]" * 10_000, "nested too deeply"),
+        (b'{"a": ' + b"9" * 5000 + b"}", "invalid JSON"),
+        (b"\xff{}", "UTF-8"),
+        (b'{"a": 1} trailing', "invalid JSON"),
+    ],
+)
+def test_standard_json_fallback(payload: bytes, reason: str | None) -> None:
+    """The decoder used when orjson is not installed fails only with DecodeError."""
+    if reason is None:
+        assert math.isnan(parse_json_std(payload)["a"])
+        with pytest.raises(DecodeError, match="not finite"):
+            from_document(parse_json_std(payload), "a")
+        return
+    with pytest.raises(DecodeError, match=reason):
+        parse_json_std(payload)

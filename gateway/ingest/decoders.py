@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from gateway.model import Value
@@ -77,9 +78,31 @@ def to_text(raw: object) -> str:
 
 _DECODER = json.JSONDecoder()
 
+_fast_loads: Callable[[bytes], Any] | None
+try:  # optional accelerator (the `fast` extra): about 4x quicker on small documents
+    from orjson import JSONDecodeError as _FastError
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - depends on the installation
+    _FastError = json.JSONDecodeError  # type: ignore[misc,assignment]
+    _fast_loads = None
+
 
 def parse_json(payload: bytes) -> Any:
-    """Parse JSON, turning every failure (including absurd nesting) into DecodeError."""
+    """Parse JSON, turning every failure (including absurd nesting) into DecodeError.
+
+    Uses orjson when it is installed (it refuses NaN/Infinity literals and nesting
+    deeper than 1024 outright), else :func:`parse_json_std`.
+    """
+    if _fast_loads is not None:
+        try:
+            return _fast_loads(payload)
+        except _FastError as exc:
+            raise DecodeError(f"invalid JSON: {str(exc)[:80]}") from None
+    return parse_json_std(payload)
+
+
+def parse_json_std(payload: bytes) -> Any:
+    """:func:`parse_json` with the standard library's decoder."""
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
