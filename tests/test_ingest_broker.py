@@ -349,3 +349,30 @@ type = "file"
     late.wait_for(lambda msgs: bool(msgs), timeout=10)
     assert late.messages[0].payload == b"offline"
     assert late.messages[0].retain
+
+
+def test_overlapping_filters_deliver_each_message_once(
+    broker: Broker, mqtt_topic: str, tmp_path: Path, run_ingest: Callable[..., Running]
+) -> None:
+    p = mqtt_topic
+    sensors = f"""
+[[sensors]]
+id = "bath_temp"
+topic = "{p}/z2m/bath"
+format = "zigbee2mqtt"
+field = "temperature"
+
+[[sensors]]
+id = "{{device}}_battery"
+topic = "{p}/z2m/{{device}}"
+format = "zigbee2mqtt"
+field = "battery"
+"""
+    gw = run_ingest(make_config(broker.port, tmp_path, sensors, name="overlap", protocol=5))
+    gw.wait_ready()
+    publish(broker, [(f"{p}/z2m/bath", '{"temperature": 21.0, "battery": 90}')] * 3)
+    publish(broker, [(f"{p}/z2m/hall", '{"battery": 80}')])  # marks the end
+    wait_until(lambda: gw.values("hall_battery"))
+    assert gw.values("bath_temp") == [21.0] * 3
+    assert gw.values("bath_battery") == [90.0] * 3
+    assert gw.ingest.stats.messages == 4

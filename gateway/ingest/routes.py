@@ -21,7 +21,13 @@ from gateway.ingest.decoders import (
     from_document,
     transform_number,
 )
-from gateway.ingest.topics import TopicPattern, TopicRouter, safe_id_part, shared
+from gateway.ingest.topics import (
+    TopicPattern,
+    TopicRouter,
+    minimal_filters,
+    safe_id_part,
+    shared,
+)
 from gateway.logutil import RateLimitedLog
 from gateway.model import Value
 from gateway.state import StateStore
@@ -123,9 +129,11 @@ class RouteTable:
         self._router.add(entry.pattern.filter, entry)
 
     def subscriptions(self) -> list[str]:
-        """Every filter to subscribe to (``$share/<group>/...`` when a share group is set)."""
+        """The filters to subscribe to: none covered by another (an MQTT 5 broker would
+        deliver a message once per matching filter), ``$share/<group>/...`` when a
+        share group is set."""
         group = self.config.mqtt.share_group
-        return [shared(f, group) for f in self._router.subscriptions()]
+        return [shared(f, group) for f in minimal_filters(self._router.subscriptions())]
 
     def route(self, topic: str) -> Route:
         """The cached route of ``topic``, compiled on first sight."""

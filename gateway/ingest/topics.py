@@ -43,6 +43,32 @@ def is_filter(topic: str) -> bool:
     return "+" in topic.split("/") or "#" in topic.split("/")
 
 
+def filter_covers(wide: str, narrow: str) -> bool:
+    """True when every topic that ``narrow`` matches is matched by ``wide`` too."""
+    w_parts, n_parts = wide.split("/"), narrow.split("/")
+    if narrow.startswith("$") and w_parts[0] in ("+", "#"):
+        return False
+    for i, part in enumerate(w_parts):
+        if part == "#":
+            return True
+        if i >= len(n_parts) or n_parts[i] == "#":
+            return False
+        if part != "+" and (n_parts[i] == "+" or part != n_parts[i]):
+            return False
+    return len(w_parts) == len(n_parts)
+
+
+def minimal_filters(filters: Iterable[str]) -> list[str]:
+    """The filters not covered by another one, in order.
+
+    Overlapping subscriptions would make an MQTT 5 broker deliver a message once
+    per matching filter (and a shared subscription could hand each copy to a
+    different gateway); the router matches every target anyway.
+    """
+    unique = list(dict.fromkeys(filters))
+    return [f for f in unique if not any(g != f and filter_covers(g, f) for g in unique)]
+
+
 def shared(filter_: str, group: str | None) -> str:
     """The subscription for ``filter_``: ``$share/<group>/<filter>`` when a group is set."""
     return f"$share/{group}/{filter_}" if group else filter_
