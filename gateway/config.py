@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -210,13 +211,20 @@ class MqttSection(Section):
         description="Larger messages on a sensor topic are rejected and counted for the sensor.",
     )
 
-    @model_validator(mode="after")
-    def _reconnect_order(self) -> MqttSection:
-        if self.reconnect_min.total_seconds() < 0.1:
-            raise PydanticCustomError("reconnect", "`reconnect_min` must be at least 100ms")
-        if self.reconnect_max < self.reconnect_min:
-            raise PydanticCustomError("reconnect", "`reconnect_max` is less than `reconnect_min`")
-        return self
+    @field_validator("reconnect_min")
+    @classmethod
+    def _reconnect_min(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 0.1:
+            raise PydanticCustomError("reconnect", "must be at least 100ms")
+        return value
+
+    @field_validator("reconnect_max")
+    @classmethod
+    def _reconnect_max(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        low = info.data.get("reconnect_min")
+        if isinstance(low, timedelta) and value < low:
+            raise PydanticCustomError("reconnect", "less than `reconnect_min`")
+        return value
 
 
 SensorFormat = Literal["number", "json", "text", "bool", "tasmota", "zigbee2mqtt"]
