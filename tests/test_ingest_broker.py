@@ -376,3 +376,42 @@ field = "battery"
     assert gw.values("bath_temp") == [21.0] * 3
     assert gw.values("bath_battery") == [90.0] * 3
     assert gw.ingest.stats.messages == 4
+
+
+def test_insecure_only_when_asked(
+    broker_factory: Callable[..., Broker], tmp_path: Path, run_ingest: Callable[..., Running]
+) -> None:
+    ca = make_test_ca(tmp_path / "ca", server_names="DNS:broker.other.example")
+    broker = broker_factory(prefer="mosquitto", tls=TlsListener(ca.server_cert, ca.server_key))
+    assert broker.tls_port is not None
+    sensors = '[[sensors]]\nid = "t"\ntopic = "secure/t"\n'
+    checked = f'[mqtt.tls]\nca_file = "{ca.ca_cert}"\n'
+    strict = run_ingest(
+        make_config(broker.tls_port, tmp_path, sensors, name="strict", mqtt=checked)
+    )
+    assert not strict.ingest.connected.wait(3)  # the certificate does not name 127.0.0.1
+    lax = run_ingest(
+        make_config(
+            broker.tls_port, tmp_path, sensors, name="lax", mqtt=checked + "insecure = true\n"
+        )
+    )
+    lax.wait_ready()
+    publish(broker, [("secure/t", "3")])
+    wait_until(lambda: lax.values("t") == [3.0])
+
+
+def test_resubscribes_after_reconnect_without_a_persistent_session(
+    broker_factory: Callable[..., Broker], tmp_path: Path, run_ingest: Callable[..., Running]
+) -> None:
+    port = find_free_port()
+    broker = broker_factory(prefer="mosquitto", port=port)  # no persistence: forgets all
+    sensors = '[[sensors]]\nid = "x"\ntopic = "again/x"\n'
+    gw = run_ingest(make_config(port, tmp_path, sensors, name="again", persistent=False))
+    gw.wait_ready()
+    broker.stop()
+    wait_until(lambda: not gw.ingest.connected.is_set())
+    broker = broker_factory(prefer="mosquitto", port=port)
+    gw.wait_ready()  # subscribed again on the new connection
+    publish(broker, [("again/x", "5")])
+    wait_until(lambda: gw.values("x") == [5.0])
+    assert gw.ingest.stats.connects == 2

@@ -203,7 +203,7 @@ class RouteTable:
     def sensor_ids(self) -> Iterator[str]:
         """Sensor ids bound so far (config ids and ids made from captures)."""
         seen: set[str] = set()
-        for route in self.cache.values():
+        for route in list(self.cache.values()):  # the MQTT thread may add routes meanwhile
             for binding in route.sensors:
                 if binding.sensor not in seen:
                     seen.add(binding.sensor)
