@@ -43,6 +43,9 @@ class SensorSnapshot(NamedTuple):
         return now - self.at
 
 
+_new_tuple = tuple.__new__
+
+
 @dataclass
 class SensorCounters:
     """Per-sensor ingest counters."""
@@ -145,12 +148,13 @@ class StateStore:
                 self.refused += 1
                 return None
             old = record.snapshot
+            # tuple.__new__ directly: the named tuple's own __new__ is Python code
+            fields: tuple[object, ...]
             if old is None:
-                snap = SensorSnapshot(sensor, value, unit, at, None, None, 1, False, topic)
+                fields = (sensor, value, unit, at, None, None, 1, False, topic)
             else:
-                snap = SensorSnapshot(
-                    sensor, value, unit, at, old.value, old.at, old.count + 1, False, topic
-                )
+                fields = (sensor, value, unit, at, old.value, old.at, old.count + 1, False, topic)
+            snap = _new_tuple(SensorSnapshot, fields)
             record.snapshot = snap
             record.offline = False
             if type(value) is float:

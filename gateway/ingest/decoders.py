@@ -150,6 +150,11 @@ def coerce(raw: object, kind: str) -> Value:
     return to_number(raw)
 
 
+def coerce_json(raw: object) -> Value:
+    """A JSON field's value as a reading: number, bool, or short text (numeric text → number)."""
+    return coerce(raw, "number-or-json")
+
+
 def _looks_numeric(text: str) -> bool:
     try:
         to_number(text)

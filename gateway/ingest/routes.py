@@ -17,8 +17,9 @@ from typing import Any
 from gateway.config import CameraConfig, GatewayConfig, SensorConfig
 from gateway.ingest.decoders import (
     DecodeError,
+    coerce_json,
     decode_payload,
-    from_document,
+    json_field,
     transform_number,
 )
 from gateway.ingest.topics import (
@@ -42,8 +43,8 @@ class SensorBinding:
     """One config entry bound to one concrete sensor id, with its decoding settings."""
 
     __slots__ = (
-        "field", "fixed_unit", "fmt", "high", "is_json", "low", "parts", "sensor", "spec",
-        "transform", "unit",
+        "field", "fixed_unit", "fmt", "high", "is_json", "low", "offset", "parts", "precision",
+        "scale", "sensor", "spec", "transform", "unit",
     )  # fmt: skip
 
     def __init__(self, sensor: str, spec: SensorConfig) -> None:
@@ -54,30 +55,43 @@ class SensorBinding:
         self.parts = tuple(self.field.split("."))
         self.is_json = spec.is_json
         self.unit = spec.unit
-        self.fixed_unit = bool(spec.unit) or spec.format != "tasmota"
+        # Tasmota names a temperature's unit in the payload (TempUnit); read it once.
+        self.fixed_unit = bool(spec.unit) or not (
+            spec.format == "tasmota" and self.field.endswith("Temperature")
+        )
         self.low, self.high = spec.range if spec.range else (float("-inf"), float("inf"))
+        self.scale, self.offset, self.precision = spec.scale, spec.offset, spec.precision
         self.transform = spec.scale != 1.0 or spec.offset != 0.0 or spec.precision is not None
 
     def decode(self, payload: bytes, document: Any) -> Value:
         """The reading's value from the raw payload, or from the already parsed JSON."""
         if self.is_json:
-            value = from_document(document, self.field, self.parts)
+            node = document
+            for part in self.parts:  # the common case inline: objects all the way down
+                if type(node) is dict and part in node:
+                    node = node[part]
+                else:
+                    node = json_field(document, self.field)  # arrays, or the error
+                    break
+            # x - x == 0.0 only for finite floats; anything else goes the long way
+            value = node if type(node) is float and node - node == 0.0 else coerce_json(node)
         else:
             value = decode_payload(payload, self.fmt, None)
         if type(value) is float:
             if self.transform:
-                spec = self.spec
-                value = transform_number(value, spec.scale, spec.offset, spec.precision)
+                value = transform_number(value, self.scale, self.offset, self.precision)
             if not self.low <= value <= self.high:
                 raise DecodeError(f"{value:g} is outside the range {self.low:g}..{self.high:g}")
         return value
 
     def unit_for(self, document: Any) -> str:
-        """The configured unit; for Tasmota temperatures without one, its ``TempUnit``."""
-        if self.fixed_unit or not self.field.endswith("Temperature"):
+        """The configured unit; for a Tasmota temperature without one, its ``TempUnit``."""
+        if self.fixed_unit:
             return self.unit
         raw = document.get("TempUnit") if isinstance(document, dict) else None
-        return _TASMOTA_UNITS.get(raw, "") if isinstance(raw, str) else ""
+        if isinstance(raw, str) and raw in _TASMOTA_UNITS:
+            self.unit, self.fixed_unit = _TASMOTA_UNITS[raw], True
+        return self.unit
 
 
 @dataclass(slots=True)
