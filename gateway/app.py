@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from gateway.compose import Composer
 from gateway.config import GatewayConfig
-from gateway.delivery import DeliveryWorker, RetryPolicy
+from gateway.delivery import DeliveryWorker, PostingBudget, RetryPolicy
 from gateway.history import HistoryStore, HistoryWriter
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
+from gateway.media.retention import RetentionJob
 from gateway.model import Post
 from gateway.outbox import Outbox
 from gateway.publishers import build_publisher
-from gateway.publishers.base import Publisher, PublisherContext
+from gateway.publishers.base import (
+    BrokerSettings,
+    LiveCapabilities,
+    Publisher,
+    PublisherContext,
+)
+from gateway.publishers.file import FilePublisher
 from gateway.rules import RuleRunner
 from gateway.scheduler import RuleScheduler
 from gateway.state import StateStore
@@ -35,6 +42,25 @@ DB_NAME = "gateway.db"
 def database_path(config: GatewayConfig) -> Path:
     """Where the outbox / local log lives."""
     return config.gateway.resolved_state_dir() / DB_NAME
+
+
+def chart_horizon(config: GatewayConfig) -> timedelta:
+    """How much reading history charts need: their longest window (at least a day)."""
+    windows = [chart.window for rule in config.rules for chart in rule.charts]
+    return max([timedelta(days=1), *windows])
+
+
+def broker_settings(config: GatewayConfig) -> BrokerSettings:
+    """The gateway's ``[mqtt]`` broker, handed to publishers that talk MQTT."""
+    mqtt = config.mqtt
+    return BrokerSettings(
+        host=mqtt.host,
+        port=mqtt.port,
+        username=mqtt.username,
+        password=mqtt.password.get_secret_value() if mqtt.password else None,
+        protocol=mqtt.protocol,
+        keepalive=mqtt.keepalive,
+    )
 
 
 class Gateway:
@@ -51,27 +77,55 @@ class Gateway:
             windows=config.state.windows,
             max_sensors=config.state.max_sensors,
         )
+        self.media_dir = self.state_dir / "media"
+        self.frames = FrameStore(
+            self.media_dir / "frames",
+            self.state,
+            keep_recent=config.media.keep_recent_frames,
+            keep_every=config.media.keep_frame_every,
+        )
+        # per-minute readings in SQLite (plus the minutes not yet written): charts read it
         self.history = HistoryStore(self.state_dir / DB_NAME, self.state)
         self.history_writer = HistoryWriter(
             self.state,
             self.history,
             interval=config.state.history_flush_interval,
-            retention=config.state.history_retention,
+            retention=max(config.state.history_retention, chart_horizon(config)),
         )
-        self.frames = FrameStore(self.state_dir / "media" / "frames", self.state)
-        ctx = PublisherContext(self.state_dir, config.gateway.name, store=self.outbox)
-        self.publishers: dict[str, Publisher] = {
-            p.id: build_publisher(p, ctx) for p in config.publishers if p.enabled
-        }
+        ctx = PublisherContext(
+            self.state_dir, config.gateway.name, store=self.outbox, broker=broker_settings(config)
+        )
+        enabled = [p for p in config.publishers if p.enabled]
+        # Building a publisher never touches the network; workers prepare them in their threads.
+        self.publishers: dict[str, Publisher] = {p.id: build_publisher(p, ctx) for p in enabled}
+        self.retention = RetentionJob(
+            self.media_dir,
+            max_age=config.media.max_age,
+            max_bytes=config.media.max_bytes,
+            interval=config.media.retention_interval,
+            exclude=[p.folder for p in self.publishers.values() if isinstance(p, FilePublisher)],
+        )
         self.workers = {
-            pid: DeliveryWorker(self.outbox, pub, retry_policy)
-            for pid, pub in self.publishers.items()
+            p.id: DeliveryWorker(
+                self.outbox,
+                self.publishers[p.id],
+                RetryPolicy.for_publisher(p, retry_policy),
+                budget=PostingBudget.for_publisher(p, self.tz),
+            )
+            for p in enabled
         }
         self.runner = RuleRunner(
             config=config,
-            composer=Composer(config, self.state, self.state_dir / "media" / "posts"),
+            composer=Composer(
+                config,
+                self.state,
+                self.media_dir / "posts",
+                frames=self.frames,
+                history=self.history,
+            ),
             outbox=self.outbox,
-            capabilities={pid: pub.capabilities for pid, pub in self.publishers.items()},
+            # Read per post: a publisher's limits may change after start (Mastodon's do).
+            capabilities=LiveCapabilities(self.publishers),
             wake=self._wake,
             clock=self.now,
         )
@@ -101,6 +155,7 @@ class Gateway:
             worker.start()
         self.frames.start()
         self.history_writer.start()
+        self.retention.start()
         self.scheduler.start()
         self.ingest.start()
         log.info(
@@ -121,6 +176,7 @@ class Gateway:
         self.ingest.stop()
         self.scheduler.stop()
         self.frames.stop()
+        self.retention.stop()
         self.history_writer.stop()
         self.history.close()
         for worker in self.workers.values():

@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=float, default=None, metavar="SECONDS", help="stop after this long"
     )
     demo.add_argument(
-        "--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
+        "--broker",
+        choices=("auto", "mosquitto", "amqtt"),
+        default="auto",
         help="private broker: mosquitto if installed, else the embedded amqtt (default auto)",
     )
     demo.add_argument(
@@ -102,7 +104,25 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{len(config.cameras)} cameras, {len(config.rules)} rules, "
         f"{len(config.publishers)} publishers"
     )
+    for warning in environment_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def environment_warnings(config: GatewayConfig) -> list[str]:
+    """What a valid config needs from this machine and does not find (never fatal)."""
+    from gateway.config import PicameraConfig
+    from gateway.media.cameras import picamera_available
+
+    warnings = []
+    for index, camera in enumerate(config.cameras):
+        if isinstance(camera, PicameraConfig) and not picamera_available():
+            warnings.append(
+                f"cameras[{index}] ({camera.id}): picamera2 is not installed: "
+                "sudo apt install python3-picamera2, and create the venv with "
+                "--system-site-packages"
+            )
+    return warnings
 
 
 def stop_event_on_signals() -> threading.Event:

@@ -9,33 +9,50 @@ post is ever stored.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jinja2
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from gateway.media.images import Caption, ImageError, ImageLimits, render_image
+from gateway.media.attachments import MediaBuilder, MissingMediaError, smallest_budget
+from gateway.media.fitting import MediaFitter
+from gateway.media.frames import FrameStore
+from gateway.media.sources import CameraFrames
 from gateway.model import MediaItem, Post, Value, new_post_id
 from gateway.state import SensorSnapshot, StateStore
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, RuleConfig
+    from gateway.publishers.base import Capabilities
 
 log = logging.getLogger(__name__)
 
-POST_IMAGE_LIMITS = ImageLimits(max_bytes=1_000_000, max_pixels=4_194_304, max_side=2048)
-"""What every built-in service accepts (1 MB is Bluesky's cap); per-publisher fitting refines it."""
 BUILTIN_NAMES = frozenset({"now", "gateway", "rule"})
 _TIGHT_UNITS = ("%", "°")
 
 
 class ComposeError(Exception):
     """A post could not be composed (template error, missing value)."""
+
+
+class PostSkippedError(ComposeError):
+    """A camera with ``on_missing = "skip_post"`` had no fresh frame: no post this time."""
+
+
+class HistorySource(Protocol):
+    """A sensor's past values for charts (in memory today; the SQLite readings history later)."""
+
+    def series(
+        self, sensor: str, since: datetime, until: datetime
+    ) -> list[tuple[datetime, float | None]]:
+        """``(time, value)`` points within ``since``..``until``, oldest first; None is a gap."""
+        ...
 
 
 def format_value(value: Value | None, unit: str = "", precision: int = 1) -> str:
@@ -115,6 +132,9 @@ def template_problems(rule: RuleConfig, config: GatewayConfig) -> list[str]:
         sources.append((f"images[{i}].alt", image.alt))
         if image.caption is not None:
             sources.append((f"images[{i}].caption", image.caption))
+    sources += [(f"charts[{i}].alt", chart.alt) for i, chart in enumerate(rule.charts)]
+    if rule.timelapse is not None:
+        sources.append(("timelapse.alt", rule.timelapse.alt))
     problems = []
     for name, source in sources:
         try:
@@ -140,14 +160,28 @@ def render(source: str, context: Mapping[str, Any]) -> str:
 
 
 class Composer:
-    """Builds posts for rules from the current state."""
+    """Builds posts for rules from the current state, with their images."""
 
-    def __init__(self, config: GatewayConfig, state: StateStore, media_dir: Path) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        state: StateStore,
+        media_dir: Path,
+        *,
+        frames: FrameStore | None = None,
+        history: HistorySource | None = None,
+        fitter: MediaFitter | None = None,
+    ) -> None:
+        """``frames`` stores pulled frames (default: a store under ``media_dir/frames``);
+        ``history`` feeds charts (none: charts say "no data")."""
         self._config = config
         self._state = state
         self._media_dir = media_dir
         self._units = {s.id: s.unit for s in config.sensors}
-        self._cameras = {c.id: c for c in config.cameras}
+        store = frames or FrameStore(media_dir / "frames", state)
+        cameras = CameraFrames(config.cameras, state, store)
+        self._media = MediaBuilder(config, cameras, store, history, media_dir)
+        self.fitter = fitter or MediaFitter()
 
     def context(self, rule: RuleConfig, now: datetime) -> dict[str, Any]:
         """The names a template sees: each sensor, ``now``, ``gateway``, ``rule``."""
@@ -160,47 +194,61 @@ class Composer:
         ctx.update(now=now, gateway=self._config.gateway.name, rule=rule.id)
         return ctx
 
-    def compose(self, rule: RuleConfig, now: datetime) -> Post:
-        """Render a rule's text and images into a post (not yet stored anywhere)."""
+    def compose(
+        self, rule: RuleConfig, now: datetime, targets: Mapping[str, Capabilities] | None = None
+    ) -> Post:
+        """Render a rule's text and images into a post (not yet stored anywhere).
+
+        ``targets`` (publisher id → capabilities) bound the size of a timelapse.
+        Raises :class:`PostSkippedError` when a ``skip_post`` camera has no frame.
+        """
         ctx = self.context(rule, now)
         text = render(rule.text, ctx)
         if not text:
             raise ComposeError("the text template rendered to nothing")
         post_id = new_post_id()
-        media = tuple(
-            item
-            for n, spec in enumerate(rule.images)
-            if (item := self._image(post_id, n, spec.camera, spec.caption, spec.alt, ctx, now))
-        )
+        budgets = {pid: caps.max_image_bytes for pid, caps in (targets or {}).items()}
+        media = self._attachments(rule, post_id, ctx, now, smallest_budget(budgets))
         return Post(
             id=post_id, rule=rule.id, created_at=now, text=text, media=media, lang=rule.language
         )
 
-    def _image(
+    def fit_media(
+        self, post: Post, targets: Mapping[str, Capabilities]
+    ) -> dict[str, tuple[MediaItem, ...]]:
+        """Each target's copy of the post's images, fitted to its limits."""
+        return self.fitter.fit_post(post, targets)
+
+    def _attachments(
         self,
+        rule: RuleConfig,
         post_id: str,
-        n: int,
-        camera: str,
-        caption: str | None,
-        alt: str,
         ctx: Mapping[str, Any],
         now: datetime,
-    ) -> MediaItem | None:
-        frame = self._state.latest_frame(camera)
-        if frame is None or now - frame.at > self._cameras[camera].max_age:
-            log.warning("camera %s: no fresh frame, posting without it", camera)
-            return None
-        caption_text = render(caption, ctx) if caption else None
-        alt_text = render(alt, ctx)
-        dest = self._media_dir / post_id / f"{n}.jpg"
+        budget: int | None,
+    ) -> tuple[MediaItem, ...]:
+        makers: list[Callable[[], MediaItem]] = []
+        for n, image in enumerate(rule.images):
+            caption = render(image.caption, ctx) if image.caption else None
+            alt = render(image.alt, ctx)
+            makers.append(partial(self._media.photo, post_id, n, image.camera, caption, alt, now))
+        for n, chart in enumerate(rule.charts, start=len(rule.images)):
+            alt = render(chart.alt, ctx)
+            makers.append(partial(self._media.chart, post_id, n, chart, alt, now))
+        if rule.timelapse is not None:
+            alt = render(rule.timelapse.alt, ctx)
+            makers.append(partial(self._media.timelapse, post_id, rule.timelapse, alt, now, budget))
+        return tuple(item for make in makers if (item := self._attach(rule.id, make)))
+
+    @staticmethod
+    def _attach(rule_id: str, make: Callable[[], MediaItem]) -> MediaItem | None:
         try:
-            out = render_image(
-                frame.path,
-                dest,
-                limits=POST_IMAGE_LIMITS,
-                caption=Caption(caption_text) if caption_text else None,
-            )
-        except (ImageError, OSError) as exc:
-            log.warning("camera %s: frame %s unusable: %s", camera, frame.path.name, exc)
+            return make()
+        except MissingMediaError as exc:
+            if exc.on_missing == "skip_post":
+                raise PostSkippedError(f"{exc} (on_missing = skip_post)") from exc
+            log.warning("rule %s: posting without an image: %s", rule_id, exc)
             return None
-        return MediaItem(out.path, out.mime, out.width, out.height, out.bytes, alt_text)
+        except OSError as exc:
+            log.warning("rule %s: posting without an image: %s", rule_id, exc)
+            return None

@@ -24,8 +24,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -34,52 +36,43 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.durations import Duration, format_duration, parse_duration  # noqa: F401 - re-exported
 from gateway.publishers import PUBLISHER_TYPES, PublisherConfigs
 
 DEFAULT_CONFIG_PATH = Path("/etc/things-gateway/gateway.toml")
 CONFIG_ENV = "THINGS_GATEWAY_CONFIG"
 ENV_PREFIX = "THINGS_GATEWAY_"
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def parse_duration(value: object) -> object:
-    """Turn ``"90s"``, ``"15m"``, ``"1h30m"``, ``"2d"`` or a number of seconds into a timedelta."""
-    if isinstance(value, timedelta | bool):
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i?))?b?\s*$", re.IGNORECASE)
+_SIZE_PREFIXES = "kmgt"
+
+
+def parse_size(value: object) -> object:
+    """Turn ``"500MB"``, ``"2 GiB"``, ``"750k"`` or a number of bytes into an int.
+
+    ``KB``/``MB``/``GB`` are powers of 1000, ``KiB``/``MiB``/``GiB`` powers of 1024.
+    """
+    if isinstance(value, bool):
+        raise PydanticCustomError("size", "expected a size such as 500MB")
+    if isinstance(value, int):
         return value
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    if not isinstance(value, str):
-        raise PydanticCustomError("duration", "expected a duration such as 90s, 15m, 1h")
-    text = value.strip().replace(" ", "")
-    pos, seconds = 0, 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    if match is None:
         raise PydanticCustomError(
-            "duration",
-            f"invalid duration {value!r}: use a number and a unit (ms, s, m, h, d, w)",
+            "size", "invalid size: use a number and a unit (B, KB, MB, GB, KiB, MiB, GiB)"
         )
-    return timedelta(seconds=seconds)
+    prefix, binary = (match.group(2) or "").lower(), bool(match.group(3))
+    power = _SIZE_PREFIXES.index(prefix) + 1 if prefix else 0
+    return int(float(match.group(1)) * (1024 if binary else 1000) ** power)
 
 
-def format_duration(delta: timedelta) -> str:
-    """The shortest ``1h30m``-style spelling of a duration."""
-    seconds = int(delta.total_seconds())
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size:
-            parts.append(f"{seconds // size}{unit}")
-            seconds %= size
-    return "".join(parts) or "0s"
+Size = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
 
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 
 
@@ -225,6 +218,29 @@ class MqttSection(Section):
         if isinstance(low, timedelta) and value < low:
             raise PydanticCustomError("reconnect", "less than `reconnect_min`")
         return value
+
+
+class MediaSection(Section):
+    """``[media]``: frames and rendered images under ``<state_dir>/media/``, and their limits."""
+
+    max_age: Duration = Field(
+        default=timedelta(days=7), description="Frames and renders older than this are deleted."
+    )
+    max_bytes: Size = Field(
+        default=500_000_000, description='Disk budget of the media folder, e.g. "500MB".'
+    )
+    retention_interval: Duration = Field(
+        default=timedelta(minutes=5), description="How often the limits are enforced."
+    )
+    keep_recent_frames: int = Field(
+        default=30, ge=1, description="Newest frames kept per camera, however close together."
+    )
+    keep_frame_every: Duration = Field(
+        default=timedelta(minutes=5),
+        description="Older frames are thinned to one per this interval (for timelapses).",
+    )
+
+
 
 
 SensorFormat = Literal["number", "json", "text", "bool", "tasmota", "zigbee2mqtt"]
@@ -393,17 +409,130 @@ class StateSection(Section):
         return value
 
 
-class CameraConfig(Section):
-    """``[[cameras]]``: a source of frames for posts."""
+OnMissing = Literal["skip_image", "skip_post"]
 
-    id: Identifier = Field(description="Name rules use in `images`.")
-    source: Literal["mqtt"] = Field(
-        default="mqtt", description="Where frames come from: mqtt (JPEG/PNG payloads on `topic`)."
-    )
-    topic: str = Field(min_length=1, description="MQTT topic carrying binary JPEG or PNG frames.")
+
+class CameraConfig(Section):
+    """``[[cameras]]``: a source of frames for posts (fields every ``source`` shares)."""
+
+    id: Identifier = Field(description="Name rules use in `images` and `timelapse`.")
     max_age: Duration = Field(
-        default=timedelta(minutes=10), description="An older frame is stale and left out of posts."
+        default=timedelta(minutes=10),
+        description="An older frame is stale: the rule does what `on_missing` says.",
     )
+    on_missing: OnMissing = Field(
+        default="skip_image",
+        description="No fresh frame: skip_image posts without it, skip_post posts nothing.",
+    )
+
+    @property
+    def pulled(self) -> bool:
+        """True when frames are fetched on demand (not pushed over MQTT)."""
+        return not isinstance(self, MqttCameraConfig)
+
+
+class MqttCameraConfig(CameraConfig):
+    """``source = "mqtt"``: JPEG or PNG payloads (raw or base64) pushed on a topic."""
+
+    source: Literal["mqtt"] = Field(default="mqtt", description="Selects this source.")
+    topic: str = Field(min_length=1, description="MQTT topic carrying binary JPEG or PNG frames.")
+
+
+class HttpCameraConfig(CameraConfig):
+    """``source = "http"``: a snapshot URL fetched when a rule needs a frame."""
+
+    source: Literal["http"] = Field(description="Selects this source.")
+    url: str = Field(
+        pattern=r"^https?://", description="Snapshot URL, e.g. http://esp32cam.lan/capture."
+    )
+    timeout: Duration = Field(
+        default=timedelta(seconds=10), description="Connect/read timeout; the body gets twice it."
+    )
+    username: str | None = Field(default=None, description="User name for the camera.")
+    password: SecretStr | None = Field(
+        default=None, description='Password, e.g. "${CAMERA_PASSWORD}"; never logged.'
+    )
+    auth: Literal["basic", "digest"] = Field(
+        default="basic", description="basic (sent up front) or digest (answers the challenge)."
+    )
+    max_bytes: Size = Field(default=10_000_000, description="Larger snapshots are refused.")
+
+    def credentials(self) -> tuple[str, str] | None:
+        """``(user, password)`` when a user is set."""
+        if self.username is None:
+            return None
+        secret = self.password.get_secret_value() if self.password else ""
+        return self.username, secret
+
+
+class FileCameraConfig(CameraConfig):
+    """``source = "file"``: the newest file matching a path or glob (motion, fswebcam)."""
+
+    source: Literal["file"] = Field(description="Selects this source.")
+    path: str = Field(
+        min_length=1, description="File or glob (``**`` allowed), e.g. /var/lib/motion/*.jpg."
+    )
+    max_bytes: Size = Field(default=20_000_000, description="Larger files are refused.")
+
+
+class CommandCameraConfig(CameraConfig):
+    """``source = "command"``: a command that writes one image to stdout."""
+
+    source: Literal["command"] = Field(description="Selects this source.")
+    argv: tuple[str, ...] = Field(
+        min_length=1, description='Program and arguments, no shell: ["rpicam-still", "-o", "-"].'
+    )
+    timeout: Duration = Field(
+        default=timedelta(seconds=20), description="The command is killed after this long."
+    )
+    max_bytes: Size = Field(default=20_000_000, description="More output than this is refused.")
+
+
+class PicameraConfig(CameraConfig):
+    """``source = "picamera"``: the Raspberry Pi camera through picamera2 (optional)."""
+
+    source: Literal["picamera"] = Field(description="Selects this source.")
+    resolution: tuple[int, int] | None = Field(
+        default=None, description="Still size [width, height]; default: the sensor's full size."
+    )
+
+
+_CAMERA_CLASSES: dict[str, type[CameraConfig]] = {
+    "mqtt": MqttCameraConfig,
+    "http": HttpCameraConfig,
+    "file": FileCameraConfig,
+    "command": CommandCameraConfig,
+    "picamera": PicameraConfig,
+}
+CAMERA_SOURCES: tuple[str, ...] = tuple(_CAMERA_CLASSES)
+"""Every ``source`` value, used to drop the union tag from error paths."""
+
+
+def _camera_source(value: Any) -> str:
+    # `source` may be left out: cameras were MQTT-only before the other sources existed
+    if isinstance(value, Mapping):
+        return str(value.get("source", "mqtt"))
+    return str(getattr(value, "source", "mqtt"))
+
+
+AnyCameraConfig = (
+    MqttCameraConfig | HttpCameraConfig | FileCameraConfig | CommandCameraConfig | PicameraConfig
+)
+"""Every camera source's config class."""
+
+CameraConfigs = Annotated[
+    Annotated[MqttCameraConfig, Tag("mqtt")]
+    | Annotated[HttpCameraConfig, Tag("http")]
+    | Annotated[FileCameraConfig, Tag("file")]
+    | Annotated[CommandCameraConfig, Tag("command")]
+    | Annotated[PicameraConfig, Tag("picamera")],
+    Discriminator(
+        _camera_source,
+        custom_error_type="camera_source",
+        custom_error_message="source must be one of: mqtt, http, file, command, picamera",
+    ),
+]
+"""The ``[[cameras]]`` entries: a union keyed by ``source`` (default mqtt)."""
 
 
 class ImageSpec(Section):
@@ -416,6 +545,29 @@ class ImageSpec(Section):
     )
 
 
+class ChartSpec(Section):
+    """One chart of a rule: a line chart of a sensor's recent history."""
+
+    sensor: Identifier = Field(description="Sensor id (numeric readings).")
+    window: Duration = Field(default=timedelta(hours=24), description="How far back to draw.")
+    title: str | None = Field(default=None, description="Chart title; default: the sensor id.")
+    alt: str = Field(min_length=1, description="Alt-text template (required).")
+
+
+class TimelapseSpec(Section):
+    """A rule's timelapse: an animation of a camera's archived frames."""
+
+    camera: Identifier = Field(description="Camera id.")
+    window: Duration = Field(default=timedelta(hours=24), description="How far back to look.")
+    frames: int = Field(default=48, ge=2, le=300, description="Frames in the animation (at most).")
+    format: Literal["webp", "gif"] = Field(
+        default="webp", description="webp (smaller) or gif (where a service needs it)."
+    )
+    fps: float = Field(default=8, gt=0, le=30, description="Frames per second.")
+    max_side: int = Field(default=640, ge=160, le=2048, description="Longest side in pixels.")
+    alt: str = Field(min_length=1, description="Alt-text template (required).")
+
+
 class RuleConfig(Section):
     """``[[rules]]``: when to post, what to say, and where."""
 
@@ -426,6 +578,8 @@ class RuleConfig(Section):
     )
     text: str = Field(min_length=1, description="Jinja2 template of the post text.")
     images: tuple[ImageSpec, ...] = Field(default=(), description="Images to attach.")
+    charts: tuple[ChartSpec, ...] = Field(default=(), description="Charts to attach.")
+    timelapse: TimelapseSpec | None = Field(default=None, description="A timelapse to attach.")
     publish_to: tuple[str, ...] = Field(min_length=1, description="Publisher ids.")
     language: str | None = Field(
         default=None, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]+)?$", description="BCP-47 language tag."
@@ -500,8 +654,9 @@ class GatewayConfig(BaseSettings):
     gateway: GatewaySection = Field(default_factory=GatewaySection, description="[gateway]")
     mqtt: MqttSection = Field(default_factory=MqttSection, description="[mqtt]")
     state: StateSection = Field(default_factory=StateSection, description="[state]")
+    media: MediaSection = Field(default_factory=MediaSection, description="[media]")
     sensors: tuple[SensorConfig, ...] = Field(default=(), description="[[sensors]]")
-    cameras: tuple[CameraConfig, ...] = Field(default=(), description="[[cameras]]")
+    cameras: tuple[CameraConfigs, ...] = Field(default=(), description="[[cameras]]")
     rules: tuple[RuleConfig, ...] = Field(default=(), description="[[rules]]")
     publishers: tuple[PublisherConfigs, ...] = Field(default=(), description="[[publishers]]")
 
@@ -540,6 +695,13 @@ class GatewayConfig(BaseSettings):
                 return rule
         raise KeyError(rule_id)
 
+    def camera(self, camera_id: str) -> AnyCameraConfig:
+        """The camera with this id (KeyError if none)."""
+        for camera in self.cameras:
+            if camera.id == camera_id:
+                return camera
+        raise KeyError(camera_id)
+
 
 def _duplicates(kind: str, ids: list[str]) -> Iterator[str]:
     seen: set[str] = set()
@@ -555,6 +717,7 @@ def _reference_problems(config: GatewayConfig) -> Iterator[str]:
     yield from _duplicates("rules", [r.id for r in config.rules])
     yield from _duplicates("publishers", [p.id for p in config.publishers])
     cameras = {c.id for c in config.cameras}
+    sensors = {s.id for s in config.sensors}
     publishers = {p.id for p in config.publishers}
     for r, rule in enumerate(config.rules):
         for p, target in enumerate(rule.publish_to):
@@ -563,6 +726,14 @@ def _reference_problems(config: GatewayConfig) -> Iterator[str]:
         for i, image in enumerate(rule.images):
             if image.camera not in cameras:
                 yield f"rules[{r}].images[{i}].camera: no camera with id {image.camera!r}"
+        for i, chart in enumerate(rule.charts):
+            if chart.sensor not in sensors:
+                yield f"rules[{r}].charts[{i}].sensor: no sensor with id {chart.sensor!r}"
+        if rule.timelapse is not None and rule.timelapse.camera not in cameras:
+            yield f"rules[{r}].timelapse.camera: no camera with id {rule.timelapse.camera!r}"
+    for p, publisher in enumerate(config.publishers):
+        if publisher.enabled:
+            yield from (f"publishers[{p}]: {m}" for m in publisher.missing_dependencies())
     from gateway.compose import template_problems
 
     for r, rule in enumerate(config.rules):
@@ -577,18 +748,19 @@ class ConfigError(Exception):
         self.errors = errors
 
 
+_UNION_TAGS: dict[int | str, tuple[str, ...]] = {
+    "publishers": PUBLISHER_TYPES,
+    "cameras": CAMERA_SOURCES,
+}
+
+
 def _format_loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif (
-            i > 0
-            and isinstance(loc[i - 1], int)
-            and part in PUBLISHER_TYPES
-            and loc[0] == "publishers"
-        ):
-            continue  # the discriminated union's tag, not a key the user wrote
+        elif i > 0 and isinstance(loc[i - 1], int) and part in _UNION_TAGS.get(loc[0], ()):
+            continue  # a discriminated union's tag, not a key the user wrote
         else:
             out += f".{part}" if out else str(part)
     return out

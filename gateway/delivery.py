@@ -15,10 +15,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
 
 from gateway.model import PermanentError, RetryableError
 from gateway.outbox import Delivery, Outbox
-from gateway.publishers.base import Publisher
+from gateway.publishers.base import Publisher, PublisherConfig
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,58 @@ class RetryPolicy:
         """True when a delivery has been tried too often or for too long."""
         return attempts >= self.max_attempts or age >= self.max_age
 
+    @classmethod
+    def for_publisher(cls, config: PublisherConfig, base: RetryPolicy | None = None) -> RetryPolicy:
+        """``base`` (or the defaults) with the publisher's ``max_attempts``/``give_up_after``."""
+        base = base or cls()
+        return cls(
+            base_delay=base.base_delay,
+            max_delay=base.max_delay,
+            max_attempts=config.max_attempts,
+            max_age=config.give_up_after.total_seconds(),
+            jitter=base.jitter,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PostingBudget:
+    """How much one publisher may post: per local day, and how often.
+
+    Counted from the outbox's ``sent`` deliveries, so the budget survives restarts.
+    """
+
+    tz: tzinfo
+    max_per_day: int | None = None
+    min_interval: float | None = None
+
+    @classmethod
+    def for_publisher(cls, config: PublisherConfig, tz: tzinfo) -> PostingBudget | None:
+        """The publisher's budget, or None when it has none."""
+        if config.max_per_day is None and config.min_interval is None:
+            return None
+        interval = config.min_interval.total_seconds() if config.min_interval else None
+        return cls(tz, config.max_per_day, interval)
+
+    def day_bounds(self, now: float) -> tuple[float, float]:
+        """Epoch seconds of the local midnight starting today and the one ending it."""
+        local = datetime.fromtimestamp(now, self.tz)
+        start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        # Add a day on the calendar, then re-localise: DST days are 23 or 25 hours long.
+        end = (start.replace(tzinfo=None) + timedelta(days=1)).replace(tzinfo=self.tz)
+        return start.timestamp(), end.timestamp()
+
+    def wait(self, outbox: Outbox, publisher: str, now: float) -> tuple[float, str] | None:
+        """``(until, reason)`` when the next post must wait; None when it may go now."""
+        start, end = self.day_bounds(now)
+        sent_today, last_sent = outbox.sent_since(publisher, start)
+        if self.max_per_day is not None and sent_today >= self.max_per_day:
+            reset = datetime.fromtimestamp(end, self.tz).isoformat(timespec="minutes")
+            return end, f"daily budget of {self.max_per_day} posts used; waiting until {reset}"
+        interval = self.min_interval
+        if interval is not None and last_sent is not None and now < last_sent + interval:
+            return last_sent + interval, f"min_interval {interval:g}s"
+        return None
+
 
 def idempotency_key(post_id: str, publisher: str) -> str:
     """The key sent with every attempt of one post to one publisher."""
@@ -60,10 +113,12 @@ class DeliveryWorker:
         publisher: Publisher,
         policy: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        budget: PostingBudget | None = None,
     ) -> None:
         self.outbox = outbox
         self.publisher = publisher
         self.policy = policy or RetryPolicy()
+        self.budget = budget
         self._clock = clock
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -98,6 +153,7 @@ class DeliveryWorker:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
+        self._prepare()
         while not self._stopping.is_set():
             try:
                 wait = self.step()
@@ -108,6 +164,18 @@ class DeliveryWorker:
                 self._wake.wait(wait)
                 self._wake.clear()
 
+    def _prepare(self) -> None:
+        # Network set-up happens here, in the worker's thread, never in the gateway's start.
+        prepare: Callable[[], object] | None = getattr(self.publisher, "prepare", None)
+        if prepare is None:
+            return
+        try:
+            prepare()
+        except Exception:
+            log.exception(
+                "publisher %s: preparing failed; will try again when posting", self.publisher.id
+            )
+
     def step(self) -> float:
         """Attempt the next due delivery; return how long to sleep before the next step."""
         delivery = self.outbox.next_delivery(self.publisher.id)
@@ -116,8 +184,19 @@ class DeliveryWorker:
         now = self._clock()
         if delivery.next_attempt_at > now:
             return delivery.next_attempt_at - now
+        if self.budget is not None:
+            held = self.budget.wait(self.outbox, self.publisher.id, now)
+            if held is not None:
+                return self._hold(delivery, *held)
         self.attempt(delivery)
         return 0.0
+
+    def _hold(self, delivery: Delivery, until: float, reason: str) -> float:
+        """Keep a delivery back for the posting budget, without counting an attempt."""
+        # Recorded as `failed` with the reason, so `things-gateway outbox` says why it waits.
+        self.outbox.mark_failed(delivery, reason, until)
+        log.info("post %s to %s held back: %s", delivery.post.id, self.publisher.id, reason)
+        return max(0.0, until - self._clock())
 
     def attempt(self, delivery: Delivery) -> None:
         """Make one publish call for ``delivery`` and record its outcome."""
@@ -125,7 +204,9 @@ class DeliveryWorker:
         attempts = delivery.attempts + 1
         key = idempotency_key(delivery.post.id, delivery.publisher)
         try:
-            receipt = self.publisher.publish(delivery.post, delivery.text, delivery.post.media, key)
+            receipt = self.publisher.publish(
+                delivery.post, delivery.text, delivery.media_to_send, key
+            )
         except PermanentError as exc:
             self._give_up(delivery, f"permanent: {exc}")
             return

@@ -125,6 +125,12 @@ class HistoryStore:
             for key, (count, total, low, high) in sorted(rows.items())
         ]
 
+    def series(
+        self, sensor: str, since: datetime, until: datetime
+    ) -> list[tuple[datetime, float | None]]:
+        """``(minute, mean)`` points, oldest first: the charts' ``HistorySource``."""
+        return [(point.at, point.mean) for point in self.history(sensor, since, until)]
+
     def sensors(self) -> list[str]:
         """Sensors with stored history."""
         with self._lock:

@@ -28,6 +28,9 @@ def setup_logging(level: str = "info") -> None:
     # These log every job run or state change at INFO; only their problems matter here.
     for chatty in ("apscheduler", "amqtt", "transitions"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
+    # HTTP libraries log every request's full URL, and a webhook or Apprise URL is a secret.
+    for revealing in ("httpx", "httpcore", "urllib3", "apprise"):
+        logging.getLogger(revealing).setLevel(logging.WARNING)
 
 
 class RateLimitedLog:

@@ -53,7 +53,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_open ON deliveries (publisher, status, post_id);
     CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
-    # 2 (issue 3): per-minute readings history, written in batches by gateway.history.
+    # 2: each delivery's own media, fitted to its publisher (NULL: the post's media)
+    """
+    ALTER TABLE deliveries ADD COLUMN media TEXT;
+    """,
+    # 3 (issue 3): per-minute readings history, written in batches by gateway.history.
     # IF NOT EXISTS keeps it self-contained whatever number it ends up with.
     """
     CREATE TABLE IF NOT EXISTS readings_minute (
@@ -81,6 +85,13 @@ class Delivery:
     attempts: int
     next_attempt_at: float
     last_error: str | None
+    media: tuple[MediaItem, ...] | None = None
+    """This publisher's fitted copies of the images; None means the post's own."""
+
+    @property
+    def media_to_send(self) -> tuple[MediaItem, ...]:
+        """The images to publish with this delivery."""
+        return self.post.media if self.media is None else self.media
 
 
 def _media_to_json(media: tuple[MediaItem, ...]) -> str:
@@ -105,6 +116,10 @@ def _media_from_json(raw: str) -> tuple[MediaItem, ...]:
         MediaItem(Path(m["path"]), m["mime"], m["width"], m["height"], m["bytes"], m["alt"])
         for m in json.loads(raw)
     )
+
+
+def _optional_media(media: tuple[MediaItem, ...] | None) -> str | None:
+    return None if media is None else _media_to_json(media)
 
 
 def _post_from_row(row: sqlite3.Row) -> Post:
@@ -176,9 +191,21 @@ class Outbox:
 
     # -- writing ---------------------------------------------------------
 
-    def add(self, post: Post, texts: Mapping[str, str], now: float | None = None) -> None:
-        """Commit a post and a ``pending`` delivery per publisher (publisher id → fitted text)."""
+    def add(
+        self,
+        post: Post,
+        texts: Mapping[str, str],
+        now: float | None = None,
+        *,
+        media: Mapping[str, tuple[MediaItem, ...]] | None = None,
+    ) -> None:
+        """Commit a post and a ``pending`` delivery per publisher (publisher id → fitted text).
+
+        ``media`` maps a publisher id to its own fitted images; a publisher it does
+        not name gets the post's media.
+        """
         now = time.time() if now is None else now
+        media = media or {}
         with self._tx() as conn:
             conn.execute(
                 "INSERT INTO posts (id, rule, created_at, text, lang, media) VALUES (?,?,?,?,?,?)",
@@ -193,8 +220,11 @@ class Outbox:
             )
             conn.executemany(
                 "INSERT INTO deliveries (post_id, publisher, text, status,"
-                " next_attempt_at, updated_at) VALUES (?,?,?,'pending',?,?)",
-                [(post.id, publisher, text, now, now) for publisher, text in texts.items()],
+                " next_attempt_at, updated_at, media) VALUES (?,?,?,'pending',?,?,?)",
+                [
+                    (post.id, publisher, text, now, now, _optional_media(media.get(publisher)))
+                    for publisher, text in texts.items()
+                ],
             )
 
     def recover(self) -> int:
@@ -274,7 +304,8 @@ class Outbox:
         row = (
             self._conn()
             .execute(
-                "SELECT d.*, p.id, p.rule, p.created_at, p.text AS post_text, p.lang, p.media"
+                "SELECT d.*, d.media AS delivery_media,"
+                " p.id, p.rule, p.created_at, p.text AS post_text, p.lang, p.media AS post_media"
                 " FROM deliveries d JOIN posts p ON p.id = d.post_id"
                 " WHERE d.publisher=? AND d.status IN ('pending','sending','failed')"
                 " ORDER BY d.post_id LIMIT 1",
@@ -289,9 +320,10 @@ class Outbox:
             rule=row["rule"],
             created_at=datetime.fromisoformat(row["created_at"]),
             text=row["post_text"],
-            media=_media_from_json(row["media"]),
+            media=_media_from_json(row["post_media"]),
             lang=row["lang"],
         )
+        own = row["delivery_media"]
         return Delivery(
             post,
             publisher,
@@ -300,6 +332,7 @@ class Outbox:
             row["attempts"],
             row["next_attempt_at"],
             row["last_error"],
+            media=None if own is None else _media_from_json(own),
         )
 
     def history(self, limit: int = 20) -> list[dict[str, Any]]:
@@ -366,6 +399,20 @@ class Outbox:
         sql = f"SELECT * FROM posts{where} ORDER BY id DESC LIMIT 1"  # noqa: S608 - constant parts
         row = self._conn().execute(sql, (rule,) if rule else ()).fetchone()
         return _post_from_row(row) if row else None
+
+    def sent_since(self, publisher: str, since: float) -> tuple[int, float | None]:
+        """How many deliveries of ``publisher`` were sent since ``since`` (epoch seconds),
+        and when the last one ever was sent (None if never): the posting budget's count."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT COALESCE(SUM(updated_at >= ?), 0), MAX(updated_at) FROM deliveries"
+                " WHERE publisher=? AND status='sent'",
+                (since, publisher),
+            )
+            .fetchone()
+        )
+        return int(row[0]), (float(row[1]) if row[1] is not None else None)
 
     # -- key/value store (publisher sessions, cached limits) --------------
 

@@ -55,21 +55,24 @@ def preview_rule(
     now = datetime.now(config.gateway.tz)
     state = load_sample(Path(sample), config, now) if sample else StateStore()
     media_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="things-gateway-preview-"))
+    ctx = PublisherContext(config.gateway.resolved_state_dir(), config.gateway.name)
+    publishers = {p.id: p for p in config.publishers}
+    targets = {pid: build_publisher(publishers[pid], ctx).capabilities for pid in rule.publish_to}
+    composer = Composer(config, state, media_dir)
     try:
-        post = Composer(config, state, media_dir).compose(rule, now)
+        post = composer.compose(rule, now, targets)
     except ComposeError as exc:
         print(f"rule {rule_id}: {exc}", file=sys.stderr)
         return 1
-    ctx = PublisherContext(config.gateway.resolved_state_dir(), config.gateway.name)
-    publishers = {p.id: p for p in config.publishers}
-    for pid in rule.publish_to:
-        caps = build_publisher(publishers[pid], ctx).capabilities
+    fitted = composer.fit_media(post, targets)
+    for pid, caps in targets.items():
         text = fit_text(post.text, caps)
         limit = f"{caps.max_text} {caps.text_counting}" if caps.max_text else "no limit"
         print(f"── {pid} ({publishers[pid].type}): {count_length(text, caps)} / {limit}")
         print(text)
-    for item in post.media:
-        print(
-            f"image: {item.path} ({item.width}x{item.height}, {item.bytes} bytes) alt: {item.alt}"
-        )
+        for item in fitted[pid]:
+            print(
+                f"image: {item.path} ({item.width}x{item.height}, {item.bytes} bytes)"
+                f" alt: {item.alt}"
+            )
     return 0

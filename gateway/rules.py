@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from gateway.compose import ComposeError, Composer
+from gateway.compose import ComposeError, Composer, PostSkippedError
 from gateway.config import GatewayConfig
 from gateway.model import Post
 from gateway.outbox import Outbox
@@ -31,6 +31,7 @@ class RuleStats:
     fired: int = 0
     posted: int = 0
     failed: int = 0
+    skipped: int = 0
     last_error: str | None = None
     last_post_id: str | None = None
 
@@ -63,8 +64,13 @@ class RuleRunner:
             pid: self.capabilities[pid] for pid in rule.publish_to if pid in self.capabilities
         }
         try:
-            post = self.composer.compose(rule, self.clock())
-            self.outbox.add(post, fitted_texts(post, targets))
+            post = self.composer.compose(rule, self.clock(), targets)
+            media = self.composer.fit_media(post, targets)
+            self.outbox.add(post, fitted_texts(post, targets), media=media)
+        except PostSkippedError as exc:
+            stats.skipped += 1
+            log.warning("rule %s: no post this time: %s", rule_id, exc)
+            return None
         except ComposeError as exc:
             self._failed(stats, rule_id, str(exc))
             return None

@@ -234,7 +234,7 @@ class StateStore:
         has no such window configured.
         """
         if isinstance(window, str):
-            from gateway.config import parse_duration
+            from gateway.durations import parse_duration
 
             parsed = parse_duration(window)
             assert isinstance(parsed, timedelta)

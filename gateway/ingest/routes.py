@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from gateway.config import CameraConfig, GatewayConfig, SensorConfig
+from gateway.config import CameraConfig, GatewayConfig, MqttCameraConfig, SensorConfig
 from gateway.ingest.decoders import (
     DecodeError,
     coerce_json,
@@ -136,7 +136,7 @@ class RouteTable:
             if avail is not None:
                 self._add(_Entry("availability", index, TopicPattern.parse(avail), sensor=sensor))
         for index, camera in enumerate(self.config.cameras):
-            if camera.source == "mqtt":
+            if isinstance(camera, MqttCameraConfig):  # other sources are pulled, not pushed
                 self._add(_Entry("camera", index, TopicPattern.parse(camera.topic), camera=camera))
 
     def _add(self, entry: _Entry) -> None:

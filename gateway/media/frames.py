@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from PIL import Image
@@ -59,15 +59,29 @@ class _Job:
 
 
 class FrameStore:
-    """Bounded queue plus worker thread that stores frames under ``folder/<camera>/``."""
+    """Bounded queue plus worker thread that stores frames under ``folder/<camera>/``.
+
+    Each camera keeps its ``keep_recent`` newest frames; older ones are thinned to
+    the first of every ``keep_every`` interval, so a camera sending a frame a second
+    still leaves a day of evenly spread frames for a timelapse.  Age and disk budget
+    are enforced separately, by :mod:`gateway.media.retention`.
+    """
 
     def __init__(
-        self, folder: Path, state: StateStore, *, queue_size: int = 8, keep_per_camera: int = 50
+        self,
+        folder: Path,
+        state: StateStore,
+        *,
+        queue_size: int = 8,
+        keep_recent: int = 30,
+        keep_every: timedelta | None = timedelta(minutes=5),
     ) -> None:
         self.folder = folder
         self._state = state
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
-        self._keep = keep_per_camera
+        self._keep_recent = keep_recent
+        self._keep_every = keep_every
+        self._write_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._rate_log = RateLimitedLog(log)
         self.dropped = 0
@@ -127,17 +141,76 @@ class FrameStore:
         kind = sniff_image(payload)
         if kind is None:
             raise ValueError("not a JPEG or PNG")
-        mime, suffix = kind
+        mime, _suffix = kind
         with Image.open(io.BytesIO(payload)) as image:  # reads the header only
             width, height = image.size
-        path = self.folder / camera / f"{at.strftime('%Y%m%dT%H%M%S_%f')}{suffix}"
-        atomic_write(path, payload)
-        self.stored += 1
-        self._prune(path.parent)
+        return self.save(camera, payload, at, mime, width, height)
+
+    def save(
+        self, camera: str, payload: bytes, at: datetime, mime: str, width: int, height: int
+    ) -> Frame:
+        """Write an already validated image atomically as the camera's frame taken ``at``."""
+        suffix = _SUFFIXES.get(mime, ".img")
+        path = self.folder / camera / f"{frame_stem(at)}{suffix}"
+        with self._write_lock:  # the frame writer and rule threads may both store frames
+            atomic_write(path, payload)
+            self.stored += 1
+            self._prune(path.parent)
         digest = hashlib.sha256(payload).hexdigest()
         return Frame(camera, path, at, width, height, mime, digest)
 
+    def archived(self, camera: str, since: datetime, until: datetime) -> list[Path]:
+        """The camera's stored frames taken within ``since``..``until``, oldest first."""
+        folder = self.folder / camera
+        if not folder.is_dir():
+            return []
+        found = []
+        for path in folder.iterdir():
+            at = frame_time(path)
+            if at is not None and since <= at <= until:
+                found.append((at, path))
+        return [path for _, path in sorted(found)]
+
     def _prune(self, folder: Path) -> None:
-        files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-        for old in files[: max(0, len(files) - self._keep)]:
+        files = sorted(p for p in folder.iterdir() if frame_time(p) is not None)
+        older = files[: max(0, len(files) - self._keep_recent)]
+        if self._keep_every is None:
+            doomed = older
+        else:
+            step = self._keep_every.total_seconds()
+            doomed, last_bucket = [], None
+            for path in older:  # keep the first frame of every `keep_every` interval
+                stamp = frame_time(path)
+                assert stamp is not None
+                bucket = int(stamp.timestamp() // step) if step > 0 else None
+                if bucket is not None and bucket == last_bucket:
+                    doomed.append(path)
+                last_bucket = bucket
+        for old in doomed:
             old.unlink(missing_ok=True)
+
+
+_SUFFIXES = {
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+    "image/bmp": ".bmp",
+    "image/tiff": ".tif",
+}
+_STEM_FORMAT = "%Y%m%dT%H%M%S_%f"
+
+
+def frame_stem(at: datetime) -> str:
+    """A frame's file name without suffix: its UTC time, so names sort by time."""
+    return at.astimezone(UTC).strftime(_STEM_FORMAT)
+
+
+def frame_time(path: Path) -> datetime | None:
+    """The UTC time a frame file's name records, or None for other files."""
+    if path.name.startswith("."):
+        return None
+    try:
+        return datetime.strptime(path.stem, _STEM_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None

@@ -9,7 +9,7 @@ Rendering is fast on a Raspberry Pi because a JPEG is decoded with ``draft()`` a
 the smallest DCT scale (1/2, 1/4, 1/8) that still covers the output, then
 resized, then rotated upright, then encoded by a short quality search that fits
 the publisher's byte budget.  Nothing of the source's metadata (EXIF, GPS, XMP,
-comments) is written out.
+comments) is written out.  Captions are drawn by :mod:`gateway.media.captions`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,16 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
-from PIL import ExifTags, Image, ImageDraw, ImageFont, UnidentifiedImageError, features
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from gateway.fsutil import atomic_write
+from gateway.media.captions import FONT_CANDIDATES as FONT_CANDIDATES
+from gateway.media.captions import Caption as Caption
+from gateway.media.captions import Position as Position
+from gateway.media.captions import draw_caption as draw_caption
+from gateway.media.captions import find_font as find_font
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +48,6 @@ OUTPUT_FORMATS = {
 QUALITY_MAX = 85
 QUALITY_MIN = 30
 
-FONT_CANDIDATES = (
-    "/usr/share/fonts/truetype/dejavu/{name}.ttf",  # Debian, Raspberry Pi OS, Ubuntu
-    "/usr/share/fonts/TTF/{name}.ttf",  # Arch
-    "/usr/share/fonts/dejavu-sans-fonts/{name}.ttf",  # Fedora
-    "/usr/share/fonts/dejavu/{name}.ttf",  # Alpine
-    "/usr/local/share/fonts/{name}.ttf",
-    "/Library/Fonts/{name}.ttf",
-    "{name}.ttf",  # Pillow then searches the platform's font folders
-)
-
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
@@ -64,9 +57,6 @@ _TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-
-Position = Literal["top-left", "top-right", "bottom-left", "bottom-right", "top", "bottom"]
-RGB = tuple[int, int, int]
 
 
 class ImageError(Exception):
@@ -83,9 +73,11 @@ class ImageLimits:
     formats: tuple[str, ...] = ("JPEG",)
 
     def __post_init__(self) -> None:
-        unknown = [f for f in self.formats if f not in OUTPUT_FORMATS]
-        if not self.formats or unknown:
-            raise ValueError(f"formats must be among {sorted(OUTPUT_FORMATS)}, got {self.formats}")
+        # other names (GIF, HEIC...) may be listed; stills are rendered to one of ours
+        if not any(f in OUTPUT_FORMATS for f in self.formats):
+            raise ValueError(
+                f"formats must include one of {sorted(OUTPUT_FORMATS)}: {self.formats}"
+            )
 
 
 @dataclass(frozen=True)
@@ -97,25 +89,6 @@ class RenderedImage:
     width: int
     height: int
     bytes: int
-
-
-@dataclass(frozen=True)
-class Caption:
-    """Text drawn on an image; sizes are fractions of the image height.
-
-    ``direction`` and ``language`` are hints for libraqm; by default the direction
-    is detected from the text, so Arabic or Hebrew come out right to left.
-    """
-
-    text: str
-    position: Position = "bottom-left"
-    size: float = 0.045
-    color: RGB = (255, 255, 255)
-    outline_color: RGB = (0, 0, 0)
-    outline: float = 0.1  # stroke width as a fraction of the font size
-    margin: float = 0.025
-    direction: Literal["ltr", "rtl"] | None = None
-    language: str | None = None
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
@@ -151,12 +124,13 @@ def probe_image(
 ) -> tuple[str, int, int]:
     """Return ``(mime, width, height)`` from the header, upright per EXIF, without decoding.
 
-    A JPEG missing its end-of-image marker is reported as truncated: it is the usual
-    sign of a camera command killed mid-write.
+    A JPEG with no end-of-image marker after its last scan is reported as truncated:
+    the usual sign of a camera command killed mid-write.  (Entropy-coded data cannot
+    contain that marker, and trailers some phones append after it are accepted.)
     """
     im = _open_guarded(io.BytesIO(data), max_pixels)
     fmt = im.format or ""
-    if fmt in ("JPEG", "MPO") and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+    if fmt in ("JPEG", "MPO") and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
         raise ImageError("truncated JPEG (no end-of-image marker)")
     try:
         width, height = _display_size(im, _orientation(im))
@@ -175,14 +149,19 @@ def fit_size(size: tuple[int, int], limits: ImageLimits) -> tuple[int, int]:
         scale = min(scale, math.sqrt(limits.max_pixels / (w * h)))
     if scale >= 1.0:
         return size
-    return max(1, math.floor(w * scale)), max(1, math.floor(h * scale))
+    side = limits.max_side or max(w, h)
+    while True:  # rounding may overshoot max_pixels by a row; shave until it fits
+        fitted = (max(1, min(side, round(w * scale))), max(1, min(side, round(h * scale))))
+        if not limits.max_pixels or fitted[0] * fitted[1] <= limits.max_pixels or scale < 1e-6:
+            return fitted
+        scale *= 0.995
 
 
 def _fit_within(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
     scale = min(1.0, box[0] / size[0], box[1] / size[1])
     if scale >= 1.0:
         return size
-    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+    return max(1, min(box[0], round(size[0] * scale))), max(1, min(box[1], round(size[1] * scale)))
 
 
 def _decode(im: Image.Image, target: tuple[int, int] | None) -> Image.Image:
@@ -236,85 +215,6 @@ def open_image(
         raise ImageError(f"corrupt image: {exc!r}") from exc
     out.info = {}  # so no comment, EXIF or XMP can ride along into the output
     return out
-
-
-@lru_cache(maxsize=4)
-def _font_path(bold: bool) -> str | None:
-    name = "DejaVuSans-Bold" if bold else "DejaVuSans"
-    for pattern in FONT_CANDIDATES:
-        candidate = pattern.format(name=name)
-        try:
-            ImageFont.truetype(candidate, 10)
-        except OSError:
-            continue
-        log.info("caption font: %s", candidate)
-        if not features.check("raqm"):
-            log.warning(
-                "libraqm not found: right-to-left and complex scripts will not be "
-                "shaped (apt install libraqm0)"
-            )
-        return candidate
-    log.warning(
-        "DejaVu Sans not found (apt install fonts-dejavu-core); using Pillow's "
-        "built-in font, which covers Latin only"
-    )
-    return None
-
-
-def find_font(size: int, *, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """DejaVu Sans at ``size`` pixels (raqm layout when available), else Pillow's default."""
-    path = _font_path(bold)
-    if path is None:
-        return ImageFont.load_default(size)
-    return ImageFont.truetype(path, size)
-
-
-def _uses_raqm(font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> bool:
-    return isinstance(font, ImageFont.FreeTypeFont) and font.layout_engine == ImageFont.Layout.RAQM
-
-
-def draw_caption(im: Image.Image, caption: Caption) -> Image.Image:
-    """Draw ``caption`` on ``im`` (in place) with an outline so it reads on any background."""
-    if not caption.text.strip():
-        return im
-    margin = round(caption.margin * im.height)
-    px = max(8, round(caption.size * im.height))
-    align = "right" if caption.position.endswith("right") else "left"
-    align = "center" if caption.position in ("top", "bottom") else align
-    draw = ImageDraw.Draw(im)
-    for _ in range(3):  # shrink a caption wider than the image, proportionally
-        font = find_font(px)
-        raqm = _uses_raqm(font)  # the basic layout rejects direction and language outright
-        direction, language = (caption.direction, caption.language) if raqm else (None, None)
-        stroke = max(1, round(px * caption.outline))
-        left, top, right, bottom = draw.textbbox(
-            (0, 0),
-            caption.text,
-            font,
-            align=align,
-            stroke_width=stroke,
-            direction=direction,
-            language=language,
-        )
-        room = im.width - 2 * margin
-        if right - left <= room or px <= 8:
-            break
-        px = max(8, math.floor(px * room / (right - left)))
-    width = right - left
-    x = {"left": margin, "right": im.width - margin - width, "center": (im.width - width) // 2}
-    y = margin if caption.position.startswith("top") else im.height - margin - (bottom - top)
-    draw.text(
-        (x[align] - left, y - top),
-        caption.text,
-        caption.color,
-        font,
-        align=align,
-        stroke_width=stroke,
-        stroke_fill=caption.outline_color,
-        direction=direction,
-        language=language,
-    )
-    return im
 
 
 def _choose_format(limits: ImageLimits, source_format: str | None, alpha: bool) -> str:
@@ -428,18 +328,24 @@ class RenderCache:
         self._entries: OrderedDict[tuple[object, ...], RenderedImage] = OrderedDict()
         self._pending: dict[tuple[object, ...], threading.Lock] = {}
         self._lock = threading.Lock()
+        self.hits = 0
+        """Requests answered from memory."""
+        self.renders = 0
+        """Requests that rendered an image (or found one an earlier run left on disk)."""
 
     def _lookup(self, key: tuple[object, ...]) -> RenderedImage | None:
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None and hit.path.exists():
                 self._entries.move_to_end(key)
+                self.hits += 1
                 return hit
             self._entries.pop(key, None)
             return None
 
     def _store(self, key: tuple[object, ...], result: RenderedImage) -> None:
         with self._lock:
+            self.renders += 1
             self._entries[key] = result
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
@@ -483,7 +389,7 @@ class RenderCache:
     ) -> RenderedImage:
         digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
         stem = f"{src.stem}-{digest}"
-        for fmt in limits.formats:  # a render left by an earlier run of the gateway
+        for fmt in (f for f in limits.formats if f in OUTPUT_FORMATS):  # left by an earlier run
             path = out_dir / (stem + OUTPUT_FORMATS[fmt][1])
             if path.exists():
                 try:

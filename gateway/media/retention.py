@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -42,9 +44,11 @@ class _Entry:
     size: int
 
 
-def _scan(folder: Path) -> list[_Entry]:
+def _scan(folder: Path, exclude: frozenset[Path] = frozenset()) -> list[_Entry]:
     entries = []
-    for root, _dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder):
+        if exclude:  # pruning `dirs` in place keeps os.walk out of them
+            dirs[:] = [d for d in dirs if Path(root, d).resolve() not in exclude]
         for name in files:
             path = Path(root, name)
             try:
@@ -93,10 +97,10 @@ def _doomed(
     return doomed
 
 
-def _remove_empty_dirs(folder: Path, now: float) -> None:
+def _remove_empty_dirs(folder: Path, now: float, exclude: frozenset[Path]) -> None:
     for root, dirs, files in os.walk(folder, topdown=False):
         path = Path(root)
-        if path == folder or dirs or files:
+        if path == folder or dirs or files or path.resolve() in exclude:
             continue
         try:
             # a fresh folder may be about to receive a file from atomic_write
@@ -112,23 +116,86 @@ def enforce_retention(
     max_age: timedelta | None,
     max_bytes: int | None,
     now: float | None = None,
+    exclude: Iterable[Path] = (),
 ) -> RetentionResult:
     """Delete files under ``folder`` older than ``max_age``, then the oldest until the
     total size is at most ``max_bytes``.  Empty subfolders are removed too.
 
-    ``now`` (a Unix time) is for tests.  A missing folder is not an error.
+    Folders in ``exclude`` (and everything under them) are neither counted nor
+    touched: the archive publisher's files are its own.  ``now`` (a Unix time) is
+    for tests.  A missing folder is not an error.
     """
     if not folder.is_dir():
         return RetentionResult(0, 0, 0)
     now = time.time() if now is None else now
-    entries = _scan(folder)
+    entries = _scan(folder, frozenset(p.resolve() for p in exclude))
     deleted = freed = 0
     for entry in _doomed(entries, now, max_age, max_bytes):
         if _delete(entry):
             deleted += 1
             freed += entry.size
-    _remove_empty_dirs(folder, now)
+    _remove_empty_dirs(folder, now, frozenset(p.resolve() for p in exclude))
     kept = sum(e.size for e in entries) - freed
     if deleted:
         log.info("retention: deleted %d files (%d bytes) under %s", deleted, freed, folder)
     return RetentionResult(deleted, freed, kept)
+
+
+class RetentionJob:
+    """Runs :func:`enforce_retention` on a folder every ``interval``, in its own thread."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        max_age: timedelta | None,
+        max_bytes: int | None,
+        interval: timedelta,
+        exclude: Iterable[Path] = (),
+    ) -> None:
+        self.folder = folder
+        self.max_age = max_age
+        self.max_bytes = max_bytes
+        self.interval = interval
+        self.exclude = tuple(exclude)
+        self.runs = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self, now: float | None = None) -> RetentionResult:
+        """One pass now; errors are logged, never raised (the next pass tries again)."""
+        try:
+            result = enforce_retention(
+                self.folder,
+                max_age=self.max_age,
+                max_bytes=self.max_bytes,
+                now=now,
+                exclude=self.exclude,
+            )
+        except OSError as exc:
+            log.warning("retention of %s failed: %s", self.folder, exc)
+            result = RetentionResult(0, 0, 0)
+        self.runs += 1
+        return result
+
+    def start(self) -> None:
+        """Start the thread: a pass at once, then one every ``interval``."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="media-retention", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.run_once()
+            self._stop.wait(self.interval.total_seconds())
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread (a pass in progress finishes first)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def is_alive(self) -> bool:
+        """True while the thread runs."""
+        return self._thread is not None and self._thread.is_alive()

@@ -14,16 +14,25 @@ from typing import Annotated, get_args
 
 from pydantic import Field
 
+from gateway.publishers.apprise import AppriseConfig
 from gateway.publishers.base import Capabilities, Publisher, PublisherContext
 from gateway.publishers.bluesky import BlueskyConfig
 from gateway.publishers.console import ConsoleConfig
 from gateway.publishers.file import FileConfig
 from gateway.publishers.mastodon import MastodonConfig
+from gateway.publishers.mqtt import MqttConfig
 from gateway.publishers.webhook import WebhookConfig
 from gateway.publishers.x import XConfig
 
 AnyPublisherConfig = (
-    ConsoleConfig | FileConfig | WebhookConfig | MastodonConfig | BlueskyConfig | XConfig
+    ConsoleConfig
+    | FileConfig
+    | WebhookConfig
+    | MqttConfig
+    | MastodonConfig
+    | BlueskyConfig
+    | XConfig
+    | AppriseConfig
 )
 """Every backend's config class."""
 

@@ -8,12 +8,16 @@ Composition fits text and images to :class:`Capabilities` before calling
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.durations import Duration
 from gateway.model import MediaItem, Post, Receipt
 
 TextCounting = Literal["chars", "graphemes", "weighted", "bytes"]
@@ -51,11 +55,48 @@ class PublisherConfig(BaseModel):
     enabled: bool = Field(
         default=True, description="Set false to keep the config but post nothing."
     )
+    max_attempts: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="Give a delivery up (`dead`) after this many failed attempts.",
+    )
+    give_up_after: Duration = Field(
+        default=timedelta(days=3),
+        description="Give a delivery up (`dead`) when it fails and its post is older than this.",
+    )
+    max_per_day: int | None = Field(
+        default=None,
+        ge=1,
+        description="Posting budget: at most this many posts sent per day (local midnight to "
+        "midnight in the gateway's time zone); more wait for the next day.",
+    )
+    min_interval: Duration | None = Field(
+        default=None,
+        description="Leave at least this long between two posts sent to this publisher.",
+    )
+
+    requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+    """(module, extra) pairs this backend imports when built, e.g. ("oauthlib", "x")."""
+
+    def missing_dependencies(self) -> list[str]:
+        """One message per optional dependency that is not installed."""
+        return [
+            f"needs the {module!r} package: pip install 'things-gateway[{extra}]'"
+            for module, extra in self.requires
+            if importlib.util.find_spec(module) is None
+        ]
 
 
 @runtime_checkable
 class Publisher(Protocol):
-    """A backend that can send one post."""
+    """A backend that can send one post.
+
+    A publisher may also define ``prepare()``: the delivery worker calls it once, in
+    its own thread, when it starts, so network set-up (a server's limits, a broker
+    connection) never delays the gateway's start.  Building a publisher must not
+    touch the network.
+    """
 
     id: str
     capabilities: Capabilities
@@ -69,6 +110,26 @@ class Publisher(Protocol):
     def close(self) -> None:
         """Release connections and files."""
         ...
+
+
+class LiveCapabilities(Mapping[str, Capabilities]):
+    """Each publisher's *current* capabilities, read at every lookup.
+
+    Limits can change while the gateway runs (Mastodon's come from the server, after
+    start), so composition looks them up per post instead of keeping a snapshot.
+    """
+
+    def __init__(self, publishers: Mapping[str, Publisher]) -> None:
+        self._publishers = publishers
+
+    def __getitem__(self, publisher_id: str) -> Capabilities:
+        return self._publishers[publisher_id].capabilities
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._publishers)
+
+    def __len__(self) -> int:
+        return len(self._publishers)
 
 
 class KeyValueStore(Protocol):
@@ -99,6 +160,22 @@ class MemoryStore:
 
 
 @dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    """How to reach an MQTT broker (the gateway's own ``[mqtt]`` broker by default)."""
+
+    host: str = "localhost"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    protocol: int = 5
+    keepalive: int = 60
+
+    def __repr__(self) -> str:
+        # Never show the password, even in a debugger or a log line.
+        return f"BrokerSettings(host={self.host!r}, port={self.port}, username={self.username!r})"
+
+
+@dataclass(frozen=True, slots=True)
 class PublisherContext:
     """What the gateway hands a publisher when it is built."""
 
@@ -106,3 +183,5 @@ class PublisherContext:
     gateway_name: str
     store: KeyValueStore = field(default_factory=MemoryStore)
     """Durable storage for the publisher; keys should start with the publisher id."""
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    """The gateway's MQTT broker, the default for publishers that talk MQTT."""

@@ -88,11 +88,6 @@ class Session:
     access_jwt: str
     refresh_jwt: str
 
-    @classmethod
-    def from_answer(cls, answer: dict[str, Any]) -> Session:
-        """Read a createSession/refreshSession answer."""
-        return cls(answer["did"], answer["handle"], answer["accessJwt"], answer["refreshJwt"])
-
     def __repr__(self) -> str:
         return f"Session(did={self.did!r}, handle={self.handle!r})"
 
@@ -164,7 +159,7 @@ class BlueskyPublisher:
             # The refresh token expired or was revoked: logging in again is the only way.
             log.info("%s: refreshing the session failed (%s); logging in", self.id, exc.code)
             return self._create_session()
-        return self._save(Session.from_answer(answer))
+        return self._save(self._session_from(answer))
 
     def _create_session(self) -> Session:
         answer = self._api.json(
@@ -175,7 +170,13 @@ class BlueskyPublisher:
                 "password": self._config.app_password.get_secret_value(),
             },
         )
-        return self._save(Session.from_answer(answer))
+        return self._save(self._session_from(answer))
+
+    def _session_from(self, answer: dict[str, Any]) -> Session:
+        did, handle, access, refresh = (
+            self._api.pick(answer, key) for key in ("did", "handle", "accessJwt", "refreshJwt")
+        )
+        return Session(did, handle, access, refresh)
 
     @property
     def _session_key(self) -> str:
@@ -207,7 +208,7 @@ class BlueskyPublisher:
             content=item.path.read_bytes(),
             headers={"Authorization": f"Bearer {token}", "Content-Type": item.mime},
         )
-        blob: dict[str, Any] = answer["blob"]
+        blob: dict[str, Any] = self._api.pick(answer, "blob")
         return blob
 
     def _create_record(self, token: str, rkey: str, record: dict[str, Any]) -> Receipt:
@@ -226,7 +227,7 @@ class BlueskyPublisher:
             return self._existing_record(did, rkey, exc)
         except PublishError as exc:
             return self._existing_record(did, rkey, exc)
-        return self._receipt(did, rkey, answer["uri"])
+        return self._receipt(did, rkey, self._api.pick(answer, "uri"))
 
     def _existing_record(self, did: str, rkey: str, failure: PublishError) -> Receipt:
         """The receipt of a record an earlier attempt created, else re-raise ``failure``."""
@@ -239,7 +240,7 @@ class BlueskyPublisher:
         except PublishError:
             raise failure from None
         log.info("%s: record %s already existed; treating it as sent", self.id, rkey)
-        return self._receipt(did, rkey, found["uri"])
+        return self._receipt(did, rkey, self._api.pick(found, "uri"))
 
     def _receipt(self, did: str, rkey: str, uri: str) -> Receipt:
         return Receipt(

@@ -19,6 +19,7 @@ a URL (a webhook URL may embed a token) and never a known secret.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -74,6 +75,8 @@ def make_client(
     """An httpx client with timeouts on every phase and the gateway's User-Agent."""
     import httpx
 
+    # httpx logs each request's full URL at INFO; URLs can carry tokens (webhooks).
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
     return httpx.Client(
         base_url=base_url,
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
@@ -101,12 +104,19 @@ class ApiClient:
     ) -> None:
         self.service = service
         self._client = make_client(base_url, timeout=timeout, headers=headers, auth=auth)
+        # Longest first, so a whole URL is scrubbed before the token inside it.
         self._secrets = tuple(
-            value
-            for s in secrets
-            if s is not None
-            for value in [s.get_secret_value() if isinstance(s, SecretStr) else s]
-            if value
+            sorted(
+                (
+                    value
+                    for s in secrets
+                    if s is not None
+                    for value in [s.get_secret_value() if isinstance(s, SecretStr) else s]
+                    if value
+                ),
+                key=len,
+                reverse=True,
+            )
         )
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -137,6 +147,14 @@ class ApiClient:
             raise RetryableError(f"{self.service}: HTTP {response.status_code} without JSON")
         return body
 
+    def pick(self, body: Any, *keys: str) -> Any:
+        """``body[k1][k2]...``; a missing field is an unexpected answer (retried later)."""
+        for key in keys:
+            if not isinstance(body, dict) or body.get(key) is None:
+                raise RetryableError(f"{self.service}: answer lacks {'.'.join(keys)}")
+            body = body[key]
+        return body
+
     def close(self) -> None:
         """Close the connection pool."""
         self._client.close()
@@ -150,6 +168,22 @@ class ApiClient:
             for secret in self._secrets:
                 error.detail = error.detail.replace(secret, "***")
         return error
+
+
+def url_secrets(url: SecretStr, min_length: int = 8) -> list[str]:
+    """A secret URL and the parts of it that may be tokens on their own.
+
+    Servers echo a path segment or query value back in error texts; each long
+    enough part is scrubbed too, not only the URL as a whole.
+    """
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    value = url.get_secret_value()
+    split = urlsplit(value)
+    parts = [value, split.password or ""]
+    parts += [unquote(segment) for segment in split.path.split("/")]
+    parts += [v for _, v in parse_qsl(split.query)]
+    return [p for p in dict.fromkeys(parts) if len(p) >= min_length]
 
 
 def error_for_response(
@@ -246,4 +280,5 @@ __all__ = [
     "error_for_response",
     "make_client",
     "retry_after",
+    "url_secrets",
 ]

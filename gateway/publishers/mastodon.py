@@ -10,8 +10,10 @@ Steps of one post:
    retried request returns the status the first one created.
 
 Limits come from ``GET /api/v2/instance`` (``configuration.statuses`` and
-``configuration.media_attachments``), fetched once per process, on first use, and
-kept in the gateway's store as a fallback for when the server is unreachable.
+``configuration.media_attachments``), fetched once per process by the delivery
+worker's thread (``prepare()``, else the first publish), and kept in the gateway's
+store as a fallback for when the server is unreachable.  ``capabilities`` never
+touches the network, so building and starting the gateway never waits for the server.
 """
 
 from __future__ import annotations
@@ -148,15 +150,23 @@ class MastodonPublisher:
 
     @property
     def capabilities(self) -> Capabilities:
-        """Limits from the server, fetched on first use (stored or default ones until then)."""
+        """The limits known now: the server's once fetched, else stored or default ones.
+
+        Never touches the network: composition reads this for every post.
+        """
         if self._pinned is not None:
             return self._pinned
-        return self.limits().capabilities(self._config.spoiler_text)
+        # No lock: a fetch in progress holds it, and reading one attribute is atomic.
+        return self._limits.capabilities(self._config.spoiler_text)
 
     @capabilities.setter
     def capabilities(self, value: Capabilities) -> None:
         # Lets an operator or a test pin the limits instead of asking the server.
         self._pinned = value
+
+    def prepare(self) -> None:
+        """Fetch the server's limits (called in the delivery worker's thread at start)."""
+        self.limits()
 
     def limits(self) -> InstanceLimits:
         """The server's limits: fetched once per process; on failure, retried later."""
@@ -188,7 +198,7 @@ class MastodonPublisher:
             files={"file": (item.path.name, item.path.read_bytes(), item.mime)},
             data={"description": item.alt} if item.alt else {},
         )
-        media_id = str(attachment["id"])
+        media_id = str(self._api.pick(attachment, "id"))
         if attachment.get("url") is None:
             self._wait_processed(media_id)
         return media_id
@@ -197,7 +207,8 @@ class MastodonPublisher:
         deadline = self._clock() + self._config.media_timeout
         while True:
             response = self._api.request("GET", f"/api/v1/media/{media_id}")
-            if response.status_code == 200 and response.json().get("url"):
+            # 206 means still processing; 200 carries the finished file's url.
+            if response.status_code == 200 and self._api.pick(response.json(), "url"):
                 return
             if self._clock() >= deadline:
                 raise RetryableError(f"mastodon: media {media_id} still processing")
@@ -217,7 +228,8 @@ class MastodonPublisher:
         status = self._api.json(
             "POST", "/api/v1/statuses", json=body, headers={"Idempotency-Key": idempotency_key}
         )
-        return Receipt(remote_id=str(status["id"]), url=status.get("url") or status.get("uri"))
+        status_id = str(self._api.pick(status, "id"))
+        return Receipt(remote_id=status_id, url=status.get("url") or status.get("uri"))
 
     @property
     def _limits_key(self) -> str:

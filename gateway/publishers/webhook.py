@@ -67,7 +67,7 @@ class WebhookConfig(HttpConfig):
 
     def build(self, ctx: PublisherContext) -> WebhookPublisher:
         """Create the publisher for this config."""
-        from gateway.publishers.http import ApiClient
+        from gateway.publishers.http import ApiClient, url_secrets
 
         # No base_url: httpx would add a trailing slash to it, changing the endpoint.
         api = ApiClient(
@@ -75,7 +75,7 @@ class WebhookConfig(HttpConfig):
             "",
             timeout=self.timeout,
             headers={k: v.get_secret_value() for k, v in self.headers.items()},
-            secrets=[self.url, self.secret, *self.headers.values()],
+            secrets=[*url_secrets(self.url), self.secret, *self.headers.values()],
         )
         return WebhookPublisher(self, api, ctx.gateway_name)
 

@@ -18,7 +18,7 @@ first attempt when there is one).
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
@@ -38,6 +38,7 @@ class XConfig(HttpConfig):
     """Post to an X account through API v2 (OAuth 1.0a user context: four secrets)."""
 
     type: Literal["x"] = Field(description="Selects this backend.")
+    requires: ClassVar[tuple[tuple[str, str], ...]] = (("oauthlib", "x"),)
     consumer_key: SecretStr = Field(description="The app's API key (consumer key).")
     consumer_secret: SecretStr = Field(description="The app's API key secret.")
     access_token: SecretStr = Field(description="The posting account's access token.")
@@ -136,7 +137,7 @@ class XPublisher:
             files={"media": (item.path.name, item.path.read_bytes(), item.mime)},
             data={"media_category": "tweet_image", "media_type": item.mime},
         )
-        media_id = str(answer["data"]["id"])
+        media_id = str(self._api.pick(answer, "data", "id"))
         if item.alt:
             metadata = {"id": media_id, "metadata": {"alt_text": {"text": item.alt}}}
             self._api.request("POST", "/2/media/metadata", json=metadata)
@@ -147,7 +148,7 @@ class XPublisher:
         if media_ids:
             body["media"] = {"media_ids": media_ids}
         answer = self._api.json("POST", "/2/tweets", json=body)
-        return str(answer["data"]["id"])
+        return str(self._api.pick(answer, "data", "id"))
 
     def _receipt(self, tweet_id: str | None) -> Receipt:
         if tweet_id is None:

@@ -1,0 +1,154 @@
+"""The images a rule attaches to a post: camera photos, charts and timelapses.
+
+Each is made once per post as a *master* under ``<media>/posts/<post id>/``
+(photos captioned at full resolution); :mod:`gateway.media.fitting` then derives
+each publisher's copy.  Templates are rendered by :mod:`gateway.compose`; this
+module gets their text.  A photo or timelapse that cannot be made raises
+:class:`MissingMediaError`, carrying the camera's ``on_missing`` choice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import statistics
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from gateway.config import ChartSpec, GatewayConfig, OnMissing, TimelapseSpec
+from gateway.media.charts import render_chart
+from gateway.media.frames import FrameStore
+from gateway.media.images import Caption, ImageError, ImageLimits, RenderedImage, render_image
+from gateway.media.sources import CameraFrames
+from gateway.media.timelapse import build_timelapse, evenly_spaced
+from gateway.model import MediaItem
+
+if TYPE_CHECKING:
+    from gateway.compose import HistorySource
+
+log = logging.getLogger(__name__)
+
+MASTER_LIMITS = ImageLimits(max_side=4096, max_pixels=16_777_216)
+"""Photos are kept at most this large before per-publisher fitting (no service takes more)."""
+TIMELAPSE_MAX_BYTES = 5_000_000
+"""A timelapse's budget when no target publisher sets a smaller one."""
+MIN_GAP = timedelta(minutes=3)
+
+
+class MissingMediaError(Exception):
+    """A photo or timelapse could not be made; ``on_missing`` says what the rule does."""
+
+    def __init__(self, reason: str, on_missing: OnMissing) -> None:
+        super().__init__(reason)
+        self.on_missing = on_missing
+
+
+def _item(out: RenderedImage, alt: str) -> MediaItem:
+    return MediaItem(out.path, out.mime, out.width, out.height, out.bytes, alt)
+
+
+def chart_gap(
+    points: Sequence[tuple[datetime, float | None]], expire: timedelta | None
+) -> timedelta:
+    """Silence longer than this breaks a chart's line: the sensor's ``expire_after``,
+    else three times the median interval between readings (at least 3 minutes)."""
+    if expire is not None:
+        return expire
+    times = [at for at, value in points if value is not None]
+    steps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    if not steps:
+        return MIN_GAP
+    return max(MIN_GAP, timedelta(seconds=3 * statistics.median(steps)))
+
+
+class MediaBuilder:
+    """Makes a post's master images from cameras, history and archived frames."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        frames: CameraFrames,
+        store: FrameStore,
+        history: HistorySource | None,
+        media_dir: Path,
+    ) -> None:
+        self._config = config
+        self._frames = frames
+        self._store = store
+        self._history = history
+        self._media_dir = media_dir
+        self._tz: tzinfo = config.gateway.tz
+
+    def photo(
+        self, post_id: str, n: int, camera: str, caption: str | None, alt: str, now: datetime
+    ) -> MediaItem:
+        """The camera's current frame, captioned; MissingMediaError when there is none."""
+        on_missing = self._config.camera(camera).on_missing
+        result = self._frames.current(camera, now)
+        if result.frame is None:
+            raise MissingMediaError(f"camera {camera}: {result.reason}", on_missing)
+        dest = self._media_dir / post_id / f"{n}.jpg"
+        try:
+            out = render_image(
+                result.frame.path,
+                dest,
+                limits=MASTER_LIMITS,
+                caption=Caption(caption) if caption else None,
+            )
+        except (ImageError, OSError) as exc:
+            raise MissingMediaError(
+                f"camera {camera}: frame {result.frame.path.name} unusable: {exc}", on_missing
+            ) from exc
+        return _item(out, alt)
+
+    def chart(self, post_id: str, n: int, spec: ChartSpec, alt: str, now: datetime) -> MediaItem:
+        """A line chart of the sensor over ``spec.window`` (a "no data" chart when empty)."""
+        sensor = next(s for s in self._config.sensors if s.id == spec.sensor)
+        since = now - spec.window
+        points = self._history.series(spec.sensor, since, now) if self._history else []
+        # None points at both ends make the time axis span the whole window
+        framed = [(since, None), *points, (now, None)]
+        out = render_chart(
+            framed,
+            title=spec.title or spec.sensor.replace("_", " "),
+            unit=sensor.unit,
+            tz=self._tz,
+            dest=self._media_dir / post_id / f"{n}-chart-{spec.sensor}.png",
+            gap=chart_gap(points, sensor.expire_after),
+        )
+        return _item(out, alt)
+
+    def timelapse(
+        self,
+        post_id: str,
+        spec: TimelapseSpec,
+        alt: str,
+        now: datetime,
+        max_bytes: int | None = None,
+    ) -> MediaItem:
+        """An animation of the camera's archived frames within ``spec.window``."""
+        on_missing = self._config.camera(spec.camera).on_missing
+        paths = self._store.archived(spec.camera, now - spec.window, now)
+        chosen = evenly_spaced(paths, spec.frames)
+        fmt: Literal["WEBP", "GIF"] = "GIF" if spec.format == "gif" else "WEBP"
+        dest = self._media_dir / post_id / f"timelapse-{spec.camera}.{spec.format}"
+        try:
+            out = build_timelapse(
+                chosen,
+                dest,
+                max_bytes=max_bytes or TIMELAPSE_MAX_BYTES,
+                max_side=spec.max_side,
+                fps=spec.fps,
+                format=fmt,
+            )
+        except (ImageError, OSError) as exc:
+            raise MissingMediaError(f"timelapse of {spec.camera}: {exc}", on_missing) from exc
+        return _item(out, alt)
+
+
+def smallest_budget(budgets: Mapping[str, int | None]) -> int | None:
+    """The smallest byte limit among publishers (None when none sets one)."""
+    known = [b for b in budgets.values() if b is not None]
+    return min(known) if known else None

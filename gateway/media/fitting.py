@@ -1,0 +1,101 @@
+"""Each publisher's copy of a post's images, fitted to its :class:`Capabilities`.
+
+A post's master images are made once; a publisher gets a copy within its byte,
+pixel and side limits (Bluesky 1,000,000 bytes, X 5 MB, Mastodon what the
+instance says).  Copies are made through a :class:`RenderCache`, so publishers
+with the same limits share one file, and a master that already fits is used as
+is, so nothing is re-encoded for nothing.  An animation (a timelapse) cannot be
+re-encoded as a still: a publisher whose limits it exceeds goes without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+from PIL import Image
+
+from gateway.media.images import ImageError, ImageLimits, RenderCache
+from gateway.model import MediaItem, Post
+from gateway.publishers.base import Capabilities
+
+log = logging.getLogger(__name__)
+
+FITTED_DIR = "fitted"
+"""Per-publisher copies go into this folder beside the post's masters."""
+
+
+def limits_for(caps: Capabilities) -> ImageLimits:
+    """The image limits a publisher declares."""
+    return ImageLimits(
+        max_bytes=caps.max_image_bytes,
+        max_pixels=caps.max_image_pixels,
+        max_side=caps.max_image_side,
+    )
+
+
+def fits(item: MediaItem, limits: ImageLimits) -> bool:
+    """True when ``item`` already satisfies every limit."""
+    return (
+        (limits.max_bytes is None or item.bytes <= limits.max_bytes)
+        and (limits.max_pixels is None or item.width * item.height <= limits.max_pixels)
+        and (limits.max_side is None or max(item.width, item.height) <= limits.max_side)
+    )
+
+
+def fit_alt(alt: str, limit: int | None) -> str:
+    """Alt text cut to ``limit`` characters (with an ellipsis) when it is longer."""
+    if limit is None or len(alt) <= limit:
+        return alt
+    return alt[: max(0, limit - 1)].rstrip() + "…"
+
+
+def is_animated(path: Path) -> bool:
+    """True for an animated GIF or WebP (reads the header only)."""
+    try:
+        with Image.open(path) as im:
+            return bool(getattr(im, "is_animated", False))
+    except (OSError, ValueError):
+        return False
+
+
+class MediaFitter:
+    """Fits masters to publishers' limits, rendering each (master, limits) once."""
+
+    def __init__(self, cache: RenderCache | None = None) -> None:
+        self.cache = cache or RenderCache()
+
+    def fit(self, media: tuple[MediaItem, ...], caps: Capabilities) -> tuple[MediaItem, ...]:
+        """The copies of ``media`` one publisher gets (at most ``caps.max_images``)."""
+        limits = limits_for(caps)
+        fitted: list[MediaItem] = []
+        for item in media:
+            if len(fitted) >= caps.max_images:
+                left_out = len(media) - len(fitted)
+                log.info("%d image(s) over the publisher's limit left out", left_out)
+                break
+            copy = self._fit_one(item, limits)
+            if copy is not None:
+                fitted.append(replace(copy, alt=fit_alt(item.alt, caps.max_alt_text)))
+        return tuple(fitted)
+
+    def _fit_one(self, item: MediaItem, limits: ImageLimits) -> MediaItem | None:
+        if fits(item, limits):
+            return item
+        if is_animated(item.path):
+            log.warning("%s exceeds a publisher's limits and cannot be re-encoded", item.path.name)
+            return None
+        try:
+            out = self.cache.render(item.path, limits, None, item.path.parent / FITTED_DIR)
+        except (ImageError, OSError) as exc:
+            log.warning("%s cannot be fitted: %s", item.path.name, exc)
+            return None
+        return MediaItem(out.path, out.mime, out.width, out.height, out.bytes, item.alt)
+
+    def fit_post(
+        self, post: Post, targets: Mapping[str, Capabilities]
+    ) -> dict[str, tuple[MediaItem, ...]]:
+        """Every target publisher's media for ``post`` (publisher id → fitted copies)."""
+        return {pid: self.fit(post.media, caps) for pid, caps in targets.items()}

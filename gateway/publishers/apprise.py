@@ -1,0 +1,123 @@
+"""The ``apprise`` publisher: any of Apprise's services (ntfy, Telegram, Matrix, email...).
+
+Needs the optional extra: ``pip install 'things-gateway[apprise]'``.  Apprise is
+imported only when this backend is built, so gateways that do not use it never pay
+for it in memory.
+
+Each post is one ``notify()`` call to every configured URL, with the images as
+attachments.  Apprise answers only "worked" or "did not" (a bool), so any failure is
+a :class:`RetryableError`; after ``max_attempts`` the delivery is ``dead``.  Apprise
+services have no idempotency keys: a retry after a lost answer may notify twice.
+
+URLs carry tokens, so they are secrets: never logged, never in errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field, SecretStr, field_validator
+
+from gateway.model import MediaItem, PermanentError, Post, Receipt, RetryableError
+from gateway.publishers.base import Capabilities, PublisherConfig, PublisherContext
+
+if TYPE_CHECKING:
+    import apprise
+
+log = logging.getLogger(__name__)
+
+TITLE_FIELDS = frozenset({"rule", "gateway"})
+
+
+class AppriseConfig(PublisherConfig):
+    """Notify through Apprise URLs, e.g. ``ntfys://ntfy.sh/my-topic`` or ``tgram://...``."""
+
+    requires: ClassVar[tuple[tuple[str, str], ...]] = (("apprise", "apprise"),)
+
+    type: Literal["apprise"] = Field(description="Selects this backend.")
+    urls: list[SecretStr] = Field(
+        min_length=1,
+        description='Apprise URLs to notify, e.g. ["${NTFY_URL}"]; secret (they carry tokens).',
+    )
+    title: str = Field(
+        default="",
+        description="Notification title; `{rule}` and `{gateway}` are filled in. Empty: none.",
+    )
+    max_text: int | None = Field(
+        default=None, ge=1, description="Longest text to send, in characters (None: no limit)."
+    )
+    max_images: int = Field(default=4, ge=0, le=16, description="Images per post to attach.")
+    timeout: float = Field(
+        default=30.0, gt=0, le=300, description="Seconds to wait for the services to answer."
+    )
+
+    @field_validator("title")
+    @classmethod
+    def _title_template(cls, value: str) -> str:
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"bad title template: {exc}") from None
+        if names - TITLE_FIELDS:
+            raise ValueError("the title may only use {rule} and {gateway}")
+        return value
+
+    def build(self, ctx: PublisherContext) -> ApprisePublisher:
+        """Create the publisher (imports Apprise; no network)."""
+        import apprise
+
+        # Apprise's (and its HTTP library's) debug lines include full URLs, tokens and all.
+        for name in ("apprise", "urllib3"):
+            logging.getLogger(name).setLevel(max(logging.INFO, log.getEffectiveLevel()))
+        notifier = apprise.Apprise()
+        rejected = [
+            n for n, url in enumerate(self.urls) if not notifier.add(url.get_secret_value())
+        ]
+        return ApprisePublisher(self, notifier, ctx.gateway_name, rejected)
+
+
+class ApprisePublisher:
+    """One ``notify()`` per post, with the images attached."""
+
+    def __init__(
+        self,
+        config: AppriseConfig,
+        notifier: apprise.Apprise,
+        gateway: str,
+        rejected: list[int] | None = None,
+    ) -> None:
+        self.id = config.id
+        self.capabilities = Capabilities(
+            max_text=config.max_text, max_images=config.max_images, supports_language=False
+        )
+        self._config = config
+        self._notifier = notifier
+        self._gateway = gateway
+        self._rejected = rejected or []
+
+    def publish(
+        self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
+    ) -> Receipt:
+        """Notify every URL; RetryableError when any service did not accept it."""
+        import apprise
+
+        if self._rejected:
+            numbers = ", ".join(f"urls[{n}]" for n in self._rejected)
+            raise PermanentError(f"apprise: {numbers} not understood by Apprise")
+        attach = apprise.AppriseAttachment([str(item.path) for item in media]) if media else None
+        title = self._config.title.format(rule=post.rule, gateway=self._gateway)
+        options: dict[str, Any] = {"body_format": apprise.NotifyFormat.TEXT}
+        ok = self._notifier.notify(
+            body=text, title=title, attach=attach, timeout=self._config.timeout, **options
+        )
+        if not ok:
+            raise RetryableError("apprise: a service did not accept the notification")
+        return Receipt(remote_id=post.id)
+
+    def close(self) -> None:
+        """Nothing to release (Apprise opens a connection per notification)."""
+
+
+__all__ = ["AppriseConfig", "ApprisePublisher"]

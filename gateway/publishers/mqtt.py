@@ -1,0 +1,220 @@
+"""The ``mqtt`` publisher: each post as a JSON message on a topic, images beside it.
+
+The post goes to ``topic`` (a template: ``{rule}`` and ``{gateway}`` are filled in,
+e.g. ``things/{rule}/post``) as the same JSON object the webhook sends, plus a
+``topic`` per image.  With ``images = "separate"`` each image is first published as
+a binary message on ``<topic>/image/<n>``; with ``"omit"`` only its metadata travels.
+
+The publisher has its own paho client (the ingest client stays subscribe-only),
+connecting to the gateway's ``[mqtt]`` broker unless ``host`` is set.  It connects
+in the delivery worker's thread (``prepare()``), never while the gateway starts.  A
+publish counts once the broker acknowledged it (QoS 1/2) or it was written (QoS 0)
+within ``timeout``; anything else is a RetryableError.  MQTT has no idempotency: a
+retry after a lost acknowledgement can deliver a post twice, so the payload carries
+``id`` and ``idempotency_key`` for subscribers to drop repeats.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import string
+import threading
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+
+from gateway.model import MediaItem, Post, Receipt, RetryableError
+from gateway.publishers.base import (
+    BrokerSettings,
+    Capabilities,
+    PublisherConfig,
+    PublisherContext,
+)
+from gateway.publishers.webhook import webhook_payload
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as paho
+
+log = logging.getLogger(__name__)
+
+TOPIC_FIELDS = frozenset({"rule", "gateway"})
+
+
+class MqttConfig(PublisherConfig):
+    """Publish posts to an MQTT topic (Home Assistant, Node-RED, a display...)."""
+
+    type: Literal["mqtt"] = Field(description="Selects this backend.")
+    topic: str = Field(
+        default="things-gateway/{gateway}/{rule}/post",
+        min_length=1,
+        description="Topic for the post's JSON; `{rule}` and `{gateway}` are filled in.",
+    )
+    qos: Literal[0, 1, 2] = Field(default=1, description="QoS of every message sent.")
+    retain: bool = Field(default=False, description="Publish retained messages.")
+    images: Literal["separate", "omit"] = Field(
+        default="separate",
+        description="`separate`: each image as a binary message on `<topic>/image/<n>`; "
+        "`omit`: send no image bytes.",
+    )
+    max_images: int = Field(default=4, ge=0, le=16, description="Images per post to send.")
+    host: str | None = Field(
+        default=None, description="Broker host; default: the gateway's [mqtt] broker."
+    )
+    port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Broker port; default: [mqtt] port (with host unset) or 1883.",
+    )
+    username: str | None = Field(default=None, description="Broker user name (with `host`).")
+    password: SecretStr | None = Field(default=None, description="Broker password (with `host`).")
+    protocol: Literal[5, 311] | None = Field(
+        default=None, description="MQTT protocol version; default: the [mqtt] one."
+    )
+    client_id: str | None = Field(
+        default=None, description="Client id; default `<gateway name>-<publisher id>`."
+    )
+    timeout: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds to wait for the broker to confirm."
+    )
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_template(cls, value: str) -> str:
+        if "+" in value or "#" in value:
+            raise ValueError("a topic to publish to cannot contain + or #")
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"bad topic template: {exc}") from None
+        unknown = names - TOPIC_FIELDS
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder(s) {sorted(unknown)}; use {{rule}} or {{gateway}}"
+            )
+        return value
+
+    def broker(self, default: BrokerSettings) -> BrokerSettings:
+        """The broker to connect to: this config's ``host``, else the gateway's."""
+        if self.host is None:
+            return BrokerSettings(
+                host=default.host,
+                port=self.port or default.port,
+                username=default.username,
+                password=default.password,
+                protocol=self.protocol or default.protocol,
+                keepalive=default.keepalive,
+            )
+        return BrokerSettings(
+            host=self.host,
+            port=self.port or 1883,
+            username=self.username,
+            password=self.password.get_secret_value() if self.password else None,
+            protocol=self.protocol or 5,
+        )
+
+    def build(self, ctx: PublisherContext) -> MqttPublisher:
+        """Create the publisher for this config (it connects later, in its worker)."""
+        client_id = self.client_id or f"{ctx.gateway_name}-{self.id}"
+        return MqttPublisher(self, self.broker(ctx.broker), client_id, ctx.gateway_name)
+
+
+class MqttPublisher:
+    """Sends each post's images, then its JSON, and waits for the broker to confirm."""
+
+    def __init__(
+        self, config: MqttConfig, broker: BrokerSettings, client_id: str, gateway: str
+    ) -> None:
+        self.id = config.id
+        self.capabilities = Capabilities(max_images=config.max_images, supports_language=True)
+        self._config = config
+        self._broker = broker
+        self._client_id = client_id
+        self._gateway = gateway
+        self._client: paho.Client | None = None
+        self._connected = threading.Event()
+        self._refused: str | None = None
+
+    # -- connection ------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Start connecting (in the background; paho reconnects by itself)."""
+        if self._client is not None:
+            return
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        version = paho.MQTTv5 if self._broker.protocol == 5 else paho.MQTTv311
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=version
+        )
+        if self._broker.username is not None:
+            client.username_pw_set(self._broker.username, self._broker.password)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.reconnect_delay_set(1, 30)
+        client.connect_async(self._broker.host, self._broker.port, self._broker.keepalive)
+        client.loop_start()
+        self._client = client
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if getattr(reason, "is_failure", False):
+            self._refused = str(reason)
+            log.warning("%s: broker refused the connection: %s", self.id, reason)
+            return
+        self._refused = None
+        self._connected.set()
+
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        self._connected.clear()
+
+    def _connected_client(self) -> paho.Client:
+        self.prepare()
+        assert self._client is not None
+        if not self._connected.wait(self._config.timeout):
+            why = f" ({self._refused})" if self._refused else ""
+            raise RetryableError(
+                f"mqtt: not connected to {self._broker.host}:{self._broker.port}{why}"
+            )
+        return self._client
+
+    # -- publishing ----------------------------------------------------------------
+
+    def publish(
+        self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
+    ) -> Receipt:
+        """Publish the images (if sent separately), then the post; RetryableError if unconfirmed."""
+        client = self._connected_client()
+        topic = self._config.topic.format(rule=post.rule, gateway=self._gateway)
+        payload = webhook_payload(post, text, media, idempotency_key, self._gateway)
+        separate = self._config.images == "separate"
+        for n, (entry, item) in enumerate(zip(payload["media"], media, strict=True)):
+            if separate:
+                entry["topic"] = f"{topic}/image/{n}"
+                self._send(client, entry["topic"], item.path.read_bytes())
+        self._send(client, topic, json.dumps(payload, ensure_ascii=False).encode())
+        return Receipt(
+            remote_id=post.id, url=f"mqtt://{self._broker.host}:{self._broker.port}/{topic}"
+        )
+
+    def _send(self, client: paho.Client, topic: str, payload: bytes) -> None:
+        info = client.publish(topic, payload, qos=self._config.qos, retain=self._config.retain)
+        try:
+            info.wait_for_publish(self._config.timeout)
+        except (RuntimeError, ValueError) as exc:
+            raise RetryableError(f"mqtt: publish to {topic} failed: {exc}") from None
+        if not info.is_published():
+            raise RetryableError(f"mqtt: broker did not confirm {topic} in time")
+
+    def close(self) -> None:
+        """Disconnect and stop the network thread."""
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._client = None
+
+
+__all__ = ["MqttConfig", "MqttPublisher"]

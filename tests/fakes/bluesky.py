@@ -1,0 +1,123 @@
+"""A fake AT Protocol PDS: sessions, blobs and post records.
+
+Shapes follow the com.atproto lexicons: createSession → ``{accessJwt, refreshJwt,
+handle, did}``; refreshSession with the refresh token as bearer (the old refresh
+token stops working); an expired access token → 400 ``ExpiredToken``; uploadBlob →
+``{blob}``; createRecord → ``{uri, cid}``, and a second create at the same rkey → 500,
+as today's PDS answers; getRecord → ``{uri, cid, value}`` or 400 ``RecordNotFound``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from typing import Any
+
+from tests.fakes.server import FakeServer, Recorded, Reply, Route
+
+RKEY = re.compile(r"^[A-Za-z0-9._:~-]{1,512}$")
+
+
+class FakePds(FakeServer):
+    """A PDS hosting one account."""
+
+    service = "bluesky"
+
+    def __init__(self, handle: str = "poolcam.test", password: str = "app-pass-1234") -> None:
+        self.handle = handle
+        self.password = password
+        self.did = "did:plc:fakepoolcam000000000000"
+        self.access: set[str] = set()
+        self.refresh: set[str] = set()
+        self.blobs: dict[str, tuple[str, bytes]] = {}
+        self.records: dict[str, dict[str, Any]] = {}
+        super().__init__()
+
+    def routes(self) -> list[tuple[str, str, Route]]:
+        """The endpoints this fake serves."""
+        x = "/xrpc/com.atproto."
+        return [
+            ("POST", x + r"server\.createSession", self._create_session),
+            ("POST", x + r"server\.refreshSession", self._refresh_session),
+            ("POST", x + r"repo\.uploadBlob", self._upload_blob),
+            ("POST", x + r"repo\.createRecord", self._create_record),
+            ("GET", x + r"repo\.getRecord", self._get_record),
+        ]
+
+    def expire_access_tokens(self) -> None:
+        """Make every access token issued so far expired."""
+        self.access.clear()
+
+    def _session(self) -> dict[str, str]:
+        access, refresh = f"acc-{secrets.token_hex(8)}", f"ref-{secrets.token_hex(8)}"
+        self.access.add(access)
+        self.refresh.add(refresh)
+        return {"accessJwt": access, "refreshJwt": refresh, "handle": self.handle, "did": self.did}
+
+    def _bearer(self, request: Recorded) -> str:
+        return (request.header("authorization") or "").removeprefix("Bearer ")
+
+    def _check_access(self, request: Recorded) -> Reply | None:
+        token = self._bearer(request)
+        if token in self.access:
+            return None
+        if token.startswith("acc-"):
+            return Reply(400, {"error": "ExpiredToken", "message": "Token has expired"})
+        return Reply(401, {"error": "AuthenticationRequired", "message": "Invalid token"})
+
+    def _create_session(self, request: Recorded, match: re.Match[str]) -> Reply:
+        body = request.json()
+        if body.get("identifier") != self.handle or body.get("password") != self.password:
+            return Reply(
+                401,
+                {"error": "AuthenticationRequired", "message": "Invalid identifier or password"},
+            )
+        return Reply(200, self._session())
+
+    def _refresh_session(self, request: Recorded, match: re.Match[str]) -> Reply:
+        token = self._bearer(request)
+        if token not in self.refresh:
+            return Reply(400, {"error": "ExpiredToken", "message": "Token has been revoked"})
+        self.refresh.discard(token)
+        return Reply(200, self._session())
+
+    def _upload_blob(self, request: Recorded, match: re.Match[str]) -> Reply:
+        if denied := self._check_access(request):
+            return denied
+        mime = request.header("content-type") or "*/*"
+        cid = "bafkrei" + hashlib.sha256(request.body).hexdigest()[:52]
+        self.blobs[cid] = (mime, request.body)
+        return Reply(
+            200,
+            {
+                "blob": {
+                    "$type": "blob",
+                    "ref": {"$link": cid},
+                    "mimeType": mime,
+                    "size": len(request.body),
+                }
+            },
+        )
+
+    def _create_record(self, request: Recorded, match: re.Match[str]) -> Reply:
+        if denied := self._check_access(request):
+            return denied
+        body = request.json()
+        rkey = body.get("rkey") or secrets.token_hex(6)
+        if body.get("repo") not in (self.did, self.handle) or not RKEY.match(rkey):
+            return Reply(400, {"error": "InvalidRequest", "message": "bad repo or rkey"})
+        uri = f"at://{self.did}/{body['collection']}/{rkey}"
+        if uri in self.records:
+            return Reply(500, {"error": "InternalServerError", "message": "Internal Server Error"})
+        cid = "bafyrei" + hashlib.sha256(request.body).hexdigest()[:52]
+        self.records[uri] = {"uri": uri, "cid": cid, "value": body["record"]}
+        return Reply(200, {"uri": uri, "cid": cid, "validationStatus": "valid"})
+
+    def _get_record(self, request: Recorded, match: re.Match[str]) -> Reply:
+        q = {k: v[0] for k, v in request.query.items()}
+        uri = f"at://{self.did}/{q.get('collection')}/{q.get('rkey')}"
+        if uri not in self.records:
+            message = f"Could not locate record: {uri}"
+            return Reply(400, {"error": "RecordNotFound", "message": message})
+        return Reply(200, self.records[uri])

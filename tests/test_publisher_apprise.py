@@ -1,0 +1,114 @@
+"""The apprise publisher, through Apprise's own ``json://`` and ``form://`` services,
+to a local recording server: the body, the title and the attached image bytes."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("apprise")
+
+from gateway.config import ConfigError, validate_config
+from gateway.model import PermanentError, Post, Receipt, RetryableError, new_post_id
+from gateway.publishers.apprise import AppriseConfig, ApprisePublisher
+from gateway.publishers.base import Publisher, PublisherContext
+from tests.fakes.media import jpeg
+from tests.fakes.webhook import FakeWebhook
+
+
+@pytest.fixture
+def server() -> Iterator[FakeWebhook]:
+    with FakeWebhook() as fake:
+        yield fake
+
+
+def build(
+    server: FakeWebhook, tmp_path: Path, scheme: str = "json", **options: object
+) -> ApprisePublisher:
+    host = server.url.removeprefix("http://")
+    config = AppriseConfig.model_validate(
+        {
+            "id": "notify",
+            "type": "apprise",
+            "urls": [f"{scheme}://{host}/hooks/tok-SECRET"],
+            **options,
+        }
+    )
+    return config.build(PublisherContext(tmp_path, "pool"))
+
+
+def a_post(tmp_path: Path, n_images: int = 1) -> Post:
+    media = tuple(jpeg(tmp_path, f"a{n}.jpg", (80 + n, 60), f"View {n}") for n in range(n_images))
+    return Post(new_post_id(), "hourly", datetime.now(UTC), "Water 24 °C", media, "en")
+
+
+def test_json_body_title_and_attachment(server: FakeWebhook, tmp_path: Path) -> None:
+    publisher = build(server, tmp_path, title="{gateway}: {rule}")
+    post = a_post(tmp_path, 2)
+    receipt = publisher.publish(post, "Water 24 °C 🐟", post.media, "key-1")
+    publisher.close()
+    (sent,) = server.calls("/hooks/tok-SECRET", "POST")
+    body = sent.json()
+    assert body["title"] == "pool: hourly"
+    assert body["message"] == "Water 24 °C 🐟"
+    attachments = body["attachments"]
+    assert [a["filename"] for a in attachments] == ["a0.jpg", "a1.jpg"]
+    assert [a["mimetype"] for a in attachments] == ["image/jpeg", "image/jpeg"]
+    for attachment, item in zip(attachments, post.media, strict=True):
+        assert base64.b64decode(attachment["base64"]) == item.path.read_bytes()
+    assert receipt == Receipt(post.id)
+    assert isinstance(publisher, Publisher)
+
+
+def test_form_posts_the_image_as_a_file_part(server: FakeWebhook, tmp_path: Path) -> None:
+    publisher = build(server, tmp_path, scheme="form")
+    post = a_post(tmp_path, 1)
+    publisher.publish(post, "with a file", post.media, "key-2")
+    (sent,) = server.calls("/hooks/", "POST")
+    parts = {p.name: p for p in sent.parts}
+    assert parts["message"].text == "with a file"
+    files = [p for p in sent.parts if p.filename]
+    assert [f.data for f in files] == [post.media[0].path.read_bytes()]
+
+
+def test_failure_is_retryable_and_secret_free(
+    server: FakeWebhook, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    publisher = build(server, tmp_path)
+    server.reply_next(500, {"error": "down"})
+    post = a_post(tmp_path, 0)
+    with pytest.raises(RetryableError) as info:
+        publisher.publish(post, "x", (), "key-3")
+    assert "SECRET" not in str(info.value)
+    assert "SECRET" not in caplog.text
+    assert publisher.capabilities.max_text is None
+
+
+def test_bad_url_and_missing_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = AppriseConfig.model_validate(
+        {"id": "n", "type": "apprise", "urls": ["nosuchscheme://tok-SECRET"], "max_text": 280}
+    )
+    publisher = config.build(PublisherContext(tmp_path, "pool"))
+    assert publisher.capabilities.max_text == 280
+    with pytest.raises(PermanentError, match=r"urls\[0\]") as info:
+        publisher.publish(a_post(tmp_path, 0), "x", (), "k")
+    assert "SECRET" not in str(info.value)
+    with pytest.raises(ConfigError, match="title"):
+        validate_config(
+            {"publishers": [{"id": "n", "type": "apprise", "urls": ["json://h"], "title": "{x}"}]}
+        )
+    # check-config names the missing extra when Apprise is not installed.
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "apprise" else real(name, *a)
+    )
+    with pytest.raises(ConfigError, match=r"things-gateway\[apprise\]"):
+        validate_config({"publishers": [{"id": "n", "type": "apprise", "urls": ["json://h"]}]})
