@@ -81,6 +81,8 @@ class SensorView:
     age: timedelta | None
     stale: bool
     previous: Value | None
+    offline: bool = False
+    """The device's LWT or availability topic last said offline."""
 
     @classmethod
     def of(
@@ -90,7 +92,14 @@ class SensorView:
         if snap is None:
             return cls(sensor, None, unit, None, None, True, None)
         return cls(
-            sensor, snap.value, snap.unit or unit, snap.at, now - snap.at, stale, snap.previous
+            sensor,
+            snap.value,
+            snap.unit or unit,
+            snap.at,
+            now - snap.at,
+            stale,
+            snap.previous,
+            snap.offline,
         )
 
     def __str__(self) -> str:

@@ -192,3 +192,15 @@ def test_history_survives_a_restart(tmp_path: Path) -> None:
     assert [p.mean for p in reopened.history("t", T0, T0 + HOUR)] == [1.0, 2.0, 3.0]
     assert reopened.sensors() == ["t"]
     reopened.close()
+
+
+def test_templates_see_offline_stale_and_age() -> None:
+    from gateway.compose import SensorView, render
+
+    state = StateStore({"t": timedelta(minutes=5)})
+    state.record("t", 21.0, "°C", T0)
+    state.set_online("t", False)
+    now = T0 + timedelta(minutes=10)
+    view = SensorView.of("t", state.get("t"), state.is_stale("t", now), now, "°C")
+    text = render("{{ t }} {{ t.offline }} {{ t.stale }} {{ t.age.seconds }}", {"t": view})
+    assert text == "21 °C True True 600"
