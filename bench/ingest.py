@@ -122,6 +122,7 @@ class Clock:
         self.done = threading.Event()
 
     def tick(self) -> None:
+        """Count one message."""
         self.count += 1
         if self.count == 1:
             self.first, self.first_cpu = time.perf_counter(), time.process_time()
@@ -227,6 +228,7 @@ def consume(args: argparse.Namespace) -> None:
 def run_consumer(
     port: int, kind: str, qos: int, phase: str, args: argparse.Namespace, run: int = 0
 ) -> Any:
+    """Run a consumer phase in a fresh process; the consume phase's JSON result."""
     command = [
         sys.executable, __file__, "--consumer", kind, "--phase", phase, "--port", str(port),
         "--qos", str(qos), "--client-id", f"bench-{kind}-q{qos}-{run}",
@@ -251,6 +253,7 @@ def best_of(port: int, kind: str, qos: int, args: argparse.Namespace, runs: list
 
 
 def main() -> None:
+    """Benchmark both consumers at QoS 0 and 1 and print rates, ratios and memory."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sensors", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=100_000)
