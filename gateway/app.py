@@ -18,9 +18,9 @@ from pathlib import Path
 from gateway.compose import Composer
 from gateway.config import GatewayConfig
 from gateway.delivery import DeliveryWorker, PostingBudget, RetryPolicy
+from gateway.history import HistoryStore, HistoryWriter
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
-from gateway.media.recent import RecentReadings
 from gateway.media.retention import RetentionJob
 from gateway.model import Post
 from gateway.outbox import Outbox
@@ -77,7 +77,11 @@ class Gateway:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.tz = config.gateway.tz
         self.outbox = Outbox(self.state_dir / DB_NAME)
-        self.state = StateStore({s.id: s.expire_after for s in config.sensors if s.expire_after})
+        self.state = StateStore(
+            {s.id: s.expire_after for s in config.sensors if s.expire_after and not s.captures},
+            windows=config.state.windows,
+            max_sensors=config.state.max_sensors,
+        )
         self.media_dir = self.state_dir / "media"
         self.frames = FrameStore(
             self.media_dir / "frames",
@@ -85,8 +89,14 @@ class Gateway:
             keep_recent=config.media.keep_recent_frames,
             keep_every=config.media.keep_frame_every,
         )
-        # charts read this in-memory history until the SQLite readings history replaces it
-        self.history = RecentReadings(chart_horizon(config))
+        # per-minute readings in SQLite (plus the minutes not yet written): charts read it
+        self.history = HistoryStore(self.state_dir / DB_NAME, self.state)
+        self.history_writer = HistoryWriter(
+            self.state,
+            self.history,
+            interval=config.state.history_flush_interval,
+            retention=max(config.state.history_retention, chart_horizon(config)),
+        )
         ctx = PublisherContext(
             self.state_dir, config.gateway.name, store=self.outbox, broker=broker_settings(config)
         )
@@ -149,8 +159,7 @@ class Gateway:
         self._stopped = threading.Event()
 
     def _on_reading(self, snapshot: SensorSnapshot) -> None:
-        """Ingest hook (paho's thread): chart history, then event rules — both cheap."""
-        self.history.record(snapshot)
+        """Ingest hook (paho's thread): event rules, evaluated cheaply as readings arrive."""
         self.watcher.on_reading(snapshot)
 
     def add_shutdown_hook(self, name: str, hook: ShutdownHook) -> None:
@@ -205,6 +214,7 @@ class Gateway:
         for worker in self.workers.values():
             worker.start()
         self.frames.start()
+        self.history_writer.start()
         self.retention.start()
         self.scheduler.start()
         self.watcher.start()
@@ -237,6 +247,8 @@ class Gateway:
         self.snapshot.save()
         self.frames.stop()
         self.retention.stop()
+        self.history_writer.stop()
+        self.history.close()
         for worker in self.workers.values():
             worker.request_stop()
         for worker in self.workers.values():

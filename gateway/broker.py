@@ -24,7 +24,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -34,6 +35,7 @@ __all__ = [
     "BrokerKind",
     "BrokerStartError",
     "BrokerUnavailable",
+    "TlsListener",
     "find_free_port",
     "find_mosquitto",
     "start_broker",
@@ -62,6 +64,25 @@ class BrokerStartError(RuntimeError):
     """A broker was found but did not start (port in use, bad config, crash)."""
 
 
+@dataclass(frozen=True)
+class TlsListener:
+    """A second, TLS-only mosquitto listener (for tests of TLS clients).
+
+    Attributes:
+        certfile: the broker's certificate (PEM).
+        keyfile: its private key (PEM, unencrypted).
+        cafile: CA that client certificates must chain to (needed with ``require_certificate``).
+        require_certificate: refuse clients without a valid certificate.
+        port: TCP port; ``None`` picks a free one.
+    """
+
+    certfile: Path
+    keyfile: Path
+    cafile: Path | None = None
+    require_certificate: bool = False
+    port: int | None = None
+
+
 class Broker:
     """Handle on a running private broker; stop it with :meth:`stop` or ``with``.
 
@@ -69,13 +90,22 @@ class Broker:
         host: address the broker listens on.
         port: TCP port the broker listens on.
         kind: ``"mosquitto"`` or ``"amqtt"`` (the latter speaks MQTT 3.1.1 only).
+        tls_port: port of the TLS listener, when one was asked for.
     """
 
-    def __init__(self, host: str, port: int, kind: BrokerKind, stopper: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        kind: BrokerKind,
+        stopper: Callable[[], None],
+        tls_port: int | None = None,
+    ) -> None:
         """Wrap a started broker; ``stopper`` shuts it down and is called at most once."""
         self.host = host
         self.port = port
         self.kind: BrokerKind = kind
+        self.tls_port = tls_port
         self._stopper: Callable[[], None] | None = stopper
         self._lock = threading.Lock()
         _running.add(self)
@@ -155,6 +185,8 @@ def start_broker(
     port: int | None = None,
     prefer: Literal["auto", "mosquitto", "amqtt"] = "auto",
     persistence_dir: Path | None = None,
+    tls: TlsListener | None = None,
+    extra_config: Sequence[str] = (),
 ) -> Broker:
     """Start a private MQTT broker on ``host:port`` and return once it accepts connections.
 
@@ -167,6 +199,10 @@ def start_broker(
         persistence_dir: mosquitto only: keep sessions, subscriptions and queued QoS 1/2
             messages in this folder, so a broker restarted with the same folder (and port)
             resumes persistent sessions. amqtt ignores it (its sessions live in memory).
+        tls: mosquitto only: also listen with TLS (see :class:`TlsListener`); the port is
+            ``Broker.tls_port``.
+        extra_config: mosquitto only: more lines for its config file, e.g.
+            ``["max_queued_messages 0"]``.
 
     Raises:
         BrokerUnavailable: the preferred broker (or, for ``auto``, either) is not installed.
@@ -178,7 +214,9 @@ def start_broker(
         chosen = port if port is not None else find_free_port(host)
         try:
             if kind == "mosquitto":
-                return _start_mosquitto(host, chosen, persistence_dir)
+                return _start_mosquitto(host, chosen, persistence_dir, tls, extra_config)
+            if tls is not None:
+                raise BrokerUnavailable("a TLS listener needs mosquitto")
             return _start_amqtt(host, chosen)
         except BrokerStartError:
             # A free port can be taken between find_free_port and bind; try another.
@@ -234,9 +272,28 @@ def _wait_until_listening(host: str, port: int, alive: Callable[[], bool]) -> bo
 # --- mosquitto ------------------------------------------------------------------------------
 
 
-def _mosquitto_config(host: str, port: int, persistence_dir: Path | None) -> str:
+def _tls_lines(host: str, port: int, tls: TlsListener) -> list[str]:
     lines = [
         f"listener {port} {host}",
+        f"certfile {tls.certfile.resolve()}",
+        f"keyfile {tls.keyfile.resolve()}",
+    ]
+    if tls.cafile is not None:
+        lines.append(f"cafile {tls.cafile.resolve()}")
+    lines.append(f"require_certificate {'true' if tls.require_certificate else 'false'}")
+    return lines
+
+
+def _mosquitto_config(
+    host: str,
+    port: int,
+    persistence_dir: Path | None,
+    tls: tuple[int, TlsListener] | None = None,
+    extra: Sequence[str] = (),
+) -> str:
+    lines = [
+        f"listener {port} {host}",
+        *(_tls_lines(host, *tls) if tls else []),
         "allow_anonymous true",
         "log_dest stderr",
         "log_type error",
@@ -252,6 +309,7 @@ def _mosquitto_config(host: str, port: int, persistence_dir: Path | None) -> str
         lines += ["persistence true", f"persistence_location {persistence_dir.resolve()}/"]
     else:
         lines.append("persistence false")
+    lines.extend(extra)
     return "\n".join(lines) + "\n"
 
 
@@ -266,13 +324,26 @@ def _mosquitto_command(exe: str, conf: Path) -> list[str]:
     return command
 
 
-def _start_mosquitto(host: str, port: int, persistence_dir: Path | None) -> Broker:
+def _start_mosquitto(
+    host: str,
+    port: int,
+    persistence_dir: Path | None,
+    tls: TlsListener | None = None,
+    extra: Sequence[str] = (),
+) -> Broker:
     exe = find_mosquitto()
     if exe is None:
         raise BrokerUnavailable("mosquitto not found on PATH or in /usr/sbin")
     workdir = Path(tempfile.mkdtemp(prefix="things-mosquitto-"))
     conf = workdir / "mosquitto.conf"
-    conf.write_text(_mosquitto_config(host, port, persistence_dir))
+    tls_port = None
+    if tls is not None:
+        tls_port = tls.port if tls.port is not None else find_free_port(host)
+    conf.write_text(
+        _mosquitto_config(
+            host, port, persistence_dir, (tls_port, tls) if tls and tls_port else None, extra
+        )
+    )
     log_path = workdir / "mosquitto.log"
     # A file rather than a pipe: nobody drains a pipe, and a full one would block mosquitto.
     with log_path.open("wb") as log:
@@ -295,7 +366,7 @@ def _start_mosquitto(host: str, port: int, persistence_dir: Path | None) -> Brok
         _terminate(proc)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    return Broker(host, port, "mosquitto", stop)
+    return Broker(host, port, "mosquitto", stop, tls_port)
 
 
 def _terminate(proc: subprocess.Popen[bytes]) -> None:

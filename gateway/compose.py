@@ -141,6 +141,8 @@ class SensorView:
     max_24h: float | None = None
     mean_1h: float | None = None
     trend: str | None = None
+    offline: bool = False
+    """The device's LWT or availability topic last said offline."""
 
     @classmethod
     def of(
@@ -169,6 +171,7 @@ class SensorView:
             max_24h=_stat(day, "max"),
             mean_1h=_stat(hour, "mean"),
             trend=trend_of(snap.value, hour),
+            offline=snap.offline,
         )
 
     def __str__(self) -> str:

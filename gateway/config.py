@@ -29,6 +29,7 @@ from pydantic import (
     SecretStr,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -126,11 +127,38 @@ class GatewaySection(Section):
         return ZoneInfo(self.timezone)
 
 
+class TlsSection(Section):
+    """``[mqtt.tls]``: encrypt the broker connection (present means on)."""
+
+    ca_file: Path | None = Field(
+        default=None,
+        description="CA certificate(s) that signed the broker's certificate. Default: the"
+        " system's trusted CAs.",
+    )
+    cert_file: Path | None = Field(
+        default=None, description="Client certificate, for brokers that require one."
+    )
+    key_file: Path | None = Field(default=None, description="Private key of `cert_file`.")
+    key_password: SecretStr | None = Field(
+        default=None, description='Passphrase of `key_file`, e.g. "${MQTT_KEY_PASSWORD}".'
+    )
+    insecure: bool = Field(
+        default=False,
+        description="Skip the check that the certificate names `host`. Only for testing.",
+    )
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> TlsSection:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise PydanticCustomError("tls_pair", "set both `cert_file` and `key_file`, or neither")
+        return self
+
+
 class MqttSection(Section):
     """``[mqtt]``: the broker the gateway subscribes to."""
 
     host: str = Field(default="localhost", description="Broker host name or address.")
-    port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port.")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port (TLS: 8883).")
     client_id: str | None = Field(
         default=None, description="MQTT client id. Default: '<gateway name>-gw'."
     )
@@ -150,6 +178,20 @@ class MqttSection(Section):
     password: SecretStr | None = Field(
         default=None, description='Broker password, e.g. "${MQTT_PASSWORD}".'
     )
+    tls: TlsSection | None = Field(default=None, description="[mqtt.tls]: TLS settings.")
+    reconnect_min: Duration = Field(
+        default=timedelta(seconds=1), description="First delay before reconnecting."
+    )
+    reconnect_max: Duration = Field(
+        default=timedelta(minutes=1),
+        description="Reconnect delays double up to this cap while the broker is away.",
+    )
+    share_group: str | None = Field(
+        default=None,
+        pattern=r"^[^/+#]{1,64}$",
+        description="Subscribe as '$share/<group>/<filter>' so gateways in one group split"
+        " the stream (MQTT 5 shared subscriptions).",
+    )
     status_prefix: str = Field(
         default="things-gateway",
         description="Retained status topic: '<status_prefix>/<gateway name>/status'"
@@ -158,6 +200,26 @@ class MqttSection(Section):
     max_payload_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="Larger messages are rejected and counted."
     )
+    max_sensor_payload_bytes: int = Field(
+        default=64 * 1024,
+        ge=16,
+        description="Larger messages on a sensor topic are rejected and counted for the sensor.",
+    )
+
+    @field_validator("reconnect_min")
+    @classmethod
+    def _reconnect_min(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 0.1:
+            raise PydanticCustomError("reconnect", "must be at least 100ms")
+        return value
+
+    @field_validator("reconnect_max")
+    @classmethod
+    def _reconnect_max(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        low = info.data.get("reconnect_min")
+        if isinstance(low, timedelta) and value < low:
+            raise PydanticCustomError("reconnect", "less than `reconnect_min`")
+        return value
 
 
 class MediaSection(Section):
@@ -223,31 +285,171 @@ class HomeAssistantSection(Section):
     )
 
 
-SensorFormat = Literal["number", "json", "text", "bool"]
+
+SensorFormat = Literal["number", "json", "text", "bool", "tasmota", "zigbee2mqtt"]
+_CAPTURE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_JSON_FORMATS = frozenset({"json", "tasmota", "zigbee2mqtt"})
+
+
+def topic_captures(topic: str) -> list[str]:
+    """Names of the ``{name}`` levels of a sensor topic, in order."""
+    return _CAPTURE.findall(topic)
 
 
 class SensorConfig(Section):
-    """``[[sensors]]``: one value read from an MQTT topic."""
+    """``[[sensors]]``: one value read from an MQTT topic (or one per ``{capture}``)."""
 
-    id: Identifier = Field(description="Name used in templates and rules, e.g. water_temp.")
-    topic: str = Field(min_length=1, description="MQTT topic or filter (+ and # allowed).")
+    id: str = Field(
+        pattern=r"^[A-Za-z_{][A-Za-z0-9_{}]{0,63}$",
+        description="Name used in templates and rules, e.g. water_temp; may use the topic's"
+        " captures, e.g. temp_{room}.",
+    )
+    topic: str = Field(
+        min_length=1,
+        description="MQTT topic or filter (+ and # allowed); a level written {name} matches"
+        " like + and captures the level for the id.",
+    )
     format: SensorFormat = Field(
         default="number",
-        description="number: plain number; json: an object, value at `field`; text; bool.",
+        description="number: plain number ('21.5', '21.5 °C'); json: an object, value at `field`;"
+        " text; bool; tasmota: tele/<device>/SENSOR JSON + LWT; zigbee2mqtt: zigbee2mqtt/<device>"
+        " JSON + availability.",
     )
     field: str | None = Field(
-        default=None, description="Dotted path into a JSON payload, e.g. DS18B20.Temperature."
+        default=None,
+        description="Dotted path into a JSON payload (arrays by index), e.g. DS18B20.Temperature.",
     )
     unit: str = Field(default="", description="Unit shown after the value, e.g. °C.")
+    scale: float = Field(default=1.0, description="Numbers are multiplied by this ...")
+    offset: float = Field(default=0.0, description="... then this is added.")
+    precision: int | None = Field(
+        default=None, ge=0, le=10, description="Round numbers to this many decimals."
+    )
+    range: tuple[float, float] | None = Field(
+        default=None,
+        description="[min, max] after scale and offset; readings outside are rejected.",
+    )
     expire_after: Duration | None = Field(
         default=None, description="Mark the sensor stale when no reading came for this long."
     )
+    availability_topic: str | None = Field(
+        default=None,
+        description="Topic saying online/offline for the device (may use the same captures)."
+        " Default: tasmota tele/<device>/LWT, zigbee2mqtt <topic>/availability, else none.",
+    )
+    windows: tuple[Duration, ...] | None = Field(
+        default=None, description="Rolling statistics windows. Default: [state].windows."
+    )
+    max_instances: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="With captures: at most this many sensors are created from one entry.",
+    )
 
     @model_validator(mode="after")
-    def _json_needs_field(self) -> SensorConfig:
-        if self.format == "json" and not self.field:
-            raise PydanticCustomError("missing_field", "format 'json' needs `field`")
+    def _consistent(self) -> SensorConfig:
+        problems = list(_sensor_problems(self))
+        if problems:
+            raise PydanticCustomError("sensor", "\n".join(problems))
         return self
+
+    @property
+    def captures(self) -> list[str]:
+        """The names captured from the topic."""
+        return topic_captures(self.topic)
+
+    @property
+    def is_json(self) -> bool:
+        """True when the payload is a JSON document read at `field`."""
+        return self.format in _JSON_FORMATS
+
+    def default_availability_topic(self) -> str | None:
+        """``availability_topic``, else the convention of the payload format."""
+        if self.availability_topic is not None:
+            return self.availability_topic
+        if self.format == "zigbee2mqtt":
+            return f"{self.topic}/availability"
+        if self.format == "tasmota":
+            head, _, last = self.topic.rpartition("/")
+            if head and last in ("SENSOR", "STATE"):
+                return f"{head}/LWT"
+        return None
+
+
+def _topic_problems(name: str, topic: str) -> Iterator[str]:
+    levels = topic.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            yield f"{name}: '#' must be a whole level, and the last one"
+        elif "+" in level and level != "+":
+            yield f"{name}: '+' must be a whole level"
+        elif ("{" in level or "}" in level) and not _CAPTURE.fullmatch(level):
+            yield f"{name}: a capture must be a whole level, like {{room}}"
+    names = topic_captures(topic)
+    if len(set(names)) != len(names):
+        yield f"{name}: a capture name is used twice"
+
+
+def _sensor_problems(sensor: SensorConfig) -> Iterator[str]:
+    if sensor.is_json and not sensor.field:
+        yield f"field: format {sensor.format!r} needs `field`"
+    yield from _topic_problems("topic", sensor.topic)
+    captures = set(sensor.captures)
+    for name in _CAPTURE.findall(sensor.id):
+        if name not in captures:
+            yield f"id: {{{name}}} is not captured by the topic"
+    if captures and not _CAPTURE.search(sensor.id):
+        yield "id: a topic with captures needs them in the id, e.g. temp_{room}"
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", _CAPTURE.sub("x", sensor.id)):
+        yield "id: use letters, digits, _ and whole {capture} names"
+    if sensor.availability_topic is not None:
+        yield from _topic_problems("availability_topic", sensor.availability_topic)
+        for name in topic_captures(sensor.availability_topic):
+            if name not in captures:
+                yield f"availability_topic: {{{name}}} is not captured by the topic"
+    if sensor.range is not None and sensor.range[0] > sensor.range[1]:
+        yield "range: min is greater than max"
+    if sensor.scale == 0:
+        yield "scale: must not be 0"
+    for i, window in enumerate(sensor.windows or ()):
+        if not 60 <= window.total_seconds() <= 31 * 86400:
+            yield f"windows[{i}]: must be between 1m and 31d"
+
+
+class StateSection(Section):
+    """``[state]``: rolling statistics and the per-minute readings history."""
+
+    windows: tuple[Duration, ...] = Field(
+        default=(timedelta(hours=1), timedelta(hours=24)),
+        max_length=4,
+        description="Rolling statistics windows of every numeric sensor (min, max, mean, trend).",
+    )
+    history_flush_interval: Duration = Field(
+        default=timedelta(minutes=10),
+        description="Per-minute history is written to SQLite this often (few SD card writes).",
+    )
+    history_retention: Duration = Field(
+        default=timedelta(days=30), description="Per-minute history older than this is deleted."
+    )
+    max_sensors: int = Field(
+        default=5000, ge=1, description="Upper bound on sensors held in memory (all entries)."
+    )
+
+    @field_validator("windows")
+    @classmethod
+    def _window_sizes(cls, value: tuple[timedelta, ...]) -> tuple[timedelta, ...]:
+        for window in value:
+            if not 60 <= window.total_seconds() <= 31 * 86400:
+                raise PydanticCustomError("window", "each window must be between 1m and 31d")
+        return value
+
+    @field_validator("history_flush_interval")
+    @classmethod
+    def _flush_interval(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 1:
+            raise PydanticCustomError("flush", "must be at least 1s")
+        return value
 
 
 OnMissing = Literal["skip_image", "skip_post"]
@@ -627,6 +829,7 @@ class GatewayConfig(BaseSettings):
 
     gateway: GatewaySection = Field(default_factory=GatewaySection, description="[gateway]")
     mqtt: MqttSection = Field(default_factory=MqttSection, description="[mqtt]")
+    state: StateSection = Field(default_factory=StateSection, description="[state]")
     media: MediaSection = Field(default_factory=MediaSection, description="[media]")
     sensors: tuple[SensorConfig, ...] = Field(default=(), description="[[sensors]]")
     cameras: tuple[CameraConfigs, ...] = Field(default=(), description="[[cameras]]")
@@ -770,6 +973,9 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+_SUBPATH = re.compile(r"^[A-Za-z_]\w*(\[\d+\])*: ")
+
+
 def format_validation_error(error: ValidationError) -> list[str]:
     """One line per problem, ``path: message``, never echoing the input value."""
     lines = []
@@ -779,7 +985,9 @@ def format_validation_error(error: ValidationError) -> list[str]:
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         for part in message.split("\n"):
-            if loc and not part.startswith(f"{loc}"):
+            if loc and _SUBPATH.match(part):
+                lines.append(f"{loc}.{part}")  # a model check naming one of its fields
+            elif loc and not part.startswith(f"{loc}"):
                 lines.append(f"{loc}: {part}")
             else:
                 lines.append(part)

@@ -85,15 +85,20 @@ class RateLimitedLog:
         self._suppressed: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def warning(self, key: str, message: str, *args: object) -> bool:
-        """Log ``message`` unless ``key`` was logged within the interval; True if logged."""
-        return self.log(logging.WARNING, key, message, *args)
+    def warning(self, key: str, message: str, *args: object, exc_info: bool = False) -> bool:
+        """Log ``message`` unless ``key`` was logged within the interval; True if logged.
 
-    def error(self, key: str, message: str, *args: object) -> bool:
+        ``exc_info=True`` adds the traceback of the exception being handled.
+        """
+        return self.log(logging.WARNING, key, message, *args, exc_info=exc_info)
+
+    def error(self, key: str, message: str, *args: object, exc_info: bool = False) -> bool:
         """Like :meth:`warning`, at ERROR level."""
-        return self.log(logging.ERROR, key, message, *args)
+        return self.log(logging.ERROR, key, message, *args, exc_info=exc_info)
 
-    def log(self, level: int, key: str, message: str, *args: object) -> bool:
+    def log(
+        self, level: int, key: str, message: str, *args: object, exc_info: bool = False
+    ) -> bool:
         """Log at ``level`` unless ``key`` was logged within the interval; True if logged."""
         now = self._clock()
         with self._lock:
@@ -105,5 +110,5 @@ class RateLimitedLog:
             suppressed = self._suppressed.pop(key, 0)
         if suppressed:
             message += f" (and {suppressed} more like it since the last report)"
-        self._logger.log(level, message, *args)
+        self._logger.log(level, message, *args, exc_info=exc_info)
         return True

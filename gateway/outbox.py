@@ -64,6 +64,20 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deliveries ADD COLUMN parts TEXT;
     CREATE INDEX posts_rule ON posts (rule, id);
     """,
+    # 4: per-minute readings history, written in batches by gateway.history.
+    # IF NOT EXISTS keeps it self-contained whatever number it ends up with.
+    """
+    CREATE TABLE IF NOT EXISTS readings_minute (
+        sensor TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        sum REAL NOT NULL,
+        min REAL NOT NULL,
+        max REAL NOT NULL,
+        PRIMARY KEY (sensor, minute)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS readings_minute_by_time ON readings_minute (minute);
+    """,
 )
 
 

@@ -1,23 +1,32 @@
 """The latest state of every sensor and camera.
 
-Written by the MQTT thread, read by rule jobs.  Each sensor's state is an
-immutable snapshot replaced whole, so a reader never sees half an update; the
-lock only orders writers.
+Written by the MQTT thread, read by rule jobs.  Each sensor's latest reading is
+an immutable :class:`SensorSnapshot` replaced whole, so a reader never sees half
+an update; the lock only orders writers and guards the rolling windows.  Memory
+is bounded: at most ``max_sensors`` sensors, each with fixed-size windows.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from gateway.model import Frame, Reading, Value
+from gateway.windows import MinuteBuckets, MinuteRow, RollingWindow, WindowStats
 
 
-@dataclass(frozen=True, slots=True)
-class SensorSnapshot:
-    """What is known about one sensor right now."""
+class SensorSnapshot(NamedTuple):
+    """What is known about one sensor right now (immutable).
+
+    ``offline`` is set by the device's availability topic or LWT; whether the
+    sensor is *stale* depends on the time of asking (:meth:`StateStore.is_stale`).
+    A named tuple rather than a frozen dataclass: it is made for every reading,
+    and a tuple is five times cheaper to build.
+    """
 
     sensor: str
     value: Value
@@ -25,11 +34,16 @@ class SensorSnapshot:
     at: datetime
     previous: Value | None = None
     previous_at: datetime | None = None
-    count: int = 1
+    count: int = 1  # type: ignore[assignment]  # shadows tuple.count, on purpose
+    offline: bool = False
+    topic: str = ""
 
     def age(self, now: datetime) -> timedelta:
         """Time since the last reading."""
         return now - self.at
+
+
+_new_tuple = tuple.__new__
 
 
 @dataclass
@@ -41,70 +55,224 @@ class SensorCounters:
     last_error: str | None = None
 
 
-class StateStore:
-    """Latest readings and frames, with per-sensor counters."""
+class _Sensor:
+    """Mutable record of one sensor; only touched under the store's lock."""
 
-    def __init__(self, expire_after: dict[str, timedelta] | None = None) -> None:
-        self._sensors: dict[str, SensorSnapshot] = {}
+    __slots__ = ("counters", "expire_after", "minutes", "offline", "snapshot", "windows")
+
+    def __init__(self, expire_after: timedelta | None, windows: Sequence[timedelta]) -> None:
+        self.snapshot: SensorSnapshot | None = None
+        self.counters = SensorCounters()
+        self.expire_after = expire_after
+        self.windows = tuple(RollingWindow(w) for w in windows)
+        self.minutes = MinuteBuckets(self.windows)
+        self.offline = False
+
+
+class StateStore:
+    """Latest readings and frames, rolling statistics, availability and counters."""
+
+    def __init__(
+        self,
+        expire_after: dict[str, timedelta] | None = None,
+        *,
+        windows: Sequence[timedelta] = (),
+        max_sensors: int = 5000,
+    ) -> None:
+        self._snapshots: dict[str, SensorSnapshot] = {}
+        self._records: dict[str, _Sensor] = {}
         self._frames: dict[str, Frame] = {}
         self._expire_after = dict(expire_after or {})
-        self._counters: dict[str, SensorCounters] = {}
+        self._windows = tuple(windows)
+        self._max_sensors = max_sensors
         self._lock = threading.Lock()
+        self.refused = 0
+        """Readings refused because ``max_sensors`` sensors already exist."""
+
+    # -- writing (MQTT thread) -----------------------------------------------------
+
+    def register(
+        self,
+        sensor: str,
+        *,
+        expire_after: timedelta | None = None,
+        windows: Sequence[timedelta] | None = None,
+    ) -> bool:
+        """Declare a sensor and its settings; False when the store is full."""
+        with self._lock:
+            return self._record(sensor, expire_after, windows) is not None
+
+    def _record(
+        self,
+        sensor: str,
+        expire_after: timedelta | None = None,
+        windows: Sequence[timedelta] | None = None,
+    ) -> _Sensor | None:
+        record = self._records.get(sensor)
+        if record is None:
+            if len(self._records) >= self._max_sensors:
+                return None
+            if expire_after is not None:
+                self._expire_after[sensor] = expire_after
+            record = _Sensor(
+                self._expire_after.get(sensor), self._windows if windows is None else windows
+            )
+            self._records[sensor] = record
+        return record
 
     def update(self, reading: Reading) -> SensorSnapshot:
         """Record a reading and return the sensor's new snapshot."""
+        snap = self.record(reading.sensor, reading.value, reading.unit, reading.at, reading.topic)
+        if snap is None:  # the store is full: answer as if kept, but keep nothing
+            return SensorSnapshot(reading.sensor, reading.value, reading.unit, reading.at)
+        return snap
+
+    def record(
+        self,
+        sensor: str,
+        value: Value,
+        unit: str,
+        at: datetime,
+        topic: str = "",
+        t: float | None = None,
+    ) -> SensorSnapshot | None:
+        """Record one reading (``t``: ``at`` as epoch seconds, if already known).
+
+        Returns the new snapshot, or None when the store is full.
+        """
+        if t is None:
+            t = at.timestamp()
         with self._lock:
-            old = self._sensors.get(reading.sensor)
-            snap = SensorSnapshot(
-                sensor=reading.sensor,
-                value=reading.value,
-                unit=reading.unit,
-                at=reading.at,
-                previous=old.value if old else None,
-                previous_at=old.at if old else None,
-                count=old.count + 1 if old else 1,
-            )
-            self._sensors[reading.sensor] = snap
-            self._counter(reading.sensor).accepted += 1
+            record = self._records.get(sensor) or self._record(sensor)
+            if record is None:
+                self.refused += 1
+                return None
+            old = record.snapshot
+            # tuple.__new__ directly: the named tuple's own __new__ is Python code
+            fields: tuple[object, ...]
+            if old is None:
+                fields = (sensor, value, unit, at, None, None, 1, False, topic)
+            else:
+                fields = (sensor, value, unit, at, old.value, old.at, old.count + 1, False, topic)
+            snap = _new_tuple(SensorSnapshot, fields)
+            record.snapshot = snap
+            record.offline = False
+            if type(value) is float:
+                record.minutes.add(value, t)
+            self._snapshots[sensor] = snap
         return snap
 
     def reject(self, sensor: str, reason: str) -> int:
         """Count a rejected payload; returns the sensor's rejection total."""
         with self._lock:
-            counter = self._counter(sensor)
-            counter.rejected += 1
-            counter.last_error = reason
-            return counter.rejected
+            record = self._record(sensor)
+            if record is None:
+                self.refused += 1
+                return 0
+            record.counters.rejected += 1
+            record.counters.last_error = reason
+            return record.counters.rejected
 
-    def _counter(self, sensor: str) -> SensorCounters:
-        counter = self._counters.get(sensor)
-        if counter is None:
-            counter = self._counters[sensor] = SensorCounters()
-        return counter
+    def set_online(self, sensor: str, online: bool) -> None:
+        """Record what the device's availability topic (or LWT) said."""
+        with self._lock:
+            record = self._record(sensor)
+            if record is None:
+                self.refused += 1
+                return
+            record.offline = offline = not online
+            if record.snapshot is not None and record.snapshot.offline != offline:
+                record.snapshot = record.snapshot._replace(offline=offline)
+                self._snapshots[sensor] = record.snapshot
+
+    # -- reading (any thread) ------------------------------------------------------
 
     def get(self, sensor: str) -> SensorSnapshot | None:
         """The sensor's snapshot, or None before its first reading."""
-        return self._sensors.get(sensor)
+        return self._snapshots.get(sensor)
 
     def sensors(self) -> dict[str, SensorSnapshot]:
         """A copy of every sensor's snapshot."""
-        return dict(self._sensors)
+        return dict(self._snapshots)
 
     def counters(self) -> dict[str, SensorCounters]:
         """A copy of the per-sensor counters."""
         with self._lock:
             return {
-                k: SensorCounters(v.accepted, v.rejected, v.last_error)
-                for k, v in self._counters.items()
+                k: SensorCounters(
+                    r.snapshot.count if r.snapshot else 0,
+                    r.counters.rejected,
+                    r.counters.last_error,
+                )
+                for k, r in self._records.items()
             }
 
     def is_stale(self, sensor: str, now: datetime) -> bool:
         """True when the sensor has no reading, or none within its ``expire_after``."""
-        snap = self._sensors.get(sensor)
+        snap = self._snapshots.get(sensor)
         if snap is None:
             return True
         limit = self._expire_after.get(sensor)
         return limit is not None and now - snap.at > limit
+
+    def is_offline(self, sensor: str) -> bool:
+        """True when the device's availability topic or LWT last said offline."""
+        record = self._records.get(sensor)
+        return record is not None and record.offline
+
+    def age(self, sensor: str, now: datetime) -> timedelta | None:
+        """Time since the sensor's last reading, or None before its first."""
+        snap = self._snapshots.get(sensor)
+        return None if snap is None else now - snap.at
+
+    def stats(
+        self, sensor: str, window: timedelta | str, now: datetime | None = None
+    ) -> WindowStats | None:
+        """Rolling statistics over one of the sensor's configured windows (e.g. ``"1h"``).
+
+        None when the sensor is unknown, has no numeric reading in the window, or
+        has no such window configured.
+        """
+        if isinstance(window, str):
+            from gateway.durations import parse_duration
+
+            parsed = parse_duration(window)
+            assert isinstance(parsed, timedelta)
+            window = parsed
+        t = time.time() if now is None else now.timestamp()
+        with self._lock:
+            record = self._records.get(sensor)
+            for rolling in record.windows if record else ():
+                if rolling.window == window:
+                    return rolling.stats(t, record.minutes.current())  # type: ignore[union-attr]
+        return None
+
+    def windows(self, sensor: str) -> tuple[timedelta, ...]:
+        """The windows kept for a sensor."""
+        record = self._records.get(sensor)
+        return tuple(w.window for w in record.windows) if record else ()
+
+    # -- per-minute history ----------------------------------------------------------
+
+    def take_minutes(
+        self, now: datetime | None = None, *, include_current: bool = False
+    ) -> list[tuple[str, MinuteRow]]:
+        """Remove and return finished per-minute rows of every sensor, for the history writer."""
+        t = time.time() if now is None else now.timestamp()
+        with self._lock:
+            return [
+                (sensor, row)
+                for sensor, record in self._records.items()
+                for row in record.minutes.take(t, include_current=include_current)
+            ]
+
+    def unwritten_minutes(self, sensor: str) -> list[MinuteRow]:
+        """Per-minute rows of a sensor not yet written to the history."""
+        with self._lock:
+            record = self._records.get(sensor)
+            return record.minutes.peek() if record else []
+
+    # -- frames ----------------------------------------------------------------------
 
     def set_frame(self, frame: Frame) -> None:
         """Record a camera's newest frame."""

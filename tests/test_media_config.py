@@ -17,7 +17,8 @@ from gateway.config import (
     parse_size,
     validate_config,
 )
-from gateway.ingest.mqtt import build_router
+from gateway.ingest.routes import RouteTable
+from gateway.state import StateStore
 
 BASE = """
 [[sensors]]
@@ -98,7 +99,8 @@ def test_every_camera_source_parses(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(pi, PicameraConfig)
     assert pi.resolution == (2028, 1520)
     assert [c.pulled for c in config.cameras] == [False, True, True, True, True]
-    assert build_router(config).subscriptions() == ["pool/temp", "pool/cam"]  # pulled: no topic
+    subscriptions = RouteTable(config, StateStore()).subscriptions()
+    assert subscriptions == ["pool/temp", "pool/cam"]  # pulled cameras: no topic
 
 
 def test_camera_errors_name_their_paths_without_the_union_tag(

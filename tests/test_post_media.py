@@ -174,8 +174,7 @@ def test_chart_and_timelapse_are_archived_with_alt_text(make_gateway) -> None:  
         if 600 <= minute < 720:
             continue  # two hours offline: a gap in the chart
         at = now - timedelta(minutes=24 * 60 - minute)
-        snap = SensorSnapshot("water_temp", 24 + minute / 600, "°C", at)
-        gateway.history.record(snap)
+        gateway.state.record("water_temp", 24 + minute / 600, "°C", at)
     gateway.state.update(Reading("water_temp", 26.5, "°C", now, "pool/temp"))
     for k in range(48, 0, -1):  # a frame every half hour
         at = now - timedelta(minutes=30 * k)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from gateway.model import Value
@@ -33,7 +34,10 @@ def to_number(raw: object) -> float:
     if isinstance(raw, bool):
         raise DecodeError("expected a number, got a boolean")
     if isinstance(raw, int | float):
-        value = float(raw)
+        try:
+            value = float(raw)
+        except OverflowError:  # a JSON integer with hundreds of digits
+            raise DecodeError("number too large") from None
     elif isinstance(raw, str):
         token = raw.strip().split()[0] if raw.strip() else ""
         try:
@@ -72,15 +76,45 @@ def to_text(raw: object) -> str:
     return text
 
 
+_DECODER = json.JSONDecoder()
+
+_fast_loads: Callable[[bytes], Any] | None
+try:  # optional accelerator (the `fast` extra): about 4x quicker on small documents
+    from orjson import JSONDecodeError as _FastError
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - depends on the installation
+    _FastError = json.JSONDecodeError  # type: ignore[misc,assignment]
+    _fast_loads = None
+
+
 def parse_json(payload: bytes) -> Any:
-    """Parse JSON, turning every failure (including absurd nesting) into DecodeError."""
-    text = _text(payload)
+    """Parse JSON, turning every failure (including absurd nesting) into DecodeError.
+
+    Uses orjson when it is installed (it refuses NaN/Infinity literals and nesting
+    deeper than 1024 outright), else :func:`parse_json_std`.
+    """
+    if _fast_loads is not None:
+        try:
+            return _fast_loads(payload)
+        except _FastError as exc:
+            raise DecodeError(f"invalid JSON: {str(exc)[:80]}") from None
+    return parse_json_std(payload)
+
+
+def parse_json_std(payload: bytes) -> Any:
+    """:func:`parse_json` with the standard library's decoder."""
     try:
-        return json.loads(text)
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError("payload is not valid UTF-8") from None
+    try:
+        return _DECODER.decode(text)
     except RecursionError:
         raise DecodeError("JSON nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise DecodeError(f"invalid JSON: {exc.msg} at position {exc.pos}") from None
+    except ValueError as exc:  # e.g. an integer longer than Python's digit limit
+        raise DecodeError(f"invalid JSON: {str(exc)[:80]}") from None
 
 
 def json_field(document: Any, path: str) -> object:
@@ -116,6 +150,11 @@ def coerce(raw: object, kind: str) -> Value:
     return to_number(raw)
 
 
+def coerce_json(raw: object) -> Value:
+    """A JSON field's value as a reading: number, bool, or short text (numeric text → number)."""
+    return coerce(raw, "number-or-json")
+
+
 def _looks_numeric(text: str) -> bool:
     try:
         to_number(text)
@@ -124,15 +163,65 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
+JSON_FORMATS = frozenset({"json", "tasmota", "zigbee2mqtt"})
+
+
 def decode_payload(payload: bytes, fmt: str, field: str | None) -> Value:
-    """Decode one sensor payload in the given format (number, json, text, bool)."""
+    """Decode one sensor payload in the given format.
+
+    ``number``, ``bool`` and ``text`` read the whole payload; ``json``,
+    ``tasmota`` and ``zigbee2mqtt`` read the value at the dotted ``field``.
+    """
     if fmt == "number":
         return to_number(_text(payload))
     if fmt == "bool":
         return to_bool(_text(payload))
     if fmt == "text":
         return to_text(_text(payload))
-    if fmt == "json":
-        assert field is not None
-        return coerce(json_field(parse_json(payload), field), "number-or-json")
+    if fmt in JSON_FORMATS:
+        if not field:
+            raise DecodeError(f"format {fmt!r} needs a field")
+        return from_document(parse_json(payload), field)
     raise DecodeError(f"unknown format {fmt!r}")
+
+
+def from_document(document: Any, field: str, parts: tuple[str, ...] | None = None) -> Value:
+    """The value at ``field`` of an already parsed JSON document.
+
+    ``parts`` is ``field.split(".")``, precomputed by callers on the hot path.
+    """
+    node = document
+    if type(node) is dict:  # fast path: objects all the way down
+        for part in parts or field.split("."):
+            if type(node) is not dict or part not in node:
+                node = json_field(document, field)  # the general walk, or its error
+                break
+            node = node[part]
+        if type(node) is float and math.isfinite(node):
+            return node
+    else:
+        node = json_field(document, field)
+    return coerce(node, "number-or-json")
+
+
+def parse_availability(payload: bytes) -> bool:
+    """True for online, False for offline.
+
+    Accepts Tasmota's ``Online``/``Offline`` LWT, Zigbee2MQTT's ``{"state":"online"}``
+    and its legacy plain ``online``/``offline``, and bool-like words (1/0, true/false).
+    """
+    text = _text(payload)
+    if text.startswith("{"):
+        document = parse_json(payload)
+        if not isinstance(document, dict) or "state" not in document:
+            raise DecodeError("availability JSON has no 'state'")
+        return to_bool(document["state"])
+    return to_bool(text)
+
+
+def transform_number(value: float, scale: float, offset: float, precision: int | None) -> float:
+    """``value * scale + offset``, rounded to ``precision`` decimals when given."""
+    result = value * scale + offset
+    if not math.isfinite(result):
+        raise DecodeError("number is not finite after scale and offset")
+    return round(result, precision) if precision is not None else result

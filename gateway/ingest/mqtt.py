@@ -1,8 +1,13 @@
 """The MQTT side of ingest: a thin adapter over paho-mqtt 2.x.
 
-``on_message`` runs in paho's network thread and must stay fast: it decodes,
-updates state and hands frames to a queue.  No disk or network I/O happens here.
+``on_message`` runs in paho's network thread and must stay fast: one cached
+route lookup per topic, decode, update state, call the event hook, hand frames to
+a queue.  No disk or network I/O happens here, and no logging on the good path.
 Subscriptions are (re)made in ``on_connect`` so they survive every reconnect.
+
+Bad input (invalid UTF-8, non-numbers, missing fields, NaN, out of range, too
+large, absurdly nested JSON) is counted per sensor, logged at most once a minute
+per sensor, and dropped; nothing a broker can send stops ingest.
 """
 
 from __future__ import annotations
@@ -14,25 +19,26 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from gateway.config import CameraConfig, GatewayConfig, MqttCameraConfig, SensorConfig
-from gateway.ingest.decoders import DecodeError, decode_payload
-from gateway.ingest.topics import TopicRouter
+from gateway.config import GatewayConfig
+from gateway.ingest.client import client_id, connect_kwargs, make_client, status_topic
+from gateway.ingest.decoders import DecodeError, parse_availability, parse_json
+from gateway.ingest.routes import Route, RouteTable
 from gateway.logutil import RateLimitedLog
-from gateway.media.frames import FrameStore
-from gateway.model import Reading
 from gateway.state import SensorSnapshot, StateStore
+
+if TYPE_CHECKING:  # FrameStore pulls in Pillow; ingest only needs its offer()
+    from gateway.media.frames import FrameStore
+
+__all__ = ["IngestStats", "MqttIngest", "ReadingListener", "status_topic"]
 
 log = logging.getLogger(__name__)
 
-Target = SensorConfig | CameraConfig
 ReadingListener = Callable[[SensorSnapshot], None]
+"""Called in paho's thread for every accepted reading: the event-rule hook. Keep it cheap."""
 MessageListener = Callable[[str, bytes], None]
 
 
@@ -44,22 +50,9 @@ class IngestStats:
     readings: int = 0
     rejected: int = 0
     oversized: int = 0
-
-
-def build_router(config: GatewayConfig) -> TopicRouter[Target]:
-    """Route every sensor and MQTT camera topic of the config."""
-    router: TopicRouter[Target] = TopicRouter()
-    for sensor in config.sensors:
-        router.add(sensor.topic, sensor)
-    for camera in config.cameras:
-        if isinstance(camera, MqttCameraConfig):  # the other sources are pulled, not pushed
-            router.add(camera.topic, camera)
-    return router
-
-
-def status_topic(config: GatewayConfig) -> str:
-    """The retained ``online``/``offline`` topic of this gateway."""
-    return f"{config.mqtt.status_prefix}/{config.gateway.name}/status"
+    unrouted: int = 0
+    availability: int = 0
+    connects: int = 0
 
 
 def heartbeat_topic(config: GatewayConfig) -> str:
@@ -88,7 +81,10 @@ class MqttIngest:
         self._on_reading = on_reading
         self._extra_topics = tuple(extra_topics)
         self._on_extra = on_extra
-        self._router = build_router(config)
+        self.routes = RouteTable(config, state)
+        self._routes = self.routes.cache
+        self._max_payload = config.mqtt.max_payload_bytes
+        self._max_sensor_payload = config.mqtt.max_sensor_payload_bytes
         self._rate_log = RateLimitedLog(log)
         self.stats = IngestStats()
         self.ready = threading.Event()
@@ -97,43 +93,27 @@ class MqttIngest:
         self._paused = threading.Event()
         self.heartbeat = time.monotonic()
         """Last time paho's network thread ran one of our callbacks (monotonic)."""
-        self._client = self._make_client()
-
-    def _make_client(self) -> mqtt.Client:
-        cfg = self._config.mqtt
-        v5 = cfg.protocol == 5
-        client_id = cfg.client_id or f"{self._config.gateway.name}-gw"
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else not cfg.persistent_session,
-        )
-        if cfg.username:
-            password = cfg.password.get_secret_value() if cfg.password else None
-            client.username_pw_set(cfg.username, password)
-        client.will_set(status_topic(self._config), "offline", qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=1, max_delay=60)
-        client.max_queued_messages_set(1000)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        client.on_publish = self._on_publish
-        return client
+        self._client = make_client(config)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
 
     def start(self) -> None:
-        """Connect in the background; paho keeps reconnecting if the broker is down."""
+        """Connect in the background; paho retries (with backoff) while the broker is down."""
         cfg = self._config.mqtt
-        kwargs: dict[str, Any] = {}
-        if cfg.protocol == 5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            if cfg.persistent_session:
-                props.SessionExpiryInterval = int(cfg.session_expiry.total_seconds())
-            kwargs = {"clean_start": not cfg.persistent_session, "properties": props}
-        self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive, **kwargs)
+        self._client.connect_async(
+            cfg.host, cfg.port, keepalive=cfg.keepalive, **connect_kwargs(cfg)
+        )
         self._client.loop_start()
-        log.info("connecting to MQTT broker %s:%d", cfg.host, cfg.port)
+        log.info(
+            "connecting to MQTT broker %s:%d as %s%s",
+            cfg.host,
+            cfg.port,
+            client_id(self._config),
+            " (TLS)" if cfg.tls else "",
+        )
 
     def pause(self) -> None:
         """Stop taking readings and frames; the connection stays up (to publish ``offline``)."""
@@ -168,6 +148,8 @@ class MqttIngest:
         thread = getattr(self._client, "_thread", None)
         return thread is not None and thread.is_alive()
 
+    # -- paho callbacks ------------------------------------------------------------
+
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
@@ -175,10 +157,11 @@ class MqttIngest:
         if reason.is_failure:
             log.error("MQTT broker refused the connection: %s", reason)
             return
+        self.stats.connects += 1
         self.connected.set()
         log.info("connected to MQTT broker (session present: %s)", flags.session_present)
         client.publish(status_topic(self._config), "online", qos=1, retain=True)
-        topics = list(dict.fromkeys([*self._router.subscriptions(), *self._extra_topics]))
+        topics = list(dict.fromkeys([*self.routes.subscriptions(), *self._extra_topics]))
         if not topics:
             self.ready.set()
             return
@@ -202,6 +185,7 @@ class MqttIngest:
         self.heartbeat = time.monotonic()
         self.connected.clear()
         self.ready.clear()
+        self._pending_subs.clear()
         if reason.is_failure:
             log.warning("disconnected from MQTT broker (%s); reconnecting", reason)
 
@@ -216,47 +200,111 @@ class MqttIngest:
             return  # shutting down: readings are ephemeral, a late one is simply not taken
         self.stats.messages += 1
         try:
-            self.handle(message.topic, bytes(message.payload))
+            payload = message.payload
+            self.handle(message.topic, payload if type(payload) is bytes else bytes(payload))
         except Exception:  # a bug here must never kill paho's thread
-            log.exception("unexpected error handling a message on %s", message.topic)
+            self._rate_log.warning("bug", "unexpected error handling a message", exc_info=True)
+
+    # -- message handling (paho's thread) ----------------------------------------------
 
     def handle(self, topic: str, payload: bytes, at: datetime | None = None) -> None:
         """Decode one message and update state; bad payloads are counted, logged, dropped."""
-        at = at or datetime.now(UTC)
-        if len(payload) > self._config.mqtt.max_payload_bytes:
-            self.stats.oversized += 1
-            self._rate_log.warning(
-                f"size:{topic}", "dropped a %d-byte message on %s", len(payload), topic
-            )
+        if self._extra_topics and self._on_extra is not None:
+            self._maybe_event(topic, payload)
+        route = self._routes.get(topic) or self.routes.route(topic)
+        if route.empty:
+            self.stats.unrouted += 1
             return
-        for target in self._router.match(topic):
-            if isinstance(target, CameraConfig):
-                self._frames.offer(target.id, payload, at)
+        if at is None:
+            t = time.time()
+            at = datetime.fromtimestamp(t, UTC)
+        else:
+            t = at.timestamp()
+        if len(payload) > self._max_payload:
+            self._oversized(route, topic, len(payload), self._max_payload)
+            return
+        for camera in route.cameras:
+            self._frames.offer(camera, payload, at)
+        if route.sensors:
+            if len(payload) > self._max_sensor_payload:
+                self._oversized(route, topic, len(payload), self._max_sensor_payload)
             else:
-                self._handle_sensor(target, topic, payload, at)
-        if self._on_extra is not None and any(
-            mqtt.topic_matches_sub(f, topic) for f in self._extra_topics
-        ):
-            self._on_extra(topic, payload)
+                self._readings(route, topic, payload, at, t)
+        if route.availability:
+            self._availability(route, topic, payload)
 
-    def _handle_sensor(
-        self, sensor: SensorConfig, topic: str, payload: bytes, at: datetime
-    ) -> None:
+    def _maybe_event(self, topic: str, payload: bytes) -> None:
+        """Hand messages on ``on_message`` rules' topics to their hook (it only queues work)."""
+        if not any(mqtt.topic_matches_sub(f, topic) for f in self._extra_topics):
+            return
+        assert self._on_extra is not None
         try:
-            value = decode_payload(payload, sensor.format, sensor.field)
-        except DecodeError as exc:
-            self.stats.rejected += 1
-            total = self._state.reject(sensor.id, str(exc))
+            self._on_extra(topic, payload)
+        except Exception:
             self._rate_log.warning(
-                f"decode:{sensor.id}",
-                "sensor %s: rejected payload on %s: %s (%d rejected so far)",
-                sensor.id,
-                topic,
-                exc,
-                total,
+                f"event:{topic}", "event hook failed for %s", topic, exc_info=True
+            )
+
+    def _readings(self, route: Route, topic: str, payload: bytes, at: datetime, t: float) -> None:
+        document: Any = None
+        bad_json: DecodeError | None = None
+        if route.needs_json:  # parsed once for every sensor reading this topic
+            try:
+                document = parse_json(payload)
+            except DecodeError as exc:
+                bad_json = exc
+        record = self._state.record
+        for binding in route.sensors:
+            try:
+                if bad_json is not None and binding.is_json:
+                    raise bad_json
+                value = binding.decode(payload, document)
+            except DecodeError as exc:
+                self._reject(binding.sensor, topic, str(exc))
+                continue
+            self.stats.readings += 1
+            unit = binding.unit if binding.fixed_unit else binding.unit_for(document)
+            snapshot = record(binding.sensor, value, unit, at, topic, t)
+            if snapshot is not None and self._on_reading is not None:
+                try:
+                    self._on_reading(snapshot)
+                except Exception:
+                    self._rate_log.warning(
+                        f"hook:{binding.sensor}",
+                        "event hook failed for %s",
+                        binding.sensor,
+                        exc_info=True,
+                    )
+
+    def _availability(self, route: Route, topic: str, payload: bytes) -> None:
+        try:
+            online = parse_availability(payload)
+        except DecodeError as exc:
+            self._rate_log.warning(
+                f"availability:{topic}", "unreadable availability on %s: %s", topic, exc
             )
             return
-        self.stats.readings += 1
-        snapshot = self._state.update(Reading(sensor.id, value, sensor.unit, at, topic))
-        if self._on_reading is not None:
-            self._on_reading(snapshot)
+        self.stats.availability += 1
+        for sensor in route.availability:
+            self._state.set_online(sensor, online)
+
+    def _oversized(self, route: Route, topic: str, size: int, limit: int) -> None:
+        self.stats.oversized += 1
+        for binding in route.sensors:
+            self._reject(binding.sensor, topic, f"payload of {size} bytes is over {limit}")
+        if not route.sensors:
+            self._rate_log.warning(
+                f"size:{topic}", "dropped a %d-byte message on %s (limit %d)", size, topic, limit
+            )
+
+    def _reject(self, sensor: str, topic: str, reason: str) -> None:
+        self.stats.rejected += 1
+        total = self._state.reject(sensor, reason)
+        self._rate_log.warning(
+            f"decode:{sensor}",
+            "sensor %s: rejected payload on %s: %s (%d rejected so far)",
+            sensor,
+            topic,
+            reason,
+            total,
+        )

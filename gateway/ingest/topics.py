@@ -1,17 +1,25 @@
 """Which sensors and cameras a topic belongs to.
 
 Exact topics are a dict lookup; filters with ``+`` or ``#`` are checked in order.
-The router is built once from the config and never changes, so paho's thread
-reads it without locks.
+A sensor topic may also name a level, ``sensors/{room}/temperature``: it matches
+like ``+`` and the level's text is captured for the sensor id.  The router is
+built once from the config and never changes, so paho's thread reads it without
+locks.  Shared subscriptions (``$share/<group>/<filter>``) only change what is
+*subscribed*; incoming messages carry the plain topic, matched against the plain
+filter.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+_CAPTURE_LEVEL = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_]+")
 
 
 def topic_matches(filter_: str, topic: str) -> bool:
@@ -33,6 +41,81 @@ def topic_matches(filter_: str, topic: str) -> bool:
 def is_filter(topic: str) -> bool:
     """True when a subscription topic contains wildcards."""
     return "+" in topic.split("/") or "#" in topic.split("/")
+
+
+def filter_covers(wide: str, narrow: str) -> bool:
+    """True when every topic that ``narrow`` matches is matched by ``wide`` too."""
+    w_parts, n_parts = wide.split("/"), narrow.split("/")
+    if narrow.startswith("$") and w_parts[0] in ("+", "#"):
+        return False
+    for i, part in enumerate(w_parts):
+        if part == "#":
+            return True
+        if i >= len(n_parts) or n_parts[i] == "#":
+            return False
+        if part != "+" and (n_parts[i] == "+" or part != n_parts[i]):
+            return False
+    return len(w_parts) == len(n_parts)
+
+
+def minimal_filters(filters: Iterable[str]) -> list[str]:
+    """The filters not covered by another one, in order.
+
+    Overlapping subscriptions would make an MQTT 5 broker deliver a message once
+    per matching filter (and a shared subscription could hand each copy to a
+    different gateway); the router matches every target anyway.
+    """
+    unique = list(dict.fromkeys(filters))
+    return [f for f in unique if not any(g != f and filter_covers(g, f) for g in unique)]
+
+
+def shared(filter_: str, group: str | None) -> str:
+    """The subscription for ``filter_``: ``$share/<group>/<filter>`` when a group is set."""
+    return f"$share/{group}/{filter_}" if group else filter_
+
+
+def safe_id_part(text: str) -> str:
+    """A captured topic level made fit for a sensor id (``living room`` → ``living_room``)."""
+    return _UNSAFE.sub("_", text).strip("_") or "_"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicPattern:
+    """A topic with optional ``{name}`` levels: its MQTT filter and its captures.
+
+    ``filter`` is what is subscribed (captures become ``+``); :meth:`captures`
+    extracts the captured levels from a matching topic.
+    """
+
+    source: str
+    filter: str
+    names: tuple[tuple[int, str], ...]
+
+    @classmethod
+    def parse(cls, source: str) -> TopicPattern:
+        """Compile ``sensors/{room}/temperature`` into filter ``sensors/+/temperature``."""
+        levels = source.split("/")
+        names = []
+        for i, level in enumerate(levels):
+            match = _CAPTURE_LEVEL.match(level)
+            if match:
+                names.append((i, match.group(1)))
+                levels[i] = "+"
+        return cls(source, "/".join(levels), tuple(names))
+
+    def captures(self, topic: str) -> dict[str, str]:
+        """The captured levels of a topic this pattern matches."""
+        if not self.names:
+            return {}
+        levels = topic.split("/")
+        return {name: levels[i] for i, name in self.names}
+
+    def expand(self, captures: dict[str, str]) -> str | None:
+        """The source with its ``{name}`` levels filled in; None if a capture is missing."""
+        try:
+            return self.source.format_map(captures) if self.names else self.source
+        except (KeyError, ValueError, IndexError):
+            return None
 
 
 @dataclass
