@@ -95,13 +95,13 @@ class StatsSource(Protocol):
         ...
 
 
-def window_stats(state: object, sensor: str, window: timedelta) -> Any:
-    """``state.stats(sensor, window)`` when the state offers it, else None."""
+def window_stats(state: object, sensor: str, window: timedelta, now: datetime) -> Any:
+    """``state.stats(sensor, window, now)`` when the state offers it, else None."""
     getter = getattr(state, "stats", None)
     if getter is None:
         return None
     try:
-        return getter(sensor, window)
+        return getter(sensor, window, now)
     except NotImplementedError:
         return None
 
@@ -157,8 +157,8 @@ class SensorView:
         """Build the view of a sensor's snapshot (or of a sensor with no reading yet)."""
         if snap is None:
             return cls(sensor, None, unit, None, None, True, None)
-        day = window_stats(stats_source, sensor, timedelta(hours=24))
-        hour = window_stats(stats_source, sensor, timedelta(hours=1))
+        day = window_stats(stats_source, sensor, timedelta(hours=24), now)
+        hour = window_stats(stats_source, sensor, timedelta(hours=1), now)
         return cls(
             sensor,
             snap.value,
@@ -188,14 +188,19 @@ def make_environment(*, allow_markup: bool = False) -> SandboxedEnvironment:
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
-        finalize=None if allow_markup else _defused,
+        finalize=_plain if allow_markup else _defused,
     )
     env.filters.update(FILTERS)
     return env
 
 
+def _plain(value: object) -> object:
+    # An unknown statistic (no readings in the window yet) reads "n/a", never "None".
+    return "n/a" if value is None else value
+
+
 def _defused(value: object) -> str:
-    return defuse_markup(str(value))
+    return defuse_markup(str(_plain(value)))
 
 
 _ENV = make_environment()

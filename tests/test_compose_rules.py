@@ -85,7 +85,9 @@ class Window:
 class StatsState(StateStore):
     """A state offering the rolling-statistics interface issue 3 provides."""
 
-    def stats(self, sensor: str, window: timedelta) -> Window | None:
+    def stats(
+        self, sensor: str, window: timedelta | str, now: datetime | None = None
+    ) -> Window | None:
         if window == timedelta(hours=24):
             return Window(18.0, 26.5, 22.0)
         return Window(23.0, 24.0, 23.5)
