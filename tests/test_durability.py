@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -280,26 +281,53 @@ type = "file"
             encoding="utf-8",
         )
         gateway = start_gateway(config)
+        log = StderrLines(gateway)
         try:
             publish_until_posted(broker, mqtt_topic, "20.5", state)
             filler = fill(state)
             # While the disk is full: a new reading is taken (only ever published now).
             publish(broker, [(f"{mqtt_topic}/temp", "33.3")])
-            time.sleep(3)  # several rule firings and storage checks on a full disk
+            wait_until(lambda: log.has("disk nearly full"), timeout=30)
+            time.sleep(2)  # a few rule firings on the full disk
             assert gateway.poll() is None, "the gateway died on a full disk"
             assert "33.3" not in archive_text(state)
             filler.unlink()
             (state / "filler2").unlink(missing_ok=True)
             wait_until(lambda: "Temp 33.3 °C" in archive_text(state), timeout=30)
+            wait_until(lambda: log.has("disk space is back"), timeout=30)
         finally:
             gateway.send_signal(signal.SIGTERM)
-            _out, err = gateway.communicate(timeout=30)
+            gateway.wait(timeout=30)
+            err = log.text()
         assert gateway.returncode == 0, err
-        assert "disk nearly full" in err
         print("\n".join(line for line in err.splitlines() if "full" in line or "space" in line))
-        assert "disk space is back" in err
         db = state / "gateway.db"
         assert db_rows(db, "PRAGMA integrity_check") == [("ok",)]
+
+
+class StderrLines:
+    """Collects a subprocess's stderr as it is written, so a test can wait for a line."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        assert process.stderr is not None
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, args=(process.stderr,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            with self._lock:
+                self._lines.append(line)
+
+    def has(self, fragment: str) -> bool:
+        with self._lock:
+            return any(fragment in line for line in self._lines)
+
+    def text(self) -> str:
+        self._thread.join(timeout=10)
+        with self._lock:
+            return "".join(self._lines)
 
 
 def archive_text(state: Path) -> str:
