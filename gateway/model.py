@@ -107,7 +107,7 @@ def new_post_id(now_ms: int | None = None) -> str:
     """Return a 26-character ULID: unique, and sortable by creation time.
 
     Within one millisecond the random part is incremented, so ids made by this
-    process are strictly increasing.
+    process are strictly increasing (even if the clock steps back).
     """
     ms = int(time.time() * 1000) if now_ms is None else now_ms
     with _ID_STATE.lock:
@@ -115,7 +115,10 @@ def new_post_id(now_ms: int | None = None) -> str:
             ms = _ID_STATE.last_ms
             rand = _ID_STATE.last_rand + 1
         else:
-            rand = int.from_bytes(os.urandom(10), "big") >> 1
+            # The low 10 bits start at zero and count the ids made within this
+            # millisecond, so keys derived from them (Bluesky's TID clock id) stay
+            # ordered instead of wrapping.
+            rand = (int.from_bytes(os.urandom(10), "big") >> 1) & ~0x3FF
         _ID_STATE.last_ms, _ID_STATE.last_rand = ms, rand
     number = (ms << 80) | (rand & ((1 << 80) - 1))
     chars = []

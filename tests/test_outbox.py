@@ -216,3 +216,20 @@ def test_post_ids_are_unique_and_time_ordered(monkeypatch: pytest.MonkeyPatch) -
     # (ids never go backwards); keep the process-wide id state out of other tests.
     monkeypatch.setattr("gateway.model._ID_STATE", _IdState())
     assert new_post_id(now_ms=1_000) < new_post_id(now_ms=2_000_000_000_000)
+
+
+def test_many_posts_in_one_millisecond_keep_bluesky_keys_ordered_and_unique() -> None:
+    from gateway.publishers.bluesky import record_key
+
+    for _ in range(50):  # each round starts a fresh millisecond with a fresh random part
+        ids = [new_post_id(now_ms=4_000_000_000_000) for _ in range(300)]
+        keys = [record_key(i) for i in ids]
+        assert keys == sorted(keys)
+        assert len(set(keys)) == len(keys)
+        _reset_ids()
+
+
+def _reset_ids() -> None:
+    from gateway import model
+
+    model._ID_STATE.last_ms = 0
