@@ -33,7 +33,8 @@ PUBLISHER = "svc"
 
 @pytest.fixture(params=THREAD_BACKENDS, ids=lambda b: b.type)
 def backend(request: pytest.FixtureRequest) -> Backend:
-    return request.param
+    chosen: Backend = request.param
+    return chosen
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ def assert_mastodon_thread(fake: Any, parts: tuple[str, ...], key: str) -> str:
         f"{key}-2",
         f"{key}-3",
     ]
-    return ids[0]
+    return str(ids[0])
 
 
 def assert_bluesky_thread(fake: Any, parts: tuple[str, ...], key: str) -> str:
@@ -156,7 +157,7 @@ def assert_x_thread(fake: Any, parts: tuple[str, ...], key: str) -> str:
     assert third["reply"] == {"in_reply_to_tweet_id": ids[1]}
     assert "media" not in third
     assert len(fake.calls("/2/media/upload")) == 2
-    return ids[0]
+    return str(ids[0])
 
 
 CHECKS = {
