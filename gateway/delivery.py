@@ -4,7 +4,8 @@ A slow or failing service only ever holds up its own worker.  Each delivery is
 marked ``sending`` (committed) before the publisher is called, and ``sent``,
 ``failed`` (with the next attempt time) or ``dead`` after.  The idempotency key
 is derived from the post id and publisher, so a retry after a crash is
-recognised by services that support it.
+recognised by services that support it.  A delivery with ``parts`` (a thread) is
+handed to the publisher's ``publish_thread`` (gateway.publishers.threads).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from datetime import datetime, timedelta, tzinfo
 from gateway.model import PermanentError, RetryableError
 from gateway.outbox import Delivery, Outbox
 from gateway.publishers.base import Publisher, PublisherConfig
+from gateway.publishers.threads import publish_thread
 
 log = logging.getLogger(__name__)
 
@@ -218,9 +220,14 @@ class DeliveryWorker:
         attempts = delivery.attempts + 1
         key = idempotency_key(delivery.post.id, delivery.publisher)
         try:
-            receipt = self.publisher.publish(
-                delivery.post, delivery.text, delivery.media_to_send, key
-            )
+            if len(delivery.parts) > 1:
+                receipt = publish_thread(
+                    self.publisher, delivery.post, delivery.parts, delivery.media_to_send, key
+                )
+            else:
+                receipt = self.publisher.publish(
+                    delivery.post, delivery.text, delivery.media_to_send, key
+                )
         except PermanentError as exc:
             self._give_up(delivery, f"permanent: {exc}")
             return

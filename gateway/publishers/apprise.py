@@ -6,7 +6,8 @@ for it in memory.
 
 Each post is one ``notify()`` call to every configured URL, with the images as
 attachments.  Apprise answers only "worked" or "did not" (a bool), so any failure is
-a :class:`RetryableError`; after ``max_attempts`` the delivery is ``dead``.  Apprise
+a :class:`RetryableError`; after ``max_attempts`` the delivery is ``dead``.  A thread
+is one notification: its parts joined by a blank line.  Apprise
 services have no idempotency keys: a retry after a lost answer may notify twice.
 
 URLs carry tokens, so they are secrets: never logged, never in errors.
@@ -101,6 +102,16 @@ class ApprisePublisher:
         self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
     ) -> Receipt:
         """Notify every URL; RetryableError when any service did not accept it."""
+        return self.publish_thread(post, (text,), media, idempotency_key)
+
+    def publish_thread(
+        self,
+        post: Post,
+        parts: tuple[str, ...],
+        media: tuple[MediaItem, ...],
+        idempotency_key: str,
+    ) -> Receipt:
+        """Send a whole thread as one notification, its parts joined by a blank line."""
         import apprise
 
         if self._rejected:
@@ -110,7 +121,11 @@ class ApprisePublisher:
         title = self._config.title.format(rule=post.rule, gateway=self._gateway)
         options: dict[str, Any] = {"body_format": apprise.NotifyFormat.TEXT}
         ok = self._notifier.notify(
-            body=text, title=title, attach=attach, timeout=self._config.timeout, **options
+            body="\n\n".join(parts),
+            title=title,
+            attach=attach,
+            timeout=self._config.timeout,
+            **options,
         )
         if not ok:
             raise RetryableError("apprise: a service did not accept the notification")

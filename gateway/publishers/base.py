@@ -96,6 +96,12 @@ class Publisher(Protocol):
     its own thread, when it starts, so network set-up (a server's limits, a broker
     connection) never delays the gateway's start.  Building a publisher must not
     touch the network.
+
+    A publisher may also define ``publish_thread(post, parts, media, idempotency_key)
+    -> Receipt`` to post the numbered parts of a thread (``overflow = "thread"``) as it
+    sees fit: replies, one message, one archive record.  Media go with the first part
+    and the receipt is the first part's.  Without it, each part is published on its
+    own (see :mod:`gateway.publishers.threads`).
     """
 
     id: str

@@ -13,6 +13,12 @@ Steps of one post:
    text, ``aspectRatio``).  The record key is a TID derived from the post id, so a
    retried create cannot make a second post: when a create fails, the record is looked
    up with ``com.atproto.repo.getRecord`` and, if it is there, that is the receipt.
+
+A thread (``publish_thread``) creates one record per part; each later part carries
+``reply: {root, parent}`` (the first part's and the previous part's ``{uri, cid}``)
+and the key ``record_key(post id, n)``, so a retried part cannot be created twice
+either.  Each part's ``{uri, cid}`` is recorded in the store once created, so a retry
+after a crash continues the thread.
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr
 
-from gateway.model import MediaItem, Post, PublishError, Receipt
+from gateway.model import MediaItem, PermanentError, Post, PublishError, Receipt
 from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
 from gateway.publishers.http import HttpConfig, ServiceError
+from gateway.publishers.threads import PostedPart, ThreadLog, post_parts
 
 if TYPE_CHECKING:
     from gateway.publishers.http import ApiClient
@@ -120,7 +127,32 @@ class BlueskyPublisher:
         blobs = [self._authed(functools.partial(self._upload_blob, item=item)) for item in media]
         record = post_record(post, text, media, blobs)
         rkey = record_key(post.id)
-        return self._authed(lambda token: self._create_record(token, rkey, record))
+        return self._authed(lambda token: self._create_record(token, rkey, record)).receipt
+
+    def publish_thread(
+        self,
+        post: Post,
+        parts: tuple[str, ...],
+        media: tuple[MediaItem, ...],
+        idempotency_key: str,
+    ) -> Receipt:
+        """Create one record per part, each replying to the previous; skip parts already out."""
+
+        def post_part(n: int, text: str, earlier: list[PostedPart]) -> PostedPart:
+            part_media = media if n == 1 else ()
+            blobs = [
+                self._authed(functools.partial(self._upload_blob, item=item)) for item in part_media
+            ]
+            record = post_record(post, text, part_media, blobs)
+            if earlier:
+                record["reply"] = {
+                    "root": _strong_ref(earlier[0]),
+                    "parent": _strong_ref(earlier[-1]),
+                }
+            rkey = record_key(post.id, n)
+            return self._authed(lambda token: self._create_record(token, rkey, record))
+
+        return post_parts(parts, ThreadLog(self._store, self.id, post.id), post_part)
 
     # -- session -------------------------------------------------------------
 
@@ -211,7 +243,7 @@ class BlueskyPublisher:
         blob: dict[str, Any] = self._api.pick(answer, "blob")
         return blob
 
-    def _create_record(self, token: str, rkey: str, record: dict[str, Any]) -> Receipt:
+    def _create_record(self, token: str, rkey: str, record: dict[str, Any]) -> PostedPart:
         did = self._current_session().did
         body = {"repo": did, "collection": POST_COLLECTION, "rkey": rkey, "record": record}
         try:
@@ -227,9 +259,9 @@ class BlueskyPublisher:
             return self._existing_record(did, rkey, exc)
         except PublishError as exc:
             return self._existing_record(did, rkey, exc)
-        return self._receipt(did, rkey, self._api.pick(answer, "uri"))
+        return self._posted(did, rkey, answer)
 
-    def _existing_record(self, did: str, rkey: str, failure: PublishError) -> Receipt:
+    def _existing_record(self, did: str, rkey: str, failure: PublishError) -> PostedPart:
         """The receipt of a record an earlier attempt created, else re-raise ``failure``."""
         try:
             found = self._api.json(
@@ -240,11 +272,14 @@ class BlueskyPublisher:
         except PublishError:
             raise failure from None
         log.info("%s: record %s already existed; treating it as sent", self.id, rkey)
-        return self._receipt(did, rkey, self._api.pick(found, "uri"))
+        return self._posted(did, rkey, found)
 
-    def _receipt(self, did: str, rkey: str, uri: str) -> Receipt:
-        return Receipt(
-            remote_id=uri, url=f"{self._config.app_url.rstrip('/')}/profile/{did}/post/{rkey}"
+    def _posted(self, did: str, rkey: str, answer: dict[str, Any]) -> PostedPart:
+        cid = answer.get("cid")
+        return PostedPart(
+            remote_id=str(self._api.pick(answer, "uri")),
+            url=f"{self._config.app_url.rstrip('/')}/profile/{did}/post/{rkey}",
+            cid=cid if isinstance(cid, str) else None,
         )
 
     def close(self) -> None:
@@ -318,8 +353,18 @@ def _facet(text: str, start: int, end: int, kind: str, **value: str) -> dict[str
     }
 
 
-def record_key(post_id: str) -> str:
+def _strong_ref(part: PostedPart) -> dict[str, Any]:
+    """A ``com.atproto.repo.strongRef`` to a posted record."""
+    if part.remote_id is None or part.cid is None:
+        raise PermanentError(f"bluesky: no uri/cid recorded for {part.url}; cannot reply to it")
+    return {"uri": part.remote_id, "cid": part.cid}
+
+
+def record_key(post_id: str, part: int = 1) -> str:
     """A TID record key derived from the post id: the same post always gets the same key.
+
+    Part ``n`` of a thread gets the key of part 1 plus ``n - 1`` microseconds, so the
+    parts sort in order and a retried part gets the same key again.
 
     A ULID's 48-bit millisecond time becomes the TID's microseconds (plus three digits
     of the ULID's randomness) and ten more random bits become its clock id, so keys
@@ -337,6 +382,7 @@ def record_key(post_id: str) -> str:
         value = (micros << 10) | (random & 0x3FF)
     except ValueError:
         value = int.from_bytes(hashlib.sha256(post_id.encode()).digest()[:8], "big")
+    value += (part - 1) << 10  # the microseconds sit above the 10-bit clock id
     value &= (1 << 63) - 1  # a TID's top bit is always 0
     return "".join(_BASE32_SORTABLE[(value >> (5 * i)) & 31] for i in reversed(range(13)))
 

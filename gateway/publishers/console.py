@@ -38,8 +38,19 @@ class ConsolePublisher:
         self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
     ) -> Receipt:
         """Print the post; the receipt's remote id is the post id."""
+        return self.publish_thread(post, (text,), media, idempotency_key)
+
+    def publish_thread(
+        self,
+        post: Post,
+        parts: tuple[str, ...],
+        media: tuple[MediaItem, ...],
+        idempotency_key: str,
+    ) -> Receipt:
+        """Print every part of a thread in one block, a blank line between parts."""
         stream = self._stream or sys.stdout
-        lines = [f"── {post.rule} · {post.created_at.isoformat(timespec='seconds')} ──", text]
+        lines = [f"── {post.rule} · {post.created_at.isoformat(timespec='seconds')} ──"]
+        lines.append("\n\n".join(parts))
         if self._config.show_media:
             lines += [f"  [image {m.width}x{m.height}] {m.path} — {m.alt}" for m in media]
         with self._lock:

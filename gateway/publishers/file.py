@@ -5,6 +5,9 @@ Layout (a contract, see DESIGN.md)::
     <state_dir>/<path>/posts.jsonl      one JSON object per post
     <state_dir>/<path>/media/<file>     images referenced by ``media[].file``
 
+A thread (``overflow = "thread"``) is one record: ``text`` is its first part and an
+extra ``thread`` field lists every part, in order; single posts have no ``thread``.
+
 Writing the same post id twice never makes a second line, so a delivery retried
 after a crash is harmless.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,12 +68,22 @@ class FilePublisher:
         self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
     ) -> Receipt:
         """Copy the media, then append one line; skip ids already archived."""
+        return self.publish_thread(post, (text,), media, idempotency_key)
+
+    def publish_thread(
+        self,
+        post: Post,
+        parts: tuple[str, ...],
+        media: tuple[MediaItem, ...],
+        idempotency_key: str,
+    ) -> Receipt:
+        """Archive a whole thread as one record (``text`` = part 1, ``thread`` = all)."""
         with self._lock:
             (self.folder / "media").mkdir(parents=True, exist_ok=True)
             if post.id in self._known_ids():
                 return Receipt(remote_id=post.id, url=self.archive.as_uri())
             entries = [self._store_media(post.id, n, item) for n, item in enumerate(media)]
-            record = archive_record(post, text, entries)
+            record = archive_record(post, parts[0], entries, parts)
             self._append(json.dumps(record, ensure_ascii=False))
             self._known_ids().add(post.id)
         return Receipt(remote_id=post.id, url=self.archive.as_uri())
@@ -104,9 +118,18 @@ class FilePublisher:
         """Nothing to release: every write is already on disk."""
 
 
-def archive_record(post: Post, text: str, media: list[dict[str, Any]]) -> dict[str, Any]:
-    """The JSON object stored for one post (DESIGN.md's archive contract)."""
-    return {
+def archive_record(
+    post: Post,
+    text: str,
+    media: list[dict[str, Any]],
+    thread: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The JSON object stored for one post (DESIGN.md's archive contract).
+
+    ``thread`` (every part of a thread, ``text`` being the first) is added only when
+    there is more than one part, so readers of single posts see the same record as ever.
+    """
+    record: dict[str, Any] = {
         "id": post.id,
         "rule": post.rule,
         "created_at": post.created_at.isoformat(),
@@ -114,6 +137,9 @@ def archive_record(post: Post, text: str, media: list[dict[str, Any]]) -> dict[s
         "lang": post.lang,
         "media": media,
     }
+    if len(thread) > 1:
+        record["thread"] = list(thread)
+    return record
 
 
 def read_archive(path: Path) -> list[dict[str, Any]]:

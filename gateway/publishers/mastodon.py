@@ -9,6 +9,11 @@ Steps of one post:
    ``spoiler_text``, ``language`` and the delivery's ``Idempotency-Key`` header, so a
    retried request returns the status the first one created.
 
+A thread (``publish_thread``) posts each later part as a reply (``in_reply_to_id`` =
+the previous part's status), with the same visibility, content warning and language
+and no media; each part has its own Idempotency-Key and its status id is recorded in
+the store as soon as it is posted, so a retry continues the thread where it stopped.
+
 Limits come from ``GET /api/v2/instance`` (``configuration.statuses`` and
 ``configuration.media_attachments``), fetched once per process by the delivery
 worker's thread (``prepare()``, else the first publish), and kept in the gateway's
@@ -31,6 +36,7 @@ from pydantic import Field, SecretStr
 from gateway.model import MediaItem, Post, Receipt, RetryableError
 from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
 from gateway.publishers.http import HttpConfig
+from gateway.publishers.threads import PostedPart, ThreadLog, part_key, post_parts
 
 if TYPE_CHECKING:
     from gateway.publishers.http import ApiClient
@@ -191,6 +197,25 @@ class MastodonPublisher:
         media_ids = [self._upload(item) for item in media]
         return self._create_status(post, text, media_ids, idempotency_key)
 
+    def publish_thread(
+        self,
+        post: Post,
+        parts: tuple[str, ...],
+        media: tuple[MediaItem, ...],
+        idempotency_key: str,
+    ) -> Receipt:
+        """Post the parts as a chain of replies; parts already posted are skipped."""
+        self.limits()
+
+        def post_part(n: int, text: str, earlier: list[PostedPart]) -> PostedPart:
+            media_ids = [self._upload(item) for item in media] if n == 1 else []
+            reply_to = earlier[-1].remote_id if earlier else None
+            key = part_key(idempotency_key, n)
+            receipt = self._create_status(post, text, media_ids, key, reply_to)
+            return PostedPart(receipt.remote_id, receipt.url)
+
+        return post_parts(parts, ThreadLog(self._store, self.id, post.id), post_part)
+
     def _upload(self, item: MediaItem) -> str:
         attachment = self._api.json(
             "POST",
@@ -215,9 +240,16 @@ class MastodonPublisher:
             self._sleep(self._config.media_poll_interval)
 
     def _create_status(
-        self, post: Post, text: str, media_ids: list[str], idempotency_key: str
+        self,
+        post: Post,
+        text: str,
+        media_ids: list[str],
+        idempotency_key: str,
+        in_reply_to: str | None = None,
     ) -> Receipt:
         body: dict[str, Any] = {"status": text, "visibility": self._config.visibility}
+        if in_reply_to is not None:
+            body["in_reply_to_id"] = in_reply_to
         if media_ids:
             body["media_ids"] = media_ids
             body["sensitive"] = self._config.sensitive

@@ -11,7 +11,8 @@ in the delivery worker's thread (``prepare()``), never while the gateway starts.
 publish counts once the broker acknowledged it (QoS 1/2) or it was written (QoS 0)
 within ``timeout``; anything else is a RetryableError.  MQTT has no idempotency: a
 retry after a lost acknowledgement can deliver a post twice, so the payload carries
-``id`` and ``idempotency_key`` for subscribers to drop repeats.
+``id`` and ``idempotency_key`` for subscribers to drop repeats.  A thread is one
+message whose ``thread`` field lists every part (``text`` is the first).
 """
 
 from __future__ import annotations
@@ -187,9 +188,19 @@ class MqttPublisher:
         self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
     ) -> Receipt:
         """Publish the images (if sent separately), then the post; RetryableError if unconfirmed."""
+        return self.publish_thread(post, (text,), media, idempotency_key)
+
+    def publish_thread(
+        self,
+        post: Post,
+        parts: tuple[str, ...],
+        media: tuple[MediaItem, ...],
+        idempotency_key: str,
+    ) -> Receipt:
+        """Publish a whole thread as one message (``text`` = part 1, ``thread`` = all)."""
         client = self._connected_client()
         topic = self._config.topic.format(rule=post.rule, gateway=self._gateway)
-        payload = webhook_payload(post, text, media, idempotency_key, self._gateway)
+        payload = webhook_payload(post, parts[0], media, idempotency_key, self._gateway, parts)
         separate = self._config.images == "separate"
         for n, (entry, item) in enumerate(zip(payload["media"], media, strict=True)):
             if separate:

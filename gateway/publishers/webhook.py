@@ -5,6 +5,9 @@ JSON body (``format = "json"``)::
     {"id", "rule", "created_at", "text", "lang", "gateway", "idempotency_key",
      "media": [{"filename", "mime", "width", "height", "bytes", "alt"}]}
 
+A thread (``overflow = "thread"``) is one request: ``text`` is its first part and
+``thread`` lists every part, in order; single posts have no ``thread`` field.
+
 With ``format = "multipart"`` the same JSON object is the ``payload`` part and each
 image is a ``media`` file part, in order, named by ``media[].filename``.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -94,7 +98,17 @@ class WebhookPublisher:
         self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
     ) -> Receipt:
         """POST the post; raise RetryableError/PermanentError on failure."""
-        payload = webhook_payload(post, text, media, idempotency_key, self._gateway)
+        return self.publish_thread(post, (text,), media, idempotency_key)
+
+    def publish_thread(
+        self,
+        post: Post,
+        parts: tuple[str, ...],
+        media: tuple[MediaItem, ...],
+        idempotency_key: str,
+    ) -> Receipt:
+        """POST a whole thread as one payload (``text`` = part 1, ``thread`` = all)."""
+        payload = webhook_payload(post, parts[0], media, idempotency_key, self._gateway, parts)
         body, content_type = self._encode(payload, media)
         headers = {"Content-Type": content_type, "Idempotency-Key": idempotency_key}
         if self._config.secret is not None:
@@ -122,10 +136,15 @@ class WebhookPublisher:
 
 
 def webhook_payload(
-    post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str, gateway: str
+    post: Post,
+    text: str,
+    media: tuple[MediaItem, ...],
+    idempotency_key: str,
+    gateway: str,
+    thread: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The JSON object sent for one post."""
-    return {
+    """The JSON object sent for one post; ``thread`` only when it has several parts."""
+    payload: dict[str, Any] = {
         "id": post.id,
         "rule": post.rule,
         "created_at": post.created_at.isoformat(),
@@ -145,6 +164,9 @@ def webhook_payload(
             for n, item in enumerate(media)
         ],
     }
+    if len(thread) > 1:
+        payload["thread"] = list(thread)
+    return payload
 
 
 def sign(secret: SecretStr, body: bytes) -> str:

@@ -13,6 +13,13 @@ multipart bodies are not part of an OAuth 1.0a signature.  X has no idempotency 
 a retry of a post that did go out is refused as duplicate content (403), which means
 the post is already there, so it returns a receipt (with the id remembered from the
 first attempt when there is one).
+
+A thread (``publish_thread``) posts each later part as a reply (``"reply":
+{"in_reply_to_tweet_id": <previous part>}``), without media.  Each part's id is
+recorded in the store as soon as it is posted, so a retry skips the parts already
+out.  A duplicate refusal of a part also counts as posted; when its id was never
+recorded (a crash between posting and recording), the next part replies to the
+last part whose id is known, so the thread still hangs together.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pydantic import Field, SecretStr
 from gateway.model import MediaItem, Post, Receipt
 from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
 from gateway.publishers.http import HttpConfig, ServiceError
+from gateway.publishers.threads import PostedPart, ThreadLog, post_parts
 
 if TYPE_CHECKING:
     import httpx
@@ -130,6 +138,33 @@ class XPublisher:
         self._remember(idempotency_key, tweet_id)
         return self._receipt(tweet_id)
 
+    def publish_thread(
+        self,
+        post: Post,
+        parts: tuple[str, ...],
+        media: tuple[MediaItem, ...],
+        idempotency_key: str,
+    ) -> Receipt:
+        """Post the parts as a chain of replies; parts already posted are skipped."""
+        thread_log = ThreadLog(self._store, self.id, post.id)
+
+        def post_part(n: int, text: str, earlier: list[PostedPart]) -> PostedPart:
+            media_ids = [self._upload(item) for item in media] if n == 1 else []
+            known = [p.remote_id for p in earlier if p.remote_id is not None]
+            try:
+                tweet_id: str | None = self._create_post(
+                    text, media_ids, known[-1] if known else None
+                )
+            except ServiceError as exc:
+                if not is_duplicate(exc):
+                    raise
+                # Posted by an attempt that stopped before recording it: its id is unknown.
+                tweet_id = None
+            receipt = self._receipt(tweet_id)
+            return PostedPart(receipt.remote_id, receipt.url)
+
+        return post_parts(parts, thread_log, post_part)
+
     def _upload(self, item: MediaItem) -> str:
         answer = self._api.json(
             "POST",
@@ -143,10 +178,12 @@ class XPublisher:
             self._api.request("POST", "/2/media/metadata", json=metadata)
         return media_id
 
-    def _create_post(self, text: str, media_ids: list[str]) -> str:
+    def _create_post(self, text: str, media_ids: list[str], reply_to: str | None = None) -> str:
         body: dict[str, Any] = {"text": text}
         if media_ids:
             body["media"] = {"media_ids": media_ids}
+        if reply_to is not None:
+            body["reply"] = {"in_reply_to_tweet_id": reply_to}
         answer = self._api.json("POST", "/2/tweets", json=body)
         return str(self._api.pick(answer, "data", "id"))
 

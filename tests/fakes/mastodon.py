@@ -4,7 +4,8 @@ Shapes follow docs.joinmastodon.org (methods/media, methods/statuses, entities/I
 ``POST /api/v2/media`` answers 200 with ``url`` or 202 with ``url: null``;
 ``GET /api/v1/media/:id`` answers 206 while processing, then 200; ``POST
 /api/v1/statuses`` answers 422 for media still processing, and the same status again
-for a repeated ``Idempotency-Key``.
+for a repeated ``Idempotency-Key``; a reply (``in_reply_to_id``) to an unknown status
+answers 404.
 """
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ class FakeMastodon(FakeServer):
                     "processing. Try again in a moment!"
                 },
             )
+        reply_to = body.get("in_reply_to_id")
+        if reply_to is not None and str(reply_to) not in self.statuses:
+            return Reply(404, {"error": "Record not found"})
         status_id = str(110000000000000000 + len(self.statuses))
         status = {
             "id": status_id,
@@ -122,6 +126,7 @@ class FakeMastodon(FakeServer):
             "visibility": body.get("visibility", "public"),
             "spoiler_text": body.get("spoiler_text", ""),
             "language": body.get("language"),
+            "in_reply_to_id": str(reply_to) if reply_to is not None else None,
             "media_attachments": [self.media[m] for m in media_ids],
         }
         self.statuses[status_id] = status

@@ -5,7 +5,8 @@ Every request's signature is verified server-side by oauthlib's
 request reached, rebuilt from its Host header), with nonce replay detection.
 Shapes follow docs.x.com: upload → ``{"data": {"id", "media_key", ...}}``; create
 post → 201 ``{"data": {"id", "text"}}``; the same text twice → 403 "You are not
-allowed to create a Tweet with duplicate content."; a bad signature → 401.
+allowed to create a Tweet with duplicate content."; a reply to an unknown post → 400;
+a bad signature → 401.
 """
 
 from __future__ import annotations
@@ -153,8 +154,11 @@ class FakeX(FakeServer):
         media_ids = body.get("media", {}).get("media_ids", [])
         if any(m not in self.media for m in media_ids):
             return Reply(400, {"title": "Invalid Request", "detail": "unknown media id"})
+        reply_to = body.get("reply", {}).get("in_reply_to_tweet_id")
+        if reply_to is not None and reply_to not in self.tweets:
+            return Reply(400, {"title": "Invalid Request", "detail": "unknown reply target"})
         tweet_id = str(1445880548472328192 + len(self.tweets))
-        self.tweets[tweet_id] = {"text": body["text"], "media_ids": media_ids}
+        self.tweets[tweet_id] = {"text": body["text"], "media_ids": media_ids, "reply_to": reply_to}
         return Reply(
             201,
             {"data": {"id": tweet_id, "text": body["text"], "edit_history_tweet_ids": [tweet_id]}},
