@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, SecretStr, field_validator
 
 from gateway.model import MediaItem, PermanentError, Post, Receipt, RetryableError
-from gateway.publishers.base import Capabilities, PublisherConfig, PublisherContext
+from gateway.publishers.base import (
+    Capabilities,
+    OneMessageThread,
+    PublisherConfig,
+    PublisherContext,
+)
 
 if TYPE_CHECKING:
     import apprise
@@ -79,7 +84,7 @@ class AppriseConfig(PublisherConfig):
         return ApprisePublisher(self, notifier, ctx.gateway_name, rejected)
 
 
-class ApprisePublisher:
+class ApprisePublisher(OneMessageThread):
     """One ``notify()`` per post, with the images attached."""
 
     def __init__(
@@ -97,12 +102,6 @@ class ApprisePublisher:
         self._notifier = notifier
         self._gateway = gateway
         self._rejected = rejected or []
-
-    def publish(
-        self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
-    ) -> Receipt:
-        """Notify every URL; RetryableError when any service did not accept it."""
-        return self.publish_thread(post, (text,), media, idempotency_key)
 
     def publish_thread(
         self,

@@ -118,6 +118,29 @@ class Publisher(Protocol):
         ...
 
 
+class OneMessageThread:
+    """For backends that send a whole thread as one message (console, archive, webhook...).
+
+    ``publish`` is a one-part thread; the subclass implements ``publish_thread``.
+    """
+
+    def publish(
+        self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
+    ) -> Receipt:
+        """Send one post: a thread of one part."""
+        return self.publish_thread(post, (text,), media, idempotency_key)
+
+    def publish_thread(
+        self,
+        post: Post,
+        parts: tuple[str, ...],
+        media: tuple[MediaItem, ...],
+        idempotency_key: str,
+    ) -> Receipt:
+        """Send every part of a thread in one message."""
+        raise NotImplementedError
+
+
 class LiveCapabilities(Mapping[str, Capabilities]):
     """Each publisher's *current* capabilities, read at every lookup.
 

@@ -9,7 +9,12 @@ from typing import Literal, TextIO
 from pydantic import Field
 
 from gateway.model import MediaItem, Post, Receipt
-from gateway.publishers.base import Capabilities, PublisherConfig, PublisherContext
+from gateway.publishers.base import (
+    Capabilities,
+    OneMessageThread,
+    PublisherConfig,
+    PublisherContext,
+)
 
 
 class ConsoleConfig(PublisherConfig):
@@ -23,7 +28,7 @@ class ConsoleConfig(PublisherConfig):
         return ConsolePublisher(self)
 
 
-class ConsolePublisher:
+class ConsolePublisher(OneMessageThread):
     """Writes posts to a text stream, one block per post."""
 
     capabilities = Capabilities(max_images=16)
@@ -33,12 +38,6 @@ class ConsolePublisher:
         self._config = config
         self._stream = stream
         self._lock = threading.Lock()
-
-    def publish(
-        self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
-    ) -> Receipt:
-        """Print the post; the receipt's remote id is the post id."""
-        return self.publish_thread(post, (text,), media, idempotency_key)
 
     def publish_thread(
         self,

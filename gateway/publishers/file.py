@@ -25,7 +25,12 @@ from pydantic import Field
 
 from gateway.fsutil import atomic_copy, fsync_dir
 from gateway.model import MediaItem, Post, Receipt
-from gateway.publishers.base import Capabilities, PublisherConfig, PublisherContext
+from gateway.publishers.base import (
+    Capabilities,
+    OneMessageThread,
+    PublisherConfig,
+    PublisherContext,
+)
 
 ARCHIVE_NAME = "posts.jsonl"
 
@@ -47,7 +52,7 @@ class FileConfig(PublisherConfig):
         return FilePublisher(self.id, folder)
 
 
-class FilePublisher:
+class FilePublisher(OneMessageThread):
     """Appends posts to ``posts.jsonl``; idempotent by post id."""
 
     capabilities = Capabilities(max_images=16)
@@ -63,12 +68,6 @@ class FilePublisher:
         if self._ids is None:
             self._ids = set(read_archive_ids(self.archive))
         return self._ids
-
-    def publish(
-        self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
-    ) -> Receipt:
-        """Copy the media, then append one line; skip ids already archived."""
-        return self.publish_thread(post, (text,), media, idempotency_key)
 
     def publish_thread(
         self,

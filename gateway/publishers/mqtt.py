@@ -29,6 +29,7 @@ from gateway.model import MediaItem, Post, Receipt, RetryableError
 from gateway.publishers.base import (
     BrokerSettings,
     Capabilities,
+    OneMessageThread,
     PublisherConfig,
     PublisherContext,
 )
@@ -121,7 +122,7 @@ class MqttConfig(PublisherConfig):
         return MqttPublisher(self, self.broker(ctx.broker), client_id, ctx.gateway_name)
 
 
-class MqttPublisher:
+class MqttPublisher(OneMessageThread):
     """Sends each post's images, then its JSON, and waits for the broker to confirm."""
 
     def __init__(
@@ -183,12 +184,6 @@ class MqttPublisher:
         return self._client
 
     # -- publishing ----------------------------------------------------------------
-
-    def publish(
-        self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
-    ) -> Receipt:
-        """Publish the images (if sent separately), then the post; RetryableError if unconfirmed."""
-        return self.publish_thread(post, (text,), media, idempotency_key)
 
     def publish_thread(
         self,

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, SecretStr, field_validator
 
 from gateway.model import MediaItem, Post, Receipt
-from gateway.publishers.base import Capabilities, PublisherContext
+from gateway.publishers.base import Capabilities, OneMessageThread, PublisherContext
 from gateway.publishers.http import HttpConfig
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class WebhookConfig(HttpConfig):
         return WebhookPublisher(self, api, ctx.gateway_name)
 
 
-class WebhookPublisher:
+class WebhookPublisher(OneMessageThread):
     """Sends one POST per post; the receiver's JSON ``id``/``url`` become the receipt."""
 
     def __init__(self, config: WebhookConfig, api: ApiClient, gateway_name: str) -> None:
@@ -93,12 +93,6 @@ class WebhookPublisher:
         self._config = config
         self._api = api
         self._gateway = gateway_name
-
-    def publish(
-        self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
-    ) -> Receipt:
-        """POST the post; raise RetryableError/PermanentError on failure."""
-        return self.publish_thread(post, (text,), media, idempotency_key)
 
     def publish_thread(
         self,
