@@ -916,6 +916,8 @@ def _reference_problems(config: GatewayConfig) -> Iterator[str]:
             yield from (f"publishers[{p}]: {m}" for m in publisher.missing_dependencies())
     for r, rule in enumerate(config.rules):
         yield from (f"rules[{r}].{problem}" for problem in _rule_sensor_problems(rule, config))
+    if not config.rules:
+        return  # nothing to check; spares the process compose's jinja2, Pillow and textfit
     from gateway.compose import template_problems
 
     for r, rule in enumerate(config.rules):

@@ -36,6 +36,9 @@ if TYPE_CHECKING:  # FrameStore pulls in Pillow; ingest only needs its offer()
 __all__ = ["IngestStats", "MqttIngest", "ReadingListener", "status_topic"]
 
 log = logging.getLogger(__name__)
+_monotonic = time.monotonic
+_time = time.time
+_fromtimestamp = datetime.fromtimestamp
 
 ReadingListener = Callable[[SensorSnapshot], None]
 """Called in paho's thread for every accepted reading: the event-rule hook. Keep it cheap."""
@@ -90,7 +93,8 @@ class MqttIngest:
         self.ready = threading.Event()
         self.connected = threading.Event()
         self._pending_subs: set[int] = set()
-        self._paused = threading.Event()
+        self._paused = False
+        """Set once by pause()/stop(); a plain flag, read for every message."""
         self.heartbeat = time.monotonic()
         """Last time paho's network thread ran one of our callbacks (monotonic)."""
         self._client = make_client(config)
@@ -117,7 +121,7 @@ class MqttIngest:
 
     def pause(self) -> None:
         """Stop taking readings and frames; the connection stays up (to publish ``offline``)."""
-        self._paused.set()
+        self._paused = True
 
     def ping(self) -> None:
         """Send a QoS 1 probe; its PUBACK, handled in paho's thread, refreshes ``heartbeat``."""
@@ -135,7 +139,7 @@ class MqttIngest:
 
     def stop(self, timeout: float = 3.0) -> None:
         """Publish ``offline``, disconnect and stop paho's thread."""
-        self._paused.set()
+        self._paused = True
         if self.connected.is_set():
             info = self._client.publish(status_topic(self._config), "offline", qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
@@ -195,13 +199,19 @@ class MqttIngest:
         self.heartbeat = time.monotonic()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self.heartbeat = time.monotonic()
-        if self._paused.is_set():
+        self.heartbeat = _monotonic()
+        if self._paused:
             return  # shutting down: readings are ephemeral, a late one is simply not taken
         self.stats.messages += 1
         try:
             payload = message.payload
-            self.handle(message.topic, payload if type(payload) is bytes else bytes(payload))
+            t = _time()
+            self._handle(
+                message.topic,
+                payload if type(payload) is bytes else bytes(payload),
+                _fromtimestamp(t, UTC),
+                t,
+            )
         except Exception:  # a bug here must never kill paho's thread
             self._rate_log.warning("bug", "unexpected error handling a message", exc_info=True)
 
@@ -209,25 +219,31 @@ class MqttIngest:
 
     def handle(self, topic: str, payload: bytes, at: datetime | None = None) -> None:
         """Decode one message and update state; bad payloads are counted, logged, dropped."""
+        if at is None:
+            t = _time()
+            at = _fromtimestamp(t, UTC)
+        else:
+            t = at.timestamp()
+        self._handle(topic, payload, at, t)
+
+    def _handle(self, topic: str, payload: bytes, at: datetime, t: float) -> None:
+        """:meth:`handle` with ``at`` and ``t`` (the same instant) known."""
         if self._extra_topics and self._on_extra is not None:
             self._maybe_event(topic, payload)
         route = self._routes.get(topic) or self.routes.route(topic)
         if route.empty:
             self.stats.unrouted += 1
             return
-        if at is None:
-            t = time.time()
-            at = datetime.fromtimestamp(t, UTC)
-        else:
-            t = at.timestamp()
-        if len(payload) > self._max_payload:
-            self._oversized(route, topic, len(payload), self._max_payload)
+        size = len(payload)
+        if size > self._max_payload:
+            self._oversized(route, topic, size, self._max_payload)
             return
-        for camera in route.cameras:
-            self._frames.offer(camera, payload, at)
+        if route.cameras:
+            for camera in route.cameras:
+                self._frames.offer(camera, payload, at)
         if route.sensors:
-            if len(payload) > self._max_sensor_payload:
-                self._oversized(route, topic, len(payload), self._max_sensor_payload)
+            if size > self._max_sensor_payload:
+                self._oversized(route, topic, size, self._max_sensor_payload)
             else:
                 self._readings(route, topic, payload, at, t)
         if route.availability:
@@ -254,6 +270,8 @@ class MqttIngest:
             except DecodeError as exc:
                 bad_json = exc
         record = self._state.record
+        on_reading = self._on_reading
+        stats = self.stats
         for binding in route.sensors:
             try:
                 if bad_json is not None and binding.is_json:
@@ -262,12 +280,12 @@ class MqttIngest:
             except DecodeError as exc:
                 self._reject(binding.sensor, topic, str(exc))
                 continue
-            self.stats.readings += 1
+            stats.readings += 1
             unit = binding.unit if binding.fixed_unit else binding.unit_for(document)
             snapshot = record(binding.sensor, value, unit, at, topic, t)
-            if snapshot is not None and self._on_reading is not None:
+            if snapshot is not None and on_reading is not None:
                 try:
-                    self._on_reading(snapshot)
+                    on_reading(snapshot)
                 except Exception:
                     self._rate_log.warning(
                         f"hook:{binding.sensor}",

@@ -66,20 +66,23 @@ class SensorBinding:
     def decode(self, payload: bytes, document: Any) -> Value:
         """The reading's value from the raw payload, or from the already parsed JSON."""
         if self.is_json:
-            node = document
-            for part in self.parts:  # the common case inline: objects all the way down
-                if type(node) is dict and part in node:
-                    node = node[part]
-                else:
-                    node = json_field(document, self.field)  # arrays, or the error
-                    break
+            try:  # the common case inline: objects all the way down
+                node = document
+                for part in self.parts:
+                    node = node[part]  # only a dict takes a str key; lists, str etc. raise
+            except (KeyError, TypeError, IndexError):
+                node = json_field(document, self.field)  # arrays, or the error
             # x - x == 0.0 only for finite floats; anything else goes the long way
             value = node if type(node) is float and node - node == 0.0 else coerce_json(node)
         else:
             value = decode_payload(payload, self.fmt, None)
         if type(value) is float:
             if self.transform:
-                value = transform_number(value, self.scale, self.offset, self.precision)
+                result = value * self.scale + self.offset  # transform_number, inlined
+                if result - result != 0.0:  # overflowed to infinity: let it raise
+                    result = transform_number(value, self.scale, self.offset, self.precision)
+                precision = self.precision
+                value = result if precision is None else round(result, precision)
             if not self.low <= value <= self.high:
                 raise DecodeError(f"{value:g} is outside the range {self.low:g}..{self.high:g}")
         return value

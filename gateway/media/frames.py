@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from PIL import Image
-
 from gateway.fsutil import atomic_write
 from gateway.logutil import RateLimitedLog
 from gateway.model import Frame
@@ -125,6 +123,8 @@ class FrameStore:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
+        from PIL import Image  # here, not at import: the MQTT side never decodes images
+
         while (job := self._queue.get()) is not None:
             try:
                 frame = self.store(job.camera, job.payload, job.at)
@@ -142,6 +142,8 @@ class FrameStore:
         if kind is None:
             raise ValueError("not a JPEG or PNG")
         mime, _suffix = kind
+        from PIL import Image
+
         with Image.open(io.BytesIO(payload)) as image:  # reads the header only
             width, height = image.size
         return self.save(camera, payload, at, mime, width, height)
