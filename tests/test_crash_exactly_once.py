@@ -106,9 +106,16 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(
     state = tmp_path / "state"
     log = tmp_path / "gateway.log"
     busy = write_config(tmp_path / "busy.toml", state, broker, fakes, every="1s")
-    for _ in range(kills):
+    for n in range(kills):
+        offset = log.stat().st_size if log.exists() else 0
         process = start(busy, log)
-        time.sleep(rng.uniform(0.5, 3.5))
+        if n % 4 == 3:  # now and then, a kill during start-up (recovery itself interrupted)
+            time.sleep(rng.uniform(0.0, 1.0))
+        else:
+            # The random moment counts from "running", so a slow machine still gets
+            # kills while posts flow, not only during start-up.
+            wait_until(lambda o=offset: b"gateway crashgw running" in log.read_bytes()[o:], 30)
+            time.sleep(rng.uniform(0.0, 3.0))
         process.send_signal(signal.SIGKILL)
         process.wait(10)
         assert process.returncode == -signal.SIGKILL
