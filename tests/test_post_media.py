@@ -10,11 +10,9 @@ from PIL import Image
 
 from gateway.media.attachments import chart_gap
 from gateway.media.fitting import MediaFitter, fit_alt, limits_for
-from gateway.media.recent import RecentReadings
 from gateway.model import MediaItem, Post, Reading
 from gateway.outbox import MIGRATIONS, Outbox
 from gateway.publishers.base import Capabilities
-from gateway.state import SensorSnapshot
 from tests.gwutil import archive_posts
 from tests.mediautil import deliver_all, image_size, make_gateway, noisy_jpeg, scene_jpeg  # noqa: F401
 
@@ -206,21 +204,6 @@ def test_timelapse_without_frames_follows_on_missing(make_gateway) -> None:  # n
         CHARTS.replace('max_age = "2h"', 'max_age = "2h"\non_missing = "skip_post"')
     )
     assert skipping.fire("daily") is None
-
-
-def test_recent_readings_average_per_minute_and_forget() -> None:
-    history = RecentReadings(timedelta(minutes=10))
-    start = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-    for second in range(0, 20 * 60, 15):
-        history.record(
-            SensorSnapshot("t", float(second // 60), "", start + timedelta(seconds=second))
-        )
-    history.record(SensorSnapshot("door", True, "", start))  # not a number: ignored
-    points = history.series("t", start, start + timedelta(hours=1))
-    assert len(points) == 12  # the horizon (10 minutes) plus the two minutes of slack
-    assert points[-1] == (start + timedelta(minutes=19), 19.0)
-    assert history.series("door", start, start + timedelta(hours=1)) == []
-    assert history.series("t", start, start + timedelta(minutes=12)) == points[:5]
 
 
 def test_chart_gap() -> None:
