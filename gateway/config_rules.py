@@ -1,0 +1,220 @@
+"""``[[rules]]`` entries: triggers, guards, post text and attachments.
+
+Part of the configuration; :mod:`gateway.config` re-exports these names.
+Condition, cron and quiet-hours checks import :mod:`gateway.expr`,
+:mod:`gateway.scheduler` and :mod:`gateway.guards` lazily (the scheduler imports
+:mod:`gateway.config` back, and loading a config without rules stays light).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from gateway.config_sections import Identifier, Section
+from gateway.durations import Duration
+
+
+class ImageSpec(Section):
+    """One image of a rule: a camera's latest frame with an optional caption."""
+
+    camera: Identifier = Field(description="Camera id.")
+    caption: str | None = Field(default=None, description="Template drawn onto the image.")
+    alt: str = Field(
+        min_length=1, description="Alt-text template (required: posts are for everyone)."
+    )
+
+
+class ChartSpec(Section):
+    """One chart of a rule: a line chart of a sensor's recent history."""
+
+    sensor: Identifier = Field(description="Sensor id (numeric readings).")
+    window: Duration = Field(default=timedelta(hours=24), description="How far back to draw.")
+    title: str | None = Field(default=None, description="Chart title; default: the sensor id.")
+    alt: str = Field(min_length=1, description="Alt-text template (required).")
+
+
+class TimelapseSpec(Section):
+    """A rule's timelapse: an animation of a camera's archived frames."""
+
+    camera: Identifier = Field(description="Camera id.")
+    window: Duration = Field(default=timedelta(hours=24), description="How far back to look.")
+    frames: int = Field(default=48, ge=2, le=300, description="Frames in the animation (at most).")
+    format: Literal["webp", "gif"] = Field(
+        default="webp", description="webp (smaller) or gif (where a service needs it)."
+    )
+    fps: float = Field(default=8, gt=0, le=30, description="Frames per second.")
+    max_side: int = Field(default=640, ge=160, le=2048, description="Longest side in pixels.")
+    alt: str = Field(min_length=1, description="Alt-text template (required).")
+
+
+def _check_condition(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from gateway.expr import ExprError, parse
+
+    try:
+        parse(value)
+    except ExprError as exc:
+        raise PydanticCustomError("condition", "{error}", {"error": str(exc)}) from None
+    return value
+
+
+class OnMessage(Section):
+    """``on_message``: fire a rule for each (matching) message on an MQTT topic."""
+
+    topic: str = Field(min_length=1, description="MQTT topic or filter, e.g. frigate/events.")
+    when: str | None = Field(
+        default=None,
+        description="Condition over the message, e.g. \"event.type == 'new'\"; JSON fields"
+        " are event.<path>.",
+    )
+
+    @field_validator("when")
+    @classmethod
+    def _condition(cls, value: str | None) -> str | None:
+        return _check_condition(value)
+
+
+class RuleConfig(Section):
+    """``[[rules]]``: when to post, what to say, and where."""
+
+    id: Identifier = Field(description="Rule name, shown in history and used by `preview`.")
+    every: Duration | None = Field(default=None, description="Post at this interval, e.g. 1h.")
+    cron: str | None = Field(
+        default=None, description="Crontab schedule in the gateway's time zone, e.g. '0 8 * * *'."
+    )
+    jitter: Duration | None = Field(
+        default=None, description="Delay each scheduled run by a random 0..jitter."
+    )
+    when: str | None = Field(
+        default=None, description="Condition over sensors, e.g. 'water_temp > 30'."
+    )
+    hold: Duration | None = Field(
+        default=None,
+        alias="for",
+        description="`when` must hold this long before the rule fires, e.g. 10m.",
+    )
+    clear_when: str | None = Field(
+        default=None, description="Re-arm a fired `when` rule only once this condition is true."
+    )
+    clear_below: float | None = Field(
+        default=None, description="Re-arm once the (single) sensor of `when` is below this."
+    )
+    clear_above: float | None = Field(
+        default=None, description="Re-arm once the (single) sensor of `when` is above this."
+    )
+    on_message: OnMessage | None = Field(
+        default=None, description="Fire on messages of an MQTT topic; templates see `event`."
+    )
+    cooldown: Duration | None = Field(
+        default=None, description="At least this long between two posts of the rule."
+    )
+    max_per_day: int | None = Field(
+        default=None, ge=1, description="At most this many posts per local day."
+    )
+    quiet_hours: str | None = Field(
+        default=None, description="No posts in this daily window, e.g. '23:00-07:00'."
+    )
+    require_fresh: tuple[str, ...] = Field(
+        default=(), description="Sensors that must be fresh; else skip or use fallback_text."
+    )
+    fallback_text: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Template used when a require_fresh sensor is stale.",
+    )
+    dedupe_window: Duration | None = Field(
+        default=None,
+        description="Skip a post whose text equals the rule's previous one within this.",
+    )
+    overflow: Literal["shorten", "thread"] = Field(
+        default="shorten", description="Too long: shorten with an ellipsis, or split into a thread."
+    )
+    allow_markup: bool = Field(
+        default=False,
+        description="Let sensor/event values carry @mentions and links (off: they are defused).",
+    )
+    text: str = Field(min_length=1, description="Jinja2 template of the post text.")
+    images: tuple[ImageSpec, ...] = Field(default=(), description="Images to attach.")
+    charts: tuple[ChartSpec, ...] = Field(default=(), description="Charts to attach.")
+    timelapse: TimelapseSpec | None = Field(default=None, description="A timelapse to attach.")
+    publish_to: tuple[str, ...] = Field(min_length=1, description="Publisher ids.")
+    language: str | None = Field(
+        default=None, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]+)?$", description="BCP-47 language tag."
+    )
+
+    @field_validator("when", "clear_when")
+    @classmethod
+    def _conditions(cls, value: str | None) -> str | None:
+        return _check_condition(value)
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            from gateway.scheduler import cron_trigger
+
+            try:
+                cron_trigger(value, ZoneInfo("UTC"))
+            except ValueError as exc:
+                raise PydanticCustomError(
+                    "cron", "invalid cron: {error}", {"error": str(exc)}
+                ) from None
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, value: str | None) -> str | None:
+        if value is not None:
+            from gateway.guards import parse_quiet_hours
+
+            try:
+                parse_quiet_hours(value)
+            except ValueError as exc:
+                raise PydanticCustomError("quiet_hours", "{error}", {"error": str(exc)}) from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> RuleConfig:
+        kinds = ("every", "cron", "when", "on_message")
+        triggers = [name for name in kinds if getattr(self, name) is not None]
+        if len(triggers) != 1:
+            raise PydanticCustomError(
+                "trigger", "set exactly one of `every`, `cron`, `when` or `on_message`"
+            )
+        if self.every is not None and self.every.total_seconds() < 1:
+            raise PydanticCustomError("trigger", "`every` must be at least 1s")
+        for problem in _condition_option_problems(self):
+            raise PydanticCustomError("condition_options", problem)
+        return self
+
+    @property
+    def is_scheduled(self) -> bool:
+        """True for `every`/`cron` rules."""
+        return self.every is not None or self.cron is not None
+
+
+def _condition_option_problems(rule: RuleConfig) -> Iterator[str]:
+    if rule.jitter is not None and not rule.is_scheduled:
+        yield "`jitter` needs `every` or `cron`"
+    only_when = ("hold", "clear_when", "clear_below", "clear_above")
+    if rule.when is None and any(getattr(rule, name) is not None for name in only_when):
+        yield "`for`, `clear_when`, `clear_below` and `clear_above` need `when`"
+    clears = [n for n in only_when[1:] if getattr(rule, n) is not None]
+    if len(clears) > 1:
+        yield f"set at most one of {', '.join(clears)}"
+    if rule.when is None:
+        return
+    from gateway.expr import calls, names, parse
+
+    tree = parse(rule.when)
+    if calls(tree, "changes") and (rule.hold is not None or clears):
+        yield "a `changes()` condition fires on every change; it takes no `for` or clear_*"
+    if (rule.clear_below is not None or rule.clear_above is not None) and len(names(tree)) != 1:
+        yield "`clear_below`/`clear_above` need a `when` over exactly one sensor (else clear_when)"
