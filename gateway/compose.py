@@ -83,27 +83,15 @@ def format_value(value: Value | None, unit: str = "", precision: int = 1) -> str
 
 
 class StatsSource(Protocol):
-    """The optional rolling-statistics interface of a state store.
+    """The rolling-statistics interface of the state store (:meth:`StateStore.stats`).
 
-    ``stats(sensor, window)`` returns an object with ``min``, ``max`` and ``mean``
-    (floats or None; ``trend`` optional), or None when nothing is known.  A state
-    without a ``stats`` method, or one raising NotImplementedError, gives ``n/a``.
+    ``stats(sensor, window, now)`` returns an object with ``min``, ``max`` and ``mean``
+    (floats or None; ``trend`` optional), or None when nothing is known (``n/a``).
     """
 
-    def stats(self, sensor: str, window: timedelta) -> Any:
-        """Statistics of a sensor's readings over the last ``window``."""
+    def stats(self, sensor: str, window: timedelta, now: datetime | None = None) -> Any:
+        """Statistics of a sensor's readings over the ``window`` before ``now``."""
         ...
-
-
-def window_stats(state: object, sensor: str, window: timedelta, now: datetime) -> Any:
-    """``state.stats(sensor, window, now)`` when the state offers it, else None."""
-    getter = getattr(state, "stats", None)
-    if getter is None:
-        return None
-    try:
-        return getter(sensor, window, now)
-    except NotImplementedError:
-        return None
 
 
 def _stat(stats: Any, name: str) -> float | None:
@@ -152,13 +140,13 @@ class SensorView:
         stale: bool,
         now: datetime,
         unit: str,
-        stats_source: object = None,
+        stats_source: StatsSource | None = None,
     ) -> SensorView:
         """Build the view of a sensor's snapshot (or of a sensor with no reading yet)."""
         if snap is None:
             return cls(sensor, None, unit, None, None, True, None)
-        day = window_stats(stats_source, sensor, timedelta(hours=24), now)
-        hour = window_stats(stats_source, sensor, timedelta(hours=1), now)
+        day = stats_source.stats(sensor, timedelta(hours=24), now) if stats_source else None
+        hour = stats_source.stats(sensor, timedelta(hours=1), now) if stats_source else None
         return cls(
             sensor,
             snap.value,
