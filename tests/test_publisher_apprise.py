@@ -112,3 +112,17 @@ def test_bad_url_and_missing_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     )
     with pytest.raises(ConfigError, match=r"things-gateway\[apprise\]"):
         validate_config({"publishers": [{"id": "n", "type": "apprise", "urls": ["json://h"]}]})
+
+
+@pytest.mark.parametrize("title", ["{nope}", "{rule", "{gateway}: {0}"])
+def test_title_may_only_use_rule_and_gateway(title: str) -> None:
+    config = {
+        "publishers": [
+            {"id": "n", "type": "apprise", "urls": ["json://127.0.0.1/x"], "title": title}
+        ]
+    }
+    with pytest.raises(ConfigError) as info:
+        validate_config(config)
+    (error,) = info.value.errors
+    assert error.startswith("publishers[0].title: ")
+    assert "title" in error.split(": ", 1)[1]

@@ -16,7 +16,6 @@ URLs carry tokens, so they are secrets: never logged, never in errors.
 from __future__ import annotations
 
 import logging
-import string
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -27,15 +26,14 @@ from gateway.publishers.base import (
     OneMessageThread,
     PublisherConfig,
     PublisherContext,
+    check_post_template,
+    fill_post_template,
 )
 
 if TYPE_CHECKING:
     import apprise
 
 log = logging.getLogger(__name__)
-
-TITLE_FIELDS = frozenset({"rule", "gateway"})
-
 
 class AppriseConfig(PublisherConfig):
     """Notify through Apprise URLs, e.g. ``ntfys://ntfy.sh/my-topic`` or ``tgram://...``."""
@@ -62,13 +60,7 @@ class AppriseConfig(PublisherConfig):
     @field_validator("title")
     @classmethod
     def _title_template(cls, value: str) -> str:
-        try:
-            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
-        except ValueError as exc:
-            raise ValueError(f"bad title template: {exc}") from None
-        if names - TITLE_FIELDS:
-            raise ValueError("the title may only use {rule} and {gateway}")
-        return value
+        return check_post_template(value, "title")
 
     def build(self, ctx: PublisherContext) -> ApprisePublisher:
         """Create the publisher (imports Apprise; no network)."""
@@ -117,7 +109,7 @@ class ApprisePublisher(OneMessageThread):
             numbers = ", ".join(f"urls[{n}]" for n in self._rejected)
             raise PermanentError(f"apprise: {numbers} not understood by Apprise")
         attach = apprise.AppriseAttachment([str(item.path) for item in media]) if media else None
-        title = self._config.title.format(rule=post.rule, gateway=self._gateway)
+        title = fill_post_template(self._config.title, post, self._gateway)
         options: dict[str, Any] = {"body_format": apprise.NotifyFormat.TEXT}
         ok = self._notifier.notify(
             body="\n\n".join(parts),

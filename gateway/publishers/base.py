@@ -9,6 +9,8 @@ Composition fits text and images to :class:`Capabilities` before calling
 from __future__ import annotations
 
 import importlib.util
+import string
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -118,7 +120,30 @@ class Publisher(Protocol):
         ...
 
 
-class OneMessageThread:
+POST_TEMPLATE_FIELDS = frozenset({"rule", "gateway"})
+"""The placeholders a publisher's own small templates (MQTT topic, Apprise title) may use."""
+
+
+def check_post_template(template: str, what: str) -> str:
+    """Validate a ``{rule}``/``{gateway}`` template (``what`` names it in errors)."""
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise ValueError(f"bad {what} template: {exc}") from None
+    unknown = names - POST_TEMPLATE_FIELDS
+    if unknown:
+        raise ValueError(
+            f"unknown placeholder(s) {sorted(unknown)} in the {what}; use {{rule}} or {{gateway}}"
+        )
+    return template
+
+
+def fill_post_template(template: str, post: Post, gateway: str) -> str:
+    """A template checked by :func:`check_post_template`, filled in for one post."""
+    return template.format(rule=post.rule, gateway=gateway)
+
+
+class OneMessageThread(ABC):
     """For backends that send a whole thread as one message (console, archive, webhook...).
 
     ``publish`` is a one-part thread; the subclass implements ``publish_thread``.
@@ -130,6 +155,7 @@ class OneMessageThread:
         """Send one post: a thread of one part."""
         return self.publish_thread(post, (text,), media, idempotency_key)
 
+    @abstractmethod
     def publish_thread(
         self,
         post: Post,
@@ -138,7 +164,6 @@ class OneMessageThread:
         idempotency_key: str,
     ) -> Receipt:
         """Send every part of a thread in one message."""
-        raise NotImplementedError
 
 
 class LiveCapabilities(Mapping[str, Capabilities]):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import string
 import threading
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,6 +31,8 @@ from gateway.publishers.base import (
     OneMessageThread,
     PublisherConfig,
     PublisherContext,
+    check_post_template,
+    fill_post_template,
 )
 from gateway.publishers.webhook import webhook_payload
 
@@ -39,9 +40,6 @@ if TYPE_CHECKING:
     import paho.mqtt.client as paho
 
 log = logging.getLogger(__name__)
-
-TOPIC_FIELDS = frozenset({"rule", "gateway"})
-
 
 class MqttConfig(PublisherConfig):
     """Publish posts to an MQTT topic (Home Assistant, Node-RED, a display...)."""
@@ -86,16 +84,7 @@ class MqttConfig(PublisherConfig):
     def _topic_template(cls, value: str) -> str:
         if "+" in value or "#" in value:
             raise ValueError("a topic to publish to cannot contain + or #")
-        try:
-            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
-        except ValueError as exc:
-            raise ValueError(f"bad topic template: {exc}") from None
-        unknown = names - TOPIC_FIELDS
-        if unknown:
-            raise ValueError(
-                f"unknown placeholder(s) {sorted(unknown)}; use {{rule}} or {{gateway}}"
-            )
-        return value
+        return check_post_template(value, "topic")
 
     def broker(self, default: BrokerSettings) -> BrokerSettings:
         """The broker to connect to: this config's ``host``, else the gateway's."""
@@ -194,7 +183,7 @@ class MqttPublisher(OneMessageThread):
     ) -> Receipt:
         """Publish a whole thread as one message (``text`` = part 1, ``thread`` = all)."""
         client = self._connected_client()
-        topic = self._config.topic.format(rule=post.rule, gateway=self._gateway)
+        topic = fill_post_template(self._config.topic, post, self._gateway)
         payload = webhook_payload(post, parts[0], media, idempotency_key, self._gateway, parts)
         separate = self._config.images == "separate"
         for n, (entry, item) in enumerate(zip(payload["media"], media, strict=True)):
