@@ -24,6 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.config import GatewayConfig, MqttSection, TlsSection
+from gateway.ingest.fastclient import IngestClient
 
 
 class ClientSetupError(ValueError):
@@ -40,11 +41,12 @@ def status_topic(config: GatewayConfig) -> str:
     return f"{config.mqtt.status_prefix}/{config.gateway.name}/status"
 
 
-def make_client(config: GatewayConfig) -> mqtt.Client:
-    """A paho client with protocol, session, credentials, will, backoff and TLS set."""
+def make_client(config: GatewayConfig) -> IngestClient:
+    """A paho client (with the fast inbound path of :mod:`gateway.ingest.fastclient`) with
+    protocol, session, credentials, will, backoff and TLS set."""
     cfg = config.mqtt
     v5 = cfg.protocol == 5
-    client = mqtt.Client(
+    client = IngestClient(
         CallbackAPIVersion.VERSION2,
         client_id=client_id(config),
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,

@@ -102,6 +102,7 @@ class MqttIngest:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
+        self._client.on_fast_message = self._on_fast_message
         self._client.on_publish = self._on_publish
 
     def start(self) -> None:
@@ -198,22 +199,30 @@ class MqttIngest:
     ) -> None:
         self.heartbeat = time.monotonic()
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_fast_message(self, topic: str, payload: bytes) -> None:
+        """A plain QoS 0/1 message, straight from :class:`IngestClient`'s fast path."""
         self.heartbeat = _monotonic()
         if self._paused:
             return  # shutting down: readings are ephemeral, a late one is simply not taken
         self.stats.messages += 1
         try:
-            payload = message.payload
             t = _time()
-            self._handle(
-                message.topic,
-                payload if type(payload) is bytes else bytes(payload),
-                _fromtimestamp(t, UTC),
-                t,
-            )
+            self._handle(topic, payload, _fromtimestamp(t, UTC), t)
         except Exception:  # a bug here must never kill paho's thread
             self._rate_log.warning("bug", "unexpected error handling a message", exc_info=True)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        """Messages paho decoded itself (MQTT 5 properties, QoS 2, a non-UTF-8 topic)."""
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:  # a broker should refuse these; count and drop
+            self.heartbeat = _monotonic()
+            self.stats.messages += 1
+            self.stats.unrouted += 1
+            self._rate_log.warning("topic", "dropped a message whose topic is not UTF-8")
+            return
+        payload = message.payload
+        self._on_fast_message(topic, payload if type(payload) is bytes else bytes(payload))
 
     # -- message handling (paho's thread) ----------------------------------------------
 
