@@ -62,7 +62,8 @@ class _Sensor:
 
     def __init__(self, expire_after: timedelta | None, windows: Sequence[timedelta]) -> None:
         self.snapshot: SensorSnapshot | None = None
-        self.counters = SensorCounters()
+        self.counters: SensorCounters | None = None
+        """Made on the first rejected payload (most sensors never have one)."""
         self.expire_after = expire_after
         self.windows = tuple(RollingWindow(w) for w in windows)
         self.minutes = MinuteBuckets(self.windows)
@@ -169,9 +170,12 @@ class StateStore:
             if record is None:
                 self.refused += 1
                 return 0
-            record.counters.rejected += 1
-            record.counters.last_error = reason
-            return record.counters.rejected
+            counters = record.counters
+            if counters is None:
+                counters = record.counters = SensorCounters()
+            counters.rejected += 1
+            counters.last_error = reason
+            return counters.rejected
 
     def set_online(self, sensor: str, online: bool) -> None:
         """Record what the device's availability topic (or LWT) said."""
@@ -201,8 +205,8 @@ class StateStore:
             return {
                 k: SensorCounters(
                     r.snapshot.count if r.snapshot else 0,
-                    r.counters.rejected,
-                    r.counters.last_error,
+                    r.counters.rejected if r.counters else 0,
+                    r.counters.last_error if r.counters else None,
                 )
                 for k, r in self._records.items()
             }
