@@ -23,7 +23,13 @@ reconnects, QoS 2, outgoing messages) and changes only that path:
   straight to ``on_fast_message(topic, payload)``; everything else (properties,
   QoS 2, a malformed topic) takes paho's own path to ``on_message``;
 - the PUBACKs of one batch are queued as one write, after the batch's messages
-  were handled, so QoS 1 stays at-least-once exactly as with paho.
+  were handled (and before any PUBACK paho sends itself, so they stay in order), so
+  QoS 1 stays at-least-once as with paho.  One difference: a ``disconnect()`` from
+  another thread in the middle of a batch is written before that batch's PUBACKs,
+  so on a persistent session the broker sends those messages again.
+
+``manual_ack`` and ``suppress_exceptions`` behave as in paho; callbacks added with
+``message_callback_add`` see only the messages paho's path handles.
 
 ``tests/test_fastclient.py`` checks each of these against a real broker, so an
 upgrade of paho that changes the internals used here fails there, not in the field.
@@ -153,8 +159,8 @@ class IngestClient(mqtt.Client):
         callback = self.on_fast_message
         header: int = self._in_packet["command"]
         qos = (header & 0x06) >> 1
-        if callback is None or qos == 2:
-            return super()._handle_publish()
+        if callback is None or qos > 1 or self._manual_ack:  # QoS 3 is paho's protocol error
+            return self._paho_publish()
         packet = self._in_packet["packet"]
         try:
             end = 2 + ((packet[0] << 8) | packet[1])
@@ -165,16 +171,27 @@ class IngestClient(mqtt.Client):
                 end += 2
             if self._protocol == mqtt.MQTTv5:
                 if packet[end]:
-                    return super()._handle_publish()  # has properties: let paho decode them
+                    return self._paho_publish()  # has properties: let paho decode them
                 end += 1
         except (IndexError, UnicodeDecodeError):
-            return super()._handle_publish()  # paho reports it as it always has
+            return self._paho_publish()  # paho reports it as it always has
         if not topic or end > len(packet):
-            return super()._handle_publish()
+            return self._paho_publish()
         payload = bytes(memoryview(packet)[end:])  # paho collects packets in a bytearray
         self.fast_messages += 1
         with self._in_callback_mutex:
-            callback(topic, payload)
-        if qos and not self._manual_ack:
+            try:
+                callback(topic, payload)
+            except Exception as err:  # as paho's _handle_on_message does
+                self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                if not self.suppress_exceptions:
+                    raise
+        if qos:
             self._acks.append(mid)
         return _SUCCESS
+
+    def _paho_publish(self) -> MQTTErrorCode:
+        """paho's own handling, after the acks of earlier messages (PUBACKs keep their order)."""
+        if self._acks:
+            self._flush_acks()
+        return super()._handle_publish()
