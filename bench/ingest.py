@@ -139,26 +139,24 @@ class Clock:
             self.done.set()
 
 
-def paho_consumer(port: int, qos: int, client_id: str, clock: Clock | None) -> mqtt.Client:
-    """The bare paho subscriber: count and nothing else."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+def counting_consumer(
+    port: int, qos: int, client_id: str, clock: Clock | None, *, fast: bool = False
+) -> mqtt.Client:
+    """A subscriber that counts and does nothing else: bare paho (a), or with ``fast``
+    the gateway's :class:`IngestClient` (c)."""
+    args = (CallbackAPIVersion.VERSION2,)
+    client: mqtt.Client
+    if fast:  # imported only here, so (a) loads nothing of the gateway
+        from gateway.ingest.fastclient import IngestClient
+
+        fast_client = IngestClient(*args, client_id=client_id, protocol=mqtt.MQTTv5)
+        if clock is not None:
+            fast_client.on_fast_message = lambda *_: clock.tick()
+        client = fast_client
+    else:
+        client = mqtt.Client(*args, client_id=client_id, protocol=mqtt.MQTTv5)
     client.on_connect = lambda c, *_: c.subscribe("bench/#", qos)
     if clock is not None:
-        client.on_message = lambda *_: clock.tick()
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    props.SessionExpiryInterval = 3600
-    client.connect("127.0.0.1", port, clean_start=False, properties=props)
-    return client
-
-
-def client_consumer(port: int, qos: int, client_id: str, clock: Clock | None) -> Any:
-    """The gateway's MQTT client (:class:`IngestClient`), counting and nothing else."""
-    from gateway.ingest.fastclient import IngestClient
-
-    client = IngestClient(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    client.on_connect = lambda c, *_: c.subscribe("bench/#", qos)
-    if clock is not None:
-        client.on_fast_message = lambda *_: clock.tick()
         client.on_message = lambda *_: clock.tick()
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = 3600
@@ -215,8 +213,8 @@ def consume(args: argparse.Namespace) -> None:
     baseline = 0
     clock = None if args.phase == "subscribe" else Clock(args.messages)
     if args.kind in ("paho", "client"):
-        make = paho_consumer if args.kind == "paho" else client_consumer
-        client = make(args.port, args.qos, args.client_id, clock)
+        fast = args.kind == "client"
+        client = counting_consumer(args.port, args.qos, args.client_id, clock, fast=fast)
         baseline = vm_kb("VmRSS")
         client.loop_start()
         stop = lambda: (client.disconnect(), client.loop_stop())  # noqa: E731
