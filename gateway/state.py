@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from gateway.model import Frame, Reading, Value
-from gateway.windows import MinuteBuckets, MinuteRow, RollingWindow, WindowStats
+from gateway.windows import MinuteRow, Series, WindowSet, WindowStats
 
 
 class SensorSnapshot(NamedTuple):
@@ -58,15 +58,13 @@ class SensorCounters:
 class _Sensor:
     """Mutable record of one sensor; only touched under the store's lock."""
 
-    __slots__ = ("counters", "expire_after", "minutes", "offline", "snapshot", "windows")
+    __slots__ = ("counters", "offline", "series", "snapshot")
 
-    def __init__(self, expire_after: timedelta | None, windows: Sequence[timedelta]) -> None:
+    def __init__(self, windows: WindowSet) -> None:
         self.snapshot: SensorSnapshot | None = None
         self.counters: SensorCounters | None = None
         """Made on the first rejected payload (most sensors never have one)."""
-        self.expire_after = expire_after
-        self.windows = tuple(RollingWindow(w) for w in windows)
-        self.minutes = MinuteBuckets(self.windows)
+        self.series = Series(windows)
         self.offline = False
 
 
@@ -84,7 +82,9 @@ class StateStore:
         self._records: dict[str, _Sensor] = {}
         self._frames: dict[str, Frame] = {}
         self._expire_after = dict(expire_after or {})
-        self._windows = tuple(windows)
+        self._windows = WindowSet(windows)
+        self._layouts = {self._windows.windows: self._windows}
+        """One :class:`WindowSet` per distinct list of windows, shared by its sensors."""
         self._max_sensors = max_sensors
         self._lock = threading.Lock()
         self.refused = 0
@@ -115,11 +115,19 @@ class StateStore:
                 return None
             if expire_after is not None:
                 self._expire_after[sensor] = expire_after
-            record = _Sensor(
-                self._expire_after.get(sensor), self._windows if windows is None else windows
-            )
+            record = _Sensor(self._layout(windows))
             self._records[sensor] = record
         return record
+
+    def _layout(self, windows: Sequence[timedelta] | None) -> WindowSet:
+        """The shared :class:`WindowSet` of ``windows`` (the store's own when None)."""
+        if windows is None:
+            return self._windows
+        key = tuple(windows)
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = self._layouts[key] = WindowSet(key)
+        return layout
 
     def update(self, reading: Reading) -> SensorSnapshot:
         """Record a reading and return the sensor's new snapshot."""
@@ -159,7 +167,7 @@ class StateStore:
             record.snapshot = snap
             record.offline = False
             if type(value) is float:
-                record.minutes.add(value, t)
+                record.series.add(value, t)
             self._snapshots[sensor] = snap
         return snap
 
@@ -246,15 +254,12 @@ class StateStore:
         t = time.time() if now is None else now.timestamp()
         with self._lock:
             record = self._records.get(sensor)
-            for rolling in record.windows if record else ():
-                if rolling.window == window:
-                    return rolling.stats(t, record.minutes.current())  # type: ignore[union-attr]
-        return None
+            return record.series.stats(window, t) if record else None
 
     def windows(self, sensor: str) -> tuple[timedelta, ...]:
         """The windows kept for a sensor."""
         record = self._records.get(sensor)
-        return tuple(w.window for w in record.windows) if record else ()
+        return record.series.layout.windows if record else ()
 
     # -- per-minute history ----------------------------------------------------------
 
@@ -267,14 +272,14 @@ class StateStore:
             return [
                 (sensor, row)
                 for sensor, record in self._records.items()
-                for row in record.minutes.take(t, include_current=include_current)
+                for row in record.series.take(t, include_current=include_current)
             ]
 
     def unwritten_minutes(self, sensor: str) -> list[MinuteRow]:
         """Per-minute rows of a sensor not yet written to the history."""
         with self._lock:
             record = self._records.get(sensor)
-            return record.minutes.peek() if record else []
+            return record.series.peek() if record else []
 
     # -- frames ----------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from gateway.history import HistoryStore, HistoryWriter
 from gateway.model import Reading
 from gateway.state import StateStore
-from gateway.windows import MinuteBuckets
+from gateway.windows import Series, WindowSet
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -113,15 +113,133 @@ def test_window_matches_brute_force(readings: list[tuple[int, float]]) -> None:
     assert (stats.first, stats.last) == (inside[0], readings[-1][1])
 
 
+WINDOWS = (HOUR, timedelta(hours=24), timedelta(minutes=7))
+
+
+def brute_force(
+    readings: list[tuple[float, float]], window: timedelta, now: float
+) -> tuple[int, float, float, float, float, float, float, float] | None:
+    """What a window should say at ``now``: every reading of its slots, kept in full."""
+    layout = WindowSet([window])
+    width, size = layout.widths[0], layout.sizes[0]
+    oldest = int(now // 60) // width - size + 1
+    inside = [(t, v) for t, v in readings if int(t // 60) // width >= oldest]
+    if not inside:
+        return None
+    values = [v for _, v in inside]
+    return (
+        len(values), min(values), max(values), statistics.fmean(values),
+        inside[0][1], inside[-1][1], inside[0][0], inside[-1][0],
+    )  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            # seconds after T0: up to three days, so rings wrap and long gaps clear slots
+            st.one_of(st.integers(0, 7200), st.integers(0, 3 * 86400)),
+            st.floats(-1e6, 1e6, allow_nan=False),
+        ),
+        min_size=1,
+        max_size=300,
+    ).map(sorted),
+    st.lists(st.integers(0, 4 * 86400), max_size=4),
+    st.sets(st.integers(0, 299), max_size=5),
+)
+def test_every_window_matches_brute_force(
+    readings: list[tuple[int, float]], asks: list[int], flushes: set[int]
+) -> None:
+    """Several windows of one sensor, asked at the end and later, with history flushes
+    (which finish a minute early, so the same minute can be folded twice)."""
+    state = StateStore(windows=WINDOWS)
+    base = T0.timestamp()
+    kept: list[tuple[float, float]] = []
+    for i, (offset, value) in enumerate(readings):
+        state.record("t", value, "", T0 + timedelta(seconds=offset))
+        kept.append((base + offset, value))
+        if i in flushes:
+            state.take_minutes(T0 + timedelta(seconds=offset), include_current=True)
+    end = kept[-1][0]
+    for now in [end, *(end + a for a in asks)]:
+        for window in WINDOWS:
+            expected = brute_force(kept, window, now)
+            stats = state.stats("t", window, now=datetime.fromtimestamp(now, UTC))
+            if expected is None:
+                assert stats is None
+                continue
+            assert stats is not None
+            count, low, high, mean, first, last, first_t, last_t = expected
+            assert (stats.count, stats.min, stats.max) == (count, low, high)
+            assert stats.mean == pytest.approx(mean, rel=1e-6, abs=1e-6)
+            assert (stats.first, stats.last) == (first, last)
+            # times are kept to the millisecond
+            assert stats.first_at.timestamp() == pytest.approx(first_t, abs=1e-3)
+            assert stats.last_at.timestamp() == pytest.approx(last_t, abs=1e-3)
+
+
+def test_sub_second_times_are_kept_to_the_millisecond() -> None:
+    state = StateStore(windows=[HOUR])
+    start = T0 + timedelta(seconds=61, microseconds=123_456)
+    state.record("t", 1.0, "", start)
+    state.record("t", 3.0, "", start + timedelta(minutes=30, microseconds=500_000))
+    state.take_minutes(start + HOUR / 2, include_current=True)  # both minutes folded
+    stats = state.stats("t", HOUR, now=start + HOUR / 2)
+    assert stats is not None
+    assert abs((stats.first_at - start).total_seconds()) <= 0.0005
+    assert stats.rate_per_hour == pytest.approx(2.0 / (1800.5 / 3600), rel=1e-6)
+
+
+def test_a_slot_count_saturates_instead_of_overflowing() -> None:
+    series = Series(WindowSet([HOUR]))
+    minute = int(T0.timestamp() // 60)
+    huge = 2**32 + 5  # more readings than a slot counts (4 294 967 295)
+    t = minute * 60.0
+    series._fold((minute, huge, 1.0, 1.0, 1.0, 1.0, t, 1.0, t))
+    series._fold((minute, 7, 1.0, 1.0, 1.0, 1.0, t, 1.0, t))
+    stats = series.stats(HOUR, t)
+    assert stats is not None
+    assert stats.count == 2**32 - 1
+
+
+def test_a_minute_older_than_the_window_is_not_folded() -> None:
+    """Series.add drops late readings itself; _fold must not put one into a reused slot."""
+    series = Series(WindowSet([HOUR]))  # 30 slots of 2 minutes
+    now = int(T0.timestamp() // 60)
+    for minute, value in ((now, 5.0), (now - 60, 100.0), (now - 59, 100.0)):
+        t = minute * 60.0
+        series._fold((minute, 1, value, value, value, value, t, value, t))
+    stats = series.stats(HOUR, now * 60.0)
+    assert stats is not None
+    assert (stats.count, stats.max) == (1, 5.0)  # now - 60 would share now's ring slot
+
+
+def test_window_slots_take_forty_bytes() -> None:
+    """Per slot: sum, min, max, first (doubles), count and first-reading offset (uint32)."""
+    layout = WindowSet([HOUR, timedelta(hours=24)])
+    assert (layout.widths, layout.sizes, layout.slots) == ((2, 48), (30, 30), 60)
+    state = StateStore(windows=layout.windows)
+    feed(state, "t", [1.0, 2.0], timedelta(minutes=1))  # the first minute is folded
+    series = state._records["t"].series
+    assert series._values is not None
+    assert series._counts is not None
+    data = len(series._values) * series._values.itemsize
+    data += len(series._counts) * series._counts.itemsize
+    assert data == 60 * 40 + 2 * 4  # plus each window's newest slot number
+    state.record("u", 1.0, "", T0)
+    assert state._records["u"].series.layout is series.layout  # shared, not copied
+
+
 def test_window_memory_is_bounded() -> None:
     state = StateStore(windows=[timedelta(hours=24)])
     state.record("t", 0.0, "", T0)
-    window = state._records["t"].windows[0]
-    before = sys.getsizeof(window._data) + sys.getsizeof(window._slots)
+    state.record("t", 1.0, "", T0 + timedelta(minutes=1))  # the first minute is folded
+    series = state._records["t"].series
+    before = sys.getsizeof(series._values) + sys.getsizeof(series._counts)
     for i in range(100_000):
         state.record("t", float(i), "", T0 + timedelta(seconds=i))
-    assert sys.getsizeof(window._data) + sys.getsizeof(window._slots) == before
-    assert len(state._records["t"].minutes.pending) <= 1440
+    assert sys.getsizeof(series._values) + sys.getsizeof(series._counts) == before
+    assert series.pending <= 1440
 
 
 def test_max_sensors_bounds_the_store() -> None:
@@ -133,7 +251,7 @@ def test_max_sensors_bounds_the_store() -> None:
 
 
 def test_minute_buckets() -> None:
-    buckets = MinuteBuckets()
+    buckets = Series()
     base = T0.timestamp()
     for second, value in [(0, 1.0), (30, 3.0), (59, 2.0), (61, 10.0), (200, 5.0)]:
         buckets.add(value, base + second)

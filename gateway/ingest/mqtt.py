@@ -254,7 +254,7 @@ class MqttIngest:
             if size > self._max_sensor_payload:
                 self._oversized(route, topic, size, self._max_sensor_payload)
             else:
-                self._readings(route, topic, payload, at, t)
+                self._readings(route, payload, at, t)
         if route.availability:
             self._availability(route, topic, payload)
 
@@ -270,7 +270,8 @@ class MqttIngest:
                 f"event:{topic}", "event hook failed for %s", topic, exc_info=True
             )
 
-    def _readings(self, route: Route, topic: str, payload: bytes, at: datetime, t: float) -> None:
+    def _readings(self, route: Route, payload: bytes, at: datetime, t: float) -> None:
+        topic = route.topic
         document: Any = None
         bad_json: DecodeError | None = None
         if route.needs_json:  # parsed once for every sensor reading this topic

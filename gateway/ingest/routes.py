@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
 from gateway.config import CameraConfig, GatewayConfig, MqttCameraConfig, SensorConfig
@@ -39,6 +40,12 @@ DEFAULT_MAX_ROUTES = 20_000
 _TASMOTA_UNITS = {"C": "°C", "F": "°F"}
 
 
+@cache
+def _field_parts(field: str) -> tuple[str, ...]:
+    """``field`` split at dots, made once per configured field (not once per sensor)."""
+    return tuple(field.split("."))
+
+
 class SensorBinding:
     """One config entry bound to one concrete sensor id, with its decoding settings."""
 
@@ -52,7 +59,7 @@ class SensorBinding:
         self.spec = spec
         self.fmt = spec.format
         self.field = spec.field or ""
-        self.parts = tuple(self.field.split("."))
+        self.parts = _field_parts(self.field)
         self.is_json = spec.is_json
         self.unit = spec.unit
         # Tasmota names a temperature's unit in the payload (TempUnit); read it once.
@@ -101,6 +108,8 @@ class SensorBinding:
 class Route:
     """Everything one concrete topic feeds."""
 
+    topic: str = ""
+    """The topic itself: readings keep this one string rather than each message's copy."""
     sensors: tuple[SensorBinding, ...] = ()
     needs_json: bool = False
     cameras: tuple[str, ...] = ()
@@ -179,6 +188,7 @@ class RouteTable:
                 assert entry.sensor is not None
                 sensors.append(SensorBinding(sensor_id, entry.sensor))
         return Route(
+            topic,
             tuple(sensors),
             any(s.is_json for s in sensors),
             tuple(cameras),
