@@ -160,6 +160,7 @@ class GatewayConfig(BaseSettings):
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         nested_model_default_partial_update=True,
+        regex_engine="python-re",
     )
 
     gateway: GatewaySection = Field(default_factory=GatewaySection, description="[gateway]")

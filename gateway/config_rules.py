@@ -146,7 +146,7 @@ class RuleConfig(Section):
     timelapse: TimelapseSpec | None = Field(default=None, description="A timelapse to attach.")
     publish_to: tuple[str, ...] = Field(min_length=1, description="Publisher ids.")
     language: str | None = Field(
-        default=None, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]+)?$", description="BCP-47 language tag."
+        default=None, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]+)?\Z", description="BCP-47 language tag."
     )
 
     @field_validator("when", "clear_when")

@@ -29,7 +29,7 @@ class SensorConfig(Section):
     """``[[sensors]]``: one value read from an MQTT topic (or one per ``{capture}``)."""
 
     id: str = Field(
-        pattern=r"^[A-Za-z_{][A-Za-z0-9_{}]{0,63}$",
+        pattern=r"^[A-Za-z_{][A-Za-z0-9_{}]{0,63}\Z",
         description="Name used in templates and rules, e.g. water_temp; may use the topic's"
         " captures, e.g. temp_{room}.",
     )

@@ -287,3 +287,51 @@ access_token_secret = "ts"
     assert errors == [
         "publishers[1]: needs the 'no_such_module_for_x' package: pip install 'things-gateway[x]'"
     ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path"),
+    [
+        ('name = "t"', 'name = "t\\n"', "gateway.name"),
+        ('id = "water_temp"', 'id = "water_temp\\n"', "sensors[0].id"),
+        ('every = "1h"', 'every = "1h"\nlanguage = "en\\n"', "rules[0].language"),
+        ('id = "archive"', 'id = "archive\\n"', "publishers[0].id"),
+        (
+            'type = "file"',
+            'type = "file"\n[[publishers]]\nid = "m"\ntype = "mastodon"\n'
+            'base_url = "https://m.example\\n"\naccess_token = "x"',
+            "publishers[1].base_url",
+        ),
+    ],
+)
+def test_patterns_refuse_a_trailing_newline(tmp_path: Path, old: str, new: str, path: str) -> None:
+    """Config patterns run on Python's re, where ``$`` would accept a trailing newline."""
+    assert load_config(write(tmp_path, MINIMAL.replace(old, new.replace("\\n", ""))))
+    errors = errors_of(tmp_path, MINIMAL.replace(old, new))
+    assert [e for e in errors if e.startswith(f"{path}: String should match pattern")], errors
+
+
+def test_every_config_pattern_is_anchored_for_python_re() -> None:
+    """A new pattern ending in ``$`` (or a table not on Python's re) fails here."""
+    from pydantic import BaseModel
+
+    from gateway.config import GatewayConfig
+    from gateway.config_sections import Section
+    from gateway.publishers.base import PublisherConfig
+
+    def subclasses(cls: type[BaseModel]) -> list[type[BaseModel]]:
+        return [cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))]
+
+    models = [GatewayConfig, *subclasses(Section), *subclasses(PublisherConfig)]
+    patterns = 0
+    for model in models:
+        assert model.model_config.get("regex_engine") == "python-re", model
+        for name, info in model.model_fields.items():
+            for meta in info.metadata:
+                pattern = getattr(meta, "pattern", None)
+                if pattern is None:
+                    continue
+                patterns += 1
+                assert pattern.startswith("^"), (model, name, pattern)
+                assert pattern.endswith("\\Z") or not pattern.endswith("$"), (model, name)
+    assert patterns >= 10  # the walk found the patterns (each model lists its own fields)

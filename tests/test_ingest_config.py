@@ -69,7 +69,7 @@ scale = 0
 windows = ["1h", "40d"]
 """,
     )
-    assert "mqtt.share_group: String should match pattern '^[^/+#]{1,64}$'" in errors
+    assert "mqtt.share_group: String should match pattern '^[^/+#]{1,64}\\Z'" in errors
     assert "mqtt.reconnect_max: less than `reconnect_min`" in errors
     assert "mqtt.tls: set both `cert_file` and `key_file`, or neither" in errors
     assert "state.windows: each window must be between 1m and 31d" in errors

@@ -17,8 +17,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from gateway.config_sections import TABLE_CONFIG
 from gateway.durations import Duration
 from gateway.model import MediaItem, Post, Receipt
 
@@ -48,13 +49,10 @@ class Capabilities:
 class PublisherConfig(BaseModel):
     """Fields every publisher config shares."""
 
-    # defer_build: GatewayConfig builds the validator of every backend inside its own,
-    # so a per-class validator (and its compiled patterns) is only built when the
-    # class is used on its own (measured: 0.05-0.1 MB less RSS after import).
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    model_config = TABLE_CONFIG
 
     id: str = Field(
-        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        pattern=r"^[A-Za-z0-9_-]{1,64}\Z",
         description="Name rules use in `publish_to`; also the outbox key.",
     )
     enabled: bool = Field(

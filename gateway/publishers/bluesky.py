@@ -68,7 +68,7 @@ class BlueskyConfig(HttpConfig):
     )
     service: str = Field(
         default="https://bsky.social",
-        pattern=r"^https?://[^/\s]+/?$",
+        pattern=r"^https?://[^/\s]+/?\Z",
         description="The account's PDS (or entryway); change it for a self-hosted PDS.",
     )
     app_url: str = Field(

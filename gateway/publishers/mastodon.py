@@ -51,7 +51,7 @@ class MastodonConfig(HttpConfig):
 
     type: Literal["mastodon"] = Field(description="Selects this backend.")
     base_url: str = Field(
-        pattern=r"^https?://[^/\s]+(/[^\s]*)?$",
+        pattern=r"^https?://[^/\s]+(/[^\s]*)?\Z",
         description="The server's address, e.g. `https://mastodon.social`.",
     )
     access_token: SecretStr = Field(

@@ -53,7 +53,7 @@ class WebhookConfig(HttpConfig):
     )
     signature_header: str = Field(
         default="X-Signature-256",
-        pattern=r"^[A-Za-z0-9-]{1,64}$",
+        pattern=r"^[A-Za-z0-9-]{1,64}\Z",
         description="Header carrying `sha256=<hex HMAC of the body>`.",
     )
     headers: dict[str, SecretStr] = Field(

@@ -53,7 +53,7 @@ class XConfig(HttpConfig):
     access_token_secret: SecretStr = Field(description="The posting account's access secret.")
     api_base: str = Field(
         default="https://api.x.com",
-        pattern=r"^https?://[^/\s]+/?$",
+        pattern=r"^https?://[^/\s]+/?\Z",
         description="API address; only tests change it.",
     )
     web_url: str = Field(
