@@ -38,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -228,12 +229,16 @@ def consume(args: argparse.Namespace) -> None:
     """Run one consumer; print a JSON line with its rate and memory."""
     baseline = 0
     clock = None if args.phase == "subscribe" else Clock(args.messages)
+    stop: Callable[[], None]
     if args.kind in ("paho", "client"):
         fast = args.kind == "client"
         client = counting_consumer(args.port, args.qos, args.client_id, clock, fast=fast)
         baseline = vm_kb("VmRSS")
         client.loop_start()
-        stop = lambda: (client.disconnect(), client.loop_stop())  # noqa: E731
+
+        def stop() -> None:
+            client.disconnect()
+            client.loop_stop()
     else:
         import gateway.config
         import gateway.ingest.mqtt  # noqa: F401
