@@ -228,6 +228,12 @@ def test_window_slots_take_forty_bytes() -> None:
     assert data == 60 * 40 + 2 * 4  # plus each window's newest slot number
     state.record("u", 1.0, "", T0)
     assert state._records["u"].series.layout is series.layout  # shared, not copied
+    # sensors with windows of their own share one layout per distinct list too
+    for name in ("v", "w"):
+        state.register(name, windows=[timedelta(minutes=30)])
+    own = state._records["v"].series.layout
+    assert own is state._records["w"].series.layout
+    assert (own.windows, own.widths, own.sizes) == ((timedelta(minutes=30),), (1,), (30,))
 
 
 def test_window_memory_is_bounded() -> None:
