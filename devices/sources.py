@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from gateway.redact import redact
+
 FrameSource = Callable[[], bytes]
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 
@@ -49,7 +51,7 @@ def command_source(command: str, timeout: float = 20.0) -> FrameSource:
             raise FrameSourceError(f"{argv[0]}: no frame within {timeout:g}s") from None
         if done.returncode != 0:
             err = done.stderr.decode(errors="replace").strip().splitlines()
-            detail = err[-1] if err else "no error output"
+            detail = redact(err[-1]) if err else "no error output"  # ffmpeg quotes its URL
             raise FrameSourceError(f"{argv[0]} exited with {done.returncode}: {detail}")
         return _check_image(done.stdout, argv[0])
 
@@ -59,7 +61,7 @@ def command_source(command: str, timeout: float = 20.0) -> FrameSource:
 def http_source(url: str, timeout: float = 20.0, max_bytes: int = 16 * 1024 * 1024) -> FrameSource:
     """GET ``url`` (credentials may be in the URL: basic auth); the body is the frame."""
     client = httpx.Client(timeout=timeout, follow_redirects=True)
-    shown = httpx.URL(url).copy_with(username=None, password=None)
+    shown = redact(url)
 
     def capture() -> bytes:
         try:
@@ -72,8 +74,8 @@ def http_source(url: str, timeout: float = 20.0, max_bytes: int = 16 * 1024 * 10
                     if len(body) > max_bytes:
                         raise FrameSourceError(f"{shown}: snapshot larger than {max_bytes} bytes")
         except httpx.HTTPError as exc:
-            raise FrameSourceError(f"{shown}: {type(exc).__name__}: {exc}") from None
-        return _check_image(bytes(body), str(shown))
+            raise FrameSourceError(redact(f"{shown}: {type(exc).__name__}: {exc}")) from None
+        return _check_image(bytes(body), shown)
 
     return capture
 

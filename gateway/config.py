@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -56,6 +56,7 @@ from gateway.config_sections import (
 from gateway.config_sensors import SensorConfig, SensorFormat, topic_captures
 from gateway.durations import Duration, format_duration, parse_duration
 from gateway.publishers import PUBLISHER_TYPES, PublisherConfigs
+from gateway.redact import register_secret
 
 DEFAULT_CONFIG_PATH = Path("/etc/things-gateway/gateway.toml")
 CONFIG_ENV = "THINGS_GATEWAY_CONFIG"
@@ -138,7 +139,12 @@ def _resolve_refs(data: Any, path: str, errors: list[str]) -> Any:
 
 
 def lookup_secret(name: str) -> str | None:
-    """A value from the environment, else from ``$CREDENTIALS_DIRECTORY/name``."""
+    """A value from the environment, else from ``$CREDENTIALS_DIRECTORY/name``.
+
+    A value read from a credential file is masked in log lines from then on
+    (:mod:`gateway.redact`); one from the environment is masked when it lands in a
+    secret field, since ``${NAME}`` may also name plain settings (a site name).
+    """
     if name in os.environ:
         return os.environ[name]
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
@@ -147,7 +153,9 @@ def lookup_secret(name: str) -> str | None:
         for candidate in (name, f"{CREDENTIAL_FOLDER_ID}_{name}"):
             path = Path(cred_dir) / candidate
             if path.is_file():
-                return path.read_text(encoding="utf-8").rstrip("\n")
+                value = path.read_text(encoding="utf-8").rstrip("\n")
+                register_secret(value)
+                return value
     return None
 
 
@@ -369,9 +377,26 @@ def load_config(
 def validate_config(data: Mapping[str, Any]) -> GatewayConfig:
     """Validate an already-parsed config mapping (plus env overrides)."""
     try:
-        return GatewayConfig(**data)
+        config = GatewayConfig(**data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
+    _register_secret_fields(config)
+    return config
+
+
+def _register_secret_fields(value: object) -> None:
+    """Mask the value of every secret field in log lines, even one written inline."""
+    if isinstance(value, SecretStr):
+        register_secret(value.get_secret_value())
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            _register_secret_fields(getattr(value, name))
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _register_secret_fields(item)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            _register_secret_fields(item)
 
 
 def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

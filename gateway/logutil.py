@@ -4,7 +4,8 @@ Under systemd (``$JOURNAL_STREAM`` set) lines carry no timestamp, because the
 journal adds its own, and start with a syslog priority prefix (``<3>`` error,
 ``<4>`` warning, ``<6>`` info, ``<7>`` debug) that journald turns into the
 entry's level, so ``journalctl -p warning`` works; on a terminal lines carry a
-timestamp and the level name instead.
+timestamp and the level name instead.  Either way secrets are masked
+(:mod:`gateway.redact`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+
+from gateway.redact import redact
 
 
 def syslog_priority(levelno: int) -> int:
@@ -30,7 +33,15 @@ def syslog_priority(levelno: int) -> int:
     return 7
 
 
-class JournalFormatter(logging.Formatter):
+class RedactingFormatter(logging.Formatter):
+    """A formatter whose lines (tracebacks included) pass through :func:`redact`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The formatted record with secrets masked."""
+        return redact(super().format(record))
+
+
+class JournalFormatter(RedactingFormatter):
     """``<priority>name: message``; every line of a traceback gets the prefix too."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -45,7 +56,7 @@ def make_formatter(journal: bool | None = None) -> logging.Formatter:
         journal = bool(os.environ.get("JOURNAL_STREAM"))
     if journal:
         return JournalFormatter("%(name)s: %(message)s")
-    return logging.Formatter(
+    return RedactingFormatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S"
     )
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.model import MediaItem, Post, Receipt
+from gateway.redact import redact
 
 DeliveryStatus = Literal["pending", "sending", "sent", "failed", "dead"]
 OPEN_STATUSES = ("pending", "sending", "failed")
@@ -292,13 +293,13 @@ class Outbox:
             delivery.post.id,
             delivery.publisher,
             status="failed",
-            last_error=error,
+            last_error=redact(error),  # shown by `history` and `status`
             next_attempt_at=next_attempt_at,
         )
 
     def mark_dead(self, delivery: Delivery, error: str) -> None:
         """Give up on a delivery, keeping the last error."""
-        self._update(delivery.post.id, delivery.publisher, status="dead", last_error=error)
+        self._update(delivery.post.id, delivery.publisher, status="dead", last_error=redact(error))
 
     def retry(self, post_id: str, publisher: str) -> bool:
         """Make a failed or dead delivery due now; False if there is none."""

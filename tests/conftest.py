@@ -125,3 +125,13 @@ def mqtt_subscribe(broker: Broker) -> Iterator[Callable[..., Subscription]]:
     yield subscribe
     for subscription in subscriptions:
         subscription.close()
+
+
+@pytest.fixture(autouse=True)
+def _forget_registered_secrets() -> Iterator[None]:
+    """Secrets registered for masking by one test (the registry is per process) stay there."""
+    import gateway.redact
+
+    saved = gateway.redact._secrets
+    yield
+    gateway.redact._secrets = saved

@@ -180,6 +180,42 @@ def test_http_credentials_never_appear_in_errors(camera: str) -> None:
     assert "hunter2" not in str(info.value)
 
 
+def test_http_query_string_passwords_never_appear_in_errors(camera: str) -> None:
+    """Reolink-style snapshot URLs carry the password in the query string."""
+    from devices.sources import FrameSourceError as AgentError
+    from devices.sources import http_source
+
+    url = f"{camera}/error?cmd=Snap&user=admin&password=hunter2"
+    with pytest.raises(FrameSourceError) as info:
+        fetch_http_snapshot(url, timeout=5, max_bytes=10_000)
+    assert "HTTP 404" in str(info.value)
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(AgentError) as agent:  # the camera agent's own HTTP source
+        http_source(url.replace("http://", "http://cam:pw-in-url@"), timeout=5)()
+    assert "HTTP 404" in str(agent.value)
+    assert "hunter2" not in str(agent.value)
+    assert "pw-in-url" not in str(agent.value)
+
+
+# what ffmpeg prints when an RTSP camera refuses it
+FFMPEG_ERROR = "rtsp://admin:hunter2@10.0.0.5:554/h264: Server returned 401 Unauthorized"
+
+
+def test_command_errors_quoting_a_camera_url_are_masked() -> None:
+    from devices.sources import FrameSourceError as AgentError
+    from devices.sources import command_source
+
+    code = f"import sys; sys.stderr.write({FFMPEG_ERROR!r} + '\\n'); sys.exit(1)"
+    with pytest.raises(FrameSourceError) as info:
+        run_snapshot_command([sys.executable, "-c", code], timeout=10, max_bytes=1000)
+    assert "rtsp://***@10.0.0.5:554/h264: Server returned 401" in str(info.value)
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(AgentError) as agent:
+        command_source(f"{sys.executable} -c {code!r}", timeout=10)()
+    assert "Server returned 401" in str(agent.value)
+    assert "hunter2" not in str(agent.value)
+
+
 def test_http_unreachable_and_bad_scheme() -> None:
     with pytest.raises(FrameSourceError, match="cannot reach"):
         fetch_http_snapshot("http://127.0.0.1:9/snap.jpg", timeout=2, max_bytes=10_000)

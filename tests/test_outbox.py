@@ -233,3 +233,27 @@ def _reset_ids() -> None:
     from gateway import model
 
     model._ID_STATE.last_ms = 0
+
+
+def test_delivery_errors_are_stored_without_credentials(tmp_path: Path) -> None:
+    """`history` and `status` show last_error; an error quoting a URL must not leak it."""
+    outbox = Outbox(tmp_path / "gateway.db")
+    first, second = make_post("one"), make_post("two")
+    outbox.add(first, {"a": "one"})
+    outbox.add(second, {"a": "two"})
+    publisher = Recorder(
+        "a",
+        [
+            PermanentError("POST https://bot:hunter2@hooks.example/x: 403"),
+            RetryableError("GET https://api.example/v1?access_token=hunter2: 503"),
+        ],
+    )
+    worker = DeliveryWorker(outbox, publisher, RetryPolicy(base_delay=60, jitter=0))
+    worker.step()
+    worker.step()
+    deliveries = {e["text"]: e["deliveries"]["a"] for e in outbox.history(10)}
+    assert deliveries["one"]["last_error"] == "permanent: POST https://***@hooks.example/x: 403"
+    assert deliveries["two"]["status"] == "failed"
+    assert deliveries["two"]["last_error"].endswith("?access_token=*** 503")
+    raw = sqlite3.connect(tmp_path / "gateway.db").execute("SELECT last_error FROM deliveries")
+    assert all("hunter2" not in row[0] for row in raw)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from gateway.media.images import ImageError, probe_image
+from gateway.redact import redact
 
 CHUNK = 64 * 1024
 _picamera_lock = threading.Lock()
@@ -45,14 +46,6 @@ def _validated(data: bytes, where: str) -> bytes:
     except ImageError as exc:
         raise FrameSourceError(f"{where} did not return a usable image: {exc}") from exc
     return data
-
-
-def _redact(url: str) -> str:
-    """The URL without any user:password@ part, for messages and logs."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _opener(url: str, auth: tuple[str, str] | None, scheme: str) -> urllib.request.OpenerDirector:
@@ -90,7 +83,7 @@ def fetch_http_snapshot(
     the camera's challenge.  ``timeout`` bounds connecting and each read, and the
     whole body must arrive within twice that.
     """
-    where = _redact(url)
+    where = redact(url)
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise FrameSourceError(f"snapshot URL must be http or https: {where}")
     request = urllib.request.Request(url, headers={"Accept": "image/*"})  # noqa: S310
@@ -195,7 +188,8 @@ def run_snapshot_command(argv: Sequence[str], *, timeout: float, max_bytes: int)
             _kill_group(proc)
             raise
     if code != 0:
-        detail = err.decode("utf-8", "replace").strip()
+        # a camera tool's errors quote its URL, password and all (ffmpeg does)
+        detail = redact(err.decode("utf-8", "replace").strip())
         raise FrameSourceError(f"command {argv[0]!r} exited with {code}: {detail}")
     return _validated(out, f"command {argv[0]!r}")
 
