@@ -109,6 +109,8 @@ class Gateway:
             max_bytes=config.media.max_bytes,
             interval=config.media.retention_interval,
             exclude=[p.folder for p in self.publishers.values() if isinstance(p, FilePublisher)],
+            # media of posts still waiting for delivery stay until every retry is over
+            keep=self.outbox.media_in_use,
         )
         self.workers = {
             p.id: DeliveryWorker(

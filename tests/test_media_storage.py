@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gateway.media.frames import FrameStore, frame_stem, frame_time
 from gateway.media.retention import GRACE_SECONDS, RetentionJob
+from gateway.model import MediaItem, Post, new_post_id
 from gateway.state import StateStore
 from tests.gwutil import wait_until
 from tests.mediautil import make_gateway, scene_jpeg  # noqa: F401
@@ -90,3 +91,21 @@ def test_retention_thread_runs_in_the_gateway(make_gateway) -> None:  # noqa: F8
     finally:
         gateway.retention.stop()
     assert not gateway.retention.is_alive()
+
+
+def test_gateway_retention_keeps_media_of_posts_waiting_for_delivery(
+    make_gateway,  # noqa: F811
+) -> None:
+    gateway = make_gateway('[media]\nmax_age = "1d"\nmax_bytes = "1MB"\n')
+    old = T0.timestamp()  # years beyond max_age
+    waiting, stray = (gateway.media_dir / "posts" / p / "photo.jpg" for p in ("p1", "p0"))
+    for path in (waiting, stray):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(scene_jpeg(T0, (64, 48)))
+        os.utime(path, (old, old))
+    item = MediaItem(waiting, "image/jpeg", 64, 48, waiting.stat().st_size, "the pool")
+    post = Post(new_post_id(), "r", T0, "pool", (item,), "en")
+    gateway.outbox.add(post, {"somewhere": "pool"})  # not delivered yet
+    assert gateway.retention.run_once().deleted_files == 1
+    assert waiting.exists()
+    assert not stray.exists()

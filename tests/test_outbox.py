@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from gateway.delivery import DeliveryWorker, RetryPolicy
+from gateway.media.retention import RetentionJob
 from gateway.model import (
     MediaItem,
     PermanentError,
@@ -257,3 +261,106 @@ def test_delivery_errors_are_stored_without_credentials(tmp_path: Path) -> None:
     assert deliveries["two"]["last_error"].endswith("?access_token=*** 503")
     raw = sqlite3.connect(tmp_path / "gateway.db").execute("SELECT last_error FROM deliveries")
     assert all("hunter2" not in row[0] for row in raw)
+
+
+# -- media still needed by deliveries (media retention keeps them) -------------
+
+
+def photo(path: Path, color: tuple[int, int, int] = (200, 40, 40)) -> MediaItem:
+    """A real JPEG at ``path`` and its media item."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (32, 24), color).save(path, "JPEG")
+    return MediaItem(path, "image/jpeg", 32, 24, path.stat().st_size, "a photo")
+
+
+def test_media_of_a_post_with_an_open_delivery_are_in_use(tmp_path: Path) -> None:
+    media = tmp_path / "media" / "posts"
+    own, fitted_a, fitted_b = (photo(media / n) for n in ("p.jpg", "fit-a.jpg", "fit-b.jpg"))
+    post = make_post("with photo", (own,))
+    outbox = Outbox(tmp_path / "gateway.db")
+    outbox.add(post, {"a": "x", "b": "x", "c": "x"}, media={"a": (fitted_a,), "b": (fitted_b,)})
+    in_use = {own.path.resolve(), fitted_a.path.resolve(), fitted_b.path.resolve()}
+    assert outbox.media_in_use() == in_use  # all pending
+
+    policy = RetryPolicy(base_delay=0, jitter=0)
+    DeliveryWorker(outbox, Recorder("a", [RetryableError("503")]), policy).step()
+    DeliveryWorker(outbox, Recorder("b"), policy).step()
+    DeliveryWorker(outbox, Recorder("c"), policy).step()
+    assert {d["publisher"]: d["status"] for d in outbox.open_deliveries()} == {"a": "failed"}
+    # a will retry with its fitted copy; b's copy went out already
+    assert outbox.media_in_use() == {own.path.resolve(), fitted_a.path.resolve()}
+    outbox.close()
+
+    reopened = Outbox(tmp_path / "gateway.db")  # after a restart, from the database alone
+    assert reopened.media_in_use() == {own.path.resolve(), fitted_a.path.resolve()}
+    DeliveryWorker(reopened, Recorder("a"), policy).step()
+    assert reopened.media_in_use() == set()
+
+
+def test_media_of_dead_deliveries_are_not_in_use(tmp_path: Path) -> None:
+    item = photo(tmp_path / "media" / "posts" / "p.jpg")
+    outbox = Outbox(tmp_path / "gateway.db")
+    outbox.add(make_post("given up", (item,)), {"a": "x", "b": "x"})
+    DeliveryWorker(outbox, Recorder("a", [PermanentError("401")])).step()
+    assert outbox.media_in_use() == {item.path.resolve()}  # b is still pending
+    DeliveryWorker(outbox, Recorder("b")).step()
+    assert outbox.media_in_use() == set()
+
+
+def test_relative_media_paths_are_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    item = photo(Path("var/media/posts/p.jpg"))  # state_dir = "var", the default
+    outbox = Outbox(Path("var/gateway.db"))
+    outbox.add(make_post("relative", (item,)), {"a": "x"})
+    assert outbox.media_in_use() == {(tmp_path / "var/media/posts/p.jpg").resolve()}
+
+
+def test_retention_keeps_media_until_their_delivery_is_sent(tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    needed = photo(media / "posts" / "p1" / "photo.jpg")
+    stray = photo(media / "posts" / "p0" / "photo.jpg", (0, 90, 0))
+    week_ago = time.time() - 7 * 86400  # far beyond max_age
+    for path in (needed.path, stray.path):
+        os.utime(path, (week_ago, week_ago))
+    outbox = Outbox(tmp_path / "gateway.db")
+    outbox.add(make_post("outage", (needed,)), {"a": "x"})
+    policy = RetryPolicy(base_delay=0, jitter=0)
+    DeliveryWorker(outbox, Recorder("a", [RetryableError("timeout")]), policy).step()
+    job = RetentionJob(
+        media,
+        max_age=timedelta(days=1),
+        max_bytes=None,
+        interval=timedelta(hours=1),
+        keep=outbox.media_in_use,
+    )
+    assert job.run_once().deleted_files == 1
+    assert needed.path.exists()
+    assert not stray.path.exists()
+
+    publisher = Recorder("a")
+    DeliveryWorker(outbox, publisher, policy).step()  # the retry finds its photo
+    assert len(publisher.calls) == 1
+    assert job.run_once().deleted_files == 1
+    assert not needed.path.exists()
+
+
+def test_retention_deletes_nothing_when_the_outbox_cannot_be_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = photo(tmp_path / "media" / "posts" / "p.jpg")
+    os.utime(old.path, (time.time() - 7 * 86400,) * 2)
+    outbox = Outbox(tmp_path / "gateway.db")
+    with sqlite3.connect(tmp_path / "gateway.db") as other:  # a damaged database
+        other.execute("DROP TABLE deliveries")
+    job = RetentionJob(
+        tmp_path / "media",
+        max_age=timedelta(days=1),
+        max_bytes=0,
+        interval=timedelta(hours=1),
+        keep=outbox.media_in_use,
+    )
+    assert job.run_once().deleted_files == 0
+    assert old.path.exists()
+    assert job.runs == 1
+    assert "retention of" in caplog.text
+    assert "skipped" in caplog.text

@@ -1,12 +1,18 @@
-"""Media retention: by age, by disk budget, oldest first, never files being written."""
+"""Media retention: by age, by disk budget, oldest first, never files being written nor
+media of posts still waiting for delivery."""
 
 from __future__ import annotations
 
+import logging
 import os
+import random
 from datetime import timedelta
 from pathlib import Path
 
-from gateway.media.retention import enforce_retention
+import pytest
+from PIL import Image
+
+from gateway.media.retention import _doomed, _Entry, enforce_retention
 
 NOW = 1_800_000_000.0
 
@@ -84,3 +90,81 @@ def test_symlinks_are_not_followed(tmp_path: Path) -> None:
 def test_missing_folder(tmp_path: Path) -> None:
     result = enforce_retention(tmp_path / "nope", max_age=None, max_bytes=0)
     assert result.deleted_files == 0
+
+
+# -- media of posts still waiting for delivery ---------------------------------
+
+
+def jpeg(folder: Path, name: str, age: float, seed: int = 0) -> Path:
+    """A real JPEG of noise (so sizes differ and are not tiny), with its mtime ``age`` ago."""
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    im = Image.frombytes("RGB", (48, 32), bytes(rng.randrange(256) for _ in range(48 * 32 * 3)))
+    im.save(path, "JPEG", quality=90)
+    os.utime(path, (NOW - age, NOW - age))
+    return path
+
+
+def size(*paths: Path) -> int:
+    return sum(p.stat().st_size for p in paths)
+
+
+def test_kept_files_survive_the_age_limit(tmp_path: Path) -> None:
+    waiting = jpeg(tmp_path, "posts/p1/photo.jpg", age=5 * 86400)
+    done = jpeg(tmp_path, "posts/p0/photo.jpg", age=5 * 86400, seed=1)
+    result = enforce_retention(
+        tmp_path, max_age=timedelta(days=1), max_bytes=None, now=NOW, keep={waiting}
+    )
+    assert waiting.exists()
+    assert not done.exists()
+    assert (result.deleted_files, result.kept_bytes) == (1, size(waiting))
+
+
+def test_kept_files_count_toward_the_budget_and_others_go_first(tmp_path: Path) -> None:
+    waiting = jpeg(tmp_path, "posts/p1/photo.jpg", age=3000)  # the oldest of all
+    frames = [jpeg(tmp_path, f"frames/cam/f{i}.jpg", age=2000 - i * 100, seed=i) for i in range(5)]
+    # room for the kept photo and the two newest frames only
+    budget = size(waiting, frames[3], frames[4])
+    result = enforce_retention(
+        tmp_path, max_age=None, max_bytes=budget, now=NOW, keep=[waiting.resolve()]
+    )
+    assert waiting.exists()
+    assert [f.exists() for f in frames] == [False, False, False, True, True]
+    assert result.kept_bytes == budget
+
+
+def test_only_kept_files_over_budget_are_left_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    kept = [jpeg(tmp_path, f"posts/p{i}/photo.jpg", age=86400, seed=i) for i in range(3)]
+    caplog.set_level(logging.INFO, logger="gateway.media.retention")
+    result = enforce_retention(tmp_path, max_age=None, max_bytes=1, now=NOW, keep=kept)
+    assert all(p.exists() for p in kept)
+    assert (result.deleted_files, result.kept_bytes) == (0, size(*kept))
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "still waiting for delivery" in line
+
+
+def test_keep_matches_through_a_symlinked_or_relative_state_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = tmp_path / "real"
+    waiting = jpeg(real, "media/posts/p1/photo.jpg", age=5 * 86400)
+    (tmp_path / "link").symlink_to(real)
+    monkeypatch.chdir(tmp_path)
+    # the outbox may hold "link/media/..." (state_dir = "link"), retention scan another spelling
+    keep = {Path("link/media/posts/p1/photo.jpg")}
+    enforce_retention(
+        Path("link/media"), max_age=timedelta(days=1), max_bytes=0, now=NOW, keep=keep
+    )
+    assert waiting.exists()
+
+
+def test_doomed_spares_kept_entries_by_age_and_by_budget(tmp_path: Path) -> None:
+    old = [_Entry(tmp_path / f"old{i}.jpg", NOW - 9 * 86400, 100) for i in range(2)]
+    new = [_Entry(tmp_path / f"new{i}.jpg", NOW - 3600 + i, 100) for i in range(3)]
+    keep = frozenset({old[0].path, new[0].path})
+    doomed = _doomed([*old, *new], NOW, timedelta(days=1), 300, keep)
+    # old1 is too old (old0 is kept); 400 bytes remain, the oldest unkept one goes: new1
+    assert [e.path.name for e in doomed] == ["old1.jpg", "new1.jpg"]

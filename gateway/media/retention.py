@@ -6,6 +6,15 @@ are never deleted: a frame that just arrived may be about to be posted, and a
 temp file (name starting with a dot) is still being written by
 :func:`gateway.fsutil.atomic_write`.  Temp files left behind by a crash are
 removed once they are clearly stale.
+
+Media that posts still waiting for delivery need are never deleted either: a
+delivery that is ``pending``, ``sending`` or ``failed`` may be retried for days,
+and a retry without its photo would go out incomplete or fail.  The caller
+passes those paths as ``keep`` (the gateway asks
+:meth:`gateway.outbox.Outbox.media_in_use` once per pass).  Kept files still
+count toward ``max_bytes``, so the other files are pruned harder; when only
+kept or fresh files are left over budget, nothing more is deleted.  If the list
+of files to keep cannot be read, the pass deletes nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -73,14 +82,23 @@ def _delete(entry: _Entry) -> bool:
 
 
 def _doomed(
-    entries: list[_Entry], now: float, max_age: timedelta | None, max_bytes: int | None
+    entries: list[_Entry],
+    now: float,
+    max_age: timedelta | None,
+    max_bytes: int | None,
+    keep: frozenset[Path] = frozenset(),
 ) -> list[_Entry]:
-    """The entries to delete: stale temp files, then too old, then oldest over budget."""
+    """The entries to delete: stale temp files, then too old, then oldest over budget.
+
+    Entries whose path is in ``keep`` are never deleted but count toward ``max_bytes``.
+    """
     doomed: list[_Entry] = []
     kept: list[_Entry] = []
     for entry in sorted(entries, key=lambda e: e.mtime):
         age = now - entry.mtime
-        if entry.path.name.startswith("."):
+        if entry.path in keep:
+            kept.append(entry)
+        elif entry.path.name.startswith("."):
             (doomed if age > STALE_TEMP_SECONDS else kept).append(entry)
         elif age > GRACE_SECONDS and max_age is not None and age > max_age.total_seconds():
             doomed.append(entry)
@@ -91,7 +109,11 @@ def _doomed(
         for entry in kept:  # oldest first
             if total <= max_bytes:
                 break
-            if now - entry.mtime > GRACE_SECONDS and not entry.path.name.startswith("."):
+            if (
+                now - entry.mtime > GRACE_SECONDS
+                and not entry.path.name.startswith(".")
+                and entry.path not in keep
+            ):
                 doomed.append(entry)
                 total -= entry.size
     return doomed
@@ -110,6 +132,22 @@ def _remove_empty_dirs(folder: Path, now: float, exclude: frozenset[Path]) -> No
             continue
 
 
+def _log_kept_over_budget(
+    folder: Path, kept: int, max_bytes: int, entries: list[_Entry], protected: frozenset[Path]
+) -> None:
+    """Say, once per pass, when media waiting for delivery hold the folder over budget."""
+    waiting = sum(e.size for e in entries if e.path in protected)
+    if waiting:  # else only fresh files are over: they go next pass, nothing to report
+        log.info(
+            "retention: %s holds %d bytes, over the %d budget; %d of them are media of"
+            " posts still waiting for delivery and are kept",
+            folder,
+            kept,
+            max_bytes,
+            waiting,
+        )
+
+
 def enforce_retention(
     folder: Path,
     *,
@@ -117,32 +155,45 @@ def enforce_retention(
     max_bytes: int | None,
     now: float | None = None,
     exclude: Iterable[Path] = (),
+    keep: Iterable[Path] = (),
 ) -> RetentionResult:
     """Delete files under ``folder`` older than ``max_age``, then the oldest until the
     total size is at most ``max_bytes``.  Empty subfolders are removed too.
 
     Folders in ``exclude`` (and everything under them) are neither counted nor
-    touched: the archive publisher's files are its own.  ``now`` (a Unix time) is
-    for tests.  A missing folder is not an error.
+    touched: the archive publisher's files are its own.  Files in ``keep`` (media of
+    posts still to be delivered) are never deleted but are counted.  ``now`` (a Unix
+    time) is for tests.  A missing folder is not an error.
     """
     if not folder.is_dir():
         return RetentionResult(0, 0, 0)
     now = time.time() if now is None else now
-    entries = _scan(folder, frozenset(p.resolve() for p in exclude))
+    # Scanning from the resolved folder yields resolved paths (symlinks are skipped),
+    # comparable with the resolved `keep` paths without resolving every file.
+    folder = folder.resolve()
+    excluded = frozenset(p.resolve() for p in exclude)
+    protected = frozenset(p.resolve() for p in keep)
+    entries = _scan(folder, excluded)
     deleted = freed = 0
-    for entry in _doomed(entries, now, max_age, max_bytes):
+    for entry in _doomed(entries, now, max_age, max_bytes, protected):
         if _delete(entry):
             deleted += 1
             freed += entry.size
-    _remove_empty_dirs(folder, now, frozenset(p.resolve() for p in exclude))
+    _remove_empty_dirs(folder, now, excluded)
     kept = sum(e.size for e in entries) - freed
     if deleted:
         log.info("retention: deleted %d files (%d bytes) under %s", deleted, freed, folder)
+    if max_bytes is not None and kept > max_bytes:
+        _log_kept_over_budget(folder, kept, max_bytes, entries, protected)
     return RetentionResult(deleted, freed, kept)
 
 
 class RetentionJob:
-    """Runs :func:`enforce_retention` on a folder every ``interval``, in its own thread."""
+    """Runs :func:`enforce_retention` on a folder every ``interval``, in its own thread.
+
+    ``keep``, when given, is called once per pass for the media still needed (see
+    :meth:`gateway.outbox.Outbox.media_in_use`); if it fails, the pass deletes nothing.
+    """
 
     def __init__(
         self,
@@ -152,12 +203,14 @@ class RetentionJob:
         max_bytes: int | None,
         interval: timedelta,
         exclude: Iterable[Path] = (),
+        keep: Callable[[], Iterable[Path]] | None = None,
     ) -> None:
         self.folder = folder
         self.max_age = max_age
         self.max_bytes = max_bytes
         self.interval = interval
         self.exclude = tuple(exclude)
+        self.keep = keep
         self.runs = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -165,18 +218,32 @@ class RetentionJob:
     def run_once(self, now: float | None = None) -> RetentionResult:
         """One pass now; errors are logged, never raised (the next pass tries again)."""
         try:
-            result = enforce_retention(
+            keep = frozenset(self.keep()) if self.keep is not None else frozenset()
+        except Exception as exc:  # sqlite3.Error, OSError, a corrupt row: delete nothing
+            log.warning(
+                "retention of %s skipped: cannot tell which media are still to be delivered: %s",
+                self.folder,
+                exc,
+            )
+            result = RetentionResult(0, 0, 0)
+        else:
+            result = self._enforce(now, keep)
+        self.runs += 1
+        return result
+
+    def _enforce(self, now: float | None, keep: frozenset[Path]) -> RetentionResult:
+        try:
+            return enforce_retention(
                 self.folder,
                 max_age=self.max_age,
                 max_bytes=self.max_bytes,
                 now=now,
                 exclude=self.exclude,
+                keep=keep,
             )
         except OSError as exc:
             log.warning("retention of %s failed: %s", self.folder, exc)
-            result = RetentionResult(0, 0, 0)
-        self.runs += 1
-        return result
+            return RetentionResult(0, 0, 0)
 
     def start(self) -> None:
         """Start the thread: a pass at once, then one every ``interval``."""
