@@ -2,30 +2,36 @@
 (V4L2 device or RTSP stream) or picamera2.
 
 Each source is a callable returning JPEG (or PNG) bytes and raising
-:class:`FrameSourceError` with a message a person can act on.  Kept minimal and
-independent of the gateway's own camera code, so the agent can run alone on a
-second Pi.
+:class:`FrameSourceError` (the gateway's own) with a message a person can act on.
+Commands run through the gateway's :func:`~gateway.media.cameras.run_snapshot_command`.
 """
 
 from __future__ import annotations
 
 import io
 import shlex
-import subprocess
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 from PIL import Image
 
+from gateway.media.cameras import FrameSourceError, run_snapshot_command
 from gateway.redact import redact
+
+__all__ = [
+    "FrameSource",
+    "FrameSourceError",
+    "command_source",
+    "ffmpeg_argv",
+    "ffmpeg_source",
+    "fit_jpeg",
+    "http_source",
+    "picamera_source",
+]
 
 FrameSource = Callable[[], bytes]
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
-
-
-class FrameSourceError(Exception):
-    """A frame could not be captured (the message says why)."""
 
 
 def _check_image(data: bytes, where: str) -> bytes:
@@ -36,24 +42,23 @@ def _check_image(data: bytes, where: str) -> bytes:
     return data
 
 
-def command_source(command: str, timeout: float = 20.0) -> FrameSource:
-    """Run ``command`` (split like a shell would, not run by one); its stdout is the frame."""
+def command_source(
+    command: str, timeout: float = 20.0, max_bytes: int = 64 * 1024 * 1024
+) -> FrameSource:
+    """Run ``command`` (split like a shell would, not run by one); its stdout is the frame.
+
+    The gateway's runner does the work: the command gets its own process group, killed
+    as a whole on timeout, so a wrapper script cannot leave a camera tool running and
+    holding the camera for every later capture; its error output is quoted with any
+    credentials masked.
+    """
     argv = shlex.split(command)
     if not argv:
         raise ValueError("empty command")
 
     def capture() -> bytes:
-        try:
-            done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
-        except FileNotFoundError:
-            raise FrameSourceError(f"command not found: {argv[0]}") from None
-        except subprocess.TimeoutExpired:
-            raise FrameSourceError(f"{argv[0]}: no frame within {timeout:g}s") from None
-        if done.returncode != 0:
-            err = done.stderr.decode(errors="replace").strip().splitlines()
-            detail = redact(err[-1]) if err else "no error output"  # ffmpeg quotes its URL
-            raise FrameSourceError(f"{argv[0]} exited with {done.returncode}: {detail}")
-        return _check_image(done.stdout, argv[0])
+        data = run_snapshot_command(argv, timeout=timeout, max_bytes=max_bytes)
+        return _check_image(data, argv[0])
 
     return capture
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import http.server
 import io
+import os
+import shlex
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,14 +79,44 @@ def test_http_source_fetches_the_snapshot_and_reports_errors(
 
 
 def test_command_source_errors_are_clear(tmp_path: Path) -> None:
-    with pytest.raises(FrameSourceError, match="command not found: no-such-camera-tool"):
+    with pytest.raises(
+        FrameSourceError, match="cannot run 'no-such-camera-tool': No such file or directory"
+    ):
         command_source("no-such-camera-tool --grab")()
     script = "import sys; print('broken lens', file=sys.stderr); sys.exit(3)"
     with pytest.raises(FrameSourceError, match="exited with 3: broken lens"):
         command_source(f'{sys.executable} -c "{script}"')()
     (tmp_path / "x.txt").write_text("not an image")
-    with pytest.raises(FrameSourceError, match="did not return a JPEG or PNG"):
+    with pytest.raises(FrameSourceError, match="did not return a usable image"):
         command_source(f"cat {tmp_path / 'x.txt'}")()
+    gif = tmp_path / "x.gif"  # an image, but not one the gateway takes from a camera topic
+    Image.new("RGB", (8, 8)).save(gif)
+    with pytest.raises(FrameSourceError, match="did not return a JPEG or PNG"):
+        command_source(f"cat {gif}")()
+
+
+def test_command_source_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    """A wrapper script's camera tool must not outlive the capture and hold the camera."""
+    pid_file = tmp_path / "tool.pid"
+    script = f"sleep 60 & echo $! > {pid_file}; wait"  # the 'camera tool' is sleep
+    with pytest.raises(FrameSourceError, match=r"timed out after 0\.5s"):
+        command_source(f"sh -c {shlex.quote(script)}", timeout=0.5)()
+    tool = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while running(tool) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if running(tool):
+        os.kill(tool, signal.SIGKILL)
+        pytest.fail("the camera tool started by the command outlived the timeout")
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` runs (a killed orphan may linger as a zombie until reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_fit_jpeg_bounds_the_size() -> None:
