@@ -17,6 +17,7 @@ import httpx
 from PIL import Image
 
 from gateway.media.cameras import FrameSourceError, run_snapshot_command
+from gateway.media.frames import sniff_image
 from gateway.redact import redact
 
 __all__ = [
@@ -31,13 +32,12 @@ __all__ = [
 ]
 
 FrameSource = Callable[[], bytes]
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 
 
 def _check_image(data: bytes, where: str) -> bytes:
     if not data:
         raise FrameSourceError(f"{where}: returned no data")
-    if not data.startswith(_MAGIC):
+    if sniff_image(data) is None:  # what the gateway takes from a camera topic
         raise FrameSourceError(f"{where}: did not return a JPEG or PNG ({len(data)} bytes)")
     return data
 

@@ -332,9 +332,9 @@ class Outbox:
                 "SELECT d.*, d.media AS delivery_media,"
                 " p.id, p.rule, p.created_at, p.text AS post_text, p.lang, p.media AS post_media"
                 " FROM deliveries d JOIN posts p ON p.id = d.post_id"
-                " WHERE d.publisher=? AND d.status IN ('pending','sending','failed')"
+                " WHERE d.publisher=? AND d.status IN (?,?,?)"  # OPEN_STATUSES
                 " ORDER BY d.post_id LIMIT 1",
-                (publisher,),
+                (publisher, *OPEN_STATUSES),
             )
             .fetchone()
         )
@@ -375,14 +375,15 @@ class Outbox:
             self._conn()
             .execute(
                 "SELECT p.media, d.media FROM deliveries d JOIN posts p ON p.id = d.post_id"
-                " WHERE d.status IN ('pending','sending','failed')"
+                " WHERE d.status IN (?,?,?)",  # OPEN_STATUSES
+                OPEN_STATUSES,
             )
             .fetchall()
         )
         # A post's list repeats once per open delivery; a sent delivery's own copies are
         # left out (done with), and a copy it shares with an open one is listed there too.
         lists = {raw for row in rows for raw in row if raw is not None}
-        return {Path(m["path"]).resolve() for raw in lists for m in json.loads(raw)}
+        return {m.path.resolve() for raw in lists for m in _media_from_json(raw)}
 
     def history(self, limit: int = 20) -> list[dict[str, Any]]:
         """Newest posts first, each with its deliveries (the ``history --json`` contract)."""
