@@ -26,7 +26,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.broker import start_broker
+from gateway.demo.broker import start_broker
 
 
 def write_config(path: Path, port: int, state: Path, sensors: int, rule_every: str | None) -> None:

@@ -173,7 +173,7 @@ def gateway_consumer(port: int, qos: int, client_id: str, sensors: int, clock: C
     from gateway.config import validate_config
     from gateway.ingest.mqtt import MqttIngest
     from gateway.media.frames import FrameStore
-    from gateway.state import SensorSnapshot, StateStore
+    from gateway.state.store import SensorSnapshot, StateStore
 
     config = validate_config(
         {
@@ -320,7 +320,7 @@ def main() -> None:
         args.kind = args.consumer
         consume(args)
         return
-    from gateway.broker import start_broker
+    from gateway.demo.broker import start_broker
 
     # As pip does when it installs the package: the consumers then load bytecode rather
     # than compiling the gateway's sources at every start (an editable checkout under

@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.broker import Broker, start_broker
+from gateway.demo.broker import Broker, start_broker
 from tests.fakes import backends
 
 

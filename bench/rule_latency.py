@@ -26,8 +26,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.app import Gateway
-from gateway.broker import Broker, start_broker
+from gateway.runtime.app import Gateway
+from gateway.demo.broker import Broker, start_broker
 from gateway.config import validate_config
 
 

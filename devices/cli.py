@@ -182,7 +182,7 @@ def _run_camera(args: argparse.Namespace) -> int:
 
     from devices.camera import CameraAgent
     from devices.sources import FrameSourceError
-    from gateway.logutil import setup_logging
+    from gateway.runtime.logs import setup_logging
 
     setup_logging(args.log_level)
     try:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from gateway.media.cameras import FrameSourceError, run_snapshot_command
 from gateway.media.frames import sniff_image
-from gateway.redact import redact
+from gateway.config.secrets import redact
 
 __all__ = [
     "FrameSource",

@@ -153,8 +153,8 @@ def stop_event_on_signals() -> threading.Event:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM/SIGINT; SIGHUP reloads the config."""
-    from gateway.daemon import Daemon
-    from gateway.logutil import setup_logging
+    from gateway.runtime.daemon import Daemon
+    from gateway.runtime.logs import setup_logging
 
     config = _load(args)
     setup_logging(config.gateway.log_level)
@@ -165,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     """Validate the config, then SIGHUP the running daemon."""
-    from gateway.status import send_reload
+    from gateway.runtime.status import send_reload
 
     done, message = send_reload(_load(args))
     print(message, file=sys.stdout if done else sys.stderr)
@@ -174,7 +174,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the running daemon's health summary."""
-    from gateway.status import running_pid, status_report
+    from gateway.runtime.status import running_pid, status_report
 
     config = _load(args)
     print("\n".join(status_report(config)))
@@ -183,8 +183,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     """Print the newest posts with their deliveries."""
-    from gateway.app import database_path
-    from gateway.outbox import Outbox
+    from gateway.runtime.app import database_path
+    from gateway.outbox.store import Outbox
 
     path = database_path(_load(args))
     posts = Outbox(path).history(args.limit) if path.exists() else []
@@ -202,8 +202,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_outbox(args: argparse.Namespace) -> int:
     """List undelivered posts, or retry/drop one delivery."""
-    from gateway.app import database_path
-    from gateway.outbox import Outbox
+    from gateway.runtime.app import database_path
+    from gateway.outbox.store import Outbox
 
     path = database_path(_load(args))
     if not path.exists():
@@ -227,7 +227,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 def cmd_preview(args: argparse.Namespace) -> int:
     """Render a rule now from saved state or sample values, per publisher; publish nothing."""
-    from gateway.preview import preview_rule
+    from gateway.runtime.preview import preview_rule
 
     config = _load(args)
     return preview_rule(config, args.rule, sample=args.sample, out=args.out, event=args.event)
@@ -235,7 +235,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo (see gateway/demo.py)."""
-    from gateway.demo import run_demo
+    from gateway.demo.run import run_demo
 
     return run_demo(duration=args.duration, state_dir=Path(args.state_dir), broker=args.broker)
 

@@ -17,7 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.broker import Broker, BrokerUnavailable, start_broker
+from gateway.demo.broker import Broker, BrokerUnavailable, start_broker
 
 
 @pytest.fixture(scope="session")
@@ -130,8 +130,8 @@ def mqtt_subscribe(broker: Broker) -> Iterator[Callable[..., Subscription]]:
 @pytest.fixture(autouse=True)
 def _forget_registered_secrets() -> Iterator[None]:
     """Secrets registered for masking by one test (the registry is per process) stay there."""
-    import gateway.redact
+    import gateway.config.secrets
 
-    saved = gateway.redact._secrets
+    saved = gateway.config.secrets._secrets
     yield
-    gateway.redact._secrets = saved
+    gateway.config.secrets._secrets = saved

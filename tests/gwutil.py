@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.broker import Broker
+from gateway.demo.broker import Broker
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """Helpers for media tests: real JPEG bytes and a gateway built from a config text.
 
-The gateway is the real :class:`~gateway.app.Gateway` (outbox, composer, frame store,
+The gateway is the real :class:`~gateway.runtime.app.Gateway` (outbox, composer, frame store,
 publishers); tests fire rules and run delivery steps by hand instead of starting
 the scheduler and MQTT, so nothing depends on timing.
 """
@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from devices.simulate import make_frame
-from gateway.app import Gateway
+from gateway.runtime.app import Gateway
 from gateway.config import validate_config
 
 

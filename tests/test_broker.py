@@ -1,4 +1,4 @@
-"""gateway.broker: real mosquitto and amqtt brokers, checked with a paho client."""
+"""gateway.demo.broker: real mosquitto and amqtt brokers, checked with a paho client."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from gateway.broker import (
+from gateway.demo.broker import (
     Broker,
     BrokerKind,
     BrokerStartError,
@@ -142,7 +142,7 @@ def test_port_in_use_is_a_start_error_with_the_reason(kind: BrokerKind) -> None:
 
 
 def test_unavailable_names_both_installs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("gateway.broker.find_mosquitto", lambda: None)
+    monkeypatch.setattr("gateway.demo.broker.find_mosquitto", lambda: None)
     monkeypatch.setitem(sys.modules, "amqtt.broker", None)  # makes the import fail
     with pytest.raises(BrokerUnavailable, match="apt install mosquitto") as info:
         start_broker()

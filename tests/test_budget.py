@@ -8,9 +8,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from gateway.config import validate_config
-from gateway.delivery import DeliveryWorker, PostingBudget, RetryPolicy
+from gateway.outbox.delivery import DeliveryWorker, PostingBudget, RetryPolicy
 from gateway.model import RetryableError
-from gateway.outbox import Outbox
+from gateway.outbox.store import Outbox
 from tests.test_outbox import Recorder, make_post
 
 LONDON = ZoneInfo("Europe/London")
@@ -132,7 +132,7 @@ def test_publisher_config_sets_retry_limits_and_budget(tmp_path: Path) -> None:
     )
     assert PostingBudget.for_publisher(b, LONDON) is None
 
-    from gateway.app import Gateway
+    from gateway.runtime.app import Gateway
 
     gateway = Gateway(config)
     try:

@@ -23,7 +23,7 @@ from devices.camera import CameraAgent
 from devices.cli import config_argv
 from devices.simulate import make_frame
 from devices.sources import FrameSourceError, command_source, fit_jpeg, http_source
-from gateway.broker import Broker
+from gateway.demo.broker import Broker
 from tests.gwutil import publish
 
 FRAME = make_frame(datetime(2026, 11, 22, 12, 0, tzinfo=UTC))

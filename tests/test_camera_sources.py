@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import Gateway
+from gateway.runtime.app import Gateway
 from tests.gwutil import archive_posts, cli
 from tests.mediautil import deliver_all, image_size, make_gateway, scene_jpeg  # noqa: F401
 from tests.test_cameras import JPEG, PASSWORD, USER, camera  # noqa: F401

@@ -9,8 +9,8 @@ import pytest
 
 from gateway.cli import main
 from gateway.config import load_config
-from gateway.delivery import DeliveryWorker, RetryPolicy
-from gateway.outbox import Delivery, Outbox
+from gateway.outbox.delivery import DeliveryWorker, RetryPolicy
+from gateway.outbox.store import Delivery, Outbox
 from gateway.publishers import build_publisher
 from gateway.publishers.base import PublisherContext
 from tests.fakes.backends import WEBHOOK_TOKEN

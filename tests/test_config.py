@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ConfigError, load_config, parse_duration
-from gateway.scheduler import crontab_days
+from gateway.rules.scheduler import crontab_days
 from tests.gwutil import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -316,7 +316,7 @@ def test_every_config_pattern_is_anchored_for_python_re() -> None:
     from pydantic import BaseModel
 
     from gateway.config import GatewayConfig
-    from gateway.config_sections import Section
+    from gateway.config.sections import Section
     from gateway.publishers.base import PublisherConfig
 
     def subclasses(cls: type[BaseModel]) -> list[type[BaseModel]]:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.broker import Broker
+from gateway.demo.broker import Broker
 from gateway.publishers.bluesky import record_key
 from tests.fakes.backends import BLUESKY, MASTODON, SECRETS, WEBHOOK
 from tests.fakes.server import FakeServer, Fault

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from gateway.app import Gateway
-from gateway.broker import Broker
+from gateway.runtime.app import Gateway
+from gateway.demo.broker import Broker
 from gateway.config import load_config
-from gateway.daemon import Daemon, _Session
-from gateway.logutil import RateLimitedLog, make_formatter
-from gateway.sdnotify import Notifier, watchdog_interval
+from gateway.runtime.daemon import Daemon, _Session
+from gateway.runtime.logs import RateLimitedLog, make_formatter
+from gateway.runtime.sdnotify import Notifier, watchdog_interval
 from tests.gwutil import archive_posts, base_config, cli, publish, start_gateway, wait_until
 
 
@@ -175,7 +175,7 @@ def test_under_systemd_ready_status_watchdog_then_sigterm_exits_0(
     lines = [line for line in err.splitlines() if line]
     assert lines
     assert all(line[:3] in ("<3>", "<4>", "<6>", "<7>", "<2>") for line in lines), lines[:5]
-    assert "<6>gateway.app: gateway stopped" in lines
+    assert "<6>gateway.runtime.app: gateway stopped" in lines
     status = mqtt_subscribe("things-gateway/testgw/status")
     (msg,) = status.wait_for(lambda ms: len(ms) >= 1)
     assert msg.payload == b"offline"

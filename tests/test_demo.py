@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gateway.broker import find_mosquitto
+from gateway.demo.broker import find_mosquitto
 from tests.gwutil import archive_posts
 
 

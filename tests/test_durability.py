@@ -24,7 +24,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from PIL import Image
 
-from gateway.broker import Broker
+from gateway.demo.broker import Broker
 from gateway.publishers.file import read_archive
 from tests.gwutil import base_config, publish, start_gateway, wait_until
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from devices.simulate import make_frame
-from gateway.broker import Broker
+from gateway.demo.broker import Broker
 from tests.gwutil import archive_posts, base_config, cli, publish, start_gateway, wait_until
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from devices.simulate import Simulator
-from gateway.app import Gateway
-from gateway.broker import Broker
+from gateway.runtime.app import Gateway
+from gateway.demo.broker import Broker
 from gateway.config import load_config
 from tests.gwutil import archive_posts, wait_until
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from gateway.expr import Call, Compare, Const, ExprError, Name, calls, evaluate, names, parse
+from gateway.rules.expr import Call, Compare, Const, ExprError, Name, calls, evaluate, names, parse
 
 
 @dataclass

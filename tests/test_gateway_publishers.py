@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import Gateway
-from gateway.broker import Broker
+from gateway.runtime.app import Gateway
+from gateway.demo.broker import Broker
 from gateway.config import load_config
 from tests.fakes.backends import MASTODON_TOKEN
 from tests.fakes.mastodon import FakeMastodon

@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.compose import Composer
+from gateway.compose.composer import Composer
 from gateway.config import GatewayConfig, validate_config
-from gateway.guards import (
+from gateway.rules.guards import (
     Guards,
     PostHistory,
     decide,
@@ -22,11 +22,11 @@ from gateway.guards import (
     parse_quiet_hours,
 )
 from gateway.model import Reading
-from gateway.outbox import Outbox
-from gateway.rules import RuleRunner
-from gateway.state import StateStore
-from gateway.textfit import BLUESKY, count_length
-from gateway.triggers import ThresholdWatcher
+from gateway.outbox.store import Outbox
+from gateway.rules.runner import RuleRunner
+from gateway.state.store import StateStore
+from gateway.compose.textfit import BLUESKY, count_length
+from gateway.rules.triggers import ThresholdWatcher
 from tests.fakeclock import FakeClock
 
 LONDON = ZoneInfo("Europe/London")

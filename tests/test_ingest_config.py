@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import Gateway
+from gateway.runtime.app import Gateway
 from gateway.config import ConfigError, load_config
 from tests.gwutil import cli
 

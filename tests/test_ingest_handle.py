@@ -21,7 +21,7 @@ from gateway.ingest.decoders import DecodeError, from_document, parse_json_std
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
 from gateway.model import Frame
-from gateway.state import SensorSnapshot, StateStore
+from gateway.state.store import SensorSnapshot, StateStore
 
 AT = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -18,7 +18,7 @@ from gateway.config import (
     validate_config,
 )
 from gateway.ingest.routes import RouteTable
-from gateway.state import StateStore
+from gateway.state.store import StateStore
 
 BASE = """
 [[sensors]]

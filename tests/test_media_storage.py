@@ -9,7 +9,7 @@ from pathlib import Path
 from gateway.media.frames import FrameStore, frame_stem, frame_time
 from gateway.media.retention import GRACE_SECONDS, RetentionJob
 from gateway.model import MediaItem, Post, new_post_id
-from gateway.state import StateStore
+from gateway.state.store import StateStore
 from tests.gwutil import wait_until
 from tests.mediautil import make_gateway, scene_jpeg  # noqa: F401
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gateway.delivery import DeliveryWorker, RetryPolicy
+from gateway.outbox.delivery import DeliveryWorker, RetryPolicy
 from gateway.media.retention import RetentionJob
 from gateway.model import (
     MediaItem,
@@ -23,7 +23,7 @@ from gateway.model import (
     _IdState,
     new_post_id,
 )
-from gateway.outbox import MIGRATIONS, Outbox
+from gateway.outbox.store import MIGRATIONS, Outbox
 from gateway.publishers.base import Capabilities
 from gateway.publishers.file import FilePublisher, read_archive
 

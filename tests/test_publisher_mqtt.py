@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.broker import Broker
+from gateway.demo.broker import Broker
 from gateway.config import ConfigError, validate_config
 from gateway.model import Post, Receipt, RetryableError, new_post_id
 from gateway.publishers.base import BrokerSettings, Publisher, PublisherContext
@@ -94,7 +94,7 @@ def test_defaults_to_the_gateway_broker_and_validates_topics(tmp_path: Path) -> 
             "publishers": [{"id": "bus", "type": "mqtt"}],
         }
     )
-    from gateway.app import broker_settings
+    from gateway.runtime.app import broker_settings
 
     (pub_config,) = config.publishers
     assert isinstance(pub_config, MqttConfig)
@@ -110,9 +110,9 @@ def test_defaults_to_the_gateway_broker_and_validates_topics(tmp_path: Path) -> 
 def test_worker_retries_while_the_broker_is_down_and_sends_once(
     broker_factory: Any, mqtt_topic: str, tmp_path: Path
 ) -> None:
-    from gateway.broker import find_free_port
-    from gateway.delivery import DeliveryWorker, RetryPolicy
-    from gateway.outbox import Outbox
+    from gateway.demo.broker import find_free_port
+    from gateway.outbox.delivery import DeliveryWorker, RetryPolicy
+    from gateway.outbox.store import Outbox
     from tests.conftest import Subscription
 
     port = find_free_port()

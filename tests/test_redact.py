@@ -1,4 +1,4 @@
-"""Secrets stay out of log lines and error messages (gateway.redact)."""
+"""Secrets stay out of log lines and error messages (gateway.config.secrets)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_config
-from gateway.logutil import make_formatter
-from gateway.redact import redact, register_secret
+from gateway.runtime.logs import make_formatter
+from gateway.config.secrets import redact, register_secret
 
 
 @pytest.mark.parametrize(

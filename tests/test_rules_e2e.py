@@ -7,7 +7,7 @@ import signal
 import sqlite3
 from pathlib import Path
 
-from gateway.broker import Broker
+from gateway.demo.broker import Broker
 from tests.gwutil import base_config, cli, publish, start_gateway, wait_until
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from gateway.config import validate_config
-from gateway.scheduler import JOB_DEFAULTS, RuleScheduler, cron_trigger, trigger_for
+from gateway.rules.scheduler import JOB_DEFAULTS, RuleScheduler, cron_trigger, trigger_for
 
 LONDON = ZoneInfo("Europe/London")
 

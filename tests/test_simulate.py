@@ -15,7 +15,7 @@ from PIL import Image, ImageChops
 
 from devices.cli import main
 from devices.simulate import SensorModel, Simulator, make_frame
-from gateway.broker import Broker
+from gateway.demo.broker import Broker
 
 SUFFIXES = ("pool/temperature", "weather/SENSOR", "river/level", "cam/pool")
 

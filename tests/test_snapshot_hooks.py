@@ -11,9 +11,9 @@ from gateway.config import validate_config
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
 from gateway.model import Frame, Reading
-from gateway.snapshot import SnapshotWriter, load_snapshot
-from gateway.state import StateStore
-from gateway.triggers import ThreadTimers
+from gateway.state.snapshot import SnapshotWriter, load_snapshot
+from gateway.state.store import StateStore
+from gateway.rules.triggers import ThreadTimers
 
 NOW = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
 

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.history import HistoryStore, HistoryWriter
+from gateway.state.history import HistoryStore, HistoryWriter
 from gateway.model import Reading
-from gateway.state import StateStore
-from gateway.windows import Series, WindowSet
+from gateway.state.store import StateStore
+from gateway.state.windows import Series, WindowSet
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -319,7 +319,7 @@ def test_history_survives_a_restart(tmp_path: Path) -> None:
 
 
 def test_templates_see_offline_stale_and_age() -> None:
-    from gateway.compose import SensorView, render
+    from gateway.compose.composer import SensorView, render
 
     state = StateStore({"t": timedelta(minutes=5)})
     state.record("t", 21.0, "°C", T0)

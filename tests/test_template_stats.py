@@ -6,9 +6,9 @@ import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway.compose import Composer
+from gateway.compose.composer import Composer
 from gateway.config import validate_config
-from gateway.state import StateStore
+from gateway.state.store import StateStore
 
 CONFIG = """
 [[sensors]]

@@ -1,4 +1,4 @@
-"""Tests for gateway.textfit: known platform counts, then properties over mixed Unicode."""
+"""Tests for gateway.compose.textfit: known platform counts, then properties over mixed Unicode."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.publishers.base import Capabilities
-from gateway.textfit import (
+from gateway.compose.textfit import (
     BLUESKY,
     MASTODON,
     X,
@@ -322,7 +322,7 @@ def test_imports_without_pkg_resources() -> None:
     # twitter-text-parser wants pkg_resources, which setuptools >= 81 no longer ships.
     code = (
         "import sys; sys.modules['pkg_resources'] = None\n"
-        "import gateway.textfit as t\n"
+        "import gateway.compose.textfit as t\n"
         "assert t.count_length('👍 https://example.com/abc', t.X) == 26\n"
         "assert sys.modules['pkg_resources'] is None\n"
     )

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from gateway.app import Gateway
-from gateway.broker import Broker
+from gateway.runtime.app import Gateway
+from gateway.demo.broker import Broker
 from gateway.config import load_config
 from gateway.model import MediaItem, Post, Receipt, new_post_id
 from gateway.publishers.base import BrokerSettings, Capabilities, PublisherContext

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from gateway.config import validate_config
-from gateway.delivery import DeliveryWorker, RetryPolicy
+from gateway.outbox.delivery import DeliveryWorker, RetryPolicy
 from gateway.model import Post, new_post_id
-from gateway.outbox import Outbox
+from gateway.outbox.store import Outbox
 from gateway.publishers import build_publisher
 from gateway.publishers.base import KeyValueStore, Publisher, PublisherContext
 from tests.fakes.backends import BLUESKY, MASTODON, Backend, X

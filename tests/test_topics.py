@@ -17,7 +17,7 @@ from gateway.ingest.topics import (
     shared,
     topic_matches,
 )
-from gateway.state import StateStore
+from gateway.state.store import StateStore
 
 
 @pytest.mark.parametrize(

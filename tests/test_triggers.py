@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from gateway.compose import MessageEvent
+from gateway.compose.composer import MessageEvent
 from gateway.config import GatewayConfig, validate_config
 from gateway.model import Reading
-from gateway.state import StateStore
-from gateway.triggers import (
+from gateway.state.store import StateStore
+from gateway.rules.triggers import (
     MessageRules,
     RuleDispatch,
     ThresholdWatcher,

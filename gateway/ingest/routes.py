@@ -30,9 +30,9 @@ from gateway.ingest.topics import (
     safe_id_part,
     shared,
 )
-from gateway.logutil import RateLimitedLog
+from gateway.runtime.logs import RateLimitedLog
 from gateway.model import Value
-from gateway.state import StateStore
+from gateway.state.store import StateStore
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Each is made once per post as a *master* under ``<media>/posts/<post id>/``
 (photos captioned at full resolution); :mod:`gateway.media.fitting` then derives
-each publisher's copy.  Templates are rendered by :mod:`gateway.compose`; this
+each publisher's copy.  Templates are rendered by :mod:`gateway.compose.composer`; this
 module gets their text.  A photo or timelapse that cannot be made raises
 :class:`MissingMediaError`, carrying the camera's ``on_missing`` choice.
 """
@@ -26,7 +26,7 @@ from gateway.media.timelapse import build_timelapse, evenly_spaced
 from gateway.model import MediaItem
 
 if TYPE_CHECKING:
-    from gateway.compose import HistorySource
+    from gateway.compose.composer import HistorySource
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from gateway.media.images import ImageError, probe_image
-from gateway.redact import redact
+from gateway.config.secrets import redact
 
 CHUNK = 64 * 1024
 _picamera_lock = threading.Lock()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from gateway.fsutil import atomic_write
+from gateway.support.files import atomic_write
 from gateway.media.captions import find_font
 from gateway.media.images import RenderedImage
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway.fsutil import atomic_write
-from gateway.logutil import RateLimitedLog
+from gateway.support.files import atomic_write
+from gateway.runtime.logs import RateLimitedLog
 from gateway.model import Frame
-from gateway.state import StateStore
+from gateway.state.store import StateStore
 
 log = logging.getLogger(__name__)
 

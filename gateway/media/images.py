@@ -25,7 +25,7 @@ from pathlib import Path
 
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from gateway.fsutil import atomic_write
+from gateway.support.files import atomic_write
 from gateway.media.captions import FONT_CANDIDATES as FONT_CANDIDATES
 from gateway.media.captions import Caption as Caption
 from gateway.media.captions import Position as Position

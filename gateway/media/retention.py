@@ -4,14 +4,14 @@ An SD card that fills up stops the whole gateway (SQLite included), so frames an
 rendered media are pruned on a schedule.  Files touched in the last few seconds
 are never deleted: a frame that just arrived may be about to be posted, and a
 temp file (name starting with a dot) is still being written by
-:func:`gateway.fsutil.atomic_write`.  Temp files left behind by a crash are
+:func:`gateway.support.files.atomic_write`.  Temp files left behind by a crash are
 removed once they are clearly stale.
 
 Media that posts still waiting for delivery need are never deleted either: a
 delivery that is ``pending``, ``sending`` or ``failed`` may be retried for days,
 and a retry without its photo would go out incomplete or fail.  The caller
 passes those paths as ``keep`` (the gateway asks
-:meth:`gateway.outbox.Outbox.media_in_use` once per pass).  Kept files still
+:meth:`gateway.outbox.store.Outbox.media_in_use` once per pass).  Kept files still
 count toward ``max_bytes``, so the other files are pruned harder; when only
 kept or fresh files are left over budget, nothing more is deleted.  If the list
 of files to keep cannot be read, the pass deletes nothing.
@@ -192,7 +192,7 @@ class RetentionJob:
     """Runs :func:`enforce_retention` on a folder every ``interval``, in its own thread.
 
     ``keep``, when given, is called once per pass for the media still needed (see
-    :meth:`gateway.outbox.Outbox.media_in_use`); if it fails, the pass deletes nothing.
+    :meth:`gateway.outbox.store.Outbox.media_in_use`); if it fails, the pass deletes nothing.
     """
 
     def __init__(

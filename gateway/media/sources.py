@@ -1,6 +1,6 @@
 """A camera's current frame, whatever its ``source``: pushed over MQTT or pulled on demand.
 
-MQTT cameras push frames; the newest one is in :class:`~gateway.state.StateStore`.
+MQTT cameras push frames; the newest one is in :class:`~gateway.state.store.StateStore`.
 The other sources (http, file, command, picamera) are pulled here, when a rule
 needs a frame — in the rule's worker thread, never in paho's — and the image is
 stored like a pushed one (``<media>/frames/<camera>/``, atomically), so timelapses
@@ -35,7 +35,7 @@ from gateway.media.cameras import (
 from gateway.media.frames import FrameStore
 from gateway.media.images import ImageError, probe_image
 from gateway.model import Frame
-from gateway.state import StateStore
+from gateway.state.store import StateStore
 
 log = logging.getLogger(__name__)
 

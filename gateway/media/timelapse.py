@@ -19,7 +19,7 @@ from typing import Literal, TypeVar
 
 from PIL import Image, ImageOps
 
-from gateway.fsutil import atomic_write
+from gateway.support.files import atomic_write
 from gateway.media.images import ImageError, RenderedImage, open_image
 
 log = logging.getLogger(__name__)

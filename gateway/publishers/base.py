@@ -19,8 +19,8 @@ from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
-from gateway.config_sections import TABLE_CONFIG
-from gateway.durations import Duration
+from gateway.config.sections import TABLE_CONFIG
+from gateway.config.durations import Duration
 from gateway.model import MediaItem, Post, Receipt
 
 TextCounting = Literal["chars", "graphemes", "weighted", "bytes"]

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from gateway.fsutil import atomic_copy, fsync_dir
+from gateway.support.files import atomic_copy, fsync_dir
 from gateway.model import MediaItem, Post, Receipt
 from gateway.publishers.base import (
     Capabilities,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.runtime.app import Gateway
 
 HEALTH_KEY = "gateway.health"
 REFRESH_SECONDS = 3600.0

@@ -14,11 +14,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from gateway.app import Gateway
-from gateway.broker import BrokerStartError, BrokerUnavailable, start_broker
+from gateway.runtime.app import Gateway
+from gateway.demo.broker import BrokerStartError, BrokerUnavailable, start_broker
 from gateway.cli import stop_event_on_signals
 from gateway.config import GatewayConfig, read_toml, validate_config
-from gateway.logutil import setup_logging
+from gateway.runtime.logs import setup_logging
 
 log = logging.getLogger(__name__)
 

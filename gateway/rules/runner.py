@@ -19,9 +19,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from gateway.compose import ComposeError, Composer, MessageEvent, PostSkippedError
+from gateway.compose.composer import ComposeError, Composer, MessageEvent, PostSkippedError
 from gateway.config import GatewayConfig, RuleConfig
-from gateway.guards import (
+from gateway.rules.guards import (
     Decision,
     Guards,
     PostHistory,
@@ -31,10 +31,10 @@ from gateway.guards import (
     parse_quiet_hours,
 )
 from gateway.model import Post
-from gateway.outbox import Outbox
+from gateway.outbox.store import Outbox
 from gateway.publishers.base import Capabilities
-from gateway.state import SensorSnapshot
-from gateway.textfit import fit_text, split_thread
+from gateway.state.store import SensorSnapshot
+from gateway.compose.textfit import fit_text, split_thread
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ Any string may be ``"${NAME}"``: it is read from the environment variable
 line naming its path, e.g. ``sensors[1].topic: Field required``; values are never
 echoed, so secrets stay out of logs.
 
-The tables themselves live in sibling modules: :mod:`gateway.config_sections`
+The tables themselves live in sibling modules: :mod:`gateway.config.sections`
 (``[gateway]``, ``[mqtt]``, ``[state]``, ``[media]``, ``[health]``,
-``[homeassistant]``), :mod:`gateway.config_sensors`, :mod:`gateway.config_cameras`
-and :mod:`gateway.config_rules`.  Every name is re-exported here.
+``[homeassistant]``), :mod:`gateway.config.sensors`, :mod:`gateway.config.cameras`
+and :mod:`gateway.config.rules`.  Every name is re-exported here.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validat
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from gateway.config_cameras import (
+from gateway.config.cameras import (
     CAMERA_SOURCES,
     AnyCameraConfig,
     CameraConfig,
@@ -39,8 +39,8 @@ from gateway.config_cameras import (
     OnMissing,
     PicameraConfig,
 )
-from gateway.config_rules import ChartSpec, ImageSpec, OnMessage, RuleConfig, TimelapseSpec
-from gateway.config_sections import (
+from gateway.config.rules import ChartSpec, ImageSpec, OnMessage, RuleConfig, TimelapseSpec
+from gateway.config.sections import (
     GatewaySection,
     HealthSection,
     HomeAssistantSection,
@@ -53,10 +53,10 @@ from gateway.config_sections import (
     TlsSection,
     parse_size,
 )
-from gateway.config_sensors import SensorConfig, SensorFormat, topic_captures
-from gateway.durations import Duration, format_duration, parse_duration
+from gateway.config.sensors import SensorConfig, SensorFormat, topic_captures
+from gateway.config.durations import Duration, format_duration, parse_duration
 from gateway.publishers import PUBLISHER_TYPES, PublisherConfigs
-from gateway.redact import register_secret
+from gateway.config.secrets import register_secret
 
 DEFAULT_CONFIG_PATH = Path("/etc/things-gateway/gateway.toml")
 CONFIG_ENV = "THINGS_GATEWAY_CONFIG"
@@ -142,7 +142,7 @@ def lookup_secret(name: str) -> str | None:
     """A value from the environment, else from ``$CREDENTIALS_DIRECTORY/name``.
 
     A value read from a credential file is masked in log lines from then on
-    (:mod:`gateway.redact`); one from the environment is masked when it lands in a
+    (:mod:`gateway.config.secrets`); one from the environment is masked when it lands in a
     secret field, since ``${NAME}`` may also name plain settings (a site name).
     """
     if name in os.environ:
@@ -262,7 +262,7 @@ def _reference_problems(config: GatewayConfig) -> Iterator[str]:
         yield from (f"rules[{r}].{problem}" for problem in _rule_sensor_problems(rule, config))
     if not config.rules:
         return  # nothing to check; spares the process compose's jinja2, Pillow and textfit
-    from gateway.compose import template_problems
+    from gateway.compose.composer import template_problems
 
     for r, rule in enumerate(config.rules):
         yield from (f"rules[{r}].{problem}" for problem in template_problems(rule, config))
@@ -270,7 +270,7 @@ def _reference_problems(config: GatewayConfig) -> Iterator[str]:
 
 def _rule_sensor_problems(rule: RuleConfig, config: GatewayConfig) -> Iterator[str]:
     """Names in conditions and require_fresh that are not sensors of this config."""
-    from gateway.expr import calls, names, parse
+    from gateway.rules.expr import calls, names, parse
 
     sensors = {s.id: s for s in config.sensors}
     conditions = [("when", rule.when), ("clear_when", rule.clear_when)]

@@ -1,8 +1,8 @@
 """``[[rules]]`` entries: triggers, guards, post text and attachments.
 
 Part of the configuration; :mod:`gateway.config` re-exports these names.
-Condition, cron and quiet-hours checks import :mod:`gateway.expr`,
-:mod:`gateway.scheduler` and :mod:`gateway.guards` lazily (the scheduler imports
+Condition, cron and quiet-hours checks import :mod:`gateway.rules.expr`,
+:mod:`gateway.rules.scheduler` and :mod:`gateway.rules.guards` lazily (the scheduler imports
 :mod:`gateway.config` back, and loading a config without rules stays light).
 """
 
@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from gateway.config_sections import Identifier, Section
-from gateway.durations import Duration
+from gateway.config.sections import Identifier, Section
+from gateway.config.durations import Duration
 
 
 class ImageSpec(Section):
@@ -56,7 +56,7 @@ class TimelapseSpec(Section):
 def _check_condition(value: str | None) -> str | None:
     if value is None:
         return None
-    from gateway.expr import ExprError, parse
+    from gateway.rules.expr import ExprError, parse
 
     try:
         parse(value)
@@ -158,7 +158,7 @@ class RuleConfig(Section):
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:
         if value is not None:
-            from gateway.scheduler import cron_trigger
+            from gateway.rules.scheduler import cron_trigger
 
             try:
                 cron_trigger(value, ZoneInfo("UTC"))
@@ -172,7 +172,7 @@ class RuleConfig(Section):
     @classmethod
     def _quiet_hours(cls, value: str | None) -> str | None:
         if value is not None:
-            from gateway.guards import parse_quiet_hours
+            from gateway.rules.guards import parse_quiet_hours
 
             try:
                 parse_quiet_hours(value)
@@ -211,7 +211,7 @@ def _condition_option_problems(rule: RuleConfig) -> Iterator[str]:
         yield f"set at most one of {', '.join(clears)}"
     if rule.when is None:
         return
-    from gateway.expr import calls, names, parse
+    from gateway.rules.expr import calls, names, parse
 
     tree = parse(rule.when)
     if calls(tree, "changes") and (rule.hold is not None or clears):

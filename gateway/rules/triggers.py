@@ -30,10 +30,10 @@ from typing import Any, Literal, Protocol
 
 import paho.mqtt.client as mqtt
 
-from gateway import expr
-from gateway.compose import MessageEvent
+from gateway.rules import expr
+from gateway.compose.composer import MessageEvent
 from gateway.config import RuleConfig
-from gateway.state import SensorSnapshot, StateStore
+from gateway.state.store import SensorSnapshot, StateStore
 
 log = logging.getLogger(__name__)
 

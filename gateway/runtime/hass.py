@@ -17,7 +17,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway.config import GatewayConfig
-from gateway.health import OutboxSummary
+from gateway.runtime.health import OutboxSummary
 from gateway.ingest.mqtt import status_topic
 
 

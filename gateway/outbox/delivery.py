@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
 from gateway.model import PermanentError, RetryableError
-from gateway.outbox import Delivery, Outbox
+from gateway.outbox.store import Delivery, Outbox
 from gateway.publishers.base import Publisher, PublisherConfig
 from gateway.publishers.threads import publish_thread
 

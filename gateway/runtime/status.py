@@ -12,10 +12,10 @@ import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.app import database_path
+from gateway.runtime.app import database_path
 from gateway.config import GatewayConfig
-from gateway.daemon import pid_file
-from gateway.health import HealthStore, OutboxSummary
+from gateway.runtime.daemon import pid_file
+from gateway.runtime.health import HealthStore, OutboxSummary
 
 
 def running_pid(config: GatewayConfig) -> int | None:

@@ -3,7 +3,7 @@
 Nothing is published and nothing is written to the outbox.  Sensor values come
 from ``--sample FILE`` (a JSON object ``{"sensor_id": value, ...}``; sensors it does
 not name render as ``n/a``), else from the last state the daemon saved
-(``<state_dir>/state.json``, see :mod:`gateway.snapshot`).  ``on_message`` rules
+(``<state_dir>/state.json``, see :mod:`gateway.state.snapshot`).  ``on_message`` rules
 take the message from ``--event FILE`` (JSON).  Guards are not applied: the
 preview shows what the rule *would* say.
 """
@@ -16,16 +16,16 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from gateway.compose import ComposeError, Composer, MessageEvent
+from gateway.compose.composer import ComposeError, Composer, MessageEvent
 from gateway.config import ConfigError, GatewayConfig
 from gateway.model import MediaItem, Reading
 from gateway.publishers import build_publisher
 from gateway.publishers.base import Capabilities, PublisherContext
-from gateway.rules import fit_post
-from gateway.snapshot import SNAPSHOT_NAME, load_snapshot
-from gateway.state import StateStore
-from gateway.textfit import count_length
-from gateway.triggers import decode_event
+from gateway.rules.runner import fit_post
+from gateway.state.snapshot import SNAPSHOT_NAME, load_snapshot
+from gateway.state.store import StateStore
+from gateway.compose.textfit import count_length
+from gateway.rules.triggers import decode_event
 
 
 def load_sample(path: Path, config: GatewayConfig, now: datetime) -> StateStore:

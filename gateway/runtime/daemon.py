@@ -1,4 +1,4 @@
-"""``things-gateway run``: the daemon around a :class:`~gateway.app.Gateway`.
+"""``things-gateway run``: the daemon around a :class:`~gateway.runtime.app.Gateway`.
 
 The main thread owns signals and systemd: SIGTERM/SIGINT stop the gateway in
 order and exit 0; SIGHUP re-reads the config and restarts the gateway in-process
@@ -21,12 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from gateway.app import Gateway, database_path
+from gateway.runtime.app import Gateway, database_path
 from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.hass import discovery_messages, health_topic, state_payload
-from gateway.health import HealthStore, RateMeter, free_bytes, health_body, status_line
-from gateway.logutil import RateLimitedLog
-from gateway.sdnotify import Notifier, watchdog_interval
+from gateway.runtime.hass import discovery_messages, health_topic, state_payload
+from gateway.runtime.health import HealthStore, RateMeter, free_bytes, health_body, status_line
+from gateway.runtime.logs import RateLimitedLog
+from gateway.runtime.sdnotify import Notifier, watchdog_interval
 
 log = logging.getLogger(__name__)
 

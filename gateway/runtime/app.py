@@ -15,15 +15,15 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from gateway.compose import Composer
+from gateway.compose.composer import Composer
 from gateway.config import GatewayConfig
-from gateway.delivery import DeliveryWorker, PostingBudget, RetryPolicy
-from gateway.history import HistoryStore, HistoryWriter
+from gateway.outbox.delivery import DeliveryWorker, PostingBudget, RetryPolicy
+from gateway.state.history import HistoryStore, HistoryWriter
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
 from gateway.media.retention import RetentionJob
 from gateway.model import Post
-from gateway.outbox import Outbox
+from gateway.outbox.store import Outbox
 from gateway.publishers import build_publisher
 from gateway.publishers.base import (
     BrokerSettings,
@@ -32,11 +32,11 @@ from gateway.publishers.base import (
     PublisherContext,
 )
 from gateway.publishers.file import FilePublisher
-from gateway.rules import RuleRunner
-from gateway.scheduler import RuleScheduler
-from gateway.snapshot import SAVE_EVERY_SECONDS, SNAPSHOT_NAME, SnapshotWriter
-from gateway.state import SensorSnapshot, StateStore
-from gateway.triggers import MessageRules, RuleDispatch, ThreadTimers, ThresholdWatcher
+from gateway.rules.runner import RuleRunner
+from gateway.rules.scheduler import RuleScheduler
+from gateway.state.snapshot import SAVE_EVERY_SECONDS, SNAPSHOT_NAME, SnapshotWriter
+from gateway.state.store import SensorSnapshot, StateStore
+from gateway.rules.triggers import MessageRules, RuleDispatch, ThreadTimers, ThresholdWatcher
 
 log = logging.getLogger(__name__)
 

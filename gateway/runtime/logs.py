@@ -5,7 +5,7 @@ journal adds its own, and start with a syslog priority prefix (``<3>`` error,
 ``<4>`` warning, ``<6>`` info, ``<7>`` debug) that journald turns into the
 entry's level, so ``journalctl -p warning`` works; on a terminal lines carry a
 timestamp and the level name instead.  Either way secrets are masked
-(:mod:`gateway.redact`).
+(:mod:`gateway.config.secrets`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from gateway.redact import redact
+from gateway.config.secrets import redact
 
 
 def syslog_priority(levelno: int) -> int:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from gateway.model import Value
-from gateway.textfit import find_urls
+from gateway.compose.textfit import find_urls
 
 _WORD_JOINER = "\u2060"
 _URL_BREAKS = re.compile(r"[.:/]")
@@ -42,7 +42,7 @@ def _date(value: datetime, fmt: str = "%Y-%m-%d") -> str:
 
 @runtime_checkable
 class SensorLike(Protocol):
-    """What filters read of a sensor view (``gateway.compose.SensorView``)."""
+    """What filters read of a sensor view (``gateway.compose.composer.SensorView``)."""
 
     value: Value | None
     trend: str | None

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.model import MediaItem, Post, Receipt
-from gateway.redact import redact
+from gateway.config.secrets import redact
 
 DeliveryStatus = Literal["pending", "sending", "sent", "failed", "dead"]
 OPEN_STATUSES = ("pending", "sending", "failed")
@@ -65,7 +65,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deliveries ADD COLUMN parts TEXT;
     CREATE INDEX posts_rule ON posts (rule, id);
     """,
-    # 4: per-minute readings history, written in batches by gateway.history.
+    # 4: per-minute readings history, written in batches by gateway.state.history.
     # IF NOT EXISTS keeps it self-contained whatever number it ends up with.
     """
     CREATE TABLE IF NOT EXISTS readings_minute (

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from gateway.model import Frame, Reading, Value
-from gateway.windows import MinuteRow, Series, WindowSet, WindowStats
+from gateway.state.windows import MinuteRow, Series, WindowSet, WindowStats
 
 
 class SensorSnapshot(NamedTuple):
@@ -246,7 +246,7 @@ class StateStore:
         has no such window configured.
         """
         if isinstance(window, str):
-            from gateway.durations import parse_duration
+            from gateway.config.durations import parse_duration
 
             parsed = parse_duration(window)
             assert isinstance(parsed, timedelta)

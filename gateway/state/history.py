@@ -1,13 +1,13 @@
 """Per-minute readings history in SQLite, written in batches to spare the SD card.
 
 The MQTT thread only folds readings into in-memory minute buckets
-(:mod:`gateway.windows`).  :class:`HistoryWriter` takes the finished minutes every
+(:mod:`gateway.state.windows`).  :class:`HistoryWriter` takes the finished minutes every
 ``flush_interval`` (10 minutes by default) and writes them in one transaction,
 then deletes rows older than the retention.  :meth:`HistoryStore.history` reads
 the stored minutes plus those not yet written, for charts.
 
 The table ``readings_minute`` is created by migration 2 in
-:data:`gateway.outbox.MIGRATIONS` (same ``gateway.db`` as the outbox).
+:data:`gateway.outbox.store.MIGRATIONS` (same ``gateway.db`` as the outbox).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway.logutil import RateLimitedLog
-from gateway.state import StateStore
-from gateway.windows import MinuteRow
+from gateway.runtime.logs import RateLimitedLog
+from gateway.state.store import StateStore
+from gateway.state.windows import MinuteRow
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class HistoryStore:
     """Reads and writes ``readings_minute``; one connection, guarded by a lock."""
 
     def __init__(self, path: Path, state: StateStore | None = None) -> None:
-        from gateway.outbox import Outbox
+        from gateway.outbox.store import Outbox
 
         Outbox(path).close()  # applies the migrations, including the history table
         self._state = state

@@ -20,13 +20,13 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from gateway.filters import FILTERS, defuse_markup
+from gateway.compose.filters import FILTERS, defuse_markup
 from gateway.media.attachments import MediaBuilder, MissingMediaError, smallest_budget
 from gateway.media.fitting import MediaFitter
 from gateway.media.frames import FrameStore
 from gateway.media.sources import CameraFrames
 from gateway.model import MediaItem, Post, Value, new_post_id
-from gateway.state import SensorSnapshot, StateStore
+from gateway.state.store import SensorSnapshot, StateStore
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, RuleConfig
