@@ -26,9 +26,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.runtime.app import Gateway
 from gateway.demo.broker import Broker, start_broker
-from gateway.config import validate_config
+from gateway.runtime.app import Gateway
+from gateway.runtime.loading import validate_config
 
 
 def percentile(values: list[float], q: float) -> float:

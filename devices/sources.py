@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from gateway.config.secrets import redact
 from gateway.media.cameras import FrameSourceError, run_snapshot_command
 from gateway.media.frames import sniff_image
-from gateway.config.secrets import redact
 
 __all__ = [
     "FrameSource",

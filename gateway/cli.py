@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 from gateway import __version__
-from gateway.config import ConfigError, GatewayConfig, config_path, load_config
+from gateway.config import ConfigError, GatewayConfig, config_path
+from gateway.runtime.loading import load_config
 
 EX_CONFIG = 78
 
@@ -139,18 +137,6 @@ def environment_warnings(config: GatewayConfig) -> list[str]:
     return warnings
 
 
-def stop_event_on_signals() -> threading.Event:
-    """An event set by SIGTERM or SIGINT (Ctrl-C)."""
-    stop = threading.Event()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return stop
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM/SIGINT; SIGHUP reloads the config."""
     from gateway.runtime.daemon import Daemon
@@ -183,8 +169,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     """Print the newest posts with their deliveries."""
-    from gateway.runtime.app import database_path
     from gateway.outbox.store import Outbox
+    from gateway.runtime.app import database_path
 
     path = database_path(_load(args))
     posts = Outbox(path).history(args.limit) if path.exists() else []
@@ -202,8 +188,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_outbox(args: argparse.Namespace) -> int:
     """List undelivered posts, or retry/drop one delivery."""
-    from gateway.runtime.app import database_path
     from gateway.outbox.store import Outbox
+    from gateway.runtime.app import database_path
 
     path = database_path(_load(args))
     if not path.exists():
@@ -234,7 +220,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the demo (see gateway/demo.py)."""
+    """Run the demo (see gateway/demo/run.py)."""
     from gateway.demo.run import run_demo
 
     return run_demo(duration=args.duration, state_dir=Path(args.state_dir), broker=args.broker)

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 Value = float | bool | str
 """What a sensor reading holds: a number, a flag, or a short piece of text."""
@@ -72,6 +73,29 @@ class Receipt:
 
     remote_id: str | None = None
     url: str | None = None
+
+
+TextCounting = Literal["chars", "graphemes", "weighted", "bytes"]
+"""How a service counts the length of a post's text."""
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a publisher accepts (its declared limits); composition fits every post to these."""
+
+    text_counting: TextCounting = "chars"
+    max_text: int | None = None
+    """Longest text allowed, in units of ``text_counting``; ``None`` for no limit."""
+    max_text_bytes: int | None = None
+    """A UTF-8 byte limit on top of ``max_text`` (Bluesky has both)."""
+    url_length: int | None = None
+    """Length every URL counts as, when the service shortens links."""
+    max_images: int = 4
+    max_image_bytes: int | None = None
+    max_image_pixels: int | None = None
+    max_image_side: int | None = None
+    max_alt_text: int | None = None
+    supports_language: bool = False
 
 
 class PublishError(Exception):

@@ -19,7 +19,7 @@ from PIL import Image
 
 from devices.simulate import make_frame
 from gateway.runtime.app import Gateway
-from gateway.config import validate_config
+from gateway.runtime.loading import validate_config
 
 
 def scene_jpeg(at: datetime | None = None, size: tuple[int, int] = (640, 480)) -> bytes:

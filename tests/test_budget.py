@@ -7,10 +7,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from gateway.config import validate_config
-from gateway.outbox.delivery import DeliveryWorker, PostingBudget, RetryPolicy
 from gateway.model import RetryableError
+from gateway.outbox.delivery import DeliveryWorker, PostingBudget, RetryPolicy
 from gateway.outbox.store import Outbox
+from gateway.runtime.loading import validate_config
 from tests.test_outbox import Recorder, make_post
 
 LONDON = ZoneInfo("Europe/London")

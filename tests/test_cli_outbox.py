@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.config import load_config
 from gateway.outbox.delivery import DeliveryWorker, RetryPolicy
 from gateway.outbox.store import Delivery, Outbox
 from gateway.publishers import build_publisher
 from gateway.publishers.base import PublisherContext
+from gateway.runtime.loading import load_config
 from tests.fakes.backends import WEBHOOK_TOKEN
 from tests.fakes.webhook import FakeWebhook
 from tests.test_outbox import make_post

@@ -12,12 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.compose.composer import ComposeError, Composer, MessageEvent, defuse_markup, render
-from gateway.config import ConfigError, GatewayConfig, validate_config
+from gateway.compose.textfit import BLUESKY, MASTODON, X, count_length, find_urls, graphemes
+from gateway.config import ConfigError, GatewayConfig
 from gateway.model import Reading
 from gateway.outbox.store import Outbox
 from gateway.rules.runner import RuleRunner, fit_post
+from gateway.runtime.loading import validate_config
 from gateway.state.store import StateStore
-from gateway.compose.textfit import BLUESKY, MASTODON, X, count_length, find_urls, graphemes
 
 NOW = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, load_config, parse_duration
+from gateway.config import ConfigError, parse_duration
 from gateway.rules.scheduler import crontab_days
+from gateway.runtime.loading import load_config
 from tests.gwutil import cli
 
 ROOT = Path(__file__).resolve().parent.parent

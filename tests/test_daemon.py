@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 
-from gateway.runtime.app import Gateway
 from gateway.demo.broker import Broker
-from gateway.config import load_config
+from gateway.runtime.app import Gateway
 from gateway.runtime.daemon import Daemon, _Session
-from gateway.runtime.logs import RateLimitedLog, make_formatter
+from gateway.runtime.loading import load_config
+from gateway.runtime.logs import make_formatter
 from gateway.runtime.sdnotify import Notifier, watchdog_interval
+from gateway.support.ratelog import RateLimitedLog
 from tests.gwutil import archive_posts, base_config, cli, publish, start_gateway, wait_until
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from devices.simulate import Simulator
-from gateway.runtime.app import Gateway
 from gateway.demo.broker import Broker
-from gateway.config import load_config
+from gateway.runtime.app import Gateway
+from gateway.runtime.loading import load_config
 from tests.gwutil import archive_posts, wait_until
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "config" / "examples"

@@ -39,10 +39,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.demo.broker import Broker, TlsListener, find_free_port, find_mosquitto
-from gateway.config import validate_config
 from gateway.ingest.fastclient import BATCH, READ_SIZE, BufferedSocket, IngestClient
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
+from gateway.runtime.loading import validate_config
 from gateway.state.store import SensorSnapshot, StateStore
 from tests.gwutil import wait_until
 from tests.tlsutil import make_test_ca

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.runtime.app import Gateway
 from gateway.demo.broker import Broker
-from gateway.config import load_config
+from gateway.runtime.app import Gateway
+from gateway.runtime.loading import load_config
 from tests.fakes.backends import MASTODON_TOKEN
 from tests.fakes.mastodon import FakeMastodon
 from tests.fakes.server import Recorded, Reply

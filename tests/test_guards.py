@@ -12,7 +12,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.compose.composer import Composer
-from gateway.config import GatewayConfig, validate_config
+from gateway.compose.textfit import BLUESKY, count_length
+from gateway.config import GatewayConfig
+from gateway.model import Reading
+from gateway.outbox.store import Outbox
 from gateway.rules.guards import (
     Guards,
     PostHistory,
@@ -21,12 +24,10 @@ from gateway.rules.guards import (
     local_midnight,
     parse_quiet_hours,
 )
-from gateway.model import Reading
-from gateway.outbox.store import Outbox
 from gateway.rules.runner import RuleRunner
-from gateway.state.store import StateStore
-from gateway.compose.textfit import BLUESKY, count_length
 from gateway.rules.triggers import ThresholdWatcher
+from gateway.runtime.loading import validate_config
+from gateway.state.store import StateStore
 from tests.fakeclock import FakeClock
 
 LONDON = ZoneInfo("Europe/London")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from gateway.config import lookup_secret
-from gateway.runtime.health import HealthStore, OutboxSummary, RateMeter, status_line
 from gateway.model import Post
 from gateway.outbox.store import Outbox
+from gateway.runtime.health import HealthStore, OutboxSummary, RateMeter, status_line
 
 
 def body(connected: bool, stale: bool, written_at: str = "t1") -> dict[str, object]:

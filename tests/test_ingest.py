@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from devices.simulate import make_frame
 from gateway.demo.broker import Broker
-from gateway.config import validate_config
 from gateway.ingest.decoders import DecodeError, decode_payload
 from gateway.ingest.mqtt import MqttIngest, status_topic
 from gateway.ingest.topics import TopicRouter, topic_matches
 from gateway.media.frames import FrameStore
+from gateway.runtime.loading import validate_config
 from gateway.state.store import StateStore
 from tests.gwutil import base_config, publish, wait_until
 

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from devices.simulate import make_frame
+from gateway.config import GatewayConfig
 from gateway.demo.broker import Broker, TlsListener, find_free_port, find_mosquitto
-from gateway.config import GatewayConfig, validate_config
 from gateway.ingest.mqtt import MqttIngest, status_topic
 from gateway.media.frames import FrameStore
+from gateway.runtime.loading import validate_config
 from gateway.state.store import SensorSnapshot, StateStore
 from tests.gwutil import publish, start_gateway, wait_until
 from tests.tlsutil import make_test_ca

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import ConfigError
 from gateway.runtime.app import Gateway
-from gateway.config import ConfigError, load_config
+from gateway.runtime.loading import load_config
 from tests.gwutil import cli
 
 BASE = """

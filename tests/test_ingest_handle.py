@@ -16,11 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devices.simulate import make_frame
-from gateway.config import GatewayConfig, validate_config
+from gateway.config import GatewayConfig
 from gateway.ingest.decoders import DecodeError, from_document, parse_json_std
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
 from gateway.model import Frame
+from gateway.runtime.loading import validate_config
 from gateway.state.store import SensorSnapshot, StateStore
 
 AT = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

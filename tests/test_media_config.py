@@ -15,9 +15,9 @@ from gateway.config import (
     MqttCameraConfig,
     PicameraConfig,
     parse_size,
-    validate_config,
 )
 from gateway.ingest.routes import RouteTable
+from gateway.runtime.loading import validate_config
 from gateway.state.store import StateStore
 
 BASE = """

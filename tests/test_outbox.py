@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gateway.outbox.delivery import DeliveryWorker, RetryPolicy
 from gateway.media.retention import RetentionJob
 from gateway.model import (
     MediaItem,
@@ -23,9 +22,11 @@ from gateway.model import (
     _IdState,
     new_post_id,
 )
-from gateway.outbox.store import MIGRATIONS, Outbox
+from gateway.outbox.delivery import DeliveryWorker, RetryPolicy
+from gateway.outbox.store import Outbox
 from gateway.publishers.base import Capabilities
 from gateway.publishers.file import FilePublisher, read_archive
+from gateway.support.database import MIGRATIONS
 
 
 def make_post(text: str = "hello", media: tuple[MediaItem, ...] = ()) -> Post:

@@ -11,8 +11,9 @@ from PIL import Image
 from gateway.media.attachments import chart_gap
 from gateway.media.fitting import MediaFitter, fit_alt, limits_for
 from gateway.model import MediaItem, Post, Reading
-from gateway.outbox.store import MIGRATIONS, Outbox
+from gateway.outbox.store import Outbox
 from gateway.publishers.base import Capabilities
+from gateway.support.database import MIGRATIONS
 from tests.gwutil import archive_posts
 from tests.mediautil import deliver_all, image_size, make_gateway, noisy_jpeg, scene_jpeg  # noqa: F401
 

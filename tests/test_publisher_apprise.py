@@ -13,10 +13,12 @@ import pytest
 
 pytest.importorskip("apprise")
 
-from gateway.config import ConfigError, validate_config
+from gateway.config import ConfigError
 from gateway.model import PermanentError, Post, Receipt, RetryableError, new_post_id
+from gateway.publishers import build_publisher
 from gateway.publishers.apprise import AppriseConfig, ApprisePublisher
 from gateway.publishers.base import Publisher, PublisherContext
+from gateway.runtime.loading import validate_config
 from tests.fakes.media import jpeg
 from tests.fakes.webhook import FakeWebhook
 
@@ -39,7 +41,7 @@ def build(
             **options,
         }
     )
-    return config.build(PublisherContext(tmp_path, "pool"))
+    return build_publisher(config, PublisherContext(tmp_path, "pool"))
 
 
 def a_post(tmp_path: Path, n_images: int = 1) -> Post:
@@ -94,7 +96,7 @@ def test_bad_url_and_missing_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     config = AppriseConfig.model_validate(
         {"id": "n", "type": "apprise", "urls": ["nosuchscheme://tok-SECRET"], "max_text": 280}
     )
-    publisher = config.build(PublisherContext(tmp_path, "pool"))
+    publisher = build_publisher(config, PublisherContext(tmp_path, "pool"))
     assert publisher.capabilities.max_text == 280
     with pytest.raises(PermanentError, match=r"urls\[0\]") as info:
         publisher.publish(a_post(tmp_path, 0), "x", (), "k")

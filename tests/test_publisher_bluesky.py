@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.model import PermanentError, Post, RetryableError, new_post_id
+from gateway.publishers import build_publisher
 from gateway.publishers.base import MemoryStore, Publisher, PublisherContext
 from gateway.publishers.bluesky import BlueskyConfig, BlueskyPublisher, record_key, text_facets
 from tests.fakes.bluesky import FakePds
@@ -47,7 +48,9 @@ def build(
             **options,
         }
     )
-    return config.build(PublisherContext(state_dir=tmp_path, gateway_name="pool", store=store))
+    return build_publisher(
+        config, PublisherContext(state_dir=tmp_path, gateway_name="pool", store=store)
+    )
 
 
 def a_post(tmp_path: Path, n_images: int = 2) -> Post:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.model import PermanentError, Post, RetryableError, new_post_id
+from gateway.publishers import build_publisher
 from gateway.publishers.base import MemoryStore, Publisher, PublisherContext
 from gateway.publishers.mastodon import MastodonConfig, MastodonPublisher
 from tests.fakes import Fault
@@ -40,7 +41,7 @@ def build(
         }
     )
     ctx = PublisherContext(state_dir=tmp_path, gateway_name="poolcam", store=store or MemoryStore())
-    return config.build(ctx)
+    return build_publisher(config, ctx)
 
 
 def a_post(tmp_path: Path, n_images: int = 2, lang: str | None = "en") -> Post:
@@ -256,7 +257,7 @@ def test_against_mastodon_mock_server(tmp_path: Path) -> None:
                 "media_poll_interval": 0.05,
             }
         )
-        publisher = config.build(PublisherContext(tmp_path, "pool"))
+        publisher = build_publisher(config, PublisherContext(tmp_path, "pool"))
         post = a_post(tmp_path, 1)
         receipt = publisher.publish(post, "Water 24 °C #pool", post.media, "key-1")
         again = publisher.publish(post, "Water 24 °C #pool", post.media, "key-1")

@@ -9,18 +9,20 @@ from typing import Any
 
 import pytest
 
+from gateway.config import ConfigError
 from gateway.demo.broker import Broker
-from gateway.config import ConfigError, validate_config
 from gateway.model import Post, Receipt, RetryableError, new_post_id
+from gateway.publishers import build_publisher
 from gateway.publishers.base import BrokerSettings, Publisher, PublisherContext
 from gateway.publishers.mqtt import MqttConfig, MqttPublisher
+from gateway.runtime.loading import validate_config
 from tests.fakes.media import jpeg
 
 
 def build(broker: Broker, tmp_path: Path, **options: Any) -> MqttPublisher:
     config = MqttConfig.model_validate({"id": "bus", "type": "mqtt", "timeout": 3, **options})
     settings = BrokerSettings(host=broker.host, port=broker.port, protocol=311)
-    return config.build(PublisherContext(tmp_path, "pool", broker=settings))
+    return build_publisher(config, PublisherContext(tmp_path, "pool", broker=settings))
 
 
 def a_post(tmp_path: Path, n_images: int = 2) -> Post:
@@ -79,7 +81,7 @@ def test_unreachable_broker_is_retryable(tmp_path: Path) -> None:
     config = MqttConfig.model_validate(
         {"id": "bus", "type": "mqtt", "host": "127.0.0.1", "port": 9, "timeout": 0.5}
     )
-    publisher = config.build(PublisherContext(tmp_path, "pool"))
+    publisher = build_publisher(config, PublisherContext(tmp_path, "pool"))
     post = a_post(tmp_path, 0)
     with pytest.raises(RetryableError, match=r"not connected to 127\.0\.0\.1:9"):
         publisher.publish(post, "nobody listens", (), "key-3")
@@ -120,7 +122,7 @@ def test_worker_retries_while_the_broker_is_down_and_sends_once(
         {"id": "bus", "type": "mqtt", "timeout": 1, "topic": mqtt_topic + "/{rule}"}
     )
     settings = BrokerSettings(host="127.0.0.1", port=port, protocol=311)
-    publisher = config.build(PublisherContext(tmp_path, "pool", broker=settings))
+    publisher = build_publisher(config, PublisherContext(tmp_path, "pool", broker=settings))
     outbox = Outbox(tmp_path / "gateway.db")
     post = a_post(tmp_path, 0)
     outbox.add(post, {"bus": "while the broker was down"})

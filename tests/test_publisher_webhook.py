@@ -16,7 +16,7 @@ import pytest
 
 from gateway import __version__
 from gateway.model import PermanentError, Post, RetryableError, new_post_id
-from gateway.publishers import PUBLISHER_TYPES, Publisher
+from gateway.publishers import PUBLISHER_TYPES, Publisher, build_publisher
 from gateway.publishers.base import PublisherContext
 from gateway.publishers.http import retry_after
 from gateway.publishers.webhook import WebhookConfig, WebhookPublisher
@@ -46,7 +46,7 @@ def build(server: FakeWebhook, tmp_path: Path, **options: object) -> WebhookPubl
             **options,
         }
     )
-    return config.build(PublisherContext(state_dir=tmp_path, gateway_name="poolcam"))
+    return build_publisher(config, PublisherContext(state_dir=tmp_path, gateway_name="poolcam"))
 
 
 def a_post(tmp_path: Path, n_images: int = 2) -> Post:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.model import PermanentError, Post, Receipt, RetryableError, new_post_id
+from gateway.publishers import build_publisher
 from gateway.publishers.base import MemoryStore, Publisher, PublisherContext
 from gateway.publishers.x import XConfig, XPublisher
 from tests.fakes import Fault
@@ -37,7 +38,7 @@ def build(
         {"id": "x", "type": "x", "api_base": server.url, "timeout": 2, **KEYS, **options}
     )
     ctx = PublisherContext(state_dir=tmp_path, gateway_name="pool", store=store or MemoryStore())
-    return config.build(ctx)
+    return build_publisher(config, ctx)
 
 
 def a_post(tmp_path: Path, n_images: int = 2) -> Post:

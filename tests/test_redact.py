@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config
-from gateway.runtime.logs import make_formatter
 from gateway.config.secrets import redact, register_secret
+from gateway.runtime.loading import load_config
+from gateway.runtime.logs import make_formatter
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from gateway.config import validate_config
 from gateway.rules.scheduler import JOB_DEFAULTS, RuleScheduler, cron_trigger, trigger_for
+from gateway.runtime.loading import validate_config
 
 LONDON = ZoneInfo("Europe/London")
 

@@ -7,13 +7,13 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway.config import validate_config
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
 from gateway.model import Frame, Reading
+from gateway.rules.triggers import ThreadTimers
+from gateway.runtime.loading import validate_config
 from gateway.state.snapshot import SnapshotWriter, load_snapshot
 from gateway.state.store import StateStore
-from gateway.rules.triggers import ThreadTimers
 
 NOW = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
 

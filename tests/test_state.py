@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.state.history import HistoryStore, HistoryWriter
 from gateway.model import Reading
+from gateway.state.history import HistoryStore, HistoryWriter
 from gateway.state.store import StateStore
 from gateway.state.windows import Series, WindowSet
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gateway.compose.composer import Composer
-from gateway.config import validate_config
+from gateway.runtime.loading import validate_config
 from gateway.state.store import StateStore
 
 CONFIG = """

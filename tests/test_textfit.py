@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.publishers.base import Capabilities
 from gateway.compose.textfit import (
     BLUESKY,
     MASTODON,
@@ -22,6 +21,7 @@ from gateway.compose.textfit import (
     graphemes,
     split_thread,
 )
+from gateway.publishers.base import Capabilities
 
 FAMILY = "👨‍👩‍👧‍👦"
 LONG_URL = "https://example.com/" + "a" * 300

@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-from gateway.runtime.app import Gateway
 from gateway.demo.broker import Broker
-from gateway.config import load_config
 from gateway.model import MediaItem, Post, Receipt, new_post_id
+from gateway.publishers import build_publisher
 from gateway.publishers.base import BrokerSettings, Capabilities, PublisherContext
 from gateway.publishers.bluesky import record_key
 from gateway.publishers.console import ConsoleConfig, ConsolePublisher
@@ -25,6 +24,8 @@ from gateway.publishers.file import FileConfig, read_archive
 from gateway.publishers.mqtt import MqttConfig
 from gateway.publishers.threads import publish_thread
 from gateway.publishers.webhook import WebhookConfig
+from gateway.runtime.app import Gateway
+from gateway.runtime.loading import load_config
 from tests.fakes.backends import MASTODON_TOKEN
 from tests.fakes.mastodon import FakeMastodon
 from tests.fakes.media import jpeg
@@ -52,7 +53,7 @@ def test_console_prints_every_part(tmp_path: Path) -> None:
 
 def test_file_archive_keeps_the_whole_thread_once(tmp_path: Path) -> None:
     config = FileConfig(id="archive", type="file")
-    publisher = config.build(PublisherContext(tmp_path, "pool"))
+    publisher = build_publisher(config, PublisherContext(tmp_path, "pool"))
     post, single = a_post(tmp_path), a_post(tmp_path, 0)
     publish_thread(publisher, post, PARTS, post.media, "key")
     publish_thread(publisher, post, PARTS, post.media, "key")  # a retry: no second line
@@ -71,7 +72,7 @@ def test_webhook_sends_one_request_with_the_thread(tmp_path: Path) -> None:
         config = WebhookConfig.model_validate(
             {"id": "hook", "type": "webhook", "url": f"{server.url}/hooks/t"}
         )
-        publisher = config.build(PublisherContext(tmp_path, "pool"))
+        publisher = build_publisher(config, PublisherContext(tmp_path, "pool"))
         post = a_post(tmp_path)
         receipt = publish_thread(publisher, post, PARTS, post.media, "key")
         publisher.close()
@@ -91,7 +92,7 @@ def test_mqtt_message_carries_the_thread(
         {"id": "bus", "type": "mqtt", "timeout": 3, "topic": mqtt_topic + "/{rule}"}
     )
     settings = BrokerSettings(host=broker.host, port=broker.port, protocol=311)
-    publisher = config.build(PublisherContext(tmp_path, "pool", broker=settings))
+    publisher = build_publisher(config, PublisherContext(tmp_path, "pool", broker=settings))
     post = a_post(tmp_path, 0)
     publish_thread(publisher, post, PARTS, (), "key")
     publisher.close()
@@ -110,7 +111,7 @@ def test_apprise_joins_the_parts(tmp_path: Path) -> None:
         config = AppriseConfig.model_validate(
             {"id": "notify", "type": "apprise", "urls": [f"json://{host}/hooks/tok"]}
         )
-        publisher = config.build(PublisherContext(tmp_path, "pool"))
+        publisher = build_publisher(config, PublisherContext(tmp_path, "pool"))
         post = a_post(tmp_path, 0)
         publish_thread(publisher, post, PARTS, (), "key")
         publisher.close()

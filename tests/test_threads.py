@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from gateway.config import validate_config
-from gateway.outbox.delivery import DeliveryWorker, RetryPolicy
 from gateway.model import Post, new_post_id
+from gateway.outbox.delivery import DeliveryWorker, RetryPolicy
 from gateway.outbox.store import Outbox
 from gateway.publishers import build_publisher
 from gateway.publishers.base import KeyValueStore, Publisher, PublisherContext
+from gateway.runtime.loading import validate_config
 from tests.fakes.backends import BLUESKY, MASTODON, Backend, X
 from tests.fakes.media import jpeg
 from tests.fakes.server import FakeServer, Fault, Reply

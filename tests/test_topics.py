@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import validate_config
 from gateway.ingest.routes import RouteTable
 from gateway.ingest.topics import (
     TopicPattern,
@@ -17,6 +16,7 @@ from gateway.ingest.topics import (
     shared,
     topic_matches,
 )
+from gateway.runtime.loading import validate_config
 from gateway.state.store import StateStore
 
 

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 
 from gateway.compose.composer import MessageEvent
-from gateway.config import GatewayConfig, validate_config
+from gateway.config import GatewayConfig
 from gateway.model import Reading
-from gateway.state.store import StateStore
 from gateway.rules.triggers import (
     MessageRules,
     RuleDispatch,
@@ -19,6 +18,8 @@ from gateway.rules.triggers import (
     Track,
     advance,
 )
+from gateway.runtime.loading import validate_config
+from gateway.state.store import StateStore
 from tests.fakeclock import FakeClock
 
 T0 = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)

@@ -21,7 +21,12 @@ from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from gateway.compose.filters import FILTERS, defuse_markup
-from gateway.media.attachments import MediaBuilder, MissingMediaError, smallest_budget
+from gateway.media.attachments import (
+    HistorySource,
+    MediaBuilder,
+    MissingMediaError,
+    smallest_budget,
+)
 from gateway.media.fitting import MediaFitter
 from gateway.media.frames import FrameStore
 from gateway.media.sources import CameraFrames
@@ -30,7 +35,7 @@ from gateway.state.store import SensorSnapshot, StateStore
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, RuleConfig
-    from gateway.publishers.base import Capabilities
+    from gateway.model import Capabilities
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +60,6 @@ class MessageEvent:
     topic: str
     data: Any
     """The JSON value of the payload, or its text when it is not JSON."""
-
-
-class HistorySource(Protocol):
-    """A sensor's past values for charts (in memory today; the SQLite readings history later)."""
-
-    def series(
-        self, sensor: str, since: datetime, until: datetime
-    ) -> list[tuple[datetime, float | None]]:
-        """``(time, value)`` points within ``since``..``until``, oldest first; None is a gap."""
-        ...
 
 
 def format_value(value: Value | None, unit: str = "", precision: int = 1) -> str:

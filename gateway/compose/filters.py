@@ -12,8 +12,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from gateway.model import Value
 from gateway.compose.textfit import find_urls
+from gateway.model import Value
 
 _WORD_JOINER = "\u2060"
 _URL_BREAKS = re.compile(r"[.:/]")

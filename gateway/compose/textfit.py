@@ -36,7 +36,7 @@ from typing import Any
 
 import regex
 
-from gateway.publishers.base import Capabilities
+from gateway.model import Capabilities
 
 
 def _resource_string(module_name: str, name: str) -> bytes:

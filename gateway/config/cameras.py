@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, SecretStr, Tag
 
-from gateway.config.sections import Identifier, Section, Size
 from gateway.config.durations import Duration
+from gateway.config.sections import Identifier, Section, Size
 
 OnMissing = Literal["skip_image", "skip_post"]
 

@@ -1,17 +1,16 @@
-"""The gateway's configuration: one TOML file, validated, with env overrides.
+"""The whole configuration file: :class:`GatewayConfig`, loading it, its error lines.
 
 Load order (later wins): the TOML file, then environment variables prefixed
 ``THINGS_GATEWAY_`` with ``__`` for nesting (``THINGS_GATEWAY_MQTT__HOST``).
-Any string may be ``"${NAME}"``: it is read from the environment variable
-``NAME``, else from the file ``$CREDENTIALS_DIRECTORY/NAME`` (systemd's
-``LoadCredential=``).  Unknown keys are errors.  Every problem is reported as one
-line naming its path, e.g. ``sensors[1].topic: Field required``; values are never
-echoed, so secrets stay out of logs.
+Any string may be ``"${NAME}"`` (:mod:`gateway.config.secrets`).  Unknown keys are
+errors.  Every problem is reported as one line naming its path, e.g.
+``sensors[1].topic: Field required``; values are never echoed, so secrets stay out
+of logs.
 
-The tables themselves live in sibling modules: :mod:`gateway.config.sections`
-(``[gateway]``, ``[mqtt]``, ``[state]``, ``[media]``, ``[health]``,
-``[homeassistant]``), :mod:`gateway.config.sensors`, :mod:`gateway.config.cameras`
-and :mod:`gateway.config.rules`.  Every name is re-exported here.
+What only the rule engine and the composer can judge (conditions, cron lines, quiet
+hours, templates) is checked by the :class:`EngineChecks` given to
+:func:`load_config`/:func:`validate_config`; everything that runs a config passes
+the engine's own (:func:`gateway.runtime.loading.load_config`).
 """
 
 from __future__ import annotations
@@ -19,144 +18,40 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from gateway.config.cameras import (
-    CAMERA_SOURCES,
-    AnyCameraConfig,
-    CameraConfig,
-    CameraConfigs,
-    CommandCameraConfig,
-    FileCameraConfig,
-    HttpCameraConfig,
-    MqttCameraConfig,
-    OnMissing,
-    PicameraConfig,
-)
-from gateway.config.rules import ChartSpec, ImageSpec, OnMessage, RuleConfig, TimelapseSpec
+from gateway.config.cameras import CAMERA_SOURCES, AnyCameraConfig, CameraConfigs
+from gateway.config.publishers import PUBLISHER_TYPES, PublisherConfigs
+from gateway.config.rules import RuleChecks, RuleConfig, active_checks, checking_with
+from gateway.config.secrets import register_secret, resolve_refs
 from gateway.config.sections import (
     GatewaySection,
     HealthSection,
     HomeAssistantSection,
-    Identifier,
     MediaSection,
     MqttSection,
-    Section,
-    Size,
     StateSection,
-    TlsSection,
-    parse_size,
 )
-from gateway.config.sensors import SensorConfig, SensorFormat, topic_captures
-from gateway.config.durations import Duration, format_duration, parse_duration
-from gateway.publishers import PUBLISHER_TYPES, PublisherConfigs
-from gateway.config.secrets import register_secret
+from gateway.config.sensors import SensorConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/things-gateway/gateway.toml")
 CONFIG_ENV = "THINGS_GATEWAY_CONFIG"
 ENV_PREFIX = "THINGS_GATEWAY_"
-CREDENTIAL_FOLDER_ID = "gw"
-"""The unit loads /etc/things-gateway/credentials/ as credentials named ``gw_<file>``."""
-
-__all__ = [
-    "CAMERA_SOURCES",
-    "CONFIG_ENV",
-    "CREDENTIAL_FOLDER_ID",
-    "DEFAULT_CONFIG_PATH",
-    "ENV_PREFIX",
-    "AnyCameraConfig",
-    "CameraConfig",
-    "CameraConfigs",
-    "ChartSpec",
-    "CommandCameraConfig",
-    "ConfigError",
-    "Duration",
-    "FileCameraConfig",
-    "GatewayConfig",
-    "GatewaySection",
-    "HealthSection",
-    "HomeAssistantSection",
-    "HttpCameraConfig",
-    "Identifier",
-    "ImageSpec",
-    "MediaSection",
-    "MqttCameraConfig",
-    "MqttSection",
-    "OnMessage",
-    "OnMissing",
-    "PicameraConfig",
-    "RuleConfig",
-    "Section",
-    "SensorConfig",
-    "SensorFormat",
-    "Size",
-    "StateSection",
-    "TimelapseSpec",
-    "TlsSection",
-    "config_path",
-    "format_duration",
-    "format_validation_error",
-    "load_config",
-    "lookup_secret",
-    "parse_duration",
-    "parse_size",
-    "read_toml",
-    "topic_captures",
-    "validate_config",
-]
-
-_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _resolve_refs(data: Any, path: str, errors: list[str]) -> Any:
-    """Replace ``${NAME}`` in every string; record names that cannot be found."""
-    if isinstance(data, str):
+@runtime_checkable
+class EngineChecks(RuleChecks, Protocol):
+    """Every check the config package cannot make alone (see :class:`RuleChecks`)."""
 
-        def lookup(match: re.Match[str]) -> str:
-            value = lookup_secret(match.group(1))
-            if value is None:
-                errors.append(
-                    f"{path}: ${{{match.group(1)}}} is not set "
-                    "(no environment variable and no $CREDENTIALS_DIRECTORY file of that name)"
-                )
-                return ""
-            return value
-
-        return _REF.sub(lookup, data)
-    if isinstance(data, Mapping):
-        return {
-            k: _resolve_refs(v, f"{path}.{k}" if path else str(k), errors) for k, v in data.items()
-        }
-    if isinstance(data, list | tuple):
-        return [_resolve_refs(v, f"{path}[{i}]", errors) for i, v in enumerate(data)]
-    return data
-
-
-def lookup_secret(name: str) -> str | None:
-    """A value from the environment, else from ``$CREDENTIALS_DIRECTORY/name``.
-
-    A value read from a credential file is masked in log lines from then on
-    (:mod:`gateway.config.secrets`); one from the environment is masked when it lands in a
-    secret field, since ``${NAME}`` may also name plain settings (a site name).
-    """
-    if name in os.environ:
-        return os.environ[name]
-    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    if cred_dir:
-        # "gw_NAME": a whole folder loaded with LoadCredential=gw:/etc/things-gateway/credentials
-        for candidate in (name, f"{CREDENTIAL_FOLDER_ID}_{name}"):
-            path = Path(cred_dir) / candidate
-            if path.is_file():
-                value = path.read_text(encoding="utf-8").rstrip("\n")
-                register_secret(value)
-                return value
-    return None
+    def config_problems(self, config: GatewayConfig) -> Iterable[str]:
+        """``rules[i].field: message`` lines: unknown sensors, template errors..."""
+        ...
 
 
 class GatewayConfig(BaseSettings):
@@ -200,7 +95,7 @@ class GatewayConfig(BaseSettings):
     @classmethod
     def _resolve_secret_refs(cls, data: Any) -> Any:
         errors: list[str] = []
-        resolved = _resolve_refs(data, "", errors)
+        resolved = resolve_refs(data, "", errors)
         if errors:
             raise PydanticCustomError("unresolved", "\n".join(errors))
         return resolved
@@ -258,39 +153,9 @@ def _reference_problems(config: GatewayConfig) -> Iterator[str]:
     for p, publisher in enumerate(config.publishers):
         if publisher.enabled:
             yield from (f"publishers[{p}]: {m}" for m in publisher.missing_dependencies())
-    for r, rule in enumerate(config.rules):
-        yield from (f"rules[{r}].{problem}" for problem in _rule_sensor_problems(rule, config))
-    if not config.rules:
-        return  # nothing to check; spares the process compose's jinja2, Pillow and textfit
-    from gateway.compose.composer import template_problems
-
-    for r, rule in enumerate(config.rules):
-        yield from (f"rules[{r}].{problem}" for problem in template_problems(rule, config))
-
-
-def _rule_sensor_problems(rule: RuleConfig, config: GatewayConfig) -> Iterator[str]:
-    """Names in conditions and require_fresh that are not sensors of this config."""
-    from gateway.rules.expr import calls, names, parse
-
-    sensors = {s.id: s for s in config.sensors}
-    conditions = [("when", rule.when), ("clear_when", rule.clear_when)]
-    if rule.on_message is not None:
-        conditions.append(("on_message.when", rule.on_message.when))
-    for field, source in conditions:
-        if source is None:
-            continue
-        tree = parse(source)
-        for name in sorted(names(tree)):
-            if field == "on_message.when" and (name == "event" or name.startswith("event.")):
-                continue
-            if name not in sensors:
-                yield f"{field}: unknown sensor {name!r}"
-        for name in sorted(calls(tree, "stale", "offline")):
-            if name in sensors and sensors[name].expire_after is None:
-                yield f"{field}: stale({name}) needs `expire_after` on sensor {name!r}"
-    for i, name in enumerate(rule.require_fresh):
-        if name not in sensors:
-            yield f"require_fresh[{i}]: unknown sensor {name!r}"
+    checks = active_checks()
+    if isinstance(checks, EngineChecks):
+        yield from checks.config_problems(config)
 
 
 class ConfigError(Exception):
@@ -365,19 +230,29 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def load_config(
-    path: str | Path | None = None, *, overrides: Mapping[str, Any] | None = None
+    path: str | Path | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    checks: EngineChecks | None = None,
 ) -> GatewayConfig:
-    """Read, resolve and validate a config file; raise ConfigError listing every problem."""
+    """Read, resolve and validate a config file; raise ConfigError listing every problem.
+
+    Without ``checks`` only the shape is checked: types, ranges, ids, references
+    between ids and ``${NAME}`` references.
+    """
     data = read_toml(config_path(path))
     if overrides:
         data = _deep_merge(data, overrides)
-    return validate_config(data)
+    return validate_config(data, checks=checks)
 
 
-def validate_config(data: Mapping[str, Any]) -> GatewayConfig:
-    """Validate an already-parsed config mapping (plus env overrides)."""
+def validate_config(
+    data: Mapping[str, Any], *, checks: EngineChecks | None = None
+) -> GatewayConfig:
+    """Validate an already-parsed config mapping (plus env overrides), as load_config does."""
     try:
-        config = GatewayConfig(**data)
+        with checking_with(checks):
+            config = GatewayConfig(**data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
     _register_secret_fields(config)

@@ -1,23 +1,26 @@
 """``[[rules]]`` entries: triggers, guards, post text and attachments.
 
 Part of the configuration; :mod:`gateway.config` re-exports these names.
-Condition, cron and quiet-hours checks import :mod:`gateway.rules.expr`,
-:mod:`gateway.rules.scheduler` and :mod:`gateway.rules.guards` lazily (the scheduler imports
-:mod:`gateway.config` back, and loading a config without rules stays light).
+Conditions, cron lines and quiet hours are languages of the rule engine: they are
+checked by the :class:`RuleChecks` that :func:`gateway.config.validate_config` was
+given (:mod:`gateway.rules.checks`), so this package never imports the engine.
+Pydantic validators cannot take arguments, so the checks reach them through a
+context variable set for the duration of one validation (:func:`checking_with`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
-from typing import Literal
-from zoneinfo import ZoneInfo
+from typing import Literal, Protocol
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from gateway.config.sections import Identifier, Section
 from gateway.config.durations import Duration
+from gateway.config.sections import Identifier, Section
 
 
 class ImageSpec(Section):
@@ -53,16 +56,57 @@ class TimelapseSpec(Section):
     alt: str = Field(min_length=1, description="Alt-text template (required).")
 
 
-def _check_condition(value: str | None) -> str | None:
-    if value is None:
-        return None
-    from gateway.rules.expr import ExprError, parse
+class RuleChecks(Protocol):
+    """What only the rule engine can judge: each method raises ValueError with the reason."""
 
+    def condition(self, source: str) -> None:
+        """A ``when``/``clear_when``/``on_message.when`` condition parses."""
+        ...
+
+    def cron(self, source: str) -> None:
+        """A 5-field crontab line is valid."""
+        ...
+
+    def quiet_hours(self, source: str) -> None:
+        """A ``"HH:MM-HH:MM"`` window is valid."""
+        ...
+
+    def rule_problems(self, rule: RuleConfig) -> Iterable[str]:
+        """Problems of a rule's options that depend on its condition (``changes()``...)."""
+        ...
+
+
+_checks: ContextVar[RuleChecks | None] = ContextVar("gateway_config_checks", default=None)
+
+
+@contextmanager
+def checking_with(checks: RuleChecks | None) -> Iterator[None]:
+    """Validate with ``checks`` inside this block (None: the shape only)."""
+    token = _checks.set(checks)
     try:
-        parse(value)
-    except ExprError as exc:
-        raise PydanticCustomError("condition", "{error}", {"error": str(exc)}) from None
+        yield
+    finally:
+        _checks.reset(token)
+
+
+def active_checks() -> RuleChecks | None:
+    """The checks of the validation in progress, if any."""
+    return _checks.get()
+
+
+def _engine_check(kind: str, value: str | None, message: str = "{error}") -> str | None:
+    checks = _checks.get()
+    if value is None or checks is None:
+        return value
+    try:
+        getattr(checks, kind)(value)
+    except ValueError as exc:
+        raise PydanticCustomError(kind, message, {"error": str(exc)}) from None
     return value
+
+
+def _check_condition(value: str | None) -> str | None:
+    return _engine_check("condition", value)
 
 
 class OnMessage(Section):
@@ -157,28 +201,12 @@ class RuleConfig(Section):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:
-        if value is not None:
-            from gateway.rules.scheduler import cron_trigger
-
-            try:
-                cron_trigger(value, ZoneInfo("UTC"))
-            except ValueError as exc:
-                raise PydanticCustomError(
-                    "cron", "invalid cron: {error}", {"error": str(exc)}
-                ) from None
-        return value
+        return _engine_check("cron", value, "invalid cron: {error}")
 
     @field_validator("quiet_hours")
     @classmethod
     def _quiet_hours(cls, value: str | None) -> str | None:
-        if value is not None:
-            from gateway.rules.guards import parse_quiet_hours
-
-            try:
-                parse_quiet_hours(value)
-            except ValueError as exc:
-                raise PydanticCustomError("quiet_hours", "{error}", {"error": str(exc)}) from None
-        return value
+        return _engine_check("quiet_hours", value)
 
     @model_validator(mode="after")
     def _one_trigger(self) -> RuleConfig:
@@ -209,12 +237,6 @@ def _condition_option_problems(rule: RuleConfig) -> Iterator[str]:
     clears = [n for n in only_when[1:] if getattr(rule, n) is not None]
     if len(clears) > 1:
         yield f"set at most one of {', '.join(clears)}"
-    if rule.when is None:
-        return
-    from gateway.rules.expr import calls, names, parse
-
-    tree = parse(rule.when)
-    if calls(tree, "changes") and (rule.hold is not None or clears):
-        yield "a `changes()` condition fires on every change; it takes no `for` or clear_*"
-    if (rule.clear_below is not None or rule.clear_above is not None) and len(names(tree)) != 1:
-        yield "`clear_below`/`clear_above` need a `when` over exactly one sensor (else clear_when)"
+    checks = _checks.get()
+    if rule.when is not None and checks is not None:
+        yield from checks.rule_problems(rule)

@@ -12,8 +12,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from gateway.config.sections import Section
 from gateway.config.durations import Duration
+from gateway.config.sections import Section
 
 SensorFormat = Literal["number", "json", "text", "bool", "tasmota", "zigbee2mqtt"]
 _CAPTURE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")

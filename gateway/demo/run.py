@@ -8,16 +8,19 @@ Both rules fire once as soon as the first readings are in, then on their schedul
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 import time
 from importlib import resources
 from pathlib import Path
+from types import FrameType
 from typing import Literal
 
-from gateway.runtime.app import Gateway
+from gateway.config import GatewayConfig, read_toml
 from gateway.demo.broker import BrokerStartError, BrokerUnavailable, start_broker
-from gateway.cli import stop_event_on_signals
-from gateway.config import GatewayConfig, read_toml, validate_config
+from gateway.runtime.app import Gateway
+from gateway.runtime.loading import validate_config
 from gateway.runtime.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -27,7 +30,7 @@ WARM_UP_SECONDS = 3.0
 
 def demo_config(port: int, state_dir: Path) -> GatewayConfig:
     """The packaged demo config, pointed at ``port`` and ``state_dir``."""
-    with resources.as_file(resources.files("gateway") / "demo.toml") as path:
+    with resources.as_file(resources.files("gateway.demo") / "demo.toml") as path:
         data = read_toml(path)
     data["mqtt"]["port"] = port
     data["gateway"]["state_dir"] = str(state_dir)
@@ -67,6 +70,18 @@ def run_demo(
     archive = state_dir / "posts" / "posts.jsonl"
     print(f"\ndemo stopped; posts archived in {archive}", file=sys.stderr)
     return 0
+
+
+def stop_event_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (Ctrl-C)."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
 
 
 def _remaining(deadline: float | None, cap: float | None) -> float | None:

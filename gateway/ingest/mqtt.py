@@ -27,8 +27,8 @@ from gateway.config import GatewayConfig
 from gateway.ingest.client import client_id, connect_kwargs, make_client, status_topic
 from gateway.ingest.decoders import DecodeError, parse_availability, parse_json
 from gateway.ingest.routes import Route, RouteTable
-from gateway.runtime.logs import RateLimitedLog
 from gateway.state.store import SensorSnapshot, StateStore
+from gateway.support.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:  # FrameStore pulls in Pillow; ingest only needs its offer()
     from gateway.media.frames import FrameStore

@@ -30,9 +30,9 @@ from gateway.ingest.topics import (
     safe_id_part,
     shared,
 )
-from gateway.runtime.logs import RateLimitedLog
 from gateway.model import Value
 from gateway.state.store import StateStore
+from gateway.support.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

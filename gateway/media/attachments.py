@@ -15,7 +15,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from gateway.config import ChartSpec, GatewayConfig, OnMissing, TimelapseSpec
 from gateway.media.charts import render_chart
@@ -25,9 +25,6 @@ from gateway.media.sources import CameraFrames
 from gateway.media.timelapse import build_timelapse, evenly_spaced
 from gateway.model import MediaItem
 
-if TYPE_CHECKING:
-    from gateway.compose.composer import HistorySource
-
 log = logging.getLogger(__name__)
 
 MASTER_LIMITS = ImageLimits(max_side=4096, max_pixels=16_777_216)
@@ -35,6 +32,16 @@ MASTER_LIMITS = ImageLimits(max_side=4096, max_pixels=16_777_216)
 TIMELAPSE_MAX_BYTES = 5_000_000
 """A timelapse's budget when no target publisher sets a smaller one."""
 MIN_GAP = timedelta(minutes=3)
+
+
+class HistorySource(Protocol):
+    """A sensor's past values for charts (the SQLite readings history)."""
+
+    def series(
+        self, sensor: str, since: datetime, until: datetime
+    ) -> list[tuple[datetime, float | None]]:
+        """``(time, value)`` points within ``since``..``until``, oldest first; None is a gap."""
+        ...
 
 
 class MissingMediaError(Exception):

@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Literal
 
-from gateway.media.images import ImageError, probe_image
 from gateway.config.secrets import redact
+from gateway.media.images import ImageError, probe_image
 
 CHUNK = 64 * 1024
 _picamera_lock = threading.Lock()

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from gateway.support.files import atomic_write
 from gateway.media.captions import find_font
 from gateway.media.images import RenderedImage
+from gateway.support.files import atomic_write
 
 SUPERSAMPLE = 2
 BACKGROUND = (255, 255, 255)

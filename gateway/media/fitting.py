@@ -18,8 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from gateway.media.images import ImageError, ImageLimits, RenderCache
-from gateway.model import MediaItem, Post
-from gateway.publishers.base import Capabilities
+from gateway.model import Capabilities, MediaItem, Post
 
 log = logging.getLogger(__name__)
 

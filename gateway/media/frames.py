@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway.support.files import atomic_write
-from gateway.runtime.logs import RateLimitedLog
 from gateway.model import Frame
 from gateway.state.store import StateStore
+from gateway.support.files import atomic_write
+from gateway.support.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

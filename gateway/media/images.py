@@ -25,12 +25,12 @@ from pathlib import Path
 
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from gateway.support.files import atomic_write
 from gateway.media.captions import FONT_CANDIDATES as FONT_CANDIDATES
 from gateway.media.captions import Caption as Caption
 from gateway.media.captions import Position as Position
 from gateway.media.captions import draw_caption as draw_caption
 from gateway.media.captions import find_font as find_font
+from gateway.support.files import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Literal, TypeVar
 
 from PIL import Image, ImageOps
 
-from gateway.support.files import atomic_write
 from gateway.media.images import ImageError, RenderedImage, open_image
+from gateway.support.files import atomic_write
 
 log = logging.getLogger(__name__)
 

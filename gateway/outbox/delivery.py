@@ -18,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
+from gateway.config import PublisherConfig
 from gateway.model import PermanentError, RetryableError
 from gateway.outbox.store import Delivery, Outbox
-from gateway.publishers.base import Publisher, PublisherConfig
+from gateway.publishers.base import Publisher
 from gateway.publishers.threads import publish_thread
 
 log = logging.getLogger(__name__)

@@ -22,64 +22,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.model import MediaItem, Post, Receipt
 from gateway.config.secrets import redact
+from gateway.model import MediaItem, Post, Receipt
+from gateway.support.database import apply_migrations
 
 DeliveryStatus = Literal["pending", "sending", "sent", "failed", "dead"]
 OPEN_STATUSES = ("pending", "sending", "failed")
 
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE posts (
-        id TEXT PRIMARY KEY,
-        rule TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        text TEXT NOT NULL,
-        lang TEXT,
-        media TEXT NOT NULL DEFAULT '[]'
-    );
-    CREATE TABLE deliveries (
-        post_id TEXT NOT NULL REFERENCES posts(id) ON DELETE CASCADE,
-        publisher TEXT NOT NULL,
-        text TEXT NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('pending','sending','sent','failed','dead')),
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at REAL NOT NULL,
-        remote_id TEXT,
-        url TEXT,
-        last_error TEXT,
-        updated_at REAL NOT NULL,
-        PRIMARY KEY (post_id, publisher)
-    );
-    CREATE INDEX deliveries_open ON deliveries (publisher, status, post_id);
-    CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    """,
-    # 2: each delivery's own media, fitted to its publisher (NULL: the post's media)
-    """
-    ALTER TABLE deliveries ADD COLUMN media TEXT;
-    """,
-    # 3: threads.  `parts` is a JSON list of the numbered posts of a thread (rules with
-    # overflow = "thread" whose text did not fit); NULL for a single post.  `text`
-    # stays plain text: the first part of a thread, else the whole fitted text.
-    """
-    ALTER TABLE deliveries ADD COLUMN parts TEXT;
-    CREATE INDEX posts_rule ON posts (rule, id);
-    """,
-    # 4: per-minute readings history, written in batches by gateway.state.history.
-    # IF NOT EXISTS keeps it self-contained whatever number it ends up with.
-    """
-    CREATE TABLE IF NOT EXISTS readings_minute (
-        sensor TEXT NOT NULL,
-        minute INTEGER NOT NULL,
-        count INTEGER NOT NULL,
-        sum REAL NOT NULL,
-        min REAL NOT NULL,
-        max REAL NOT NULL,
-        PRIMARY KEY (sensor, minute)
-    ) WITHOUT ROWID;
-    CREATE INDEX IF NOT EXISTS readings_minute_by_time ON readings_minute (minute);
-    """,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,11 +137,7 @@ class Outbox:
 
     def _migrate(self) -> None:
         with self._tx() as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in filter(str.strip, script.split(";")):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {number}")
+            apply_migrations(conn)
 
     def close(self) -> None:
         """Close every thread's connection."""

@@ -1,56 +1,44 @@
-"""Publisher registry: every backend's config class, and how to build one.
+"""Publisher registry: how each ``[[publishers]]`` entry becomes a publisher.
 
-To add a backend, write ``gateway/publishers/<name>.py`` with a config class
-(``type: Literal["<name>"]``, a ``build(ctx)`` method) and a publisher class
-satisfying :class:`gateway.publishers.base.Publisher`, then add the config class
-to :data:`AnyPublisherConfig` below; :data:`PUBLISHER_TYPES` follows by itself.
-Config modules must import nothing heavy at module level: a backend's dependencies
-(httpx, oauthlib, ...) load only when it is configured, inside ``build()``.
+To add a backend, write ``gateway/publishers/<type>.py`` with a publisher class
+satisfying :class:`gateway.publishers.base.Publisher` and a ``build(config, ctx)``
+function, add its config class to :mod:`gateway.config.publishers`, and add its
+``build`` to :data:`BUILDERS` below.  Backends never import each other; what they
+share is in :mod:`~gateway.publishers.base`, :mod:`~gateway.publishers.http`,
+:mod:`~gateway.publishers.payload` and :mod:`~gateway.publishers.threads`.
+Backend modules import nothing heavy at module level: their dependencies (httpx,
+oauthlib, apprise, ...) load inside ``build()``, only when the backend is configured.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, get_args
+from collections.abc import Callable
+from typing import Any
 
-from pydantic import Field
-
-from gateway.publishers.apprise import AppriseConfig
+from gateway.config.publishers import PUBLISHER_TYPES, AnyPublisherConfig, PublisherConfigs
+from gateway.publishers import apprise, bluesky, console, file, mastodon, mqtt, webhook, x
 from gateway.publishers.base import Capabilities, Publisher, PublisherContext
-from gateway.publishers.bluesky import BlueskyConfig
-from gateway.publishers.console import ConsoleConfig
-from gateway.publishers.file import FileConfig
-from gateway.publishers.mastodon import MastodonConfig
-from gateway.publishers.mqtt import MqttConfig
-from gateway.publishers.webhook import WebhookConfig
-from gateway.publishers.x import XConfig
 
-AnyPublisherConfig = (
-    ConsoleConfig
-    | FileConfig
-    | WebhookConfig
-    | MqttConfig
-    | MastodonConfig
-    | BlueskyConfig
-    | XConfig
-    | AppriseConfig
-)
-"""Every backend's config class."""
-
-PublisherConfigs = Annotated[AnyPublisherConfig, Field(discriminator="type")]
-"""The ``[[publishers]]`` entries: a union keyed by ``type``."""
-
-PUBLISHER_TYPES: tuple[str, ...] = tuple(
-    get_args(cls.model_fields["type"].annotation)[0] for cls in get_args(AnyPublisherConfig)
-)
-"""Every ``type`` value, used to drop the union tag from error paths."""
+BUILDERS: dict[str, Callable[[Any, PublisherContext], Publisher]] = {
+    "console": console.build,
+    "file": file.build,
+    "webhook": webhook.build,
+    "mqtt": mqtt.build,
+    "mastodon": mastodon.build,
+    "bluesky": bluesky.build,
+    "x": x.build,
+    "apprise": apprise.build,
+}
+"""Each ``type``'s ``build(config, ctx)``."""
 
 
 def build_publisher(config: AnyPublisherConfig, ctx: PublisherContext) -> Publisher:
-    """Create the publisher a config entry describes."""
-    return config.build(ctx)
+    """Create the publisher a config entry describes (no network is touched)."""
+    return BUILDERS[config.type](config, ctx)
 
 
 __all__ = [
+    "BUILDERS",
     "PUBLISHER_TYPES",
     "AnyPublisherConfig",
     "Capabilities",

@@ -16,17 +16,14 @@ URLs carry tokens, so they are secrets: never logged, never in errors.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, SecretStr, field_validator
-
+from gateway.config.publishers import AppriseConfig
 from gateway.model import MediaItem, PermanentError, Post, Receipt, RetryableError
 from gateway.publishers.base import (
     Capabilities,
     OneMessageThread,
-    PublisherConfig,
     PublisherContext,
-    check_post_template,
     fill_post_template,
 )
 
@@ -35,45 +32,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-class AppriseConfig(PublisherConfig):
-    """Notify through Apprise URLs, e.g. ``ntfys://ntfy.sh/my-topic`` or ``tgram://...``."""
+def build(config: AppriseConfig, ctx: PublisherContext) -> ApprisePublisher:
+    """Create the publisher (imports Apprise; no network)."""
+    import apprise
 
-    requires: ClassVar[tuple[tuple[str, str], ...]] = (("apprise", "apprise"),)
-
-    type: Literal["apprise"] = Field(description="Selects this backend.")
-    urls: list[SecretStr] = Field(
-        min_length=1,
-        description='Apprise URLs to notify, e.g. ["${NTFY_URL}"]; secret (they carry tokens).',
-    )
-    title: str = Field(
-        default="",
-        description="Notification title; `{rule}` and `{gateway}` are filled in. Empty: none.",
-    )
-    max_text: int | None = Field(
-        default=None, ge=1, description="Longest text to send, in characters (None: no limit)."
-    )
-    max_images: int = Field(default=4, ge=0, le=16, description="Images per post to attach.")
-    timeout: float = Field(
-        default=30.0, gt=0, le=300, description="Seconds to wait for the services to answer."
-    )
-
-    @field_validator("title")
-    @classmethod
-    def _title_template(cls, value: str) -> str:
-        return check_post_template(value, "title")
-
-    def build(self, ctx: PublisherContext) -> ApprisePublisher:
-        """Create the publisher (imports Apprise; no network)."""
-        import apprise
-
-        # Apprise's (and its HTTP library's) debug lines include full URLs, tokens and all.
-        for name in ("apprise", "urllib3"):
-            logging.getLogger(name).setLevel(max(logging.INFO, log.getEffectiveLevel()))
-        notifier = apprise.Apprise()
-        rejected = [
-            n for n, url in enumerate(self.urls) if not notifier.add(url.get_secret_value())
-        ]
-        return ApprisePublisher(self, notifier, ctx.gateway_name, rejected)
+    # Apprise's (and its HTTP library's) debug lines include full URLs, tokens and all.
+    for name in ("apprise", "urllib3"):
+        logging.getLogger(name).setLevel(max(logging.INFO, log.getEffectiveLevel()))
+    notifier = apprise.Apprise()
+    rejected = [
+        n for n, url in enumerate(config.urls) if not notifier.add(url.get_secret_value())
+    ]
+    return ApprisePublisher(config, notifier, ctx.gateway_name, rejected)
 
 
 class ApprisePublisher(OneMessageThread):
@@ -126,4 +96,4 @@ class ApprisePublisher(OneMessageThread):
         """Nothing to release (Apprise opens a connection per notification)."""
 
 
-__all__ = ["AppriseConfig", "ApprisePublisher"]
+__all__ = ["AppriseConfig", "ApprisePublisher", "build"]

@@ -1,94 +1,36 @@
 """The publisher contract: what every backend declares and implements.
 
-A backend is one module holding a pydantic config class (keyed by
-``type: Literal["..."]``) and a class that satisfies :class:`Publisher`.
+A backend is one module, ``gateway/publishers/<type>.py``, holding a class that
+satisfies :class:`Publisher` and a ``build(config, ctx)`` function; its config class
+(keyed by ``type: Literal["..."]``) lives in :mod:`gateway.config.publishers`.
 Composition fits text and images to :class:`Capabilities` before calling
 ``publish``; a publisher never truncates on its own.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import string
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
-from typing import ClassVar, Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
+from gateway.config.publishers import BrokerSettings, PublisherConfig
+from gateway.model import Capabilities, MediaItem, Post, Receipt, TextCounting
 
-from gateway.config.sections import TABLE_CONFIG
-from gateway.config.durations import Duration
-from gateway.model import MediaItem, Post, Receipt
-
-TextCounting = Literal["chars", "graphemes", "weighted", "bytes"]
-"""How a service counts the length of a post's text."""
-
-
-@dataclass(frozen=True, slots=True)
-class Capabilities:
-    """What a publisher accepts; composition fits every post to these limits."""
-
-    text_counting: TextCounting = "chars"
-    max_text: int | None = None
-    """Longest text allowed, in units of ``text_counting``; ``None`` for no limit."""
-    max_text_bytes: int | None = None
-    """A UTF-8 byte limit on top of ``max_text`` (Bluesky has both)."""
-    url_length: int | None = None
-    """Length every URL counts as, when the service shortens links."""
-    max_images: int = 4
-    max_image_bytes: int | None = None
-    max_image_pixels: int | None = None
-    max_image_side: int | None = None
-    max_alt_text: int | None = None
-    supports_language: bool = False
-
-
-class PublisherConfig(BaseModel):
-    """Fields every publisher config shares."""
-
-    model_config = TABLE_CONFIG
-
-    id: str = Field(
-        pattern=r"^[A-Za-z0-9_-]{1,64}\Z",
-        description="Name rules use in `publish_to`; also the outbox key.",
-    )
-    enabled: bool = Field(
-        default=True, description="Set false to keep the config but post nothing."
-    )
-    max_attempts: int = Field(
-        default=20,
-        ge=1,
-        le=1000,
-        description="Give a delivery up (`dead`) after this many failed attempts.",
-    )
-    give_up_after: Duration = Field(
-        default=timedelta(days=3),
-        description="Give a delivery up (`dead`) when it fails and its post is older than this.",
-    )
-    max_per_day: int | None = Field(
-        default=None,
-        ge=1,
-        description="Posting budget: at most this many posts sent per day (local midnight to "
-        "midnight in the gateway's time zone); more wait for the next day.",
-    )
-    min_interval: Duration | None = Field(
-        default=None,
-        description="Leave at least this long between two posts sent to this publisher.",
-    )
-
-    requires: ClassVar[tuple[tuple[str, str], ...]] = ()
-    """(module, extra) pairs this backend imports when built, e.g. ("oauthlib", "x")."""
-
-    def missing_dependencies(self) -> list[str]:
-        """One message per optional dependency that is not installed."""
-        return [
-            f"needs the {module!r} package: pip install 'things-gateway[{extra}]'"
-            for module, extra in self.requires
-            if importlib.util.find_spec(module) is None
-        ]
+__all__ = [
+    "BrokerSettings",
+    "Capabilities",
+    "KeyValueStore",
+    "LiveCapabilities",
+    "MemoryStore",
+    "OneMessageThread",
+    "Publisher",
+    "PublisherConfig",
+    "PublisherContext",
+    "TextCounting",
+    "fill_post_template",
+]
 
 
 @runtime_checkable
@@ -119,24 +61,6 @@ class Publisher(Protocol):
     def close(self) -> None:
         """Release connections and files."""
         ...
-
-
-POST_TEMPLATE_FIELDS = frozenset({"rule", "gateway"})
-"""The placeholders a publisher's own small templates (MQTT topic, Apprise title) may use."""
-
-
-def check_post_template(template: str, what: str) -> str:
-    """Validate a ``{rule}``/``{gateway}`` template (``what`` names it in errors)."""
-    try:
-        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError as exc:
-        raise ValueError(f"bad {what} template: {exc}") from None
-    unknown = names - POST_TEMPLATE_FIELDS
-    if unknown:
-        raise ValueError(
-            f"unknown placeholder(s) {sorted(unknown)} in the {what}; use {{rule}} or {{gateway}}"
-        )
-    return template
 
 
 def fill_post_template(template: str, post: Post, gateway: str) -> str:
@@ -212,22 +136,6 @@ class MemoryStore:
     def set(self, key: str, value: str) -> None:
         """Store a value."""
         self._data[key] = value
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerSettings:
-    """How to reach an MQTT broker (the gateway's own ``[mqtt]`` broker by default)."""
-
-    host: str = "localhost"
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
-    protocol: int = 5
-    keepalive: int = 60
-
-    def __repr__(self) -> str:
-        # Never show the password, even in a debugger or a log line.
-        return f"BrokerSettings(host={self.host!r}, port={self.port}, username={self.username!r})"
 
 
 @dataclass(frozen=True, slots=True)

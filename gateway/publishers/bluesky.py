@@ -32,13 +32,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import Field, SecretStr
-
+from gateway.config.publishers import BlueskyConfig
 from gateway.model import MediaItem, PermanentError, Post, PublishError, Receipt
 from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
-from gateway.publishers.http import HttpConfig, ServiceError
+from gateway.publishers.http import ServiceError
 from gateway.publishers.threads import PostedPart, ThreadLog, post_parts
 
 if TYPE_CHECKING:
@@ -56,34 +55,14 @@ _TAG = re.compile(r"(?:^|(?<=\s))[#＃]([^\s#＃]+)")
 _TRAILING = ".,;:!?…'\"”’)]}"
 
 
-class BlueskyConfig(HttpConfig):
-    """Post to a Bluesky (AT Protocol) account with an app password."""
+def build(config: BlueskyConfig, ctx: PublisherContext) -> BlueskyPublisher:
+    """Create the publisher a ``bluesky`` config entry describes."""
+    from gateway.publishers.http import ApiClient
 
-    type: Literal["bluesky"] = Field(description="Selects this backend.")
-    handle: str = Field(
-        min_length=3, description="The account's handle (e.g. `poolcam.bsky.social`) or DID."
+    api = ApiClient(
+        "bluesky", config.service.rstrip("/"), timeout=config.timeout, secrets=[config.app_password]
     )
-    app_password: SecretStr = Field(
-        description="An app password (Settings → App passwords), not the account password."
-    )
-    service: str = Field(
-        default="https://bsky.social",
-        pattern=r"^https?://[^/\s]+/?\Z",
-        description="The account's PDS (or entryway); change it for a self-hosted PDS.",
-    )
-    app_url: str = Field(
-        default="https://bsky.app",
-        description="Web app used to build the links in receipts.",
-    )
-
-    def build(self, ctx: PublisherContext) -> BlueskyPublisher:
-        """Create the publisher for this config."""
-        from gateway.publishers.http import ApiClient
-
-        api = ApiClient(
-            "bluesky", self.service.rstrip("/"), timeout=self.timeout, secrets=[self.app_password]
-        )
-        return BlueskyPublisher(self, api, ctx.store)
+    return BlueskyPublisher(config, api, ctx.store)
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,4 +366,4 @@ def record_key(post_id: str, part: int = 1) -> str:
     return "".join(_BASE32_SORTABLE[(value >> (5 * i)) & 31] for i in reversed(range(13)))
 
 
-__all__ = ["BlueskyConfig", "BlueskyPublisher", "post_record", "record_key", "text_facets"]
+__all__ = ["BlueskyConfig", "BlueskyPublisher", "build", "post_record", "record_key", "text_facets"]

@@ -4,28 +4,20 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Literal, TextIO
+from typing import TextIO
 
-from pydantic import Field
-
+from gateway.config.publishers import ConsoleConfig
 from gateway.model import MediaItem, Post, Receipt
 from gateway.publishers.base import (
     Capabilities,
     OneMessageThread,
-    PublisherConfig,
     PublisherContext,
 )
 
 
-class ConsoleConfig(PublisherConfig):
-    """Print posts to stdout (the journal, under systemd)."""
-
-    type: Literal["console"] = Field(description="Selects this backend.")
-    show_media: bool = Field(default=True, description="List attached image files below the text.")
-
-    def build(self, ctx: PublisherContext) -> ConsolePublisher:
-        """Create the publisher for this config."""
-        return ConsolePublisher(self)
+def build(config: ConsoleConfig, ctx: PublisherContext) -> ConsolePublisher:
+    """Create the publisher a ``console`` config entry describes."""
+    return ConsolePublisher(config)
 
 
 class ConsolePublisher(OneMessageThread):
@@ -59,3 +51,6 @@ class ConsolePublisher(OneMessageThread):
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+__all__ = ["ConsoleConfig", "ConsolePublisher", "build"]

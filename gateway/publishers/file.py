@@ -19,37 +19,26 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
-
-from gateway.support.files import atomic_copy, fsync_dir
+from gateway.config.publishers import FileConfig
 from gateway.model import MediaItem, Post, Receipt
 from gateway.publishers.base import (
     Capabilities,
     OneMessageThread,
-    PublisherConfig,
     PublisherContext,
 )
+from gateway.support.files import atomic_copy, fsync_dir
 
 ARCHIVE_NAME = "posts.jsonl"
 
 
-class FileConfig(PublisherConfig):
-    """Append every post to a JSON-lines archive with its images beside it."""
-
-    type: Literal["file"] = Field(description="Selects this backend.")
-    path: str = Field(
-        default="posts",
-        description="Archive folder; relative paths are under the gateway's state_dir.",
-    )
-
-    def build(self, ctx: PublisherContext) -> FilePublisher:
-        """Create the publisher for this config."""
-        folder = Path(self.path)
-        if not folder.is_absolute():
-            folder = ctx.state_dir / folder
-        return FilePublisher(self.id, folder)
+def build(config: FileConfig, ctx: PublisherContext) -> FilePublisher:
+    """Create the publisher a ``file`` config entry describes."""
+    folder = Path(config.path)
+    if not folder.is_absolute():
+        folder = ctx.state_dir / folder
+    return FilePublisher(config.id, folder)
 
 
 class FilePublisher(OneMessageThread):
@@ -162,4 +151,4 @@ def read_archive_ids(path: Path) -> list[str]:
     return [r["id"] for r in read_archive(path)]
 
 
-__all__ = ["FileConfig", "FilePublisher", "archive_record", "read_archive"]
+__all__ = ["FileConfig", "FilePublisher", "archive_record", "build", "read_archive"]

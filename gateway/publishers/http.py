@@ -26,11 +26,11 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, SecretStr
+from pydantic import SecretStr
 
 from gateway import __version__
+from gateway.config.publishers import HttpConfig
 from gateway.model import PermanentError, PublishError, RetryableError
-from gateway.publishers.base import PublisherConfig
 
 if TYPE_CHECKING:
     import httpx
@@ -40,17 +40,6 @@ if TYPE_CHECKING:
 USER_AGENT = f"things-gateway/{__version__}"
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 MAX_DETAIL = 200
-
-
-class HttpConfig(PublisherConfig):
-    """Fields every HTTP backend shares."""
-
-    timeout: float = Field(
-        default=30.0,
-        gt=0,
-        le=300,
-        description="Seconds to wait for each request's answer (and at most 10 to connect).",
-    )
 
 
 class ServiceError(PermanentError):

@@ -29,13 +29,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, SecretStr
-
+from gateway.config.publishers import MastodonConfig
 from gateway.model import MediaItem, Post, Receipt, RetryableError
 from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
-from gateway.publishers.http import HttpConfig
 from gateway.publishers.threads import PostedPart, ThreadLog, part_key, post_parts
 
 if TYPE_CHECKING:
@@ -46,47 +44,18 @@ log = logging.getLogger(__name__)
 LIMITS_RETRY_SECONDS = 300.0
 
 
-class MastodonConfig(HttpConfig):
-    """Post to a Mastodon (or Mastodon-API compatible) account."""
+def build(config: MastodonConfig, ctx: PublisherContext) -> MastodonPublisher:
+    """Create the publisher a ``mastodon`` config entry describes."""
+    from gateway.publishers.http import ApiClient
 
-    type: Literal["mastodon"] = Field(description="Selects this backend.")
-    base_url: str = Field(
-        pattern=r"^https?://[^/\s]+(/[^\s]*)?\Z",
-        description="The server's address, e.g. `https://mastodon.social`.",
+    api = ApiClient(
+        "mastodon",
+        config.base_url.rstrip("/"),
+        timeout=config.timeout,
+        headers={"Authorization": f"Bearer {config.access_token.get_secret_value()}"},
+        secrets=[config.access_token],
     )
-    access_token: SecretStr = Field(
-        description="A user access token with the `write:statuses` and `write:media` scopes."
-    )
-    visibility: Literal["public", "unlisted", "private", "direct"] = Field(
-        default="unlisted",
-        description="Who sees the posts; many servers ask bots that post often to use `unlisted`.",
-    )
-    spoiler_text: str = Field(
-        default="", max_length=500, description="Content warning shown above every post."
-    )
-    sensitive: bool = Field(default=False, description="Mark attached images as sensitive.")
-    media_poll_interval: float = Field(
-        default=1.0, gt=0, le=60, description="Seconds between checks of a processing upload."
-    )
-    media_timeout: float = Field(
-        default=60.0,
-        gt=0,
-        le=900,
-        description="Give up waiting for an upload to process after this long (retried later).",
-    )
-
-    def build(self, ctx: PublisherContext) -> MastodonPublisher:
-        """Create the publisher for this config."""
-        from gateway.publishers.http import ApiClient
-
-        api = ApiClient(
-            "mastodon",
-            self.base_url.rstrip("/"),
-            timeout=self.timeout,
-            headers={"Authorization": f"Bearer {self.access_token.get_secret_value()}"},
-            secrets=[self.access_token],
-        )
-        return MastodonPublisher(self, api, ctx.store)
+    return MastodonPublisher(config, api, ctx.store)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,4 +250,4 @@ class MastodonPublisher:
         self._api.close()
 
 
-__all__ = ["InstanceLimits", "MastodonConfig", "MastodonPublisher"]
+__all__ = ["InstanceLimits", "MastodonConfig", "MastodonPublisher", "build"]

@@ -20,95 +20,28 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, SecretStr, field_validator
-
+from gateway.config.publishers import MqttConfig
 from gateway.model import MediaItem, Post, Receipt, RetryableError
 from gateway.publishers.base import (
     BrokerSettings,
     Capabilities,
     OneMessageThread,
-    PublisherConfig,
     PublisherContext,
-    check_post_template,
     fill_post_template,
 )
-from gateway.publishers.webhook import webhook_payload
+from gateway.publishers.payload import post_payload
 
 if TYPE_CHECKING:
     import paho.mqtt.client as paho
 
 log = logging.getLogger(__name__)
 
-class MqttConfig(PublisherConfig):
-    """Publish posts to an MQTT topic (Home Assistant, Node-RED, a display...)."""
-
-    type: Literal["mqtt"] = Field(description="Selects this backend.")
-    topic: str = Field(
-        default="things-gateway/{gateway}/{rule}/post",
-        min_length=1,
-        description="Topic for the post's JSON; `{rule}` and `{gateway}` are filled in.",
-    )
-    qos: Literal[0, 1, 2] = Field(default=1, description="QoS of every message sent.")
-    retain: bool = Field(default=False, description="Publish retained messages.")
-    images: Literal["separate", "omit"] = Field(
-        default="separate",
-        description="`separate`: each image as a binary message on `<topic>/image/<n>`; "
-        "`omit`: send no image bytes.",
-    )
-    max_images: int = Field(default=4, ge=0, le=16, description="Images per post to send.")
-    host: str | None = Field(
-        default=None, description="Broker host; default: the gateway's [mqtt] broker."
-    )
-    port: int | None = Field(
-        default=None,
-        ge=1,
-        le=65535,
-        description="Broker port; default: [mqtt] port (with host unset) or 1883.",
-    )
-    username: str | None = Field(default=None, description="Broker user name (with `host`).")
-    password: SecretStr | None = Field(default=None, description="Broker password (with `host`).")
-    protocol: Literal[5, 311] | None = Field(
-        default=None, description="MQTT protocol version; default: the [mqtt] one."
-    )
-    client_id: str | None = Field(
-        default=None, description="Client id; default `<gateway name>-<publisher id>`."
-    )
-    timeout: float = Field(
-        default=10.0, gt=0, le=300, description="Seconds to wait for the broker to confirm."
-    )
-
-    @field_validator("topic")
-    @classmethod
-    def _topic_template(cls, value: str) -> str:
-        if "+" in value or "#" in value:
-            raise ValueError("a topic to publish to cannot contain + or #")
-        return check_post_template(value, "topic")
-
-    def broker(self, default: BrokerSettings) -> BrokerSettings:
-        """The broker to connect to: this config's ``host``, else the gateway's."""
-        if self.host is None:
-            return BrokerSettings(
-                host=default.host,
-                port=self.port or default.port,
-                username=default.username,
-                password=default.password,
-                protocol=self.protocol or default.protocol,
-                keepalive=default.keepalive,
-            )
-        return BrokerSettings(
-            host=self.host,
-            port=self.port or 1883,
-            username=self.username,
-            password=self.password.get_secret_value() if self.password else None,
-            protocol=self.protocol or 5,
-        )
-
-    def build(self, ctx: PublisherContext) -> MqttPublisher:
-        """Create the publisher for this config (it connects later, in its worker)."""
-        client_id = self.client_id or f"{ctx.gateway_name}-{self.id}"
-        return MqttPublisher(self, self.broker(ctx.broker), client_id, ctx.gateway_name)
+def build(config: MqttConfig, ctx: PublisherContext) -> MqttPublisher:
+    """Create the publisher for this config (it connects later, in its worker)."""
+    client_id = config.client_id or f"{ctx.gateway_name}-{config.id}"
+    return MqttPublisher(config, config.broker(ctx.broker), client_id, ctx.gateway_name)
 
 
 class MqttPublisher(OneMessageThread):
@@ -184,7 +117,7 @@ class MqttPublisher(OneMessageThread):
         """Publish a whole thread as one message (``text`` = part 1, ``thread`` = all)."""
         client = self._connected_client()
         topic = fill_post_template(self._config.topic, post, self._gateway)
-        payload = webhook_payload(post, parts[0], media, idempotency_key, self._gateway, parts)
+        payload = post_payload(post, parts[0], media, idempotency_key, self._gateway, parts)
         separate = self._config.images == "separate"
         for n, (entry, item) in enumerate(zip(payload["media"], media, strict=True)):
             if separate:
@@ -212,4 +145,4 @@ class MqttPublisher(OneMessageThread):
             self._client = None
 
 
-__all__ = ["MqttConfig", "MqttPublisher"]
+__all__ = ["MqttConfig", "MqttPublisher", "build"]

@@ -22,66 +22,32 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import SecretStr
 
+from gateway.config.publishers import WebhookConfig
 from gateway.model import MediaItem, Post, Receipt
 from gateway.publishers.base import Capabilities, OneMessageThread, PublisherContext
-from gateway.publishers.http import HttpConfig
+from gateway.publishers.payload import post_payload
 
 if TYPE_CHECKING:
     from gateway.publishers.http import ApiClient
 
 
-class WebhookConfig(HttpConfig):
-    """POST posts to any HTTP endpoint (Home Assistant, n8n, Slack-style relays...)."""
+def build(config: WebhookConfig, ctx: PublisherContext) -> WebhookPublisher:
+    """Create the publisher a ``webhook`` config entry describes."""
+    from gateway.publishers.http import ApiClient, url_secrets
 
-    type: Literal["webhook"] = Field(description="Selects this backend.")
-    url: SecretStr = Field(
-        description="Endpoint to POST to (http or https); kept secret because many embed a token."
+    # No base_url: httpx would add a trailing slash to it, changing the endpoint.
+    api = ApiClient(
+        "webhook",
+        "",
+        timeout=config.timeout,
+        headers={k: v.get_secret_value() for k, v in config.headers.items()},
+        secrets=[*url_secrets(config.url), config.secret, *config.headers.values()],
     )
-    format: Literal["json", "multipart"] = Field(
-        default="json",
-        description="`json`: one JSON object, no image bytes; `multipart`: JSON `payload` "
-        "part plus one `media` file part per image.",
-    )
-    secret: SecretStr | None = Field(
-        default=None,
-        description="When set, sign the body with HMAC-SHA256 in `signature_header`.",
-    )
-    signature_header: str = Field(
-        default="X-Signature-256",
-        pattern=r"^[A-Za-z0-9-]{1,64}\Z",
-        description="Header carrying `sha256=<hex HMAC of the body>`.",
-    )
-    headers: dict[str, SecretStr] = Field(
-        default_factory=dict,
-        description="Extra request headers (e.g. Authorization); values are kept secret.",
-    )
-    max_images: int = Field(default=4, ge=0, le=16, description="Images per post to send.")
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value
-
-    def build(self, ctx: PublisherContext) -> WebhookPublisher:
-        """Create the publisher for this config."""
-        from gateway.publishers.http import ApiClient, url_secrets
-
-        # No base_url: httpx would add a trailing slash to it, changing the endpoint.
-        api = ApiClient(
-            "webhook",
-            "",
-            timeout=self.timeout,
-            headers={k: v.get_secret_value() for k, v in self.headers.items()},
-            secrets=[*url_secrets(self.url), self.secret, *self.headers.values()],
-        )
-        return WebhookPublisher(self, api, ctx.gateway_name)
+    return WebhookPublisher(config, api, ctx.gateway_name)
 
 
 class WebhookPublisher(OneMessageThread):
@@ -102,7 +68,7 @@ class WebhookPublisher(OneMessageThread):
         idempotency_key: str,
     ) -> Receipt:
         """POST a whole thread as one payload (``text`` = part 1, ``thread`` = all)."""
-        payload = webhook_payload(post, parts[0], media, idempotency_key, self._gateway, parts)
+        payload = post_payload(post, parts[0], media, idempotency_key, self._gateway, parts)
         body, content_type = self._encode(payload, media)
         headers = {"Content-Type": content_type, "Idempotency-Key": idempotency_key}
         if self._config.secret is not None:
@@ -129,40 +95,6 @@ class WebhookPublisher(OneMessageThread):
         self._api.close()
 
 
-def webhook_payload(
-    post: Post,
-    text: str,
-    media: tuple[MediaItem, ...],
-    idempotency_key: str,
-    gateway: str,
-    thread: Sequence[str] = (),
-) -> dict[str, Any]:
-    """The JSON object sent for one post; ``thread`` only when it has several parts."""
-    payload: dict[str, Any] = {
-        "id": post.id,
-        "rule": post.rule,
-        "created_at": post.created_at.isoformat(),
-        "text": text,
-        "lang": post.lang,
-        "gateway": gateway,
-        "idempotency_key": idempotency_key,
-        "media": [
-            {
-                "filename": f"{post.id}-{n}{item.path.suffix or '.bin'}",
-                "mime": item.mime,
-                "width": item.width,
-                "height": item.height,
-                "bytes": item.bytes,
-                "alt": item.alt,
-            }
-            for n, item in enumerate(media)
-        ],
-    }
-    if len(thread) > 1:
-        payload["thread"] = list(thread)
-    return payload
-
-
 def sign(secret: SecretStr, body: bytes) -> str:
     """``sha256=<hex>``: the HMAC-SHA256 of ``body`` under ``secret``."""
     digest = hmac.new(secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
@@ -184,4 +116,4 @@ def receipt_from(body: bytes) -> Receipt:
     )
 
 
-__all__ = ["WebhookConfig", "WebhookPublisher", "sign", "webhook_payload"]
+__all__ = ["WebhookConfig", "WebhookPublisher", "build", "sign"]

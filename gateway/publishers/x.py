@@ -25,13 +25,14 @@ last part whose id is known, so the thread still hangs together.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, SecretStr
+from pydantic import SecretStr
 
+from gateway.config.publishers import XConfig
 from gateway.model import MediaItem, Post, Receipt
 from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
-from gateway.publishers.http import HttpConfig, ServiceError
+from gateway.publishers.http import ServiceError
 from gateway.publishers.threads import PostedPart, ThreadLog, post_parts
 
 if TYPE_CHECKING:
@@ -42,38 +43,20 @@ if TYPE_CHECKING:
 DUPLICATE_MARKERS = ("duplicate content", "status is a duplicate")
 
 
-class XConfig(HttpConfig):
-    """Post to an X account through API v2 (OAuth 1.0a user context: four secrets)."""
+def build(config: XConfig, ctx: PublisherContext) -> XPublisher:
+    """Create the publisher a ``x`` config entry describes."""
+    from gateway.publishers.http import ApiClient
 
-    type: Literal["x"] = Field(description="Selects this backend.")
-    requires: ClassVar[tuple[tuple[str, str], ...]] = (("oauthlib", "x"),)
-    consumer_key: SecretStr = Field(description="The app's API key (consumer key).")
-    consumer_secret: SecretStr = Field(description="The app's API key secret.")
-    access_token: SecretStr = Field(description="The posting account's access token.")
-    access_token_secret: SecretStr = Field(description="The posting account's access secret.")
-    api_base: str = Field(
-        default="https://api.x.com",
-        pattern=r"^https?://[^/\s]+/?\Z",
-        description="API address; only tests change it.",
+    secrets = (config.consumer_key, config.consumer_secret, config.access_token)
+    signer = OAuth1Signer(*secrets, config.access_token_secret)
+    api = ApiClient(
+        "x",
+        config.api_base.rstrip("/"),
+        timeout=config.timeout,
+        auth=signer,
+        secrets=[*secrets, config.access_token_secret],
     )
-    web_url: str = Field(
-        default="https://x.com", description="Site used to build the links in receipts."
-    )
-
-    def build(self, ctx: PublisherContext) -> XPublisher:
-        """Create the publisher for this config."""
-        from gateway.publishers.http import ApiClient
-
-        secrets = (self.consumer_key, self.consumer_secret, self.access_token)
-        signer = OAuth1Signer(*secrets, self.access_token_secret)
-        api = ApiClient(
-            "x",
-            self.api_base.rstrip("/"),
-            timeout=self.timeout,
-            auth=signer,
-            secrets=[*secrets, self.access_token_secret],
-        )
-        return XPublisher(self, api, ctx.store)
+    return XPublisher(config, api, ctx.store)
 
 
 class OAuth1Signer:
@@ -219,4 +202,4 @@ def is_duplicate(error: ServiceError) -> bool:
     return error.status == 403 and any(m in error.detail.lower() for m in DUPLICATE_MARKERS)
 
 
-__all__ = ["OAuth1Signer", "XConfig", "XPublisher", "is_duplicate"]
+__all__ = ["OAuth1Signer", "XConfig", "XPublisher", "build", "is_duplicate"]

@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from gateway.compose.composer import ComposeError, Composer, MessageEvent, PostSkippedError
+from gateway.compose.textfit import fit_text, split_thread
 from gateway.config import GatewayConfig, RuleConfig
+from gateway.model import Capabilities, Post
+from gateway.outbox.store import Outbox
 from gateway.rules.guards import (
     Decision,
     Guards,
@@ -30,11 +33,7 @@ from gateway.rules.guards import (
     local_midnight,
     parse_quiet_hours,
 )
-from gateway.model import Post
-from gateway.outbox.store import Outbox
-from gateway.publishers.base import Capabilities
 from gateway.state.store import SensorSnapshot
-from gateway.compose.textfit import fit_text, split_thread
 
 log = logging.getLogger(__name__)
 

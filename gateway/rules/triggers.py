@@ -30,9 +30,9 @@ from typing import Any, Literal, Protocol
 
 import paho.mqtt.client as mqtt
 
-from gateway.rules import expr
 from gateway.compose.composer import MessageEvent
 from gateway.config import RuleConfig
+from gateway.rules import expr
 from gateway.state.store import SensorSnapshot, StateStore
 
 log = logging.getLogger(__name__)

@@ -17,12 +17,11 @@ from pathlib import Path
 
 from gateway.compose.composer import Composer
 from gateway.config import GatewayConfig
-from gateway.outbox.delivery import DeliveryWorker, PostingBudget, RetryPolicy
-from gateway.state.history import HistoryStore, HistoryWriter
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
 from gateway.media.retention import RetentionJob
 from gateway.model import Post
+from gateway.outbox.delivery import DeliveryWorker, PostingBudget, RetryPolicy
 from gateway.outbox.store import Outbox
 from gateway.publishers import build_publisher
 from gateway.publishers.base import (
@@ -34,9 +33,10 @@ from gateway.publishers.base import (
 from gateway.publishers.file import FilePublisher
 from gateway.rules.runner import RuleRunner
 from gateway.rules.scheduler import RuleScheduler
+from gateway.rules.triggers import MessageRules, RuleDispatch, ThreadTimers, ThresholdWatcher
+from gateway.state.history import HistoryStore, HistoryWriter
 from gateway.state.snapshot import SAVE_EVERY_SECONDS, SNAPSHOT_NAME, SnapshotWriter
 from gateway.state.store import SensorSnapshot, StateStore
-from gateway.rules.triggers import MessageRules, RuleDispatch, ThreadTimers, ThresholdWatcher
 
 log = logging.getLogger(__name__)
 

@@ -21,12 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+from gateway.config import ConfigError, GatewayConfig
 from gateway.runtime.app import Gateway, database_path
-from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.runtime.hass import discovery_messages, health_topic, state_payload
 from gateway.runtime.health import HealthStore, RateMeter, free_bytes, health_body, status_line
-from gateway.runtime.logs import RateLimitedLog
+from gateway.runtime.loading import load_config
 from gateway.runtime.sdnotify import Notifier, watchdog_interval
+from gateway.support.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

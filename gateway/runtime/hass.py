@@ -17,8 +17,8 @@ from typing import Any
 
 from gateway import __version__
 from gateway.config import GatewayConfig
-from gateway.runtime.health import OutboxSummary
 from gateway.ingest.mqtt import status_topic
+from gateway.runtime.health import OutboxSummary
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,15 @@ from datetime import datetime
 from pathlib import Path
 
 from gateway.compose.composer import ComposeError, Composer, MessageEvent
+from gateway.compose.textfit import count_length
 from gateway.config import ConfigError, GatewayConfig
 from gateway.model import MediaItem, Reading
 from gateway.publishers import build_publisher
 from gateway.publishers.base import Capabilities, PublisherContext
 from gateway.rules.runner import fit_post
+from gateway.rules.triggers import decode_event
 from gateway.state.snapshot import SNAPSHOT_NAME, load_snapshot
 from gateway.state.store import StateStore
-from gateway.compose.textfit import count_length
-from gateway.rules.triggers import decode_event
 
 
 def load_sample(path: Path, config: GatewayConfig, now: datetime) -> StateStore:

@@ -12,8 +12,8 @@ import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.runtime.app import database_path
 from gateway.config import GatewayConfig
+from gateway.runtime.app import database_path
 from gateway.runtime.daemon import pid_file
 from gateway.runtime.health import HealthStore, OutboxSummary
 

@@ -7,7 +7,7 @@ then deletes rows older than the retention.  :meth:`HistoryStore.history` reads
 the stored minutes plus those not yet written, for charts.
 
 The table ``readings_minute`` is created by migration 2 in
-:data:`gateway.outbox.store.MIGRATIONS` (same ``gateway.db`` as the outbox).
+:data:`gateway.support.database.MIGRATIONS` (same ``gateway.db`` as the outbox).
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway.runtime.logs import RateLimitedLog
 from gateway.state.store import StateStore
 from gateway.state.windows import MinuteRow
+from gateway.support.database import ensure_schema
+from gateway.support.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,7 @@ class HistoryStore:
     """Reads and writes ``readings_minute``; one connection, guarded by a lock."""
 
     def __init__(self, path: Path, state: StateStore | None = None) -> None:
-        from gateway.outbox.store import Outbox
-
-        Outbox(path).close()  # applies the migrations, including the history table
+        ensure_schema(path)  # the history table is one of the file's migrations
         self._state = state
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(

@@ -14,9 +14,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.support.files import atomic_write
 from gateway.model import Frame, Reading
 from gateway.state.store import StateStore
+from gateway.support.files import atomic_write
 
 log = logging.getLogger(__name__)
 
