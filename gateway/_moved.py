@@ -74,14 +74,18 @@ class _AliasLoader(importlib.abc.Loader):
 
     def __init__(self, new: str) -> None:
         self._new = new
+        self._spec: importlib.machinery.ModuleSpec | None = None
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         """The new module itself, so both names share one module object."""
         _warn(spec.name, self._new)
-        return importlib.import_module(self._new)
+        module = importlib.import_module(self._new)
+        self._spec = module.__spec__
+        return module
 
     def exec_module(self, module: ModuleType) -> None:
-        """Nothing to run: the new module is already imported."""
+        """Nothing to run; give back the module's own spec, which the import system replaced."""
+        module.__spec__ = self._spec
 
 
 class MovedModuleFinder(importlib.abc.MetaPathFinder):
@@ -119,6 +123,7 @@ def forward_names(package: str) -> Callable[[str], Any]:
         except AttributeError:
             raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
         _warn(f"{package}.{name}", f"{target}.{name}")
+        setattr(sys.modules[package], name, value)  # once: later lookups find it directly
         return value
 
     return forward
