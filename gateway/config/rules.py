@@ -94,7 +94,11 @@ def active_checks() -> RuleChecks | None:
     return _checks.get()
 
 
-def _engine_check(kind: str, value: str | None, message: str = "{error}") -> str | None:
+EngineCheck = Literal["condition", "cron", "quiet_hours"]
+
+
+def _engine_check(kind: EngineCheck, value: str | None, message: str = "{error}") -> str | None:
+    """``value`` checked by the active checks' method ``kind`` (unchecked without any)."""
     checks = _checks.get()
     if value is None or checks is None:
         return value
