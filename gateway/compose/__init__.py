@@ -2,6 +2,8 @@
 
 - :mod:`.composer`: :class:`~.composer.Composer` renders the sandboxed Jinja2
   templates and gathers the media;
+- :mod:`.checking`: the checks of a rule's templates (names, filters, tests, sensor
+  attributes) that ``check-config`` reports;
 - :mod:`.filters`: the template filters (``time``, ``number``, ``arrow``...);
 - :mod:`.textfit`: each service's way of counting length; shortening and threads.
 """

@@ -9,17 +9,17 @@ post is ever stored.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import jinja2
-from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from gateway.compose.checking import stat_names
 from gateway.compose.filters import FILTERS, defuse_markup
 from gateway.media.attachments import (
     HistorySource,
@@ -39,9 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BUILTIN_NAMES = frozenset({"now", "gateway", "rule"})
-EVENT_NAMES = frozenset({"event", "topic"})
-"""Extra names of ``on_message`` rules: the decoded message and its topic."""
 _TIGHT_UNITS = ("%", "°")
 
 
@@ -109,9 +106,17 @@ def trend_of(value: Value | None, hour: Any) -> str | None:
     return "rising" if delta > 0 else "falling"
 
 
+DEFAULT_WINDOWS = (timedelta(hours=1), timedelta(hours=24))
+
+
 @dataclass(frozen=True)
 class SensorView:
-    """What a template sees of one sensor: ``{{ water_temp }}`` renders value and unit."""
+    """What a template sees of one sensor: ``{{ water_temp }}`` renders value and unit.
+
+    Besides its fields it has ``min_<w>``, ``max_<w>`` and ``mean_<w>`` for each of
+    the sensor's windows ``<w>`` (``min_24h``, ``mean_1h``; see
+    :func:`gateway.compose.checking.stat_names`), None (``n/a``) when unknown.
+    """
 
     id: str
     value: Value | None
@@ -120,12 +125,11 @@ class SensorView:
     age: timedelta | None
     stale: bool
     previous: Value | None
-    min_24h: float | None = None
-    max_24h: float | None = None
-    mean_1h: float | None = None
     trend: str | None = None
     offline: bool = False
     """The device's LWT or availability topic last said offline."""
+    stats: Mapping[str, float | None] = field(default_factory=dict)
+    """Window statistics by attribute name (``max_24h``)."""
 
     @classmethod
     def of(
@@ -136,12 +140,18 @@ class SensorView:
         now: datetime,
         unit: str,
         stats_source: StatsSource | None = None,
+        windows: Sequence[timedelta] = DEFAULT_WINDOWS,
     ) -> SensorView:
         """Build the view of a sensor's snapshot (or of a sensor with no reading yet)."""
+        names = stat_names(windows)
         if snap is None:
-            return cls(sensor, None, unit, None, None, True, None)
-        day = stats_source.stats(sensor, timedelta(hours=24), now) if stats_source else None
-        hour = stats_source.stats(sensor, timedelta(hours=1), now) if stats_source else None
+            return cls(sensor, None, unit, None, None, True, None, stats=dict.fromkeys(names))
+        by_window = {
+            window: stats_source.stats(sensor, window, now) if stats_source else None
+            for window in windows
+        }
+        # The trend compares the value with the shortest window's mean (the last hour's).
+        shortest = by_window[min(windows)] if windows else None
         return cls(
             sensor,
             snap.value,
@@ -150,12 +160,17 @@ class SensorView:
             now - snap.at,
             stale,
             snap.previous,
-            min_24h=_stat(day, "min"),
-            max_24h=_stat(day, "max"),
-            mean_1h=_stat(hour, "mean"),
-            trend=trend_of(snap.value, hour),
+            trend=trend_of(snap.value, shortest),
             offline=snap.offline,
+            stats={name: _stat(by_window[w], stat) for name, (stat, w) in names.items()},
         )
+
+    def __getattr__(self, name: str) -> float | None:
+        # Called only for names that are not fields: the window statistics.
+        stats = self.__dict__.get("stats", {})
+        if name in stats:
+            return stats[name]  # type: ignore[no-any-return]
+        raise AttributeError(f"sensor {self.__dict__.get('id')!r} has no attribute {name!r}")
 
     def __str__(self) -> str:
         return format_value(self.value, self.unit)
@@ -190,36 +205,6 @@ _ENV = make_environment()
 _MARKUP_ENV = make_environment(allow_markup=True)
 
 
-def template_problems(rule: RuleConfig, config: GatewayConfig) -> list[str]:
-    """Syntax errors and unknown names in a rule's templates, as ``field: message`` lines."""
-    known = BUILTIN_NAMES | {s.id for s in config.sensors}
-    if rule.on_message is not None:
-        known |= EVENT_NAMES
-    sources = [("text", rule.text)]
-    if rule.fallback_text is not None:
-        sources.append(("fallback_text", rule.fallback_text))
-    for i, image in enumerate(rule.images):
-        sources.append((f"images[{i}].alt", image.alt))
-        if image.caption is not None:
-            sources.append((f"images[{i}].caption", image.caption))
-    sources += [(f"charts[{i}].alt", chart.alt) for i, chart in enumerate(rule.charts)]
-    if rule.timelapse is not None:
-        sources.append(("timelapse.alt", rule.timelapse.alt))
-    problems = []
-    for name, source in sources:
-        try:
-            ast = _ENV.parse(source)
-        except jinja2.TemplateSyntaxError as exc:
-            problems.append(f"{name}: template syntax error on line {exc.lineno}: {exc.message}")
-            continue
-        for unknown in sorted(meta.find_undeclared_variables(ast) - known):
-            problems.append(
-                f"{name}: unknown name {unknown!r} (not a sensor id or now/gateway/rule"
-                + ("/event/topic)" if rule.on_message is not None else ")")
-            )
-    return problems
-
-
 def render(source: str, context: Mapping[str, Any], *, allow_markup: bool = False) -> str:
     """Render one template completely, or raise ComposeError (never half a text)."""
     env = _MARKUP_ENV if allow_markup else _ENV
@@ -250,6 +235,10 @@ class Composer:
         self._state = state
         self._media_dir = media_dir
         self._units = {s.id: s.unit for s in config.sensors}
+        self._windows = {
+            s.id: tuple(s.windows if s.windows is not None else config.state.windows)
+            for s in config.sensors
+        }
         store = frames or FrameStore(media_dir / "frames", state)
         cameras = CameraFrames(config.cameras, state, store)
         self._media = MediaBuilder(config, cameras, store, history, media_dir)
@@ -280,6 +269,7 @@ class Composer:
                 now,
                 unit,
                 self._state,
+                self._windows[sensor],
             )
             for sensor, unit in self._units.items()
         }

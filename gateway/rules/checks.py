@@ -60,8 +60,8 @@ class EngineChecks:
         for r, rule in enumerate(config.rules):
             yield from (f"rules[{r}].{problem}" for problem in _sensor_problems(rule, config))
         if not config.rules:
-            return  # nothing to check; spares the process compose's jinja2, Pillow and textfit
-        from gateway.compose.composer import template_problems
+            return  # nothing to check; spares the process jinja2 and the filters
+        from gateway.compose.checking import template_problems
 
         for r, rule in enumerate(config.rules):
             yield from (f"rules[{r}].{problem}" for problem in template_problems(rule, config))

@@ -143,6 +143,10 @@ class Daemon:
             log.error("reload: config invalid; still running on the previous config")
             self.notifier.status("reload failed: config invalid, running on the previous one")
             return False
+        except Exception:  # a bug in a check must not end a daemon that is running fine
+            log.exception("reload: could not check the config; still running on the previous one")
+            self.notifier.status("reload failed: config check failed, running on the previous one")
+            return False
         self.notifier.reloading()
         old = self.config
         self._stop_gateway()

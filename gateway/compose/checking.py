@@ -1,0 +1,160 @@
+"""Checking a rule's templates before they run: syntax, names, filters, tests, attributes.
+
+``check-config``, ``run`` and ``reload`` report every problem found here as a config
+error with its path (``rules[2].text: unknown filter 'tme'``), so a template that
+would fail each time its rule fires is refused up front.  What a sensor offers a
+template is named here too (:data:`SENSOR_ATTRIBUTES`, :func:`stat_names`), so the
+check and :class:`~gateway.compose.composer.SensorView` agree by construction.
+
+Light on purpose: jinja2 and the filters, not Pillow or the media code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import jinja2
+from jinja2 import meta, nodes
+from jinja2.sandbox import SandboxedEnvironment
+
+from gateway.compose.filters import FILTERS
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig, RuleConfig
+
+BUILTIN_NAMES = frozenset({"now", "gateway", "rule"})
+EVENT_NAMES = frozenset({"event", "topic"})
+"""Extra names of ``on_message`` rules: the decoded message and its topic."""
+
+SENSOR_ATTRIBUTES = frozenset(
+    {"id", "value", "unit", "at", "age", "stale", "offline", "previous", "trend"}
+)
+"""What every sensor offers a template besides its window statistics."""
+
+STATISTICS = ("min", "max", "mean")
+"""The statistics offered for each rolling window: ``min_24h``, ``mean_1h``..."""
+
+
+def window_labels(window: timedelta) -> tuple[str, ...]:
+    """How a window is spelled in attribute names: 1h → ``1h``; 24h → ``24h`` and ``1d``.
+
+    Minutes when the window is not whole hours (90m → ``90m``).
+    """
+    minutes = int(window.total_seconds()) // 60
+    if minutes % 60:
+        return (f"{minutes}m",)
+    hours = minutes // 60
+    return (f"{hours}h", f"{hours // 24}d") if hours % 24 == 0 else (f"{hours}h",)
+
+
+def stat_names(windows: Iterable[timedelta]) -> dict[str, tuple[str, timedelta]]:
+    """Attribute name → (statistic, window) for every statistic of these windows."""
+    return {
+        f"{stat}_{label}": (stat, window)
+        for window in windows
+        for label in window_labels(window)
+        for stat in STATISTICS
+    }
+
+
+def sensor_attributes(windows: Sequence[timedelta]) -> list[str]:
+    """Every attribute of a sensor with these windows, sorted, for messages and docs."""
+    return sorted(SENSOR_ATTRIBUTES | stat_names(windows).keys())
+
+
+_CHECK_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+_CHECK_ENV.filters.update(FILTERS)
+
+
+def _sources(rule: RuleConfig) -> list[tuple[str, str]]:
+    sources = [("text", rule.text)]
+    if rule.fallback_text is not None:
+        sources.append(("fallback_text", rule.fallback_text))
+    for i, image in enumerate(rule.images):
+        sources.append((f"images[{i}].alt", image.alt))
+        if image.caption is not None:
+            sources.append((f"images[{i}].caption", image.caption))
+    sources += [(f"charts[{i}].alt", chart.alt) for i, chart in enumerate(rule.charts)]
+    if rule.timelapse is not None:
+        sources.append(("timelapse.alt", rule.timelapse.alt))
+    return sources
+
+
+def template_problems(rule: RuleConfig, config: GatewayConfig) -> list[str]:
+    """Every problem in a rule's templates, as ``field: message`` lines (none: fine)."""
+    windows = {
+        s.id: tuple(s.windows if s.windows is not None else config.state.windows)
+        for s in config.sensors
+    }
+    known = BUILTIN_NAMES | windows.keys()
+    if rule.on_message is not None:
+        known |= EVENT_NAMES
+    problems = []
+    for field, source in _sources(rule):
+        try:
+            ast = _CHECK_ENV.parse(source)
+        except jinja2.TemplateSyntaxError as exc:
+            problems.append(f"{field}: template syntax error on line {exc.lineno}: {exc.message}")
+            continue
+        found = list(_unknown_callables(ast))
+        if not found:  # jinja2's own analysis fails on an unknown filter or test
+            found += _unknown_names(ast, known, rule.on_message is not None)
+        found += _unknown_attributes(ast, windows)
+        problems += [f"{field}: {message}" for message in found]
+    return problems
+
+
+def _unknown_callables(ast: nodes.Template) -> Iterator[str]:
+    for node in ast.find_all((nodes.Filter, nodes.Test)):
+        kind, table = (
+            ("filter", _CHECK_ENV.filters)
+            if isinstance(node, nodes.Filter)
+            else ("test", _CHECK_ENV.tests)
+        )
+        if node.name not in table:
+            yield f"unknown {kind} {node.name!r} (line {node.lineno})"
+
+
+def _unknown_names(ast: nodes.Template, known: frozenset[str], event: bool) -> list[str]:
+    try:
+        undeclared = meta.find_undeclared_variables(ast)
+    except jinja2.TemplateError as exc:  # anything else jinja2 refuses to compile
+        return [f"template error: {exc.message}"]
+    return [
+        f"unknown name {name!r} (not a sensor id or now/gateway/rule"
+        + ("/event/topic)" if event else ")")
+        for name in sorted(undeclared - known)
+    ]
+
+
+def _unknown_attributes(
+    ast: nodes.Template, windows: dict[str, tuple[timedelta, ...]]
+) -> Iterator[str]:
+    # Only ``sensor.attr`` straight on a sensor's name: after a filter or a {% set %}
+    # the value is no longer known here, and a rename would be a false alarm.
+    assigned = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        attr = _attribute_of(node)
+        target = getattr(node, "node", None)
+        if attr is None or not isinstance(target, nodes.Name) or target.name not in windows:
+            continue
+        if target.name in assigned:
+            continue
+        allowed = sensor_attributes(windows[target.name])
+        if attr not in allowed:
+            yield (
+                f"sensor {target.name!r} has no attribute {attr!r} (line {node.lineno});"
+                f" it has {', '.join(allowed)}"
+            )
+
+
+def _attribute_of(node: nodes.Node) -> str | None:
+    """``x.name`` or ``x['name']``: the name; None for any other lookup."""
+    if isinstance(node, nodes.Getattr):
+        return str(node.attr)
+    arg = getattr(node, "arg", None)
+    if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
+        return arg.value
+    return None
