@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, config_path
@@ -98,8 +100,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> GatewayConfig:
-    return load_config(config_path(args.config))
+SecretsNeed = Literal["required", "warn", "ignore"]
+
+
+def _load(args: argparse.Namespace, secrets: SecretsNeed = "required") -> GatewayConfig:
+    """The config; ``secrets``: what a ``${NAME}`` that cannot be resolved is.
+
+    An error for what runs the gateway; a warning printed (``warn``) or nothing
+    (``ignore``) for commands that only read the database or the daemon's state.
+    """
+    if secrets == "required":
+        return load_config(config_path(args.config))
+    missing: list[str] = []
+    try:
+        return load_config(config_path(args.config), missing_secrets=missing)
+    finally:  # with the errors, if any: a user fixes everything in one go
+        if secrets == "warn":
+            for line in missing:
+                print(f"warning: {line}", file=sys.stderr)
+
+
+def nothing_to_do(config: GatewayConfig) -> ConfigError | None:
+    """A config without rules posts nothing: an error for ``check-config`` and ``run``."""
+    if config.rules:
+        return None
+    return ConfigError(
+        [
+            "rules: no [[rules]]: this config posts nothing (add a rule and a publisher;"
+            " see config/gateway.example.toml)"
+        ]
+    )
 
 
 def _print_config_errors(path: Path, error: ConfigError) -> None:
@@ -109,8 +139,16 @@ def _print_config_errors(path: Path, error: ConfigError) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate the config and say what it holds."""
-    config = _load(args)
+    """Validate the config and say what it holds.
+
+    Under the service (``$CREDENTIALS_DIRECTORY`` set) a missing secret is an error;
+    from a shell it is a warning, since the service may see credentials the shell
+    does not.
+    """
+    under_service = bool(os.environ.get("CREDENTIALS_DIRECTORY"))
+    config = _load(args, "required" if under_service else "warn")
+    if error := nothing_to_do(config):
+        raise error
     print(
         f"{config_path(args.config)}: OK — {len(config.sensors)} sensors, "
         f"{len(config.cameras)} cameras, {len(config.rules)} rules, "
@@ -143,6 +181,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.runtime.logs import setup_logging
 
     config = _load(args)
+    if error := nothing_to_do(config):
+        raise error
     setup_logging(config.gateway.log_level)
     daemon = Daemon(config_path(args.config), config)
     daemon.install_signal_handlers()
@@ -153,7 +193,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
     """Validate the config, then SIGHUP the running daemon."""
     from gateway.runtime.status import send_reload
 
-    done, message = send_reload(_load(args))
+    done, message = send_reload(_load(args, "warn"))  # the daemon resolves its own secrets
     print(message, file=sys.stdout if done else sys.stderr)
     return 0 if done else 1
 
@@ -162,7 +202,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Print the running daemon's health summary."""
     from gateway.runtime.status import running_pid, status_report
 
-    config = _load(args)
+    config = _load(args, "ignore")
     print("\n".join(status_report(config)))
     return 0 if running_pid(config) else 3
 
@@ -172,7 +212,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     from gateway.outbox.store import Outbox
     from gateway.runtime.app import database_path
 
-    path = database_path(_load(args))
+    path = database_path(_load(args, "ignore"))
     posts = Outbox(path).history(args.limit) if path.exists() else []
     if args.json:
         print(json.dumps(posts, ensure_ascii=False, indent=2))
@@ -191,7 +231,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     from gateway.outbox.store import Outbox
     from gateway.runtime.app import database_path
 
-    path = database_path(_load(args))
+    path = database_path(_load(args, "ignore"))
     if not path.exists():
         print("outbox is empty (no database yet)")
         return 0

@@ -147,3 +147,75 @@ def test_sighup_with_a_bad_template_keeps_the_old_config_posting(
     assert "still running on the previous config" in err
     assert "Traceback" not in err
     assert all(p["text"].startswith("Power") for p in archive_posts(state))
+
+
+MANY_PROBLEMS = """
+[gateway]
+bogus = 1
+
+[mqtt]
+port = "x"
+
+[[sensors]]
+id = "water"
+topic = "pool/water"
+
+[[sensors]]
+id = "air"
+
+[[rules]]
+id = "warm"
+when = "water > "
+text = "{{ water }} {{ air }} {{ nosuch }} {{ now | tme }}"
+publish_to = ["archive", "nowhere"]
+
+[[rules]]
+id = "fine"
+every = "1h"
+text = "{{ air.max_7d }}"
+publish_to = ["nowhere2"]
+
+[[rules]]
+id = "late"
+every = "soon"
+text = "ok"
+publish_to = ["archive"]
+
+[[publishers]]
+id = "archive"
+type = "file"
+
+[[publishers]]
+id = "hook"
+type = "webhook"
+url = "ftp://nope"
+"""
+
+
+def test_every_problem_is_reported_in_one_run() -> None:
+    lines = [line.split(";")[0] for line in problems(MANY_PROBLEMS)]
+    assert sorted(lines) == sorted(
+        [
+            "gateway.bogus: unknown key",
+            "mqtt.port: Input should be a valid integer, unable to parse string as an integer",
+            "sensors[1].topic: Field required",
+            "rules[0].when: unexpected end of condition",
+            "rules[2].every: invalid duration 'soon': use a number and a unit (ms, s, m, h, d, w)",
+            "publishers[1].url: Value error, must start with http:// or https://",
+            # ...and, from the same run, what only the whole file shows:
+            "rules[0].publish_to[1]: no publisher with id 'nowhere'",
+            "rules[1].publish_to[0]: no publisher with id 'nowhere2'",
+            "rules[0].text: unknown filter 'tme' (line 1)",
+            "rules[0].text: unknown name 'nosuch' (not a sensor id or now/gateway/rule)",
+            "rules[1].text: sensor 'air' has no attribute 'max_7d' (line 1)",
+        ]
+    )
+
+
+def test_an_empty_config_has_nothing_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text("", encoding="utf-8")
+    for command in ("check-config", "run"):
+        result = cli(command, "-c", str(path))
+        assert result.returncode == 78, (command, result.stdout, result.stderr)
+        assert "rules: no [[rules]]: this config posts nothing" in result.stderr

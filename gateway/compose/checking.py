@@ -99,8 +99,7 @@ def template_problems(rule: RuleConfig, config: GatewayConfig) -> list[str]:
             problems.append(f"{field}: template syntax error on line {exc.lineno}: {exc.message}")
             continue
         found = list(_unknown_callables(ast))
-        if not found:  # jinja2's own analysis fails on an unknown filter or test
-            found += _unknown_names(ast, known, rule.on_message is not None)
+        found += _unknown_names(source, known, rule.on_message is not None)
         found += _unknown_attributes(ast, windows)
         problems += [f"{field}: {message}" for message in found]
     return problems
@@ -117,7 +116,15 @@ def _unknown_callables(ast: nodes.Template) -> Iterator[str]:
             yield f"unknown {kind} {node.name!r} (line {node.lineno})"
 
 
-def _unknown_names(ast: nodes.Template, known: frozenset[str], event: bool) -> list[str]:
+def _unknown_names(source: str, known: frozenset[str], event: bool) -> list[str]:
+    # jinja2's analysis compiles the template, which fails on an unknown filter or
+    # test (reported already): stand-ins for those let it find the unknown names too.
+    env = _CHECK_ENV.overlay()
+    env.filters, env.tests = dict(env.filters), dict(env.tests)  # overlay() shares them
+    ast = env.parse(source)
+    for node in ast.find_all((nodes.Filter, nodes.Test)):
+        table = env.filters if isinstance(node, nodes.Filter) else env.tests
+        table.setdefault(node.name, _stand_in)
     try:
         undeclared = meta.find_undeclared_variables(ast)
     except jinja2.TemplateError as exc:  # anything else jinja2 refuses to compile
@@ -127,6 +134,10 @@ def _unknown_names(ast: nodes.Template, known: frozenset[str], event: bool) -> l
         + ("/event/topic)" if event else ")")
         for name in sorted(undeclared - known)
     ]
+
+
+def _stand_in(value: object, *args: object, **kwargs: object) -> object:
+    return value
 
 
 def _unknown_attributes(

@@ -9,7 +9,8 @@ import it.  Where each part lives:
   ``[homeassistant]``;
 - :mod:`.sensors`, :mod:`.cameras`, :mod:`.rules`, :mod:`.publishers`: the
   ``[[sensors]]``, ``[[cameras]]``, ``[[rules]]`` and ``[[publishers]]`` entries;
-- :mod:`.durations`: ``"90s"``, ``"1h30m"``; :mod:`.secrets`: ``${NAME}`` and masking.
+- :mod:`.durations`: ``"90s"``, ``"1h30m"``; :mod:`.secrets`: ``${NAME}`` and masking;
+- :mod:`.onepass`: every problem of a file in one run, the broken parts set aside.
 
 Every public name is re-exported here.
 """

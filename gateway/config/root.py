@@ -19,17 +19,19 @@ import os
 import re
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.config.cameras import CAMERA_SOURCES, AnyCameraConfig, CameraConfigs
+from gateway.config.onepass import validate_in_one_pass
 from gateway.config.publishers import PUBLISHER_TYPES, PublisherConfigs
 from gateway.config.rules import RuleChecks, RuleConfig, active_checks, checking_with
-from gateway.config.secrets import register_secret, resolve_refs
+from gateway.config.secrets import credentials_beside, register_secret, resolve_refs
 from gateway.config.sections import (
     GatewaySection,
     HealthSection,
@@ -43,6 +45,12 @@ from gateway.config.sensors import SensorConfig
 DEFAULT_CONFIG_PATH = Path("/etc/things-gateway/gateway.toml")
 CONFIG_ENV = "THINGS_GATEWAY_CONFIG"
 ENV_PREFIX = "THINGS_GATEWAY_"
+
+_unresolved: ContextVar[tuple[list[str], list[str]] | None] = ContextVar(
+    "gateway_unresolved", default=None
+)
+"""Where the validation in progress records ``${NAME}`` it cannot resolve: those that
+matter, and those of disabled tables."""
 
 
 @runtime_checkable
@@ -95,8 +103,13 @@ class GatewayConfig(BaseSettings):
     @classmethod
     def _resolve_secret_refs(cls, data: Any) -> Any:
         errors: list[str] = []
-        resolved = resolve_refs(data, "", errors)
-        if errors:
+        quiet: list[str] = []
+        resolved = resolve_refs(data, "", errors, quiet)
+        report = _unresolved.get()
+        if report is not None:  # validate_config decides what a missing secret means
+            report[0].extend(e for e in errors if e not in report[0])
+            report[1].extend(e for e in quiet if e not in report[1])
+        elif errors:
             raise PydanticCustomError("unresolved", "\n".join(errors))
         return resolved
 
@@ -189,8 +202,13 @@ _SUBPATH = re.compile(r"^[A-Za-z_]\w*(\[\d+\])*: ")
 
 def format_validation_error(error: ValidationError) -> list[str]:
     """One line per problem, ``path: message``, never echoing the input value."""
+    return format_error_items(error.errors(include_input=False, include_url=False))
+
+
+def format_error_items(items: list[ErrorDetails]) -> list[str]:
+    """:func:`format_validation_error` of some of an error's items."""
     lines = []
-    for item in error.errors(include_input=False, include_url=False):
+    for item in items:
         loc = _format_loc(tuple(item["loc"]))
         message = item["msg"]
         if item["type"] == "extra_forbidden":
@@ -234,28 +252,63 @@ def load_config(
     *,
     overrides: Mapping[str, Any] | None = None,
     checks: EngineChecks | None = None,
+    missing_secrets: list[str] | None = None,
 ) -> GatewayConfig:
     """Read, resolve and validate a config file; raise ConfigError listing every problem.
 
     Without ``checks`` only the shape is checked: types, ranges, ids, references
-    between ids and ``${NAME}`` references.
+    between ids and ``${NAME}`` references.  Secrets are also looked for in
+    ``credentials/`` beside the file when ``$CREDENTIALS_DIRECTORY`` is not set
+    (:func:`gateway.config.secrets.lookup_secret`); ``missing_secrets``: see
+    :func:`validate_config`.
     """
-    data = read_toml(config_path(path))
+    file = config_path(path)
+    data = read_toml(file)
     if overrides:
         data = _deep_merge(data, overrides)
-    return validate_config(data, checks=checks)
+    with credentials_beside(file):
+        return validate_config(data, checks=checks, missing_secrets=missing_secrets)
 
 
 def validate_config(
-    data: Mapping[str, Any], *, checks: EngineChecks | None = None
+    data: Mapping[str, Any],
+    *,
+    checks: EngineChecks | None = None,
+    missing_secrets: list[str] | None = None,
 ) -> GatewayConfig:
-    """Validate an already-parsed config mapping (plus env overrides), as load_config does."""
+    """Validate an already-parsed config mapping (plus env overrides), as load_config does.
+
+    Every problem is reported at once (:mod:`.onepass`).  A ``${NAME}`` that cannot be
+    resolved is an error, unless ``missing_secrets`` is given: then its line is added
+    there and the value is empty, for commands that never use secrets.
+    """
+    unresolved: list[str] = []
+    disabled: list[str] = []  # in tables with enabled = false: never a problem
+
+    def build(values: Mapping[str, Any]) -> GatewayConfig:
+        return GatewayConfig(**values)
+
+    token = _unresolved.set((unresolved, disabled))
     try:
         with checking_with(checks):
-            config = GatewayConfig(**data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc)) from None
+            config, problems, partial = validate_in_one_pass(build, data, format_error_items)
+    finally:
+        _unresolved.reset(token)
+    # A field that failed only because its secret is missing has one problem, not two.
+    starts = tuple(f"{x.split(': ', 1)[0]}{c}" for x in unresolved + disabled for c in ":.[")
+    problems = [p for p in problems if not p.startswith(starts)]
+    if missing_secrets is None:
+        problems = unresolved + problems
+    else:
+        missing_secrets.extend(unresolved)
+    if config is None and not problems:
+        # Only fields whose secret is missing failed (a disabled publisher's URL, say):
+        # the model with disabled stand-ins for those entries is the one to use.
+        config = partial
+    if problems or config is None:
+        raise ConfigError(problems or ["the config could not be validated"])
     _register_secret_fields(config)
+    assert isinstance(config, GatewayConfig)
     return config
 
 

@@ -21,7 +21,9 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -66,32 +68,79 @@ def redact(text: str) -> str:
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def resolve_refs(data: Any, path: str, errors: list[str]) -> Any:
-    """Replace ``${NAME}`` in every string; record names that cannot be found."""
+_credentials_beside: ContextVar[Path | None] = ContextVar("gateway_config_dir", default=None)
+
+
+@contextmanager
+def credentials_beside(config_file: Path | None) -> Iterator[None]:
+    """Inside this block, also look for secrets in ``<config dir>/credentials/``."""
+    token = _credentials_beside.set(config_file.parent / "credentials" if config_file else None)
+    try:
+        yield
+    finally:
+        _credentials_beside.reset(token)
+
+
+def resolve_refs(
+    data: Any, path: str, errors: list[str], quiet: list[str] | None = None
+) -> Any:
+    """Replace ``${NAME}`` in every string; record names that cannot be found.
+
+    A table with ``enabled = false`` (a publisher kept for later) needs no secret:
+    what it cannot resolve goes to ``quiet`` instead of ``errors``.
+    """
     if isinstance(data, str):
 
         def lookup(match: re.Match[str]) -> str:
             value = lookup_secret(match.group(1))
             if value is None:
                 errors.append(
-                    f"{path}: ${{{match.group(1)}}} is not set "
-                    "(no environment variable and no $CREDENTIALS_DIRECTORY file of that name)"
+                    f"{path}: ${{{match.group(1)}}} is not set (no environment variable and "
+                    f"no file of that name in {_credential_places()})"
                 )
                 return ""
             return value
 
         return _REF.sub(lookup, data)
     if isinstance(data, Mapping):
+        if data.get("enabled") is False:
+            errors = quiet if quiet is not None else []
         return {
-            k: resolve_refs(v, f"{path}.{k}" if path else str(k), errors) for k, v in data.items()
+            k: resolve_refs(v, f"{path}.{k}" if path else str(k), errors, quiet)
+            for k, v in data.items()
         }
     if isinstance(data, list | tuple):
-        return [resolve_refs(v, f"{path}[{i}]", errors) for i, v in enumerate(data)]
+        return [resolve_refs(v, f"{path}[{i}]", errors, quiet) for i, v in enumerate(data)]
     return data
+
+
+def _credential_places() -> str:
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        return "$CREDENTIALS_DIRECTORY"
+    beside = _credentials_beside.get()
+    return f"{beside}/" if beside else "$CREDENTIALS_DIRECTORY"
+
+
+def _read_credential(folder: Path, name: str) -> str | None:
+    # "gw_NAME": a whole folder loaded with LoadCredential=gw:/etc/things-gateway/credentials
+    for candidate in (name, f"{CREDENTIAL_FOLDER_ID}_{name}"):
+        try:
+            value = (folder / candidate).read_text(encoding="utf-8").rstrip("\n")
+        except OSError:  # absent, or a root-only folder read by another user
+            continue
+        register_secret(value)
+        return value
+    return None
 
 
 def lookup_secret(name: str) -> str | None:
     """A value from the environment, else from ``$CREDENTIALS_DIRECTORY/name``.
+
+    Outside the service (no ``$CREDENTIALS_DIRECTORY``), the installed layout's
+    folder beside the config file (``/etc/things-gateway/credentials/name``, see
+    :func:`credentials_beside`) is read instead, so ``sudo things-gateway status``
+    finds what the unit's ``LoadCredential=`` hands the daemon.
 
     A value read from a credential file is masked in log lines from then on
     (:func:`redact`); one from the environment is masked when it lands in a
@@ -100,12 +149,5 @@ def lookup_secret(name: str) -> str | None:
     if name in os.environ:
         return os.environ[name]
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    if cred_dir:
-        # "gw_NAME": a whole folder loaded with LoadCredential=gw:/etc/things-gateway/credentials
-        for candidate in (name, f"{CREDENTIAL_FOLDER_ID}_{name}"):
-            path = Path(cred_dir) / candidate
-            if path.is_file():
-                value = path.read_text(encoding="utf-8").rstrip("\n")
-                register_secret(value)
-                return value
-    return None
+    folder = Path(cred_dir) if cred_dir else _credentials_beside.get()
+    return _read_credential(folder, name) if folder else None

@@ -19,10 +19,18 @@ from gateway.rules.checks import ENGINE_CHECKS
 
 
 def load_config(
-    path: str | Path | None = None, *, overrides: Mapping[str, Any] | None = None
+    path: str | Path | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    missing_secrets: list[str] | None = None,
 ) -> GatewayConfig:
-    """Read and validate a config file completely; ConfigError lists every problem."""
-    return _config.load_config(path, overrides=overrides, checks=ENGINE_CHECKS)
+    """Read and validate a config file completely; ConfigError lists every problem.
+
+    ``missing_secrets``: see :func:`gateway.config.validate_config`.
+    """
+    return _config.load_config(
+        path, overrides=overrides, checks=ENGINE_CHECKS, missing_secrets=missing_secrets
+    )
 
 
 def validate_config(data: Mapping[str, Any]) -> GatewayConfig:
