@@ -13,11 +13,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from gateway import __version__
-from gateway.config import ConfigError, GatewayConfig, config_path
-from gateway.runtime.loading import load_config
+
+if TYPE_CHECKING:
+    from gateway.config import ConfigError, GatewayConfig
+
+# The config and everything below are imported by the commands that need them, not
+# here: ``--version`` and ``--help`` then start in a fraction of the time (pydantic
+# alone takes a few hundred milliseconds on a Raspberry Pi).
 
 EX_CONFIG = 78
 
@@ -65,7 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", metavar="DIR", help="folder for rendered images (default: a temp folder)"
     )
     history = sub.add_parser("history", parents=[common], help="show the local log of posts")
-    history.add_argument("--json", action="store_true", help="print JSON (see DESIGN.md)")
+    history.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON: a list, newest first, of posts with their deliveries"
+        " (the README, section Commands, gives its fields)",
+    )
     history.add_argument(
         "--limit", type=int, default=20, metavar="N", help="newest N posts (default 20)"
     )
@@ -109,6 +119,9 @@ def _load(args: argparse.Namespace, secrets: SecretsNeed = "required") -> Gatewa
     An error for what runs the gateway; a warning printed (``warn``) or nothing
     (``ignore``) for commands that only read the database or the daemon's state.
     """
+    from gateway.config import config_path
+    from gateway.runtime.loading import load_config
+
     if secrets == "required":
         return load_config(config_path(args.config))
     missing: list[str] = []
@@ -122,6 +135,8 @@ def _load(args: argparse.Namespace, secrets: SecretsNeed = "required") -> Gatewa
 
 def nothing_to_do(config: GatewayConfig) -> ConfigError | None:
     """A config without rules posts nothing: an error for ``check-config`` and ``run``."""
+    from gateway.config import ConfigError
+
     if config.rules:
         return None
     return ConfigError(
@@ -145,6 +160,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from a shell it is a warning, since the service may see credentials the shell
     does not.
     """
+    from gateway.config import config_path
+
     under_service = bool(os.environ.get("CREDENTIALS_DIRECTORY"))
     config = _load(args, "required" if under_service else "warn")
     if error := nothing_to_do(config):
@@ -177,6 +194,7 @@ def environment_warnings(config: GatewayConfig) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM/SIGINT; SIGHUP reloads the config."""
+    from gateway.config import config_path
     from gateway.runtime.daemon import Daemon
     from gateway.runtime.logs import setup_logging
 
@@ -280,7 +298,9 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``things-gateway`` and ``python -m gateway``."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # --version and --help end here
+    from gateway.config import ConfigError, config_path
+
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:

@@ -309,8 +309,9 @@ class AppriseConfig(PublisherConfig):
         description='Apprise URLs to notify, e.g. ["${NTFY_URL}"]; secret (they carry tokens).',
     )
     title: str = Field(
-        default="",
-        description="Notification title; `{rule}` and `{gateway}` are filled in. Empty: none.",
+        default="{gateway}: {rule}",
+        description="Notification title; `{rule}` and `{gateway}` are filled in."
+        ' Default "{gateway}: {rule}"; empty: none.',
     )
     max_text: int | None = Field(
         default=None, ge=1, description="Longest text to send, in characters (None: no limit)."

@@ -4,7 +4,8 @@ Under systemd (``$JOURNAL_STREAM`` set) lines carry no timestamp, because the
 journal adds its own, and start with a syslog priority prefix (``<3>`` error,
 ``<4>`` warning, ``<6>`` info, ``<7>`` debug) that journald turns into the
 entry's level, so ``journalctl -p warning`` works; on a terminal lines carry a
-timestamp and the level name instead.  Either way secrets are masked
+timestamp with its UTC offset (``2026-12-04 21:15:03+0000``) and the level name
+instead.  Either way secrets are masked
 (:mod:`gateway.config.secrets`).
 """
 
@@ -53,8 +54,10 @@ def make_formatter(journal: bool | None = None) -> logging.Formatter:
         journal = bool(os.environ.get("JOURNAL_STREAM"))
     if journal:
         return JournalFormatter("%(name)s: %(message)s")
+    # The UTC offset: the machine's zone may differ from the gateway's, which the
+    # scheduler's lines use; "21:15:03+0000" is unambiguous.
     return RedactingFormatter(
-        "%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S"
+        "%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S%z"
     )
 
 
