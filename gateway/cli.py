@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -133,18 +134,25 @@ def _load(args: argparse.Namespace, secrets: SecretsNeed = "required") -> Gatewa
                 print(f"warning: {line}", file=sys.stderr)
 
 
-def nothing_to_do(config: GatewayConfig) -> ConfigError | None:
-    """A config without rules posts nothing: an error for ``check-config`` and ``run``."""
+def nothing_to_do(config: GatewayConfig) -> tuple[ConfigError | None, str | None]:
+    """A file that configures nothing is an error; one without rules posts nothing.
+
+    ``(error, warning)``.  A gateway without rules still keeps sensor history and
+    camera frames and reports its health, so that is only a warning; an empty file
+    (no sensors, cameras or rules) is a mistake: exit 78.
+    """
     from gateway.config import ConfigError
 
     if config.rules:
-        return None
-    return ConfigError(
-        [
-            "rules: no [[rules]]: this config posts nothing (add a rule and a publisher;"
-            " see config/gateway.example.toml)"
-        ]
-    )
+        return None, None
+    if not (config.sensors or config.cameras):
+        return ConfigError(
+            [
+                "the config has no [[sensors]], [[cameras]] or [[rules]]: nothing to do"
+                " (see config/gateway.example.toml)"
+            ]
+        ), None
+    return None, "no [[rules]]: this gateway posts nothing"
 
 
 def _print_config_errors(path: Path, error: ConfigError) -> None:
@@ -164,8 +172,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     under_service = bool(os.environ.get("CREDENTIALS_DIRECTORY"))
     config = _load(args, "required" if under_service else "warn")
-    if error := nothing_to_do(config):
+    error, warning = nothing_to_do(config)
+    if error:
         raise error
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     print(
         f"{config_path(args.config)}: OK — {len(config.sensors)} sensors, "
         f"{len(config.cameras)} cameras, {len(config.rules)} rules, "
@@ -199,9 +210,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.runtime.logs import setup_logging
 
     config = _load(args)
-    if error := nothing_to_do(config):
+    error, warning = nothing_to_do(config)
+    if error:
         raise error
     setup_logging(config.gateway.log_level)
+    if warning:
+        logging.getLogger("gateway").warning("%s", warning)
     daemon = Daemon(config_path(args.config), config)
     daemon.install_signal_handlers()
     return daemon.run()

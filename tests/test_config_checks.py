@@ -218,4 +218,13 @@ def test_an_empty_config_has_nothing_to_do(tmp_path: Path) -> None:
     for command in ("check-config", "run"):
         result = cli(command, "-c", str(path))
         assert result.returncode == 78, (command, result.stdout, result.stderr)
-        assert "rules: no [[rules]]: this config posts nothing" in result.stderr
+        assert "no [[sensors]], [[cameras]] or [[rules]]: nothing to do" in result.stderr
+
+
+def test_a_config_without_rules_is_valid_with_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(SENSOR_AND_ARCHIVE, encoding="utf-8")
+    result = cli("check-config", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "OK — 1 sensors, 0 cameras, 0 rules, 1 publishers" in result.stdout
+    assert "warning: no [[rules]]: this gateway posts nothing" in result.stderr
