@@ -124,6 +124,7 @@ class MediaBuilder:
             tz=self._tz,
             dest=self._media_dir / post_id / f"{n}-chart-{spec.sensor}.png",
             gap=chart_gap(points, sensor.expire_after),
+            precision=sensor.precision,
         )
         return _item(out, alt)
 
