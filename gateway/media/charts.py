@@ -17,7 +17,9 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from gateway.media.captions import find_font
+from gateway.media.fonts import DEFAULT_FONTS, Fonts
 from gateway.media.images import RenderedImage
+from gateway.media.richtext import draw_text
 from gateway.support.files import atomic_write
 
 SUPERSAMPLE = 2
@@ -298,7 +300,8 @@ def _draw_extremes(
 
 
 def _draw_title(
-    draw: ImageDraw.ImageDraw,
+    im: Image.Image,
+    fonts: Fonts,
     size: tuple[int, int],
     title: str,
     unit: str,
@@ -306,17 +309,12 @@ def _draw_title(
     scale: ValueScale,
 ) -> list[str]:
     w, h = size
-    draw.text((w * 0.03, h * 0.04), title, TEXT_COLOR, find_font(int(h * 0.065), bold=True))
+    px = int(h * 0.065)
+    draw_text(im, (w * 0.03, h * 0.03), title, px, TEXT_COLOR, fonts, bold=True)
     if runs:
         latest = max((p for run in runs for p in run), key=lambda p: p[0])
         text = f"{scale.value(latest[1])} {unit}".strip()
-        draw.text(
-            (w * 0.97, h * 0.04),
-            text,
-            LINE_COLOR,
-            find_font(int(h * 0.065), bold=True),
-            anchor="ra",
-        )
+        draw_text(im, (w * 0.97, h * 0.03), text, px, LINE_COLOR, fonts, bold=True, anchor="right")
         return [text]
     return []
 
@@ -331,6 +329,7 @@ def render_chart(
     size: tuple[int, int] = (1200, 675),
     gap: timedelta | None = None,
     precision: int | None = None,
+    fonts: Fonts = DEFAULT_FONTS,
 ) -> RenderedChart:
     """Draw ``points`` as a PNG line chart at ``dest`` (written atomically).
 
@@ -338,24 +337,26 @@ def render_chart(
     line.  Times are labelled in ``tz``; the lowest and highest readings are marked.
     An empty series gives a chart that says "no data".  Numbers have the sensor's
     ``precision`` (decimals) when given, else as many decimals as the ticks need.
+    Text is drawn with ``fonts`` (emoji in a title in colour).
     """
     big = (size[0] * SUPERSAMPLE, size[1] * SUPERSAMPLE)
     im = Image.new("RGB", big, BACKGROUND)
     draw = ImageDraw.Draw(im)
-    label = find_font(int(big[1] * 0.042))
+    label = find_font(int(big[1] * 0.042), fonts=fonts)
     runs = _segments(points, gap)
     values = [v for run in runs for _, v in run]
     scale = value_scale(values, precision)
     t_range = _time_range(points) if points else _time_range([(datetime.now(tz), None)])
     frame = _plot_frame(draw, big, label, t_range, scale)
-    marks = _draw_title(draw, big, title, unit, runs, scale)
+    marks = _draw_title(im, fonts, big, title, unit, runs, scale)
     _draw_axes(draw, frame, tz, label, unit, scale)
     if runs:
         _draw_series(draw, frame, runs, width=3 * SUPERSAMPLE)
         marks += _draw_extremes(draw, frame, runs, label, unit, scale)
     else:
         centre = ((frame.left + frame.right) / 2, (frame.top + frame.bottom) / 2)
-        draw.text(centre, "no data", AXIS_COLOR, find_font(int(big[1] * 0.07)), anchor="mm")
+        big_font = find_font(int(big[1] * 0.07), fonts=fonts)
+        draw.text(centre, "no data", AXIS_COLOR, big_font, anchor="mm")
     im = im.resize(size, Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     im.save(buf, "PNG", optimize=False, compress_level=6)

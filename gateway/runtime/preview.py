@@ -22,6 +22,7 @@ from pathlib import Path
 from gateway.compose.composer import ComposeError, Composer, MessageEvent
 from gateway.compose.textfit import count_length
 from gateway.config import ConfigError, GatewayConfig, RuleConfig
+from gateway.media.fonts import glyph_warnings
 from gateway.model import MediaItem, Reading
 from gateway.publishers import build_publisher
 from gateway.publishers.base import Capabilities, PublisherContext
@@ -115,6 +116,8 @@ def preview_rule(
         known = ", ".join(r.id for r in config.rules) or "none"
         print(f"no rule {rule_id!r} (rules: {known})", file=sys.stderr)
         return 2
+    for warning in glyph_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     now = datetime.now(config.gateway.tz)
     state = _state_for(config, sample, now)
     history = open_history(config, state, now)
