@@ -68,7 +68,7 @@ def test_caption_emoji_are_drawn_in_colour(emoji: str, hue: str) -> None:
 
 
 @needs_emoji_font
-def test_emoji_sequences_and_keycaps_are_one_glyph_each() -> None:
+def test_an_emoji_zwj_sequence_is_one_glyph() -> None:
     base = Image.new("RGB", (480, 270), GREY)
     family = draw_caption(base.copy(), Caption("👨‍👩‍👧", size=0.2))
     single = draw_caption(base.copy(), Caption("👨", size=0.2))

@@ -10,7 +10,6 @@ log says what to install.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -20,8 +19,6 @@ from PIL import Image, ImageFont
 from gateway.media.fonts import FONT_CANDIDATES as FONT_CANDIDATES
 from gateway.media.fonts import Fonts, text_font
 from gateway.media.richtext import Align, TextBlock
-
-log = logging.getLogger(__name__)
 
 Position = Literal["top-left", "top-right", "bottom-left", "bottom-right", "top", "bottom"]
 RGB = tuple[int, int, int]
