@@ -101,8 +101,11 @@ def test_every_window_statistic_renders(tmp_path: Path) -> None:
     now = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
     for minutes, watts in ((300, 2000.0), (80, 50.0), (30, 10.0), (5, 30.0)):
         state.record("washer_power", watts, "W", now - timedelta(minutes=minutes), "t")
-    post = Composer(config, state, tmp_path).compose(config.rule("washer"), now)
-    assert post.text == "30.0 10.0 20.0 2000.0 2000.0 10.0"
+    composer = Composer(config, state, tmp_path)
+    post = composer.compose(config.rule("washer"), now)
+    assert post.text == "30 W 10 W 20 W 2000 W 2000 W 10 W"  # like the sensor renders
+    view = composer.context(config.rule("washer"), now)["washer_power"]
+    assert view.max_24h - view.min_90m == 1990  # still numbers
 
 
 def test_check_config_and_run_exit_78_on_a_bad_template(tmp_path: Path) -> None:

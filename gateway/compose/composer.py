@@ -74,6 +74,32 @@ def format_value(value: Value | None, unit: str = "", precision: int = 1) -> str
     return f"{text}{unit}" if unit in _TIGHT_UNITS else f"{text} {unit}"
 
 
+class Measure(float):
+    """A statistic of a sensor (``mean_1h``...): a number that renders like the sensor.
+
+    ``{{ water_temp.mean_1h }}`` reads ``24.3 °C``; comparisons, arithmetic and the
+    ``number``/``round`` filters see the plain float.
+    """
+
+    __slots__ = ("precision", "unit")
+
+    unit: str
+    precision: int
+
+    def __new__(cls, value: float, unit: str = "", precision: int = 1) -> Measure:
+        """A float ``value`` that remembers its ``unit`` and display ``precision``."""
+        self = super().__new__(cls, value)
+        self.unit = unit
+        self.precision = precision
+        return self
+
+    def __str__(self) -> str:
+        return format_value(float(self), self.unit, self.precision)
+
+    def __format__(self, spec: str) -> str:
+        return str(self) if not spec else format(float(self), spec)
+
+
 class StatsSource(Protocol):
     """The rolling-statistics interface of the state store (:meth:`StateStore.stats`).
 
@@ -89,6 +115,11 @@ class StatsSource(Protocol):
 def _stat(stats: Any, name: str) -> float | None:
     value = getattr(stats, name, None) if stats is not None else None
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _measure(stats: Any, name: str, unit: str, precision: int | None) -> Measure | None:
+    value = _stat(stats, name)
+    return None if value is None else Measure(value, unit, 1 if precision is None else precision)
 
 
 def trend_of(value: Value | None, hour: Any) -> str | None:
@@ -128,7 +159,7 @@ class SensorView:
     trend: str | None = None
     offline: bool = False
     """The device's LWT or availability topic last said offline."""
-    stats: Mapping[str, float | None] = field(default_factory=dict)
+    stats: Mapping[str, Measure | None] = field(default_factory=dict)
     """Window statistics by attribute name (``max_24h``)."""
 
     @classmethod
@@ -140,9 +171,13 @@ class SensorView:
         now: datetime,
         unit: str,
         stats_source: StatsSource | None = None,
+        precision: int | None = None,
         windows: Sequence[timedelta] = DEFAULT_WINDOWS,
     ) -> SensorView:
-        """Build the view of a sensor's snapshot (or of a sensor with no reading yet)."""
+        """Build the view of a sensor's snapshot (or of a sensor with no reading yet).
+
+        Statistics render with the unit, and ``precision`` decimals (default 1).
+        """
         names = stat_names(windows)
         if snap is None:
             return cls(sensor, None, unit, None, None, True, None, stats=dict.fromkeys(names))
@@ -152,20 +187,24 @@ class SensorView:
         }
         # The trend compares the value with the shortest window's mean (the last hour's).
         shortest = by_window[min(windows)] if windows else None
+        unit = snap.unit or unit
         return cls(
             sensor,
             snap.value,
-            snap.unit or unit,
+            unit,
             snap.at,
             now - snap.at,
             stale,
             snap.previous,
             trend=trend_of(snap.value, shortest),
             offline=snap.offline,
-            stats={name: _stat(by_window[w], stat) for name, (stat, w) in names.items()},
+            stats={
+                name: _measure(by_window[w], stat, unit, precision)
+                for name, (stat, w) in names.items()
+            },
         )
 
-    def __getattr__(self, name: str) -> float | None:
+    def __getattr__(self, name: str) -> Measure | None:
         # Called only for names that are not fields: the window statistics.
         stats = self.__dict__.get("stats", {})
         if name in stats:
@@ -235,6 +274,7 @@ class Composer:
         self._state = state
         self._media_dir = media_dir
         self._units = {s.id: s.unit for s in config.sensors}
+        self._precision = {s.id: s.precision for s in config.sensors}
         self._windows = {
             s.id: tuple(s.windows if s.windows is not None else config.state.windows)
             for s in config.sensors
@@ -269,6 +309,7 @@ class Composer:
                 now,
                 unit,
                 self._state,
+                self._precision[sensor],
                 self._windows[sensor],
             )
             for sensor, unit in self._units.items()
