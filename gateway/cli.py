@@ -191,7 +191,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     from gateway.outbox.store import Outbox
     from gateway.runtime.app import database_path
 
-    path = database_path(_load(args))
+    config = _load(args)
+    path = database_path(config)
     if not path.exists():
         print("outbox is empty (no database yet)")
         return 0
@@ -200,6 +201,10 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         post_id, publisher = args.retry or args.drop
         done = outbox.retry(post_id, publisher) if args.retry else outbox.drop(post_id, publisher)
         print(("done" if done else "no such open delivery") + f": {post_id} → {publisher}")
+        if done and args.retry:
+            from gateway.runtime.status import send_deliver_now
+
+            print(send_deliver_now(config)[1])
         return 0 if done else 1
     rows = outbox.open_deliveries()
     if not rows:

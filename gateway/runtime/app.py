@@ -204,6 +204,11 @@ class Gateway:
         if worker is not None:
             worker.wake()
 
+    def wake_deliveries(self) -> None:
+        """Make every delivery worker re-read its next delivery now (a retry by hand)."""
+        for worker in self.workers.values():
+            worker.wake()
+
     def fire(self, rule_id: str) -> Post | None:
         """Fire a rule now (as the scheduler would), guards included."""
         return self.runner.fire(rule_id)

@@ -3,10 +3,12 @@
 The main thread owns signals and systemd: SIGTERM/SIGINT stop the gateway in
 order and exit 0; SIGHUP re-reads the config and restarts the gateway in-process
 on the new one, or keeps the old one running (errors logged) when the new file
-is invalid.  Once a second it does what is due: ``READY=1`` when the broker is
-connected and subscribed, ``WATCHDOG=1`` only while no thread is hung, ``STATUS=``,
-the health row, Home Assistant state, media retention and a free-space check.
-A PID file in the state dir lets ``things-gateway reload``/``status`` find it.
+is invalid; SIGUSR1 (sent by ``outbox --retry``) makes every delivery worker look at
+the outbox now instead of sleeping out its backoff.  Once a second it does what
+is due: ``READY=1`` when the broker is connected and subscribed, ``WATCHDOG=1``
+only while no thread is hung, ``STATUS=``, the health row, Home Assistant state,
+media retention and a free-space check.  A PID file in the state dir lets
+``things-gateway reload``/``status``/``outbox --retry`` find it.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class Daemon:
         self._factory = factory
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._deliver = threading.Event()
         self._wake = threading.Event()
         self._rate_log = RateLimitedLog(log, interval=300)
         self.gateway: Gateway | None = None
@@ -81,16 +84,25 @@ class Daemon:
     # -- signals ------------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT stop; SIGHUP reloads.  Handlers only set flags."""
+        """SIGTERM/SIGINT stop; SIGHUP reloads; SIGUSR1 delivers now.  Handlers only set flags."""
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
         signal.signal(signal.SIGHUP, self._on_hup)
+        signal.signal(signal.SIGUSR1, self._on_usr1)
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         self.request_stop()
 
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
         self.request_reload()
+
+    def _on_usr1(self, signum: int, frame: FrameType | None) -> None:
+        self.request_delivery()
+
+    def request_delivery(self) -> None:
+        """Wake every delivery worker (``outbox --retry``; thread- and signal-safe)."""
+        self._deliver.set()
+        self._wake.set()
 
     def request_stop(self) -> None:
         """Ask the main loop to stop (thread- and signal-safe)."""
@@ -170,6 +182,9 @@ class Daemon:
         session = _Session(gateway, self.notifier, self._rate_log)
         try:
             while not (self._stop.is_set() or self._reload.is_set()):
+                if self._deliver.is_set():
+                    self._deliver.clear()
+                    gateway.wake_deliveries()
                 session.tick()
                 self._wake.wait(1.0)
                 self._wake.clear()

@@ -1,6 +1,6 @@
-"""``things-gateway status`` and ``things-gateway reload``: talk to the running daemon.
+"""``things-gateway status``, ``reload`` and ``outbox --retry``: talk to the running daemon.
 
-Both find it through the PID file in the state dir; ``status`` then reads the
+They find it through the PID file in the state dir; ``status`` then reads the
 health row and the outbox from SQLite (read-only), so it works over SSH without
 any socket or HTTP endpoint.
 """
@@ -39,6 +39,16 @@ def send_reload(config: GatewayConfig) -> tuple[bool, str]:
         return False, f"no running gateway found (no live PID in {pid_file(config)})"
     os.kill(pid, signal.SIGHUP)
     return True, f"asked gateway (pid {pid}) to reload its config"
+
+
+def send_deliver_now(config: GatewayConfig) -> tuple[bool, str]:
+    """SIGUSR1 the running daemon: its delivery workers look at the outbox again now
+    (after ``outbox --retry``, rather than sleeping out their old backoff)."""
+    pid = running_pid(config)
+    if pid is None:
+        return False, "the gateway is not running; it delivers when it starts"
+    os.kill(pid, signal.SIGUSR1)
+    return True, f"asked the running gateway (pid {pid}) to deliver now"
 
 
 def _ago(iso: str | None, now: datetime) -> str:
