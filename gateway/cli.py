@@ -1,7 +1,8 @@
 """``things-gateway``: the command line.
 
 Exit codes: 0 success, 1 failure, 2 usage error, 3 (``status``) daemon not
-running, 78 (EX_CONFIG) bad config —
+running, 141 the reader of the output went away (``status | head -4``; quietly),
+78 (EX_CONFIG) bad config —
 systemd's ``RestartPreventExitStatus=78`` keeps a bad config from restart-looping.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +20,8 @@ from gateway.config import ConfigError, GatewayConfig, config_path
 from gateway.runtime.loading import load_config
 
 EX_CONFIG = 78
+EX_PIPE = 141
+"""What a shell reports for a process killed by SIGPIPE (128 + 13), as ``cat`` would be."""
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -231,6 +235,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(duration=args.duration, state_dir=Path(args.state_dir), broker=args.broker)
 
 
+def _closed_pipe() -> int:
+    """The reader of our output went away (``status | head -4``): stop quietly."""
+    # Python would flush stdout again at exit and print a traceback; point it nowhere.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EX_PIPE
+
+
 COMMANDS = {
     "run": cmd_run,
     "reload": cmd_reload,
@@ -247,7 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``things-gateway`` and ``python -m gateway``."""
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at exit
+        return code
+    except BrokenPipeError:
+        return _closed_pipe()
     except ConfigError as exc:
         _print_config_errors(config_path(getattr(args, "config", None)), exc)
         return EX_CONFIG

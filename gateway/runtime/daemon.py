@@ -206,6 +206,8 @@ class _Session:
         self.low_disk = False
         self.meter = RateMeter()
         self.health = HealthStore(database_path(gateway.config))
+        self._health_seen: tuple[bool, int, int] | None = None
+        self._health_any_stale = True
         config = gateway.config
         stall = config.health.stall_after.total_seconds()
         watchdog = watchdog_interval()
@@ -214,6 +216,8 @@ class _Session:
             Periodic(15.0, self.update_status),
             Periodic(config.health.disk_check.total_seconds(), self.check_storage),
             Periodic(config.health.interval.total_seconds(), self.write_health),
+            # `status` must be right from the first seconds, not an interval later
+            Periodic(1.0, self.write_health_if_changed),
         ]
         if watchdog is not None:
             self.tasks.insert(0, Periodic(watchdog, lambda: self.feed_watchdog(stall)))
@@ -295,6 +299,26 @@ class _Session:
         """Refresh the health row when something in it changed."""
         body = health_body(self.gateway, started_at=self.started_at, low_disk=self.low_disk)
         self.health.maybe_write(body)
+        self._health_seen = self._health_signals()
+        self._health_any_stale = any(s["stale"] for s in body["sensors"].values())
+
+    def write_health_if_changed(self) -> None:
+        """Write the health row at once when the broker connects or drops, a rule
+        fails, or (while a sensor is stale) readings arrive that may make it fresh.
+
+        Only cheap counters are compared each second; the full row is built only then.
+        A sensor going stale is a matter of time, left to the ``interval`` refresh.
+        """
+        seen, previous = self._health_signals(), self._health_seen
+        changed = previous is None or seen[:2] != previous[:2]
+        may_be_fresh = previous is not None and self._health_any_stale and seen[2] != previous[2]
+        if changed or may_be_fresh:
+            self.write_health()
+
+    def _health_signals(self) -> tuple[bool, int, int]:
+        failures = sum(s.failed + s.posted for s in self.gateway.runner.stats.values())
+        readings = self.gateway.ingest.stats.readings
+        return self.gateway.ingest.connected.is_set(), failures, readings
 
     def close(self) -> None:
         """Close the health connection."""

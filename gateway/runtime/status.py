@@ -79,7 +79,9 @@ def status_report(config: GatewayConfig, now: datetime | None = None) -> list[st
         lines.append("no health recorded yet")
     else:
         lines.extend(_health_lines(health, pid is not None, now))
-    lines.extend(_outbox_lines(config, summary, now))
+    rules = health.get("rules") if health else None
+    lines.extend(_rule_lines(config, summary, rules if isinstance(rules, dict) else {}, now))
+    lines.extend(_outbox_lines(config, summary))
     return lines
 
 
@@ -103,14 +105,44 @@ def _health_lines(health: dict[str, object], running: bool, now: datetime) -> li
     return lines
 
 
-def _outbox_lines(config: GatewayConfig, summary: OutboxSummary, now: datetime) -> list[str]:
+def _rule_lines(
+    config: GatewayConfig,
+    summary: OutboxSummary,
+    failures: dict[str, dict[str, object]],
+    now: datetime,
+) -> list[str]:
+    """Last post per rule; a rule whose posts fail says so, with its last error."""
     lines = ["last post per rule:"]
     for rule in config.rules:
-        lines.append(f"  {rule.id}: {_ago(summary.last_post_per_rule.get(rule.id), now)}")
-    lines.append(f"outbox: {summary.depth} waiting, {summary.dead} given up")
+        last = _ago(summary.last_post_per_rule.get(rule.id), now)
+        failure = failures.get(rule.id)
+        if not failure:
+            lines.append(f"  {rule.id}: {last}")
+        elif failure.get("failing"):
+            since = _ago(str(failure.get("failing_since")), now)
+            lines.append(
+                f"  {rule.id}: FAILING since {since} ({failure.get('failed')} failures since"
+                f" start; last post {last}): {failure.get('last_error')}"
+            )
+        else:
+            error_at = _ago(str(failure.get("last_error_at")), now)
+            lines.append(
+                f"  {rule.id}: {last} ({failure.get('failed')} failures since start,"
+                f" the last {error_at}: {failure.get('last_error')})"
+            )
+    return lines
+
+
+def _outbox_lines(config: GatewayConfig, summary: OutboxSummary) -> list[str]:
+    lines = [f"outbox: {summary.depth} waiting, {summary.dead} given up"]
     for publisher in config.publishers:
         counts = summary.per_publisher.get(publisher.id, {})
         waiting = sum(counts.get(s, 0) for s in ("pending", "sending", "failed"))
         detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing yet"
+        if not publisher.enabled:
+            # its deliveries wait for it to be enabled again
+            left = f" ({waiting} waiting)" if waiting else ""
+            lines.append(f"  {publisher.id}: disabled{left}")
+            continue
         lines.append(f"  {publisher.id}: {waiting} waiting ({detail})")
     return lines
