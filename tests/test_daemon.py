@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -460,3 +461,51 @@ def test_a_closed_pipe_ends_a_command_quietly(tmp_path: Path) -> None:
             os.close(write_end)
         assert result.stderr == "", (args, result.stderr)
         assert result.returncode == 141, args  # as if killed by SIGPIPE, like head's peers
+
+
+def test_reload_keeps_schedules_and_sensor_values(
+    broker: Broker, mqtt_topic: str, tmp_path: Path
+) -> None:
+    """A reload neither pushes back an unchanged ``every`` rule nor blanks the sensors."""
+    state = tmp_path / "state"
+    path = tmp_path / "gw.toml"
+    rules = """
+[[rules]]
+id = "hourly"
+every = "1h"
+text = "Temp {{ temp }}"
+publish_to = ["archive"]
+
+[[rules]]
+id = "changed"
+every = "1h"
+text = "Temp {{ temp }}"
+publish_to = ["archive"]
+"""
+    publishers = '\n[[publishers]]\nid = "archive"\ntype = "file"\n'
+    sensors = f'\n[[sensors]]\nid = "temp"\ntopic = "{mqtt_topic}/temp"\nexpire_after = "1h"\n'
+    path.write_text(base_config(broker, state) + sensors + rules + publishers, encoding="utf-8")
+    daemon = Daemon(path, load_config(path))
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        first = wait_until(lambda: daemon.gateway)
+        assert first.ingest.ready.wait(20)
+        publish(broker, [(f"{mqtt_topic}/temp", "19.5")])
+        reading = wait_until(lambda: first.state.get("temp"))
+        before = first.scheduler.next_runs()
+        time.sleep(1.5)  # a restarted `every` timer would now be 1.5 s later
+        path.write_text(
+            path.read_text().replace('id = "changed"\nevery = "1h"', 'id = "changed"\nevery = "2h"')
+        )
+        daemon.request_reload()
+        second = wait_until(lambda: daemon.gateway is not first and daemon.gateway)
+        after = wait_until(lambda: second.scheduler.next_runs())
+        restored = second.state.get("temp")
+    finally:
+        daemon.request_stop()
+        runner.join(30)
+    assert after["hourly"] == before["hourly"]  # unchanged trigger: same next run
+    assert after["changed"] - before["changed"] >= timedelta(minutes=59)  # new trigger
+    assert restored is not None
+    assert (restored.value, restored.at) == (reading.value, reading.at)

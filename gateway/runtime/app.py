@@ -35,7 +35,12 @@ from gateway.rules.runner import RuleRunner
 from gateway.rules.scheduler import RuleScheduler
 from gateway.rules.triggers import MessageRules, RuleDispatch, ThreadTimers, ThresholdWatcher
 from gateway.state.history import HistoryStore, HistoryWriter
-from gateway.state.snapshot import SAVE_EVERY_SECONDS, SNAPSHOT_NAME, SnapshotWriter
+from gateway.state.snapshot import (
+    SAVE_EVERY_SECONDS,
+    SNAPSHOT_NAME,
+    SnapshotWriter,
+    load_snapshot,
+)
 from gateway.state.store import SensorSnapshot, StateStore
 
 log = logging.getLogger(__name__)
@@ -218,6 +223,7 @@ class Gateway:
         recovered = self.outbox.recover()
         if recovered:
             log.info("%d deliveries interrupted by a restart will be retried", recovered)
+        self._restore_state()
         for worker in self.workers.values():
             worker.start()
         self.frames.start()
@@ -235,6 +241,14 @@ class Gateway:
             ", ".join(self.publishers) or "none",
             self.state_dir,
         )
+
+    def _restore_state(self) -> None:
+        """The latest values saved in ``state.json`` (every 5 minutes and at stop), with
+        their own reading times: a restart or reload does not blank every sensor, and
+        ``expire_after`` still makes an old value stale."""
+        known = {s.id for s in self.config.sensors}
+        if load_snapshot(self.snapshot.path, self.state, known, as_readings=False):
+            log.info("restored the latest sensor values from %s", self.snapshot.path)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop in order: readings, schedules, frames; in-flight deliveries get ``timeout``

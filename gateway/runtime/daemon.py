@@ -24,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 
 from gateway.config import ConfigError, GatewayConfig
+from gateway.rules.scheduler import Plan
 from gateway.runtime.app import Gateway, database_path
 from gateway.runtime.hass import discovery_messages, health_topic, state_payload
 from gateway.runtime.health import HealthStore, RateMeter, free_bytes, health_body, status_line
@@ -132,9 +133,13 @@ class Daemon:
             self.notifier.close()
         return 0
 
-    def _start(self, config: GatewayConfig) -> None:
+    def _start(self, config: GatewayConfig, plan: Plan | None = None) -> None:
         self.config = config
         self.gateway = self._factory(config)
+        if plan:
+            kept = self.gateway.scheduler.resume(plan)
+            if kept:
+                log.info("reload: %s keep their next run time", ", ".join(kept))
         self.gateway.start()
         self._write_pid_file()
 
@@ -157,13 +162,14 @@ class Daemon:
             return False
         self.notifier.reloading()
         old = self.config
+        plan = self.gateway.scheduler.plan() if self.gateway is not None else None
         self._stop_gateway()
         try:
-            self._start(new)
+            self._start(new, plan)
         except Exception:
             log.exception("reload: the new config failed to start; going back to the old one")
             self._stop_gateway()
-            self._start(old)
+            self._start(old, plan)
             return False
         log.info("reload: running on the new config")
         return True

@@ -1,4 +1,4 @@
-"""The last known state on disk, for ``things-gateway preview`` (and people reading it).
+"""The last known state on disk: restored at start and reload, read by ``preview``.
 
 The daemon writes ``<state_dir>/state.json`` — each sensor's latest value, unit and
 time, and each camera's newest frame file — every few minutes *only when something
@@ -45,8 +45,15 @@ def snapshot_of(state: StateStore) -> dict[str, Any]:
     }
 
 
-def restore(data: dict[str, Any], state: StateStore, known_sensors: set[str]) -> None:
-    """Load a snapshot dict into ``state`` (sensors not in the config are ignored)."""
+def restore(
+    data: dict[str, Any], state: StateStore, known_sensors: set[str], *, as_readings: bool = True
+) -> None:
+    """Load a snapshot dict into ``state`` (sensors not in the config are ignored).
+
+    ``as_readings=False`` (the daemon) puts the values back without feeding them to
+    the windows and history again (see :meth:`StateStore.restore`); ``preview`` takes
+    them as readings, so its window statistics have something to show.
+    """
     for sid, item in data.get("sensors", {}).items():
         value = item.get("value")
         if sid not in known_sensors or not isinstance(value, bool | int | float | str):
@@ -54,7 +61,11 @@ def restore(data: dict[str, Any], state: StateStore, known_sensors: set[str]) ->
         if isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         at = datetime.fromisoformat(item["at"])
-        state.update(Reading(sid, value, str(item.get("unit", "")), at, "snapshot"))
+        unit = str(item.get("unit", ""))
+        if as_readings:
+            state.update(Reading(sid, value, unit, at, "snapshot"))
+        else:
+            state.restore(sid, value, unit, at)
     for camera, item in data.get("frames", {}).items():
         frame = Frame(
             camera,
@@ -69,11 +80,13 @@ def restore(data: dict[str, Any], state: StateStore, known_sensors: set[str]) ->
             state.set_frame(frame)
 
 
-def load_snapshot(path: Path, state: StateStore, known_sensors: set[str]) -> bool:
+def load_snapshot(
+    path: Path, state: StateStore, known_sensors: set[str], *, as_readings: bool = True
+) -> bool:
     """Restore ``path`` into ``state``; False when there is no usable snapshot."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        restore(data, state, known_sensors)
+        restore(data, state, known_sensors, as_readings=as_readings)
     except FileNotFoundError:
         return False
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -171,6 +171,24 @@ class StateStore:
             self._snapshots[sensor] = snap
         return snap
 
+    def restore(self, sensor: str, value: Value, unit: str, at: datetime) -> bool:
+        """Put back a saved latest value with its own time (after a restart or reload).
+
+        Unlike :meth:`record` it does not count as a new reading: the windows and the
+        per-minute history already had it, and a newer reading is never replaced.
+        """
+        with self._lock:
+            record = self._records.get(sensor) or self._record(sensor)
+            if record is None:
+                self.refused += 1
+                return False
+            if record.snapshot is not None and record.snapshot.at >= at:
+                return False
+            snap = SensorSnapshot(sensor, value, unit, at, None, None, 1, False, "snapshot")
+            record.snapshot = snap
+            self._snapshots[sensor] = snap
+        return True
+
     def reject(self, sensor: str, reason: str) -> int:
         """Count a rejected payload; returns the sensor's rejection total."""
         with self._lock:
