@@ -155,7 +155,10 @@ class FrameStore:
     def _take(self, job: _Job) -> Frame | None:
         """The frame ``job`` makes the camera's latest (stored if new), or None."""
         newest = self.newest_stored(job.camera)
-        if newest is not None and newest.sha256 == hashlib.sha256(job.payload).hexdigest():
+        if newest is not None and not newest.path.exists():
+            newest = None  # removed by retention (max_age): nothing to compare with
+        digest = hashlib.sha256(job.payload).hexdigest()
+        if newest is not None and newest.sha256 == digest:
             self.repeated += 1
             return newest
         if job.retained:
@@ -167,7 +170,7 @@ class FrameStore:
                 job.camera,
             )
             return None
-        return self.store(job.camera, job.payload, job.at)
+        return self.store(job.camera, job.payload, job.at, digest=digest)
 
     def newest_stored(self, camera: str) -> Frame | None:
         """The camera's newest frame on disk (read once after a start, then kept)."""
@@ -198,8 +201,11 @@ class FrameStore:
         digest = hashlib.sha256(payload).hexdigest()
         return Frame(camera, path, at, width, height, mime, digest)
 
-    def store(self, camera: str, payload: bytes, at: datetime) -> Frame:
-        """Validate and write one frame; returns its Frame record."""
+    def store(
+        self, camera: str, payload: bytes, at: datetime, *, digest: str | None = None
+    ) -> Frame:
+        """Validate and write one frame; returns its Frame record (``digest``: its
+        sha256, when already known)."""
         kind = sniff_image(payload)
         if kind is None:
             raise ValueError("not a JPEG or PNG")
@@ -208,15 +214,23 @@ class FrameStore:
 
         with Image.open(io.BytesIO(payload)) as image:  # reads the header only
             width, height = image.size
-        return self.save(camera, payload, at, mime, width, height)
+        return self.save(camera, payload, at, mime, width, height, digest=digest)
 
     def save(
-        self, camera: str, payload: bytes, at: datetime, mime: str, width: int, height: int
+        self,
+        camera: str,
+        payload: bytes,
+        at: datetime,
+        mime: str,
+        width: int,
+        height: int,
+        *,
+        digest: str | None = None,
     ) -> Frame:
         """Write an already validated image atomically as the camera's frame taken ``at``."""
         suffix = _SUFFIXES.get(mime, ".img")
         path = self.folder / camera / f"{frame_stem(at)}{suffix}"
-        digest = hashlib.sha256(payload).hexdigest()
+        digest = digest or hashlib.sha256(payload).hexdigest()
         frame = Frame(camera, path, at, width, height, mime, digest)
         with self._write_lock:  # the frame writer and rule threads may both store frames
             atomic_write(path, payload)

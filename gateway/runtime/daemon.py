@@ -212,8 +212,9 @@ class _Session:
         self.low_disk = False
         self.meter = RateMeter()
         self.health = HealthStore(database_path(gateway.config))
-        self._health_seen: tuple[bool, int, int] | None = None
-        self._health_any_stale = True
+        self._health_seen: tuple[bool, int] | None = None
+        self._health_stale: dict[str, str | None] = {}
+        """Stale sensors at the last health write → their last reading time then."""
         config = gateway.config
         stall = config.health.stall_after.total_seconds()
         watchdog = watchdog_interval()
@@ -306,25 +307,31 @@ class _Session:
         body = health_body(self.gateway, started_at=self.started_at, low_disk=self.low_disk)
         self.health.maybe_write(body)
         self._health_seen = self._health_signals()
-        self._health_any_stale = any(s["stale"] for s in body["sensors"].values())
+        self._health_stale = {
+            sid: item["last_at"] for sid, item in body["sensors"].items() if item["stale"]
+        }
 
     def write_health_if_changed(self) -> None:
-        """Write the health row at once when the broker connects or drops, a rule
-        fails, or (while a sensor is stale) readings arrive that may make it fresh.
+        """Write the health row at once when the broker connects or drops, a rule posts
+        or fails, or a stale sensor gets a reading.
 
-        Only cheap counters are compared each second; the full row is built only then.
-        A sensor going stale is a matter of time, left to the ``interval`` refresh.
+        Each second costs a look at the stale sensors only; the full row is built only
+        then.  A sensor going stale is a matter of time, left to the ``interval`` check.
         """
-        seen, previous = self._health_signals(), self._health_seen
-        changed = previous is None or seen[:2] != previous[:2]
-        may_be_fresh = previous is not None and self._health_any_stale and seen[2] != previous[2]
-        if changed or may_be_fresh:
+        if self._health_signals() != self._health_seen or self._stale_sensor_read():
             self.write_health()
 
-    def _health_signals(self) -> tuple[bool, int, int]:
-        failures = sum(s.failed + s.posted for s in self.gateway.runner.stats.values())
-        readings = self.gateway.ingest.stats.readings
-        return self.gateway.ingest.connected.is_set(), failures, readings
+    def _health_signals(self) -> tuple[bool, int]:
+        outcomes = sum(s.failed + s.posted for s in self.gateway.runner.stats.values())
+        return self.gateway.ingest.connected.is_set(), outcomes
+
+    def _stale_sensor_read(self) -> bool:
+        state = self.gateway.state
+        for sensor, last_at in self._health_stale.items():
+            snap = state.get(sensor)
+            if snap is not None and snap.at.isoformat(timespec="seconds") != last_at:
+                return True
+        return False
 
     def close(self) -> None:
         """Close the health connection."""
