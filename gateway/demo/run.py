@@ -62,6 +62,9 @@ def run_demo(
             handle.host, handle.port, prefix="demo", interval=2.0, camera_interval=5.0
         )
         gateway.start()
+        # Subscribed before the camera's first frame: a retained frame the broker hands
+        # over on subscribe is of unknown age and not taken (gateway/media/frames.py).
+        gateway.ingest.ready.wait(_remaining(deadline, 10.0))
         simulator.start()
         try:
             if not stop.wait(_remaining(deadline, WARM_UP_SECONDS)):
