@@ -129,6 +129,7 @@ def environment_warnings(config: GatewayConfig) -> list[str]:
     """What a valid config needs from this machine and does not find (never fatal)."""
     from gateway.config import PicameraConfig
     from gateway.media.cameras import picamera_available
+    from gateway.media.fonts import glyph_warnings
 
     warnings = []
     for index, camera in enumerate(config.cameras):
@@ -138,7 +139,7 @@ def environment_warnings(config: GatewayConfig) -> list[str]:
                 "sudo apt install python3-picamera2, and create the venv with "
                 "--system-site-packages"
             )
-    return warnings
+    return warnings + glyph_warnings(config)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -132,3 +132,42 @@ def test_nice_ticks() -> None:
     assert nice_ticks(0, 10) == [0, 2.5, 5, 7.5, 10]
     assert nice_ticks(19.3, 24.6) == [20, 22, 24]
     assert nice_ticks(5, 5)
+
+
+WATER = [(START + timedelta(minutes=i), 25 + 0.04 * math.sin(i / 20)) for i in range(240)]
+"""Pool water held at 24.96..25.04 °C: whole-number labels read 25 / 25 / 25."""
+
+
+def test_ticks_of_a_narrow_range_have_distinct_labels(tmp_path: Path) -> None:
+    out = render_chart(WATER, title="Water", unit="°C", tz=LONDON, dest=tmp_path / "c.png")
+    labels = out.axis_labels
+    assert len(labels) >= 3
+    assert len(set(labels)) == len(labels)  # distinct ticks, distinct labels
+    assert labels == tuple(sorted(labels, key=float))
+    assert float(labels[0]) <= 24.96
+    assert float(labels[-1]) >= 25.04
+    high = max(v for _, v in WATER)
+    assert f"max {high:.2f} °C" in out.marks
+    assert f"min {min(v for _, v in WATER):.2f} °C" in out.marks
+
+
+def test_sensor_precision_sets_the_decimals(tmp_path: Path) -> None:
+    out = render_chart(
+        WATER, title="Water", unit="°C", tz=LONDON, dest=tmp_path / "c.png", precision=1
+    )
+    # ticks no finer than the sensor resolves, each label at most one decimal
+    assert all(len(label.partition(".")[2]) <= 1 for label in out.axis_labels)
+    assert len(set(out.axis_labels)) == len(out.axis_labels) >= 2
+    assert out.marks[0] == f"{WATER[-1][1]:.1f} °C"
+    assert "max 25.0 °C" in out.marks
+    coarse = render_chart(
+        WATER, title="Water", unit="°C", tz=LONDON, dest=tmp_path / "d.png", precision=0
+    )
+    assert coarse.axis_labels == ("24", "25", "26")
+
+
+def test_large_values_keep_whole_labels(tmp_path: Path) -> None:
+    points = [(START + timedelta(minutes=i), 1000.0 + i) for i in range(60)]
+    out = render_chart(points, title="Air", unit="hPa", tz=LONDON, dest=tmp_path / "c.png")
+    assert all("." not in label for label in out.axis_labels)
+    assert "max 1059 hPa" in out.marks

@@ -102,7 +102,7 @@ def test_statistics_and_trend_from_the_state_interface() -> None:
         " {{ water_temp.trend }} {{ water_temp | arrow }}",
         state,
     )
-    assert text == "18.0-26.5 mean 23.5 rising ↑"
+    assert text == "18 °C-26.5 °C mean 23.5 °C rising ↑"
 
 
 def test_event_fields_are_available_to_on_message_templates() -> None:

@@ -41,6 +41,8 @@ def test_snapshot_is_written_only_when_changed_and_restores(tmp_path: Path) -> N
         "value": 25.0,
         "unit": "°C",
         "at": (NOW + timedelta(minutes=1)).isoformat(),
+        "previous": 24.5,
+        "previous_at": NOW.isoformat(),
     }
 
     restored = StateStore()
@@ -48,6 +50,8 @@ def test_snapshot_is_written_only_when_changed_and_restores(tmp_path: Path) -> N
     snap = restored.get("water_temp")
     assert snap is not None
     assert (snap.value, snap.unit, snap.at) == (25.0, "°C", NOW + timedelta(minutes=1))
+    assert (snap.previous, snap.previous_at) == (24.5, NOW)
+    assert restored.take_minutes(include_current=True) == []  # restored, not a new reading
     assert restored.get("bridge") is None  # not a sensor of this config
     frame = restored.latest_frame("cam")
     assert frame is not None

@@ -77,6 +77,32 @@ def format_value(value: Value | None, unit: str = "", precision: int = 1) -> str
     return f"{text}{unit}" if unit in _TIGHT_UNITS else f"{text} {unit}"
 
 
+class Measure(float):
+    """A statistic of a sensor (``mean_1h``...): a number that renders like the sensor.
+
+    ``{{ water_temp.mean_1h }}`` reads ``24.3 °C``; comparisons, arithmetic and the
+    ``number``/``round`` filters see the plain float.
+    """
+
+    __slots__ = ("precision", "unit")
+
+    unit: str
+    precision: int
+
+    def __new__(cls, value: float, unit: str = "", precision: int = 1) -> Measure:
+        """A float ``value`` that remembers its ``unit`` and display ``precision``."""
+        self = super().__new__(cls, value)
+        self.unit = unit
+        self.precision = precision
+        return self
+
+    def __str__(self) -> str:
+        return format_value(float(self), self.unit, self.precision)
+
+    def __format__(self, spec: str) -> str:
+        return str(self) if not spec else format(float(self), spec)
+
+
 class StatsSource(Protocol):
     """The rolling-statistics interface of the state store (:meth:`StateStore.stats`).
 
@@ -92,6 +118,11 @@ class StatsSource(Protocol):
 def _stat(stats: Any, name: str) -> float | None:
     value = getattr(stats, name, None) if stats is not None else None
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _measure(stats: Any, name: str, unit: str, precision: int | None) -> Measure | None:
+    value = _stat(stats, name)
+    return None if value is None else Measure(value, unit, 1 if precision is None else precision)
 
 
 def trend_of(value: Value | None, hour: Any) -> str | None:
@@ -120,9 +151,9 @@ class SensorView:
     age: timedelta | None
     stale: bool
     previous: Value | None
-    min_24h: float | None = None
-    max_24h: float | None = None
-    mean_1h: float | None = None
+    min_24h: Measure | None = None
+    max_24h: Measure | None = None
+    mean_1h: Measure | None = None
     trend: str | None = None
     offline: bool = False
     """The device's LWT or availability topic last said offline."""
@@ -136,23 +167,28 @@ class SensorView:
         now: datetime,
         unit: str,
         stats_source: StatsSource | None = None,
+        precision: int | None = None,
     ) -> SensorView:
-        """Build the view of a sensor's snapshot (or of a sensor with no reading yet)."""
+        """Build the view of a sensor's snapshot (or of a sensor with no reading yet).
+
+        Statistics render with the unit, and ``precision`` decimals (default 1).
+        """
         if snap is None:
             return cls(sensor, None, unit, None, None, True, None)
         day = stats_source.stats(sensor, timedelta(hours=24), now) if stats_source else None
         hour = stats_source.stats(sensor, timedelta(hours=1), now) if stats_source else None
+        unit = snap.unit or unit
         return cls(
             sensor,
             snap.value,
-            snap.unit or unit,
+            unit,
             snap.at,
             now - snap.at,
             stale,
             snap.previous,
-            min_24h=_stat(day, "min"),
-            max_24h=_stat(day, "max"),
-            mean_1h=_stat(hour, "mean"),
+            min_24h=_measure(day, "min", unit, precision),
+            max_24h=_measure(day, "max", unit, precision),
+            mean_1h=_measure(hour, "mean", unit, precision),
             trend=trend_of(snap.value, hour),
             offline=snap.offline,
         )
@@ -250,6 +286,7 @@ class Composer:
         self._state = state
         self._media_dir = media_dir
         self._units = {s.id: s.unit for s in config.sensors}
+        self._precision = {s.id: s.precision for s in config.sensors}
         store = frames or FrameStore(media_dir / "frames", state)
         cameras = CameraFrames(config.cameras, state, store)
         self._media = MediaBuilder(config, cameras, store, history, media_dir)
@@ -280,6 +317,7 @@ class Composer:
                 now,
                 unit,
                 self._state,
+                self._precision[sensor],
             )
             for sensor, unit in self._units.items()
         }

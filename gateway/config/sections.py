@@ -248,6 +248,23 @@ class MediaSection(Section):
         default=timedelta(minutes=5),
         description="Older frames are thinned to one per this interval (for timelapses).",
     )
+    caption_font: str | None = Field(
+        default=None,
+        description="Font file (TrueType/OpenType) for captions and chart text. "
+        "Default: DejaVu Sans.",
+    )
+    emoji_font: str | None = Field(
+        default=None,
+        description="Colour emoji font file for emoji in captions and chart titles; "
+        "default Noto Color Emoji (fonts-noto-color-emoji), when installed.",
+    )
+
+    @field_validator("caption_font", "emoji_font")
+    @classmethod
+    def _font_file(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise PydanticCustomError("font", "no such font file: {path}", {"path": value})
+        return value
 
 
 class HealthSection(Section):

@@ -19,6 +19,7 @@ from typing import Literal, Protocol
 
 from gateway.config import ChartSpec, GatewayConfig, OnMissing, TimelapseSpec
 from gateway.media.charts import render_chart
+from gateway.media.fonts import Fonts
 from gateway.media.frames import FrameStore
 from gateway.media.images import Caption, ImageError, ImageLimits, RenderedImage, render_image
 from gateway.media.sources import CameraFrames
@@ -87,6 +88,7 @@ class MediaBuilder:
         self._history = history
         self._media_dir = media_dir
         self._tz: tzinfo = config.gateway.tz
+        self.fonts = Fonts(config.media.caption_font, config.media.emoji_font)
 
     def photo(
         self, post_id: str, n: int, camera: str, caption: str | None, alt: str, now: datetime
@@ -102,7 +104,7 @@ class MediaBuilder:
                 result.frame.path,
                 dest,
                 limits=MASTER_LIMITS,
-                caption=Caption(caption) if caption else None,
+                caption=Caption(caption, fonts=self.fonts) if caption else None,
             )
         except (ImageError, OSError) as exc:
             raise MissingMediaError(
@@ -124,6 +126,8 @@ class MediaBuilder:
             tz=self._tz,
             dest=self._media_dir / post_id / f"{n}-chart-{spec.sensor}.png",
             gap=chart_gap(points, sensor.expire_after),
+            precision=sensor.precision,
+            fonts=self.fonts,
         )
         return _item(out, alt)
 

@@ -17,7 +17,9 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from gateway.media.captions import find_font
+from gateway.media.fonts import DEFAULT_FONTS, Fonts
 from gateway.media.images import RenderedImage
+from gateway.media.richtext import draw_text
 from gateway.support.files import atomic_write
 
 SUPERSAMPLE = 2
@@ -33,6 +35,16 @@ _TIME_STEPS = [
 ]
 
 Point = tuple[datetime, float | None]
+
+
+@dataclass(frozen=True)
+class RenderedChart(RenderedImage):
+    """A rendered chart, with the numbers it shows (for alt text, previews and tests)."""
+
+    axis_labels: tuple[str, ...] = ()
+    """The value axis's tick labels, bottom to top."""
+    marks: tuple[str, ...] = ()
+    """The readings written on it: the latest (with its unit), then ``max ...``, ``min ...``."""
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 
@@ -55,12 +67,28 @@ class _Frame:
         return x, y
 
 
-def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """Round tick values (1, 2, 2.5 or 5 times a power of ten) covering low..high."""
+def tick_step(low: float, high: float, count: int = 5, precision: int | None = None) -> float:
+    """A round step (1, 2, 2.5 or 5 times a power of ten) for about ``count`` ticks.
+
+    With ``precision`` (the sensor's decimals) the step is never finer than the
+    sensor resolves, and never needs more decimals than it has: 2.5 x 10^-p is skipped.
+    """
     span = (high - low) or 1.0
     raw = span / max(1, count - 1)
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    if precision is not None:
+        raw = max(raw, 10.0**-precision)
+    power = 10.0 ** math.floor(math.log10(raw))
+    fits = [m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw * (1 - 1e-9)]
+    if precision is not None:
+        fits = [step for step in fits if _decimals(step) <= precision] or [10.0**-precision]
+    return fits[0]
+
+
+def nice_ticks(
+    low: float, high: float, count: int = 5, precision: int | None = None
+) -> list[float]:
+    """Round tick values (1, 2, 2.5 or 5 times a power of ten) covering low..high."""
+    step = tick_step(low, high, count, precision)
     first = math.floor(low / step) * step
     ticks = []
     value = first
@@ -69,6 +97,35 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
             ticks.append(round(value, 10))
         value += step
     return ticks
+
+
+def _decimals(step: float) -> int:
+    """Decimals that write ``step`` exactly (0.25 -> 2, 5 -> 0)."""
+    for places in range(12):
+        if abs(round(step, places) - step) <= abs(step) * 1e-9:
+            return places
+    return 12
+
+
+def axis_decimals(ticks: Sequence[float]) -> int:
+    """Decimals of the value axis: as many as the tick step needs, so distinct ticks
+    never share a label (24.95 / 25.00 / 25.05, not 25 / 25 / 25)."""
+    return _decimals(ticks[1] - ticks[0]) if len(ticks) > 1 else 1
+
+
+def value_decimals(ticks: Sequence[float], precision: int | None) -> int:
+    """Decimals of a reading written on the chart (latest, min, max): the sensor's
+    ``precision`` when configured, else at least one, or the axis's when finer."""
+    if precision is not None:
+        return precision
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    return axis_decimals(ticks) if step >= 10 else max(1, axis_decimals(ticks))
+
+
+def format_number(value: float, decimals: int) -> str:
+    """``value`` with ``decimals`` places; never ``-0.0``."""
+    text = f"{value:.{decimals}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def time_ticks(start: datetime, end: datetime, tz: tzinfo, max_ticks: int = 7) -> list[datetime]:
@@ -107,15 +164,41 @@ def _segments(points: Sequence[Point], gap: timedelta | None) -> list[list[tuple
     return runs
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}" if value else "0"
+@dataclass(frozen=True)
+class ValueScale:
+    """The value axis: its range, its ticks and their labels, and how readings are written."""
+
+    low: float
+    high: float
+    ticks: tuple[float, ...]
+    labels: tuple[str, ...]
+    decimals: int
+    """Decimals of the readings written on the chart (latest, min, max)."""
+
+    def value(self, value: float) -> str:
+        """A reading as the chart writes it."""
+        return format_number(value, self.decimals)
 
 
-def _value_range(values: list[float]) -> tuple[float, float]:
-    low, high = min(values), max(values)
-    pad = (high - low) * 0.15 or max(1.0, abs(high) * 0.05)  # leaves room for min/max labels
-    ticks = nice_ticks(low - pad, high + pad)
-    return min(ticks[0], low - pad), max(ticks[-1], high + pad)
+def value_scale(values: Sequence[float], precision: int | None = None) -> ValueScale:
+    """The axis for ``values``: padded for the min/max labels, ends on round ticks."""
+    if not values:
+        low, high = 0.0, 1.0
+    else:
+        low, high = min(values), max(values)
+        pad = (high - low) * 0.15 or max(1.0, abs(high) * 0.05)  # room for min/max labels
+        low, high = low - pad, high + pad
+    step = tick_step(low, high, precision=precision)
+    low, high = math.floor(low / step) * step, math.ceil(high / step) * step
+    ticks = nice_ticks(low, high, precision=precision)
+    places = axis_decimals(ticks)
+    return ValueScale(
+        low,
+        high,
+        tuple(ticks),
+        tuple(format_number(t, places) for t in ticks),
+        value_decimals(ticks, precision),
+    )
 
 
 def _time_range(points: Sequence[Point]) -> tuple[float, float]:
@@ -129,22 +212,29 @@ def _plot_frame(
     size: tuple[int, int],
     label: Font,
     t_range: tuple[float, float],
-    v_range: tuple[float, float],
+    scale: ValueScale,
 ) -> _Frame:
     w, h = size
-    widest = max(draw.textlength(_fmt(v), font=label) for v in nice_ticks(*v_range))
+    widest = max(draw.textlength(text, font=label) for text in scale.labels)
     left = int(widest + w * 0.03)
-    return _Frame(left, int(h * 0.2), int(w * 0.97), int(h * 0.86), *t_range, *v_range)
+    return _Frame(
+        left, int(h * 0.2), int(w * 0.97), int(h * 0.86), *t_range, scale.low, scale.high
+    )
 
 
 def _draw_axes(
-    draw: ImageDraw.ImageDraw, frame: _Frame, tz: tzinfo, label: Font, unit: str
+    draw: ImageDraw.ImageDraw,
+    frame: _Frame,
+    tz: tzinfo,
+    label: Font,
+    unit: str,
+    scale: ValueScale,
 ) -> None:
     s = SUPERSAMPLE
-    for value in nice_ticks(frame.v0, frame.v1):
+    for value, text in zip(scale.ticks, scale.labels, strict=True):
         y = frame.xy(datetime.fromtimestamp(frame.t0, tz), value)[1]
         draw.line((frame.left, y, frame.right, y), fill=GRID_COLOR, width=s)
-        draw.text((frame.left - 8 * s, y), _fmt(value), TEXT_COLOR, label, anchor="rm")
+        draw.text((frame.left - 8 * s, y), text, TEXT_COLOR, label, anchor="rm")
     draw.text((frame.left - 8 * s, frame.top - 14 * s), unit, TEXT_COLOR, label, anchor="rd")
     start = datetime.fromtimestamp(frame.t0, tz)
     end = datetime.fromtimestamp(frame.t1, tz)
@@ -179,12 +269,14 @@ def _draw_extremes(
     runs: list[list[tuple[datetime, float]]],
     label: Font,
     unit: str,
-) -> None:
+    scale: ValueScale,
+) -> list[str]:
     readings = [p for run in runs for p in run]
     low = min(readings, key=lambda p: p[1])
     high = max(readings, key=lambda p: p[1])
     r = 5 * SUPERSAMPLE
     room = 2 * r + label.getbbox("0")[3]
+    drawn = []
     for (at, value), name in ((high, "max"), (low, "min")):
         x, y = frame.xy(at, value)
         draw.ellipse((x - r, y - r, x + r, y + r), outline=MARK_COLOR, width=SUPERSAMPLE * 2)
@@ -192,9 +284,10 @@ def _draw_extremes(
         # max labels go above the mark and min labels below, unless the frame edge is near
         above = y - room > frame.top if name == "max" else y + room > frame.bottom
         anchor, dy = ("md", -2 * r) if above else ("ma", 2 * r)
+        drawn.append(f"{name} {scale.value(value)} {unit}".strip())
         draw.text(
             (x, y + dy),
-            f"{name} {_fmt(value)} {unit}".strip(),
+            drawn[-1],
             MARK_COLOR,
             label,
             anchor=anchor,
@@ -203,27 +296,27 @@ def _draw_extremes(
         )
         if low == high:
             break
+    return drawn
 
 
 def _draw_title(
-    draw: ImageDraw.ImageDraw,
+    im: Image.Image,
+    fonts: Fonts,
     size: tuple[int, int],
     title: str,
     unit: str,
     runs: list[list[tuple[datetime, float]]],
-) -> None:
+    scale: ValueScale,
+) -> list[str]:
     w, h = size
-    draw.text((w * 0.03, h * 0.04), title, TEXT_COLOR, find_font(int(h * 0.065), bold=True))
+    px = int(h * 0.065)
+    draw_text(im, (w * 0.03, h * 0.03), title, px, TEXT_COLOR, fonts, bold=True)
     if runs:
         latest = max((p for run in runs for p in run), key=lambda p: p[0])
-        text = f"{_fmt(latest[1])} {unit}".strip()
-        draw.text(
-            (w * 0.97, h * 0.04),
-            text,
-            LINE_COLOR,
-            find_font(int(h * 0.065), bold=True),
-            anchor="ra",
-        )
+        text = f"{scale.value(latest[1])} {unit}".strip()
+        draw_text(im, (w * 0.97, h * 0.03), text, px, LINE_COLOR, fonts, bold=True, anchor="right")
+        return [text]
+    return []
 
 
 def render_chart(
@@ -235,33 +328,40 @@ def render_chart(
     dest: Path,
     size: tuple[int, int] = (1200, 675),
     gap: timedelta | None = None,
-) -> RenderedImage:
+    precision: int | None = None,
+    fonts: Fonts = DEFAULT_FONTS,
+) -> RenderedChart:
     """Draw ``points`` as a PNG line chart at ``dest`` (written atomically).
 
     A None value, or a silence longer than ``gap`` between two readings, breaks the
     line.  Times are labelled in ``tz``; the lowest and highest readings are marked.
-    An empty series gives a chart that says "no data".
+    An empty series gives a chart that says "no data".  Numbers have the sensor's
+    ``precision`` (decimals) when given, else as many decimals as the ticks need.
+    Text is drawn with ``fonts`` (emoji in a title in colour).
     """
     big = (size[0] * SUPERSAMPLE, size[1] * SUPERSAMPLE)
     im = Image.new("RGB", big, BACKGROUND)
     draw = ImageDraw.Draw(im)
-    label = find_font(int(big[1] * 0.042))
+    label = find_font(int(big[1] * 0.042), fonts=fonts)
     runs = _segments(points, gap)
     values = [v for run in runs for _, v in run]
-    v_range = _value_range(values) if values else (0.0, 1.0)
+    scale = value_scale(values, precision)
     t_range = _time_range(points) if points else _time_range([(datetime.now(tz), None)])
-    frame = _plot_frame(draw, big, label, t_range, v_range)
-    _draw_title(draw, big, title, unit, runs)
-    _draw_axes(draw, frame, tz, label, unit)
+    frame = _plot_frame(draw, big, label, t_range, scale)
+    marks = _draw_title(im, fonts, big, title, unit, runs, scale)
+    _draw_axes(draw, frame, tz, label, unit, scale)
     if runs:
         _draw_series(draw, frame, runs, width=3 * SUPERSAMPLE)
-        _draw_extremes(draw, frame, runs, label, unit)
+        marks += _draw_extremes(draw, frame, runs, label, unit, scale)
     else:
         centre = ((frame.left + frame.right) / 2, (frame.top + frame.bottom) / 2)
-        draw.text(centre, "no data", AXIS_COLOR, find_font(int(big[1] * 0.07)), anchor="mm")
+        big_font = find_font(int(big[1] * 0.07), fonts=fonts)
+        draw.text(centre, "no data", AXIS_COLOR, big_font, anchor="mm")
     im = im.resize(size, Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     im.save(buf, "PNG", optimize=False, compress_level=6)
     data = buf.getvalue()
     atomic_write(dest, data)
-    return RenderedImage(dest, "image/png", size[0], size[1], len(data))
+    return RenderedChart(
+        dest, "image/png", size[0], size[1], len(data), scale.labels, tuple(marks)
+    )

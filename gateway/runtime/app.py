@@ -247,7 +247,7 @@ class Gateway:
         their own reading times: a restart or reload does not blank every sensor, and
         ``expire_after`` still makes an old value stale."""
         known = {s.id for s in self.config.sensors}
-        if load_snapshot(self.snapshot.path, self.state, known, as_readings=False):
+        if load_snapshot(self.snapshot.path, self.state, known):
             log.info("restored the latest sensor values from %s", self.snapshot.path)
 
     def stop(self, timeout: float | None = None) -> None:

@@ -3,9 +3,12 @@
 Nothing is published and nothing is written to the outbox.  Sensor values come
 from ``--sample FILE`` (a JSON object ``{"sensor_id": value, ...}``; sensors it does
 not name render as ``n/a``), else from the last state the daemon saved
-(``<state_dir>/state.json``, see :mod:`gateway.state.snapshot`).  ``on_message`` rules
-take the message from ``--event FILE`` (JSON).  Guards are not applied: the
-preview shows what the rule *would* say.
+(``<state_dir>/state.json``, see :mod:`gateway.state.snapshot`).  Charts and the
+rolling statistics (``.min_24h``, ``.mean_1h``, ``.trend``) come from the readings
+history the daemon keeps in ``<state_dir>/gateway.db``, as in the daemon: the windows
+are rebuilt from its per-minute rows.  ``on_message`` rules take the message from
+``--event FILE`` (JSON).  Guards are not applied: the preview shows what the rule
+*would* say.
 """
 
 from __future__ import annotations
@@ -13,17 +16,20 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from gateway.compose.composer import ComposeError, Composer, MessageEvent
 from gateway.compose.textfit import count_length
-from gateway.config import ConfigError, GatewayConfig
+from gateway.config import ConfigError, GatewayConfig, RuleConfig
+from gateway.media.fonts import glyph_warnings
 from gateway.model import MediaItem, Reading
 from gateway.publishers import build_publisher
 from gateway.publishers.base import Capabilities, PublisherContext
 from gateway.rules.runner import fit_post
 from gateway.rules.triggers import decode_event
+from gateway.runtime.app import database_path
+from gateway.state.history import HistoryStore
 from gateway.state.snapshot import SNAPSHOT_NAME, load_snapshot
 from gateway.state.store import StateStore
 
@@ -37,7 +43,7 @@ def load_sample(path: Path, config: GatewayConfig, now: datetime) -> StateStore:
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: sample must be a JSON object of sensor values"])
     units = {s.id: s.unit for s in config.sensors}
-    state = StateStore()
+    state = _empty_state(config)
     for sensor, value in data.items():
         if sensor not in units:
             raise ConfigError([f"{path}: {sensor!r} is not a sensor id"])
@@ -56,10 +62,39 @@ def load_event(path: Path, topic: str) -> MessageEvent:
         raise ConfigError([f"{path}: cannot read event: {exc.strerror}"]) from None
 
 
+def _empty_state(config: GatewayConfig) -> StateStore:
+    """A state shaped like the daemon's: the same expiries and statistics windows."""
+    state = StateStore(
+        {s.id: s.expire_after for s in config.sensors if s.expire_after},
+        windows=config.state.windows,
+    )
+    for sensor in config.sensors:
+        state.register(sensor.id, windows=sensor.windows)
+    return state
+
+
+def open_history(config: GatewayConfig, state: StateStore, now: datetime) -> HistoryStore | None:
+    """The daemon's readings history, with ``state``'s windows rebuilt from it.
+
+    None (and a note) when the daemon has not made its database yet.
+    """
+    path = database_path(config)
+    if not path.is_file():
+        print(f"(no readings history at {path}: charts say no data)", file=sys.stderr)
+        return None
+    history = HistoryStore(path, state)
+    for sensor in config.sensors:
+        longest = max(state.windows(sensor.id), default=None)
+        if longest is not None:
+            rows = history.stored_minutes(sensor.id, now - longest - timedelta(minutes=1), now)
+            state.replay_minutes(sensor.id, rows)
+    return history
+
+
 def _state_for(config: GatewayConfig, sample: str | None, now: datetime) -> StateStore:
     if sample:
         return load_sample(Path(sample), config, now)
-    state = StateStore({s.id: s.expire_after for s in config.sensors if s.expire_after})
+    state = _empty_state(config)
     path = config.gateway.resolved_state_dir() / SNAPSHOT_NAME
     if not load_snapshot(path, state, {s.id for s in config.sensors}):
         print(f"(no saved state at {path}: sensors show n/a; use --sample FILE)", file=sys.stderr)
@@ -81,8 +116,29 @@ def preview_rule(
         known = ", ".join(r.id for r in config.rules) or "none"
         print(f"no rule {rule_id!r} (rules: {known})", file=sys.stderr)
         return 2
+    for warning in glyph_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     now = datetime.now(config.gateway.tz)
     state = _state_for(config, sample, now)
+    history = open_history(config, state, now)
+    try:
+        return _preview(config, rule, state, history, now, out=out, event=event)
+    finally:
+        if history is not None:
+            history.close()
+
+
+def _preview(
+    config: GatewayConfig,
+    rule: RuleConfig,
+    state: StateStore,
+    history: HistoryStore | None,
+    now: datetime,
+    *,
+    out: str | None,
+    event: str | None,
+) -> int:
+    rule_id = rule.id
     message = None
     if rule.on_message is not None:
         message = load_event(Path(event), rule.on_message.topic) if event else None
@@ -93,7 +149,7 @@ def preview_rule(
     ctx = PublisherContext(config.gateway.resolved_state_dir(), config.gateway.name)
     publishers = {p.id: p for p in config.publishers}
     targets = {pid: build_publisher(publishers[pid], ctx).capabilities for pid in rule.publish_to}
-    composer = Composer(config, state, media_dir)
+    composer = Composer(config, state, media_dir, history=history)
     try:
         post = composer.compose(rule, now, targets, event=message)
     except ComposeError as exc:

@@ -124,6 +124,16 @@ class HistoryStore:
             for key, (count, total, low, high) in sorted(rows.items())
         ]
 
+    def stored_minutes(self, sensor: str, since: datetime, until: datetime) -> list[MinuteRow]:
+        """The minutes written to SQLite within ``since``..``until``, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT minute, count, sum, min, max FROM readings_minute"
+                " WHERE sensor = ? AND minute BETWEEN ? AND ? ORDER BY minute",
+                (sensor, _minute(since), _minute(until)),
+            ).fetchall()
+        return [(int(m), int(c), float(t), float(lo), float(hi)) for m, c, t, lo, hi in rows]
+
     def series(
         self, sensor: str, since: datetime, until: datetime
     ) -> list[tuple[datetime, float | None]]:

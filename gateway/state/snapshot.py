@@ -1,9 +1,9 @@
 """The last known state on disk: restored at start and reload, read by ``preview``.
 
 The daemon writes ``<state_dir>/state.json`` — each sensor's latest value, unit and
-time, and each camera's newest frame file — every few minutes *only when something
-changed*, and once at shutdown.  An SD card sees a handful of small atomic writes an
-hour, not one per reading.
+time (and its previous value), and each camera's newest frame file — every few
+minutes *only when something changed*, and once at shutdown.  An SD card sees a
+handful of small atomic writes an hour, not one per reading.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.model import Frame, Reading
-from gateway.state.store import StateStore
+from gateway.model import Frame, Value
+from gateway.state.store import SensorSnapshot, StateStore
 from gateway.support.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -27,10 +27,7 @@ SAVE_EVERY_SECONDS = 300.0
 def snapshot_of(state: StateStore) -> dict[str, Any]:
     """The state as a JSON-ready dict."""
     return {
-        "sensors": {
-            sid: {"value": snap.value, "unit": snap.unit, "at": snap.at.isoformat()}
-            for sid, snap in sorted(state.sensors().items())
-        },
+        "sensors": {sid: _sensor(snap) for sid, snap in sorted(state.sensors().items())},
         "frames": {
             frame.camera: {
                 "path": str(frame.path),
@@ -45,27 +42,42 @@ def snapshot_of(state: StateStore) -> dict[str, Any]:
     }
 
 
-def restore(
-    data: dict[str, Any], state: StateStore, known_sensors: set[str], *, as_readings: bool = True
-) -> None:
+def _sensor(snap: SensorSnapshot) -> dict[str, Any]:
+    item: dict[str, Any] = {"value": snap.value, "unit": snap.unit, "at": snap.at.isoformat()}
+    if snap.previous is not None and snap.previous_at is not None:
+        item.update(previous=snap.previous, previous_at=snap.previous_at.isoformat())
+    return item
+
+
+def _value(value: object) -> Value | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value if isinstance(value, bool | float | str) else None
+
+
+def restore(data: dict[str, Any], state: StateStore, known_sensors: set[str]) -> None:
     """Load a snapshot dict into ``state`` (sensors not in the config are ignored).
 
-    ``as_readings=False`` (the daemon) puts the values back without feeding them to
-    the windows and history again (see :meth:`StateStore.restore`); ``preview`` takes
-    them as readings, so its window statistics have something to show.
+    Restored values are the sensors' latest (and previous) values, not new readings:
+    rolling statistics come from the readings history, which already holds them.
     """
     for sid, item in data.get("sensors", {}).items():
-        value = item.get("value")
-        if sid not in known_sensors or not isinstance(value, bool | int | float | str):
+        value = _value(item.get("value"))
+        if sid not in known_sensors or value is None:
             continue
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        at = datetime.fromisoformat(item["at"])
-        unit = str(item.get("unit", ""))
-        if as_readings:
-            state.update(Reading(sid, value, unit, at, "snapshot"))
-        else:
-            state.restore(sid, value, unit, at)
+        previous_at = item.get("previous_at")
+        previous = _value(item.get("previous")) if isinstance(previous_at, str) else None
+        state.restore(
+            SensorSnapshot(
+                sid,
+                value,
+                str(item.get("unit", "")),
+                datetime.fromisoformat(item["at"]),
+                previous,
+                datetime.fromisoformat(previous_at) if previous is not None else None,
+                topic="snapshot",
+            )
+        )
     for camera, item in data.get("frames", {}).items():
         frame = Frame(
             camera,
@@ -80,13 +92,11 @@ def restore(
             state.set_frame(frame)
 
 
-def load_snapshot(
-    path: Path, state: StateStore, known_sensors: set[str], *, as_readings: bool = True
-) -> bool:
+def load_snapshot(path: Path, state: StateStore, known_sensors: set[str]) -> bool:
     """Restore ``path`` into ``state``; False when there is no usable snapshot."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        restore(data, state, known_sensors, as_readings=as_readings)
+        restore(data, state, known_sensors)
     except FileNotFoundError:
         return False
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -171,23 +171,36 @@ class StateStore:
             self._snapshots[sensor] = snap
         return snap
 
-    def restore(self, sensor: str, value: Value, unit: str, at: datetime) -> bool:
-        """Put back a saved latest value with its own time (after a restart or reload).
+    def restore(self, snap: SensorSnapshot) -> bool:
+        """Put back a saved snapshot (e.g. from ``state.json``) as the sensor's latest.
 
-        Unlike :meth:`record` it does not count as a new reading: the windows and the
-        per-minute history already had it, and a newer reading is never replaced.
+        Unlike :meth:`record` it is not a new reading: the statistics and the history
+        do not count it again.  False when the store is full.
         """
         with self._lock:
-            record = self._records.get(sensor) or self._record(sensor)
+            record = self._record(snap.sensor)
             if record is None:
                 self.refused += 1
                 return False
-            if record.snapshot is not None and record.snapshot.at >= at:
-                return False
-            snap = SensorSnapshot(sensor, value, unit, at, None, None, 1, False, "snapshot")
-            record.snapshot = snap
-            self._snapshots[sensor] = snap
-        return True
+            current = record.snapshot
+            if current is not None and current.at > snap.at:
+                return True
+            record.snapshot = self._snapshots[snap.sensor] = snap
+            return True
+
+    def replay_minutes(self, sensor: str, rows: Iterable[MinuteRow]) -> int:
+        """Rebuild a sensor's rolling windows from its stored per-minute history (oldest
+        first); the rows are not queued for the history writer.  Returns rows used."""
+        with self._lock:
+            record = self._record(sensor)
+            if record is None:
+                self.refused += 1
+                return 0
+            used = 0
+            for row in rows:
+                record.series.replay(row)
+                used += 1
+            return used
 
     def reject(self, sensor: str, reason: str) -> int:
         """Count a rejected payload; returns the sensor's rejection total."""

@@ -222,6 +222,17 @@ class Series:
         if last_t >= self.last_t:
             self.last, self.last_t = last, last_t
 
+    def replay(self, row: MinuteRow) -> None:
+        """Fold a minute read back from the history into the windows (not queued again).
+
+        A stored minute keeps no first and last reading: its mean stands for both.
+        """
+        if not self.layout.slots or row[1] <= 0:
+            return
+        minute, count, total, low, high = row
+        mean, start = total / count, minute * 60.0
+        self._fold((minute, count, total, low, high, mean, start, mean, start + 59.999))
+
     def take(self, now: float, *, include_current: bool = False) -> list[MinuteRow]:
         """Remove and return finished minutes (and the current one when asked, e.g. at exit)."""
         if include_current or int(now // 60) > self._minute:
