@@ -1,7 +1,8 @@
 """``things-gateway``: the command line.
 
 Exit codes: 0 success, 1 failure, 2 usage error, 3 (``status``) daemon not
-running, 78 (EX_CONFIG) bad config —
+running, 141 the reader of the output went away (``status | head -4``; quietly),
+78 (EX_CONFIG) bad config —
 systemd's ``RestartPreventExitStatus=78`` keeps a bad config from restart-looping.
 """
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 # alone takes a few hundred milliseconds on a Raspberry Pi).
 
 EX_CONFIG = 78
+EX_PIPE = 141
+"""What a shell reports for a process killed by SIGPIPE (128 + 13), as ``cat`` would be."""
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -264,7 +267,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     from gateway.outbox.store import Outbox
     from gateway.runtime.app import database_path
 
-    path = database_path(_load(args, "ignore"))
+    config = _load(args, "ignore")
+    path = database_path(config)
     if not path.exists():
         print("outbox is empty (no database yet)")
         return 0
@@ -273,6 +277,10 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         post_id, publisher = args.retry or args.drop
         done = outbox.retry(post_id, publisher) if args.retry else outbox.drop(post_id, publisher)
         print(("done" if done else "no such open delivery") + f": {post_id} → {publisher}")
+        if done and args.retry:
+            from gateway.runtime.status import send_deliver_now
+
+            print(send_deliver_now(config)[1])
         return 0 if done else 1
     rows = outbox.open_deliveries()
     if not rows:
@@ -299,6 +307,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(duration=args.duration, state_dir=Path(args.state_dir), broker=args.broker)
 
 
+def _closed_pipe() -> int:
+    """The reader of our output went away (``status | head -4``): stop quietly."""
+    # Python would flush stdout again at exit and print a traceback; point it nowhere.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EX_PIPE
+
+
 COMMANDS = {
     "run": cmd_run,
     "reload": cmd_reload,
@@ -317,7 +334,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gateway.config import ConfigError, config_path
 
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at exit
+        return code
+    except BrokenPipeError:
+        return _closed_pipe()
     except ConfigError as exc:
         _print_config_errors(config_path(getattr(args, "config", None)), exc)
         return EX_CONFIG

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.cli import main
+from gateway.demo.broker import Broker
 from gateway.outbox.delivery import DeliveryWorker, RetryPolicy
 from gateway.outbox.store import Delivery, Outbox
 from gateway.publishers import build_publisher
@@ -15,6 +19,7 @@ from gateway.publishers.base import PublisherContext
 from gateway.runtime.loading import load_config
 from tests.fakes.backends import WEBHOOK_TOKEN
 from tests.fakes.webhook import FakeWebhook
+from tests.gwutil import base_config, cli, start_gateway, wait_until
 from tests.test_outbox import make_post
 
 
@@ -85,7 +90,7 @@ def test_outbox_lists_retries_and_drops(
 
     assert run(capsys, "outbox", "-c", str(config), "--retry", dead.id, "hook") == (
         0,
-        f"done: {dead.id} → hook\n",
+        f"done: {dead.id} → hook\nthe gateway is not running; it delivers when it starts\n",
     )
     assert run(capsys, "outbox", "-c", str(config), "--drop", failed.id, "hook")[0] == 0
     assert run(capsys, "outbox", "-c", str(config), "--drop", sent.id, "hook") == (
@@ -119,3 +124,52 @@ def test_usage_errors_exit_2(config: Path, capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit) as exit_info:
         main(["outbox", "-c", str(config), "--retry", "a", "b", "--drop", "a", "b"])
     assert exit_info.value.code == 2
+
+
+def test_retry_makes_the_running_daemon_deliver_now(
+    broker: Broker, tmp_path: Path, hook: FakeWebhook
+) -> None:
+    """A real daemon holds a failed delivery for an hour; ``outbox --retry`` sends it now."""
+    state = tmp_path / "state"
+    path = tmp_path / "gw.toml"
+    path.write_text(
+        base_config(broker, state)
+        + f"""
+[[publishers]]
+id = "hook"
+type = "webhook"
+url = "{hook.url}/hooks/{WEBHOOK_TOKEN}"
+timeout = 2
+""",
+        encoding="utf-8",
+    )
+    post = make_post("retry me")
+    outbox = Outbox(state / "gateway.db")
+    outbox.add(post, {"hook": post.text})
+    outbox.close()
+    hook.reply_next(503, {"error": "busy"}, {"Retry-After": "3600"})
+
+    def delivery() -> dict[str, Any]:
+        reader = Outbox(state / "gateway.db")
+        try:
+            (entry,) = reader.history(5)
+        finally:
+            reader.close()
+        return dict(entry["deliveries"]["hook"])
+
+    daemon = start_gateway(path)
+    try:
+        wait_until(lambda: delivery()["status"] == "failed", timeout=20)  # back in an hour
+        wait_until(lambda: (state / "things-gateway.pid").exists(), timeout=20)
+        result = cli("outbox", "-c", str(path), "--retry", post.id, "hook")
+        asked = time.monotonic()
+        assert result.returncode == 0, result.stderr
+        assert f"asked the running gateway (pid {daemon.pid}) to deliver now" in result.stdout
+        wait_until(lambda: delivery()["status"] == "sent", timeout=10)
+        took = time.monotonic() - asked
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _out, err = daemon.communicate(timeout=30)
+    assert daemon.returncode == 0, err
+    assert took < 5
+    assert len(hook.created) == 1

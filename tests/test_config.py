@@ -336,3 +336,19 @@ def test_every_config_pattern_is_anchored_for_python_re() -> None:
                 assert pattern.startswith("^"), (model, name, pattern)
                 assert pattern.endswith("\\Z") or not pattern.endswith("$"), (model, name)
     assert patterns >= 10  # the walk found the patterns (each model lists its own fields)
+
+
+@pytest.mark.parametrize("line", ['state_dir = "var/pool"', ""])
+def test_a_relative_or_default_state_dir_is_made_absolute_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str
+) -> None:
+    # a relative state_dir broke the archive's file:// URIs (issue #13, item 1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    text = MINIMAL.replace('name = "t"', f'name = "t"\n{line}')
+    config = load_config(write(tmp_path, text))
+    expected = tmp_path / ("var/pool" if line else "var")
+    assert config.gateway.state_dir == expected
+    assert config.gateway.resolved_state_dir() == expected
+    monkeypatch.chdir("/")  # a later chdir does not move it
+    assert config.gateway.resolved_state_dir() == expected

@@ -7,10 +7,13 @@ import logging
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -384,3 +387,125 @@ interval = "1s"
     assert isinstance(doc["readings_per_s"], float)
     assert doc["failed_deliveries"] == 0
     assert doc["last_post_at"].startswith(time.strftime("%Y"))
+
+
+def test_status_is_right_from_the_first_seconds(
+    broker: Broker, mqtt_topic: str, tmp_path: Path
+) -> None:
+    """Default ``[health] interval`` (60 s): connection, freshness and a failing rule
+    show within seconds; a disabled publisher says so."""
+    state = tmp_path / "state"
+    path = tmp_path / "gw.toml"
+    path.write_text(
+        base_config(broker, state)
+        + f"""
+[[sensors]]
+id = "temp"
+topic = "{mqtt_topic}/temp"
+expire_after = "1h"
+
+[[rules]]
+id = "broken"
+every = "1s"
+text = "{{{{ temp / 0 }}}}"
+publish_to = ["archive"]
+
+[[publishers]]
+id = "archive"
+type = "file"
+
+[[publishers]]
+id = "screen"
+type = "console"
+enabled = false
+""",
+        encoding="utf-8",
+    )
+    gateway = start_gateway(path)
+    try:
+
+        def report() -> str | None:
+            publish(broker, [(f"{mqtt_topic}/temp", "19")])  # until the gateway subscribed
+            result = cli("status", "-c", str(path))
+            wanted = ("connected", "1 fresh, 0 stale", "broken: FAILING")
+            return result.stdout if all(w in result.stdout for w in wanted) else None
+
+        text = wait_until(report, timeout=15, interval=0.5)
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        gateway.communicate(timeout=30)
+    assert f"broker {broker.host}:{broker.port}: connected" in text
+    assert "NOT connected" not in text
+    (rule_line,) = [line for line in text.splitlines() if "broken: " in line]
+    assert "template error: TypeError" in rule_line  # the error itself, not just "failed"
+    assert "  screen: disabled" in text
+    assert "  archive: 0 waiting" in text
+
+
+def test_a_closed_pipe_ends_a_command_quietly(tmp_path: Path) -> None:
+    """``things-gateway status | head -1``: no BrokenPipeError traceback."""
+    path = tmp_path / "gw.toml"
+    path.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\n', encoding="utf-8")
+    for args in (["status"], ["history"], ["outbox"], ["check-config"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # the reader is gone before anything is written
+        try:
+            result = subprocess.run(
+                [sys.executable, "-m", "gateway", *args, "-c", str(path)],
+                stdout=write_end,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=30,
+            )
+        finally:
+            os.close(write_end)
+        assert result.stderr == "", (args, result.stderr)
+        assert result.returncode == 141, args  # as if killed by SIGPIPE, like head's peers
+
+
+def test_reload_keeps_schedules_and_sensor_values(
+    broker: Broker, mqtt_topic: str, tmp_path: Path
+) -> None:
+    """A reload neither pushes back an unchanged ``every`` rule nor blanks the sensors."""
+    state = tmp_path / "state"
+    path = tmp_path / "gw.toml"
+    rules = """
+[[rules]]
+id = "hourly"
+every = "1h"
+text = "Temp {{ temp }}"
+publish_to = ["archive"]
+
+[[rules]]
+id = "changed"
+every = "1h"
+text = "Temp {{ temp }}"
+publish_to = ["archive"]
+"""
+    publishers = '\n[[publishers]]\nid = "archive"\ntype = "file"\n'
+    sensors = f'\n[[sensors]]\nid = "temp"\ntopic = "{mqtt_topic}/temp"\nexpire_after = "1h"\n'
+    path.write_text(base_config(broker, state) + sensors + rules + publishers, encoding="utf-8")
+    daemon = Daemon(path, load_config(path))
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        first = wait_until(lambda: daemon.gateway)
+        assert first.ingest.ready.wait(20)
+        publish(broker, [(f"{mqtt_topic}/temp", "19.5")])
+        reading = wait_until(lambda: first.state.get("temp"))
+        before = first.scheduler.next_runs()
+        time.sleep(1.5)  # a restarted `every` timer would now be 1.5 s later
+        path.write_text(
+            path.read_text().replace('id = "changed"\nevery = "1h"', 'id = "changed"\nevery = "2h"')
+        )
+        daemon.request_reload()
+        second = wait_until(lambda: daemon.gateway is not first and daemon.gateway)
+        after = wait_until(lambda: second.scheduler.next_runs())
+        restored = second.state.get("temp")
+    finally:
+        daemon.request_stop()
+        runner.join(30)
+    assert after["hourly"] == before["hourly"]  # unchanged trigger: same next run
+    assert after["changed"] - before["changed"] >= timedelta(minutes=59)  # new trigger
+    assert restored is not None
+    assert (restored.value, restored.at) == (reading.value, reading.at)

@@ -51,3 +51,28 @@ def test_demo_archives_posts_with_an_image(tmp_path: Path, broker: str) -> None:
     assert media["alt"]
     assert "demo stopped" in result.stderr
     assert conditions["text"] in result.stdout  # the console publisher
+
+
+def test_demo_as_the_readme_runs_it_archives_every_post_it_shows(tmp_path: Path) -> None:
+    """``things-gateway demo`` in a fresh folder, default (relative) state folder."""
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto not installed")
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "demo", "--duration", "8"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=fresh,
+    )
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    assert not [line for line in output.splitlines() if " ERROR " in line], output
+    shown = [line for line in result.stdout.splitlines() if line.startswith("── ")]
+    assert len(shown) >= 2, result.stdout
+    posts = archive_posts(fresh / "things-gateway-demo")
+    assert len(posts) == len(shown), output
+    assert all(p["text"] in result.stdout for p in posts)
+    assert f"all {len(shown)} posts shown are archived" in result.stderr

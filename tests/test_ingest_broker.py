@@ -222,12 +222,16 @@ def test_retained_and_base64_camera_frames(
     publish(broker, [(f"{mqtt_topic}/cam", jpeg)], retain=True)  # before the gateway exists
     cameras = f'[[cameras]]\nid = "cam"\ntopic = "{mqtt_topic}/cam"\n'
     gw = run_ingest(make_config(broker.port, tmp_path, cameras, name="cam"))
+    # a retained frame of unknown age is not taken as a new frame
+    wait_until(lambda: gw.frames.retained_ignored == 1)
+    assert gw.state.latest_frame("cam") is None
+    publish(broker, [(f"{mqtt_topic}/cam", base64.b64encode(jpeg))])
     first = wait_until(lambda: gw.state.latest_frame("cam"))
     assert first.path.read_bytes() == jpeg
-    publish(broker, [(f"{mqtt_topic}/cam", base64.b64encode(jpeg))])
-    second = wait_until(lambda: (f := gw.state.latest_frame("cam")) and f != first and f)
-    assert second.path.read_bytes() == jpeg
-    assert second.sha256 == first.sha256
+    publish(broker, [(f"{mqtt_topic}/cam", jpeg)])  # the same bytes again: not a new frame
+    wait_until(lambda: gw.frames.repeated == 1)
+    assert gw.state.latest_frame("cam") == first
+    assert gw.frames.stored == 1
     publish(broker, [(f"{mqtt_topic}/cam", b"")], retain=True)  # clear the retained frame
 
 
@@ -416,3 +420,37 @@ def test_resubscribes_after_reconnect_without_a_persistent_session(
     publish(broker, [("again/x", "5")])
     wait_until(lambda: gw.values("x") == [5.0])
     assert gw.ingest.stats.connects == 2
+
+
+def test_retained_frames_are_not_stored_again_on_every_restart(
+    broker: Broker, mqtt_topic: str, tmp_path: Path
+) -> None:
+    # a camera agent publishes every frame retained; the gateway restarts three times
+    topic = f"{mqtt_topic}/cam"
+    old = make_frame(datetime(2026, 1, 1, tzinfo=UTC))
+    publish(broker, [(topic, old)], retain=True)  # before the gateway exists: age unknown
+    cameras = f'[[cameras]]\nid = "cam"\ntopic = "{topic}"\n'
+    config = make_config(broker.port, tmp_path, cameras, name="retained")
+    first = Running(config, tmp_path)
+    try:
+        first.wait_ready()
+        live = make_frame(datetime.now(UTC))
+        publish(broker, [(topic, live)], retain=True)
+        # frames are handled in order: once the live one is in, the retained one was seen
+        taken = wait_until(lambda: first.state.latest_frame("cam"))
+    finally:
+        first.stop()
+    assert taken.path.read_bytes() == live
+    folder = tmp_path / "frames" / "cam"
+    assert [p.name for p in folder.iterdir()] == [taken.path.name]  # not the one of unknown age
+    for _ in range(3):
+        again = Running(config, tmp_path)
+        try:
+            again.wait_ready()
+            restored = wait_until(lambda: again.state.latest_frame("cam"))  # noqa: B023
+        finally:
+            again.stop()
+        assert restored.at == taken.at  # it keeps the time it was first received
+        assert restored.path == taken.path
+    assert [p.name for p in folder.iterdir()] == [taken.path.name]
+    publish(broker, [(topic, b"")], retain=True)  # clear the retained frame

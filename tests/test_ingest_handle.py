@@ -260,9 +260,9 @@ def test_frames_plain_and_base64_are_written_by_the_worker_only(tmp_path: Path) 
     state = ThreadRecordingState()
     frames = FrameStore(tmp_path / "frames", state)
     ingest = MqttIngest(make_config(tmp_path), state, frames)
-    jpeg = make_frame(AT)
+    jpeg, later = make_frame(AT), make_frame(AT.replace(second=1))
     ingest.handle("cams/front", jpeg, AT)
-    ingest.handle("cams/front", base64.b64encode(jpeg), AT.replace(second=1))
+    ingest.handle("cams/front", base64.b64encode(later), AT.replace(second=1))
     ingest.handle("cams/front", b"\x89PNX not an image at all", AT)
     assert frames.rejected == 1
     # the handler only queued: nothing is on disk until the writer runs
@@ -270,7 +270,7 @@ def test_frames_plain_and_base64_are_written_by_the_worker_only(tmp_path: Path) 
     frames.start()
     frames.stop()
     files = sorted((tmp_path / "frames" / "cam").iterdir())
-    assert [f.read_bytes() for f in files] == [jpeg, jpeg]
+    assert [f.read_bytes() for f in files] == [jpeg, later]
     assert set(state.frame_threads) == {"frame-writer"}
 
 

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import threading
+import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from gateway.demo.broker import Broker
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
 from gateway.model import Frame, Reading
 from gateway.rules.triggers import ThreadTimers
+from gateway.runtime.app import Gateway
 from gateway.runtime.loading import validate_config
 from gateway.state.snapshot import SnapshotWriter, load_snapshot
 from gateway.state.store import StateStore
+from tests.gwutil import base_config
 
 NOW = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
 
@@ -89,3 +93,43 @@ def test_thread_timers_run_and_cancel() -> None:
     later.cancel()
     timers.stop()
     assert not cancelled.is_set()
+
+
+def test_a_started_gateway_restores_sensors_with_their_own_times(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """A restart does not blank every sensor, and an old value is still stale."""
+    now = datetime.now(UTC)
+    saved = {
+        "sensors": {
+            "fresh": {"value": 21.5, "unit": "°C", "at": (now - timedelta(minutes=5)).isoformat()},
+            "old": {"value": 3.0, "unit": "", "at": (now - timedelta(hours=2)).isoformat()},
+            "gone": {"value": 1.0, "unit": "", "at": now.isoformat()},  # no longer configured
+        },
+        "frames": {},
+    }
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    (state_dir / "state.json").write_text(json.dumps(saved), encoding="utf-8")
+    config = validate_config(
+        tomllib.loads(
+            base_config(broker, state_dir)
+            + '[[sensors]]\nid = "fresh"\ntopic = "x/fresh"\nexpire_after = "1h"\n'
+            + '[[sensors]]\nid = "old"\ntopic = "x/old"\nexpire_after = "1h"\n'
+        )
+    )
+    gateway = Gateway(config)
+    gateway.start()
+    try:
+        fresh, old = gateway.state.get("fresh"), gateway.state.get("old")
+        assert fresh is not None
+        assert old is not None
+        assert (fresh.value, fresh.unit, fresh.at) == (21.5, "°C", now - timedelta(minutes=5))
+        assert old.at == now - timedelta(hours=2)
+        assert not gateway.state.is_stale("fresh", now)
+        assert gateway.state.is_stale("old", now)  # expire_after still holds
+        assert gateway.state.get("gone") is None
+        # a restored value is not a new reading: the 1 h window did not count it again
+        assert gateway.state.stats("fresh", "1h", now) is None
+    finally:
+        gateway.stop()

@@ -79,6 +79,12 @@ class Section(BaseModel):
     model_config = TABLE_CONFIG
 
 
+def default_state_dir() -> Path:
+    """``$STATE_DIRECTORY`` (systemd's ``StateDirectory=``), else ``./var``."""
+    from_systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(from_systemd) if from_systemd else Path("var")
+
+
 class GatewaySection(Section):
     """``[gateway]``: who this gateway is and where it keeps its state."""
 
@@ -90,9 +96,11 @@ class GatewaySection(Section):
     timezone: str = Field(
         default="UTC", description="IANA time zone for schedules and times in posts."
     )
-    state_dir: Path | None = Field(
-        default=None,
-        description="Database, media and archive live here. Default: $STATE_DIRECTORY, else ./var.",
+    state_dir: Path = Field(
+        default_factory=lambda: default_state_dir(),
+        validate_default=True,
+        description="Database, media and archive live here. Default: $STATE_DIRECTORY, else "
+        "./var. A relative path is taken from the working directory when the config is loaded.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Least severe log level printed."
@@ -109,12 +117,16 @@ class GatewaySection(Section):
             ) from None
         return value
 
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute_state_dir(cls, value: Path) -> Path:
+        # Resolved once, here: a relative path used later (a file:// URI, a chdir, a
+        # child process with another cwd) would break or point somewhere else.
+        return Path(os.path.abspath(value))
+
     def resolved_state_dir(self) -> Path:
-        """``state_dir``, else ``$STATE_DIRECTORY`` (systemd), else ``./var``."""
-        if self.state_dir is not None:
-            return self.state_dir
-        from_systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-        return Path(from_systemd) if from_systemd else Path("var")
+        """The absolute state folder (``state_dir`` is made absolute when loaded)."""
+        return self.state_dir
 
     @property
     def tz(self) -> ZoneInfo:

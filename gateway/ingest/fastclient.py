@@ -19,9 +19,10 @@ reconnects, QoS 2, outgoing messages) and changes only that path:
   time); its ``pending()`` tells paho's loop that bytes are waiting, the way an
   SSL socket's does, and :meth:`IngestClient.loop_read` handles every complete
   packet already buffered before returning to ``select()``;
-- a QoS 0 or 1 PUBLISH without MQTT 5 properties and with a UTF-8 topic goes
-  straight to ``on_fast_message(topic, payload)``; everything else (properties,
-  QoS 2, a malformed topic) takes paho's own path to ``on_message``;
+- a QoS 0 or 1 PUBLISH without MQTT 5 properties, not retained and with a UTF-8
+  topic goes straight to ``on_fast_message(topic, payload)``; everything else
+  (properties, QoS 2, the retain flag, a malformed topic) takes paho's own path to
+  ``on_message``, whose message tells whether it was retained;
 - the PUBACKs of one batch are queued as one write, after the batch's messages
   were handled (and before any PUBACK paho sends itself, so they stay in order), so
   QoS 1 stays at-least-once as with paho.  One difference: a ``disconnect()`` from
@@ -160,6 +161,9 @@ class IngestClient(mqtt.Client):
         header: int = self._in_packet["command"]
         qos = (header & 0x06) >> 1
         if callback is None or qos > 1 or self._manual_ack:  # QoS 3 is paho's protocol error
+            return self._paho_publish()
+        if header & 0x01:
+            # retained: sent once per subscription, and the receiver must know it is old
             return self._paho_publish()
         packet = self._in_packet["packet"]
         try:

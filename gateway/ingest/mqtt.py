@@ -199,15 +199,16 @@ class MqttIngest:
     ) -> None:
         self.heartbeat = time.monotonic()
 
-    def _on_fast_message(self, topic: str, payload: bytes) -> None:
-        """A plain QoS 0/1 message, straight from :class:`IngestClient`'s fast path."""
+    def _on_fast_message(self, topic: str, payload: bytes, retained: bool = False) -> None:
+        """A plain QoS 0/1 message, straight from :class:`IngestClient`'s fast path
+        (which never passes a retained one: those come through :meth:`_on_message`)."""
         self.heartbeat = _monotonic()
         if self._paused:
             return  # shutting down: readings are ephemeral, a late one is simply not taken
         self.stats.messages += 1
         try:
             t = _time()
-            self._handle(topic, payload, _fromtimestamp(t, UTC), t)
+            self._handle(topic, payload, _fromtimestamp(t, UTC), t, retained)
         except Exception:  # a bug here must never kill paho's thread
             self._rate_log.warning("bug", "unexpected error handling a message", exc_info=True)
 
@@ -222,7 +223,8 @@ class MqttIngest:
             self._rate_log.warning("topic", "dropped a message whose topic is not UTF-8")
             return
         payload = message.payload
-        self._on_fast_message(topic, payload if type(payload) is bytes else bytes(payload))
+        payload = payload if type(payload) is bytes else bytes(payload)
+        self._on_fast_message(topic, payload, bool(message.retain))
 
     # -- message handling (paho's thread) ----------------------------------------------
 
@@ -235,8 +237,14 @@ class MqttIngest:
             t = at.timestamp()
         self._handle(topic, payload, at, t)
 
-    def _handle(self, topic: str, payload: bytes, at: datetime, t: float) -> None:
-        """:meth:`handle` with ``at`` and ``t`` (the same instant) known."""
+    def _handle(
+        self, topic: str, payload: bytes, at: datetime, t: float, retained: bool = False
+    ) -> None:
+        """:meth:`handle` with ``at`` and ``t`` (the same instant) known.
+
+        ``retained``: the broker kept this message from before we subscribed, so ``at``
+        is not when it was taken; a camera frame is then not stored as a new one.
+        """
         if self._extra_topics and self._on_extra is not None:
             self._maybe_event(topic, payload)
         route = self._routes.get(topic) or self.routes.route(topic)
@@ -249,7 +257,7 @@ class MqttIngest:
             return
         if route.cameras:
             for camera in route.cameras:
-                self._frames.offer(camera, payload, at)
+                self._frames.offer(camera, payload, at, retained=retained)
         if route.sensors:
             if size > self._max_sensor_payload:
                 self._oversized(route, topic, size, self._max_sensor_payload)

@@ -54,6 +54,7 @@ class _Job:
     camera: str
     payload: bytes
     at: datetime
+    retained: bool = False
 
 
 class FrameStore:
@@ -63,6 +64,13 @@ class FrameStore:
     the first of every ``keep_every`` interval, so a camera sending a frame a second
     still leaves a day of evenly spread frames for a timelapse.  Age and disk budget
     are enforced separately, by :mod:`gateway.media.retention`.
+
+    A frame is stored with the time it arrived, so a frame that is not new must not
+    be stored again: one with the same bytes as the camera's newest stored frame (a
+    retained frame sent again on every reconnect, a resend) makes that stored frame,
+    with its own time, the camera's latest; a retained frame of unknown age is
+    ignored.  Otherwise a dead camera's last frame would look fresh after every
+    restart, defeating ``max_age``, and repeat in timelapses.
     """
 
     def __init__(
@@ -82,12 +90,19 @@ class FrameStore:
         self._write_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._rate_log = RateLimitedLog(log)
+        self._newest: dict[str, Frame | None] = {}
         self.dropped = 0
         self.rejected = 0
         self.stored = 0
+        self.repeated = 0
+        """Frames identical to the camera's newest stored one (not stored again)."""
+        self.retained_ignored = 0
+        """Retained frames of unknown age, not stored."""
 
-    def offer(self, camera: str, payload: bytes, at: datetime) -> bool:
-        """Queue a frame without blocking; False (and counted) when it was refused."""
+    def offer(self, camera: str, payload: bytes, at: datetime, *, retained: bool = False) -> bool:
+        """Queue a frame without blocking; False (and counted) when it was refused.
+
+        ``retained``: the broker kept it from before we subscribed (see the class)."""
         payload = maybe_base64(payload)
         if sniff_image(payload) is None:
             self.rejected += 1
@@ -96,7 +111,7 @@ class FrameStore:
             )
             return False
         try:
-            self._queue.put_nowait(_Job(camera, payload, at))
+            self._queue.put_nowait(_Job(camera, payload, at, retained))
         except queue.Full:
             self.dropped += 1
             self._rate_log.warning(
@@ -127,17 +142,70 @@ class FrameStore:
 
         while (job := self._queue.get()) is not None:
             try:
-                frame = self.store(job.camera, job.payload, job.at)
+                frame = self._take(job)
             except (OSError, ValueError, Image.DecompressionBombError) as exc:
                 self.rejected += 1
                 self._rate_log.warning(
                     f"store:{job.camera}", "camera %s: frame not stored: %s", job.camera, exc
                 )
                 continue
-            self._state.set_frame(frame)
+            if frame is not None:
+                self._state.set_frame(frame)
 
-    def store(self, camera: str, payload: bytes, at: datetime) -> Frame:
-        """Validate and write one frame; returns its Frame record."""
+    def _take(self, job: _Job) -> Frame | None:
+        """The frame ``job`` makes the camera's latest (stored if new), or None."""
+        newest = self.newest_stored(job.camera)
+        if newest is not None and not newest.path.exists():
+            newest = None  # removed by retention (max_age): nothing to compare with
+        digest = hashlib.sha256(job.payload).hexdigest()
+        if newest is not None and newest.sha256 == digest:
+            self.repeated += 1
+            return newest
+        if job.retained:
+            self.retained_ignored += 1
+            self._rate_log.log(
+                logging.INFO,
+                f"retained:{job.camera}",
+                "camera %s: ignored a retained frame of unknown age; waiting for a new one",
+                job.camera,
+            )
+            return None
+        return self.store(job.camera, job.payload, job.at, digest=digest)
+
+    def newest_stored(self, camera: str) -> Frame | None:
+        """The camera's newest frame on disk (read once after a start, then kept)."""
+        with self._write_lock:
+            if camera in self._newest:
+                return self._newest[camera]
+        files = [p for p in (self.folder / camera).glob("*") if frame_time(p) is not None]
+        frame = None
+        if files:
+            path = max(files, key=lambda p: p.name)  # names sort by time
+            frame = self._frame_of_file(camera, path)
+        with self._write_lock:
+            return self._newest.setdefault(camera, frame)
+
+    @staticmethod
+    def _frame_of_file(camera: str, path: Path) -> Frame | None:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            payload = path.read_bytes()
+            with Image.open(io.BytesIO(payload)) as image:
+                width, height = image.size
+                mime = Image.MIME.get(image.format or "", "application/octet-stream")
+        except (OSError, UnidentifiedImageError):
+            return None  # unreadable or deleted meanwhile: treat the camera as new
+        at = frame_time(path)
+        assert at is not None
+        digest = hashlib.sha256(payload).hexdigest()
+        return Frame(camera, path, at, width, height, mime, digest)
+
+    def store(
+        self, camera: str, payload: bytes, at: datetime, *, digest: str | None = None
+    ) -> Frame:
+        """Validate and write one frame; returns its Frame record (``digest``: its
+        sha256, when already known)."""
         kind = sniff_image(payload)
         if kind is None:
             raise ValueError("not a JPEG or PNG")
@@ -146,20 +214,32 @@ class FrameStore:
 
         with Image.open(io.BytesIO(payload)) as image:  # reads the header only
             width, height = image.size
-        return self.save(camera, payload, at, mime, width, height)
+        return self.save(camera, payload, at, mime, width, height, digest=digest)
 
     def save(
-        self, camera: str, payload: bytes, at: datetime, mime: str, width: int, height: int
+        self,
+        camera: str,
+        payload: bytes,
+        at: datetime,
+        mime: str,
+        width: int,
+        height: int,
+        *,
+        digest: str | None = None,
     ) -> Frame:
         """Write an already validated image atomically as the camera's frame taken ``at``."""
         suffix = _SUFFIXES.get(mime, ".img")
         path = self.folder / camera / f"{frame_stem(at)}{suffix}"
+        digest = digest or hashlib.sha256(payload).hexdigest()
+        frame = Frame(camera, path, at, width, height, mime, digest)
         with self._write_lock:  # the frame writer and rule threads may both store frames
             atomic_write(path, payload)
             self.stored += 1
             self._prune(path.parent)
-        digest = hashlib.sha256(payload).hexdigest()
-        return Frame(camera, path, at, width, height, mime, digest)
+            newest = self._newest.get(camera)
+            if newest is None or at >= newest.at:
+                self._newest[camera] = frame
+        return frame
 
     def archived(self, camera: str, since: datetime, until: datetime) -> list[Path]:
         """The camera's stored frames taken within ``since``..``until``, oldest first."""

@@ -49,8 +49,17 @@ class RuleStats:
     failed: int = 0
     skipped: int = 0
     last_error: str | None = None
+    last_error_at: datetime | None = None
+    failing_since: datetime | None = None
+    """The first failure since the rule last posted, or None."""
     last_skip: str | None = None
     last_post_id: str | None = None
+    last_post_at: datetime | None = None
+
+    @property
+    def failing(self) -> bool:
+        """True when the rule failed and has not posted since."""
+        return self.failing_since is not None
 
 
 @dataclass(frozen=True)
@@ -165,6 +174,8 @@ class RuleRunner:
         self.outbox.add(post, fitted.texts, media=media, threads=fitted.threads)
         stats.posted += 1
         stats.last_post_id = post.id
+        stats.last_post_at = now
+        stats.failing_since = None
         log.info("rule %s: post %s queued for %s", rule.id, post.id, ", ".join(targets))
         for pid in targets:
             self.wake(pid)
@@ -190,4 +201,7 @@ class RuleRunner:
     def _failed(self, stats: RuleStats, rule_id: str, error: str) -> None:
         stats.failed += 1
         stats.last_error = error
+        stats.last_error_at = self.clock()
+        if stats.failing_since is None:
+            stats.failing_since = stats.last_error_at
         log.error("rule %s: no post: %s", rule_id, error)

@@ -128,6 +128,17 @@ def trigger_for(rule: RuleConfig, tz: tzinfo) -> BaseTrigger:
     return IntervalTrigger(seconds=rule.every.total_seconds(), timezone=tz, jitter=jitter)
 
 
+TriggerKey = tuple[object, ...]
+"""What a rule's schedule depends on; equal keys mean the same trigger."""
+Plan = dict[str, tuple[TriggerKey, datetime]]
+"""Rule id → (its trigger key, its next run time): what a reload carries over."""
+
+
+def trigger_key(rule: RuleConfig, tz: tzinfo) -> TriggerKey:
+    """The settings a time-based rule's trigger is made of."""
+    return (rule.every, rule.cron, rule.jitter, str(tz))
+
+
 MISFIRE_GRACE_SECONDS = 60
 """A run up to this late still happens (e.g. the pool was busy); later ones are skipped."""
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE_SECONDS}
@@ -146,9 +157,11 @@ class RuleScheduler:
             job_defaults=JOB_DEFAULTS,
         )
         self._tz = tz
+        self._keys: dict[str, TriggerKey] = {}
         for rule in rules:
             if rule.every is None and rule.cron is None:
                 continue
+            self._keys[rule.id] = trigger_key(rule, tz)
             self._scheduler.add_job(
                 fire, trigger_for(rule, tz), args=[rule.id], id=rule.id, name=rule.id
             )
@@ -158,6 +171,32 @@ class RuleScheduler:
         self._scheduler.add_job(
             fn, IntervalTrigger(seconds=every_seconds, timezone=self._tz), id=f"_{name}", name=name
         )
+
+    def next_runs(self) -> dict[str, datetime]:
+        """Rule id → its next run time, for the rules scheduled so far (after start)."""
+        runs = {}
+        for job in self._scheduler.get_jobs():
+            next_run = getattr(job, "next_run_time", None)  # unset until the start
+            if not job.id.startswith("_") and next_run is not None:
+                runs[job.id] = next_run
+        return runs
+
+    def plan(self) -> Plan:
+        """Each rule's trigger key and next run time (for :meth:`resume` after a reload)."""
+        runs = self.next_runs()
+        return {rid: (key, runs[rid]) for rid, key in self._keys.items() if rid in runs}
+
+    def resume(self, previous: Plan) -> list[str]:
+        """Before :meth:`start`: rules whose trigger is unchanged keep ``previous``'s next
+        run time, so a reload does not push back an ``every`` timer (a reload every few
+        minutes would otherwise keep a rule from ever firing).  Returns their ids."""
+        kept = []
+        for rule_id, key in self._keys.items():
+            carried = previous.get(rule_id)
+            if carried is not None and carried[0] == key:
+                self._scheduler.modify_job(rule_id, next_run_time=carried[1])
+                kept.append(rule_id)
+        return kept
 
     def jobs(self) -> dict[str, BaseTrigger]:
         """Job id → trigger, for status and tests."""

@@ -35,7 +35,12 @@ from gateway.rules.runner import RuleRunner
 from gateway.rules.scheduler import RuleScheduler
 from gateway.rules.triggers import MessageRules, RuleDispatch, ThreadTimers, ThresholdWatcher
 from gateway.state.history import HistoryStore, HistoryWriter
-from gateway.state.snapshot import SAVE_EVERY_SECONDS, SNAPSHOT_NAME, SnapshotWriter
+from gateway.state.snapshot import (
+    SAVE_EVERY_SECONDS,
+    SNAPSHOT_NAME,
+    SnapshotWriter,
+    load_snapshot,
+)
 from gateway.state.store import SensorSnapshot, StateStore
 
 log = logging.getLogger(__name__)
@@ -204,6 +209,11 @@ class Gateway:
         if worker is not None:
             worker.wake()
 
+    def wake_deliveries(self) -> None:
+        """Make every delivery worker re-read its next delivery now (a retry by hand)."""
+        for worker in self.workers.values():
+            worker.wake()
+
     def fire(self, rule_id: str) -> Post | None:
         """Fire a rule now (as the scheduler would), guards included."""
         return self.runner.fire(rule_id)
@@ -213,6 +223,7 @@ class Gateway:
         recovered = self.outbox.recover()
         if recovered:
             log.info("%d deliveries interrupted by a restart will be retried", recovered)
+        self._restore_state()
         for worker in self.workers.values():
             worker.start()
         self.frames.start()
@@ -230,6 +241,14 @@ class Gateway:
             ", ".join(self.publishers) or "none",
             self.state_dir,
         )
+
+    def _restore_state(self) -> None:
+        """The latest values saved in ``state.json`` (every 5 minutes and at stop), with
+        their own reading times: a restart or reload does not blank every sensor, and
+        ``expire_after`` still makes an old value stale."""
+        known = {s.id for s in self.config.sensors}
+        if load_snapshot(self.snapshot.path, self.state, known):
+            log.info("restored the latest sensor values from %s", self.snapshot.path)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop in order: readings, schedules, frames; in-flight deliveries get ``timeout``

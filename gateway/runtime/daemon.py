@@ -3,10 +3,12 @@
 The main thread owns signals and systemd: SIGTERM/SIGINT stop the gateway in
 order and exit 0; SIGHUP re-reads the config and restarts the gateway in-process
 on the new one, or keeps the old one running (errors logged) when the new file
-is invalid.  Once a second it does what is due: ``READY=1`` when the broker is
-connected and subscribed, ``WATCHDOG=1`` only while no thread is hung, ``STATUS=``,
-the health row, Home Assistant state, media retention and a free-space check.
-A PID file in the state dir lets ``things-gateway reload``/``status`` find it.
+is invalid; SIGUSR1 (sent by ``outbox --retry``) makes every delivery worker look at
+the outbox now instead of sleeping out its backoff.  Once a second it does what
+is due: ``READY=1`` when the broker is connected and subscribed, ``WATCHDOG=1``
+only while no thread is hung, ``STATUS=``, the health row, Home Assistant state,
+media retention and a free-space check.  A PID file in the state dir lets
+``things-gateway reload``/``status``/``outbox --retry`` find it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 
 from gateway.config import ConfigError, GatewayConfig
+from gateway.rules.scheduler import Plan
 from gateway.runtime.app import Gateway, database_path
 from gateway.runtime.hass import discovery_messages, health_topic, state_payload
 from gateway.runtime.health import HealthStore, RateMeter, free_bytes, health_body, status_line
@@ -74,6 +77,7 @@ class Daemon:
         self._factory = factory
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._deliver = threading.Event()
         self._wake = threading.Event()
         self._rate_log = RateLimitedLog(log, interval=300)
         self.gateway: Gateway | None = None
@@ -81,16 +85,25 @@ class Daemon:
     # -- signals ------------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT stop; SIGHUP reloads.  Handlers only set flags."""
+        """SIGTERM/SIGINT stop; SIGHUP reloads; SIGUSR1 delivers now.  Handlers only set flags."""
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
         signal.signal(signal.SIGHUP, self._on_hup)
+        signal.signal(signal.SIGUSR1, self._on_usr1)
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         self.request_stop()
 
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
         self.request_reload()
+
+    def _on_usr1(self, signum: int, frame: FrameType | None) -> None:
+        self.request_delivery()
+
+    def request_delivery(self) -> None:
+        """Wake every delivery worker (``outbox --retry``; thread- and signal-safe)."""
+        self._deliver.set()
+        self._wake.set()
 
     def request_stop(self) -> None:
         """Ask the main loop to stop (thread- and signal-safe)."""
@@ -120,9 +133,13 @@ class Daemon:
             self.notifier.close()
         return 0
 
-    def _start(self, config: GatewayConfig) -> None:
+    def _start(self, config: GatewayConfig, plan: Plan | None = None) -> None:
         self.config = config
         self.gateway = self._factory(config)
+        if plan:
+            kept = self.gateway.scheduler.resume(plan)
+            if kept:
+                log.info("reload: %s keep their next run time", ", ".join(kept))
         self.gateway.start()
         self._write_pid_file()
 
@@ -149,13 +166,14 @@ class Daemon:
             return False
         self.notifier.reloading()
         old = self.config
+        plan = self.gateway.scheduler.plan() if self.gateway is not None else None
         self._stop_gateway()
         try:
-            self._start(new)
+            self._start(new, plan)
         except Exception:
             log.exception("reload: the new config failed to start; going back to the old one")
             self._stop_gateway()
-            self._start(old)
+            self._start(old, plan)
             return False
         log.info("reload: running on the new config")
         return True
@@ -174,6 +192,9 @@ class Daemon:
         session = _Session(gateway, self.notifier, self._rate_log)
         try:
             while not (self._stop.is_set() or self._reload.is_set()):
+                if self._deliver.is_set():
+                    self._deliver.clear()
+                    gateway.wake_deliveries()
                 session.tick()
                 self._wake.wait(1.0)
                 self._wake.clear()
@@ -195,6 +216,9 @@ class _Session:
         self.low_disk = False
         self.meter = RateMeter()
         self.health = HealthStore(database_path(gateway.config))
+        self._health_seen: tuple[bool, int] | None = None
+        self._health_stale: dict[str, str | None] = {}
+        """Stale sensors at the last health write → their last reading time then."""
         config = gateway.config
         stall = config.health.stall_after.total_seconds()
         watchdog = watchdog_interval()
@@ -203,6 +227,8 @@ class _Session:
             Periodic(15.0, self.update_status),
             Periodic(config.health.disk_check.total_seconds(), self.check_storage),
             Periodic(config.health.interval.total_seconds(), self.write_health),
+            # `status` must be right from the first seconds, not an interval later
+            Periodic(1.0, self.write_health_if_changed),
         ]
         if watchdog is not None:
             self.tasks.insert(0, Periodic(watchdog, lambda: self.feed_watchdog(stall)))
@@ -284,6 +310,32 @@ class _Session:
         """Refresh the health row when something in it changed."""
         body = health_body(self.gateway, started_at=self.started_at, low_disk=self.low_disk)
         self.health.maybe_write(body)
+        self._health_seen = self._health_signals()
+        self._health_stale = {
+            sid: item["last_at"] for sid, item in body["sensors"].items() if item["stale"]
+        }
+
+    def write_health_if_changed(self) -> None:
+        """Write the health row at once when the broker connects or drops, a rule posts
+        or fails, or a stale sensor gets a reading.
+
+        Each second costs a look at the stale sensors only; the full row is built only
+        then.  A sensor going stale is a matter of time, left to the ``interval`` check.
+        """
+        if self._health_signals() != self._health_seen or self._stale_sensor_read():
+            self.write_health()
+
+    def _health_signals(self) -> tuple[bool, int]:
+        outcomes = sum(s.failed + s.posted for s in self.gateway.runner.stats.values())
+        return self.gateway.ingest.connected.is_set(), outcomes
+
+    def _stale_sensor_read(self) -> bool:
+        state = self.gateway.state
+        for sensor, last_at in self._health_stale.items():
+            snap = state.get(sensor)
+            if snap is not None and snap.at.isoformat(timespec="seconds") != last_at:
+                return True
+        return False
 
     def close(self) -> None:
         """Close the health connection."""

@@ -7,8 +7,8 @@ reads the health row from SQLite, so it works from another process over SSH).
 The health row lives in the outbox's ``kv`` table under :data:`HEALTH_KEY`.  It is
 written on its own connection with ``synchronous=NORMAL`` (it is a hint, not a
 record) and only when something a person would notice changed — the broker
-connection or a sensor going stale — or once an hour, so an SD card sees almost
-no writes from it.
+connection, a sensor going stale or fresh, a rule starting or stopping to fail — or
+once an hour, so an SD card sees almost no writes from it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from gateway.config.secrets import redact
 
 if TYPE_CHECKING:
     from gateway.runtime.app import Gateway
@@ -115,6 +117,11 @@ def _stable_part(body: dict[str, Any]) -> dict[str, Any]:
         "connected": body.get("mqtt", {}).get("connected"),
         "stale": {k: v.get("stale") for k, v in body.get("sensors", {}).items()},
         "low_disk": body.get("low_disk"),
+        # not the failure count: a rule failing every minute must not write every minute
+        "rules": {
+            rule: (item.get("failing_since"), item.get("last_error"))
+            for rule, item in body.get("rules", {}).items()
+        },
     }
 
 
@@ -141,8 +148,27 @@ def health_body(gateway: Gateway, *, started_at: datetime, low_disk: bool) -> di
         "readings": gateway.ingest.stats.readings,
         "rejected": gateway.ingest.stats.rejected,
         "sensors": sensors,
+        "rules": rule_health(gateway),
         "low_disk": low_disk,
     }
+
+
+def rule_health(gateway: Gateway) -> dict[str, dict[str, Any]]:
+    """Rules that failed since start: how often, the last error and when, still failing?"""
+    rules = {}
+    for rule_id, stats in gateway.runner.stats.items():
+        if stats.last_error_at is None:
+            continue
+        since = stats.failing_since
+        rules[rule_id] = {
+            "failing": stats.failing,
+            "failing_since": since.isoformat(timespec="seconds") if since else None,
+            "failed": stats.failed,
+            # the error may quote a rendered value or a URL: never a secret in the row
+            "last_error": redact(stats.last_error or ""),
+            "last_error_at": stats.last_error_at.isoformat(timespec="seconds"),
+        }
+    return rules
 
 
 class RateMeter:

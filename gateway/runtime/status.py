@@ -1,6 +1,6 @@
-"""``things-gateway status`` and ``things-gateway reload``: talk to the running daemon.
+"""``things-gateway status``, ``reload`` and ``outbox --retry``: talk to the running daemon.
 
-Both find it through the PID file in the state dir; ``status`` then reads the
+They find it through the PID file in the state dir; ``status`` then reads the
 health row and the outbox from SQLite (read-only), so it works over SSH without
 any socket or HTTP endpoint.
 """
@@ -41,6 +41,16 @@ def send_reload(config: GatewayConfig) -> tuple[bool, str]:
     return True, f"asked gateway (pid {pid}) to reload its config"
 
 
+def send_deliver_now(config: GatewayConfig) -> tuple[bool, str]:
+    """SIGUSR1 the running daemon: its delivery workers look at the outbox again now
+    (after ``outbox --retry``, rather than sleeping out their old backoff)."""
+    pid = running_pid(config)
+    if pid is None:
+        return False, "the gateway is not running; it delivers when it starts"
+    os.kill(pid, signal.SIGUSR1)
+    return True, f"asked the running gateway (pid {pid}) to deliver now"
+
+
 def _ago(iso: str | None, now: datetime) -> str:
     if not iso:
         return "never"
@@ -69,7 +79,9 @@ def status_report(config: GatewayConfig, now: datetime | None = None) -> list[st
         lines.append("no health recorded yet")
     else:
         lines.extend(_health_lines(health, pid is not None, now))
-    lines.extend(_outbox_lines(config, summary, now))
+    rules = health.get("rules") if health else None
+    lines.extend(_rule_lines(config, summary, rules if isinstance(rules, dict) else {}, now))
+    lines.extend(_outbox_lines(config, summary))
     return lines
 
 
@@ -93,14 +105,44 @@ def _health_lines(health: dict[str, object], running: bool, now: datetime) -> li
     return lines
 
 
-def _outbox_lines(config: GatewayConfig, summary: OutboxSummary, now: datetime) -> list[str]:
+def _rule_lines(
+    config: GatewayConfig,
+    summary: OutboxSummary,
+    failures: dict[str, dict[str, object]],
+    now: datetime,
+) -> list[str]:
+    """Last post per rule; a rule whose posts fail says so, with its last error."""
     lines = ["last post per rule:"]
     for rule in config.rules:
-        lines.append(f"  {rule.id}: {_ago(summary.last_post_per_rule.get(rule.id), now)}")
-    lines.append(f"outbox: {summary.depth} waiting, {summary.dead} given up")
+        last = _ago(summary.last_post_per_rule.get(rule.id), now)
+        failure = failures.get(rule.id)
+        if not failure:
+            lines.append(f"  {rule.id}: {last}")
+        elif failure.get("failing"):
+            since = _ago(str(failure.get("failing_since")), now)
+            lines.append(
+                f"  {rule.id}: FAILING since {since} ({failure.get('failed')} failures since"
+                f" start; last post {last}): {failure.get('last_error')}"
+            )
+        else:
+            error_at = _ago(str(failure.get("last_error_at")), now)
+            lines.append(
+                f"  {rule.id}: {last} ({failure.get('failed')} failures since start,"
+                f" the last {error_at}: {failure.get('last_error')})"
+            )
+    return lines
+
+
+def _outbox_lines(config: GatewayConfig, summary: OutboxSummary) -> list[str]:
+    lines = [f"outbox: {summary.depth} waiting, {summary.dead} given up"]
     for publisher in config.publishers:
         counts = summary.per_publisher.get(publisher.id, {})
         waiting = sum(counts.get(s, 0) for s in ("pending", "sending", "failed"))
         detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing yet"
+        if not publisher.enabled:
+            # its deliveries wait for it to be enabled again
+            left = f" ({waiting} waiting)" if waiting else ""
+            lines.append(f"  {publisher.id}: disabled{left}")
+            continue
         lines.append(f"  {publisher.id}: {waiting} waiting ({detail})")
     return lines

@@ -1,4 +1,4 @@
-"""The last known state on disk, for ``things-gateway preview`` (and people reading it).
+"""The last known state on disk: restored at start and reload, read by ``preview``.
 
 The daemon writes ``<state_dir>/state.json`` — each sensor's latest value, unit and
 time (and its previous value), and each camera's newest frame file — every few
