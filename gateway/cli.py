@@ -141,17 +141,19 @@ def nothing_to_do(config: GatewayConfig) -> tuple[ConfigError | None, str | None
     """A file that configures nothing is an error; one without rules posts nothing.
 
     ``(error, warning)``.  A gateway without rules still keeps sensor history and
-    camera frames and reports its health, so that is only a warning; an empty file
-    (no sensors, cameras or rules) is a mistake: exit 78.
+    camera frames, delivers what its outbox holds and reports its health, so that is
+    only a warning; a file with no sensors, cameras, rules or publishers is a mistake:
+    exit 78.
     """
     from gateway.config import ConfigError
 
     if config.rules:
         return None, None
-    if not (config.sensors or config.cameras):
+    if not (config.sensors or config.cameras or config.publishers):
         return ConfigError(
             [
-                "the config has no [[sensors]], [[cameras]] or [[rules]]: nothing to do"
+                "the config has no [[sensors]], [[cameras]], [[rules]] or [[publishers]]:"
+                " nothing to do"
                 " (see config/gateway.example.toml)"
             ]
         ), None

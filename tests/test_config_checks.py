@@ -221,7 +221,9 @@ def test_an_empty_config_has_nothing_to_do(tmp_path: Path) -> None:
     for command in ("check-config", "run"):
         result = cli(command, "-c", str(path))
         assert result.returncode == 78, (command, result.stdout, result.stderr)
-        assert "no [[sensors]], [[cameras]] or [[rules]]: nothing to do" in result.stderr
+        assert "no [[sensors]], [[cameras]], [[rules]] or [[publishers]]: nothing to do" in (
+            result.stderr
+        )
 
 
 def test_a_config_without_rules_is_valid_with_a_warning(tmp_path: Path) -> None:

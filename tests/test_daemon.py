@@ -445,7 +445,10 @@ enabled = false
 def test_a_closed_pipe_ends_a_command_quietly(tmp_path: Path) -> None:
     """``things-gateway status | head -1``: no BrokenPipeError traceback."""
     path = tmp_path / "gw.toml"
-    path.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\n', encoding="utf-8")
+    path.write_text(
+        f'[gateway]\nstate_dir = "{tmp_path}"\n[[publishers]]\nid = "log"\ntype = "console"\n',
+        encoding="utf-8",
+    )
     for args in (["status"], ["history"], ["outbox"], ["check-config"]):
         read_end, write_end = os.pipe()
         os.close(read_end)  # the reader is gone before anything is written
@@ -459,7 +462,8 @@ def test_a_closed_pipe_ends_a_command_quietly(tmp_path: Path) -> None:
             )
         finally:
             os.close(write_end)
-        assert result.stderr == "", (args, result.stderr)
+        assert "Traceback" not in result.stderr, (args, result.stderr)
+        assert "BrokenPipe" not in result.stderr, (args, result.stderr)
         assert result.returncode == 141, args  # as if killed by SIGPIPE, like head's peers
 
 
