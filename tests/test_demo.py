@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +78,30 @@ def test_demo_as_the_readme_runs_it_archives_every_post_it_shows(tmp_path: Path)
     assert len(posts) == len(shown), output
     assert all(p["text"] in result.stdout for p in posts)
     assert f"all {len(shown)} posts shown are archived" in result.stderr
+
+
+def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C signals the terminal's whole process group, the demo's broker included."""
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto not installed")
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell gives a command
+    )
+    assert demo.stdout is not None
+    lines = []
+    for line in demo.stdout:
+        lines.append(line)
+        if line.startswith("── "):  # a post was shown: everything is running
+            break
+    os.killpg(demo.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+    rest, _ = demo.communicate(timeout=60)
+    output = "".join(lines) + rest
+    assert demo.returncode == 0, output
+    noisy = [line for line in output.splitlines() if " WARNING " in line or " ERROR " in line]
+    assert not noisy, output
+    assert "posts shown are archived" in output

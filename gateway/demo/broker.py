@@ -352,6 +352,10 @@ def _start_mosquitto(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            # Out of the terminal's process group: Ctrl-C reaches its owner, which stops
+            # the gateway first and then the broker, instead of the broker vanishing
+            # under a gateway that is still stopping (and logs a lost connection).
+            start_new_session=True,
         )
     if not _wait_until_listening(host, port, lambda: proc.poll() is None):
         _terminate(proc)
