@@ -141,7 +141,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM/SIGINT; SIGHUP reloads the config."""
     from gateway.runtime.daemon import Daemon
     from gateway.runtime.logs import setup_logging
+    from gateway.runtime.memory import tune_malloc
 
+    # before any thread starts: large image buffers then go back to the system when freed
+    tune_malloc()
     config = _load(args)
     setup_logging(config.gateway.log_level)
     daemon = Daemon(config_path(args.config), config)
