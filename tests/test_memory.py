@@ -67,3 +67,38 @@ def test_tuned_glibc_maps_every_large_block_so_freeing_returns_it() -> None:
 def test_the_environment_override_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_OVERRIDE, "65536")
     assert tune_malloc() is False
+
+
+TRIM_PROBE = textwrap.dedent(
+    """
+    import ctypes
+    from gateway.runtime.memory import trim_malloc
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    def rss_kib():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+
+    blocks = [libc.malloc(32 << 10) for _ in range(1000)]   # 32 MiB of heap
+    for block in blocks:
+        ctypes.memset(block, 1, 32 << 10)
+    for block in blocks[:-1]:   # the last one pins the top of the heap
+        libc.free(block)
+    before = rss_kib()
+    print(trim_malloc(), before - rss_kib())
+    """
+)
+
+
+def test_trim_gives_freed_heap_pages_back() -> None:
+    env = {k: v for k, v in os.environ.items() if k != ENV_OVERRIDE}
+    result = subprocess.run(
+        [sys.executable, "-c", TRIM_PROBE], capture_output=True, text=True, env=env, check=True
+    )
+    released, kib = result.stdout.split()
+    assert released == "True"
+    assert int(kib) > 24 * 1024  # most of the freed 32 MiB left the process

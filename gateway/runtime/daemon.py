@@ -26,6 +26,7 @@ from gateway.runtime.app import Gateway, database_path
 from gateway.runtime.hass import discovery_messages, health_topic, state_payload
 from gateway.runtime.health import HealthStore, RateMeter, free_bytes, health_body, status_line
 from gateway.runtime.loading import load_config
+from gateway.runtime.memory import trim_malloc
 from gateway.runtime.sdnotify import Notifier, watchdog_interval
 from gateway.support.ratelog import RateLimitedLog
 
@@ -35,6 +36,8 @@ PID_FILE = "things-gateway.pid"
 READY_TIMEOUT = 60.0
 """Without a broker after this long, READY=1 is sent anyway (systemd would kill us)."""
 LOW_DISK_BYTES = 5 * 1024 * 1024
+TRIM_EVERY = 60.0
+"""Seconds between returns of free heap memory to the system (see runtime/memory.py)."""
 
 
 def pid_file(config: GatewayConfig) -> Path:
@@ -199,6 +202,7 @@ class _Session:
             Periodic(15.0, self.update_status),
             Periodic(config.health.disk_check.total_seconds(), self.check_storage),
             Periodic(config.health.interval.total_seconds(), self.write_health),
+            Periodic(TRIM_EVERY, self.release_memory),
         ]
         if watchdog is not None:
             self.tasks.insert(0, Periodic(watchdog, lambda: self.feed_watchdog(stall)))
@@ -280,6 +284,10 @@ class _Session:
         """Refresh the health row when something in it changed."""
         body = health_body(self.gateway, started_at=self.started_at, low_disk=self.low_disk)
         self.health.maybe_write(body)
+
+    def release_memory(self) -> None:
+        """Give the heap memory posts and reloads freed back to the system."""
+        trim_malloc()
 
     def close(self) -> None:
         """Close the health connection."""
