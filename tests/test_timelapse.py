@@ -116,7 +116,7 @@ def test_webp_keeps_one_decoded_frame_at_a_time(
     from gateway.media import timelapse
 
     paths = make_frames(tmp_path, 24)
-    live = most = 0
+    live = most = decodes = 0
     decode = timelapse._StoredFrame.image
 
     def freed() -> None:
@@ -124,10 +124,11 @@ def test_webp_keeps_one_decoded_frame_at_a_time(
         live -= 1
 
     def tracked(self: timelapse._StoredFrame, size: tuple[int, int]) -> Image.Image:
-        nonlocal live, most
+        nonlocal live, most, decodes
         im = decode(self, size)
         weakref.finalize(im, freed)
         live += 1
+        decodes += 1
         most = max(most, live)
         return im
 
@@ -137,3 +138,4 @@ def test_webp_keeps_one_decoded_frame_at_a_time(
         assert frame_count(im) == 24
     # the first frame (Pillow saves from it) and the one being encoded
     assert 1 < most <= 2
+    assert decodes == 24  # one attempt fitted the budget: each frame decoded once

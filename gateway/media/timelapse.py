@@ -78,6 +78,8 @@ class _LazyFrame:
     encoder reads it, into a slot shared by all frames of the clip, so at most one of
     them is decoded at a time (libwebp keeps only what it encoded)."""
 
+    n_frames = 1  # Pillow counts the frames first: answered without decoding
+
     def __init__(self, frame: _StoredFrame, size: tuple[int, int], slot: _Slot) -> None:
         self._frame = frame
         self._size = size
