@@ -214,7 +214,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.config import config_path
     from gateway.runtime.daemon import Daemon
     from gateway.runtime.logs import setup_logging
+    from gateway.runtime.memory import tune_malloc
 
+    # before any thread starts: large image buffers then go back to the system when freed
+    tune_malloc()
     config = _load(args)
     error, warning = nothing_to_do(config)
     if error:

@@ -21,7 +21,14 @@ from gateway.config import ChartSpec, GatewayConfig, OnMissing, TimelapseSpec
 from gateway.media.charts import render_chart
 from gateway.media.fonts import Fonts
 from gateway.media.frames import FrameStore
-from gateway.media.images import Caption, ImageError, ImageLimits, RenderedImage, render_image
+from gateway.media.images import (
+    RENDER_LOCK,
+    Caption,
+    ImageError,
+    ImageLimits,
+    RenderedImage,
+    render_image,
+)
 from gateway.media.sources import CameraFrames
 from gateway.media.timelapse import build_timelapse, evenly_spaced
 from gateway.model import MediaItem
@@ -100,12 +107,13 @@ class MediaBuilder:
             raise MissingMediaError(f"camera {camera}: {result.reason}", on_missing)
         dest = self._media_dir / post_id / f"{n}.jpg"
         try:
-            out = render_image(
-                result.frame.path,
-                dest,
-                limits=MASTER_LIMITS,
-                caption=Caption(caption, fonts=self.fonts) if caption else None,
-            )
+            with RENDER_LOCK:
+                out = render_image(
+                    result.frame.path,
+                    dest,
+                    limits=MASTER_LIMITS,
+                    caption=Caption(caption, fonts=self.fonts) if caption else None,
+                )
         except (ImageError, OSError) as exc:
             raise MissingMediaError(
                 f"camera {camera}: frame {result.frame.path.name} unusable: {exc}", on_missing
@@ -119,16 +127,17 @@ class MediaBuilder:
         points = self._history.series(spec.sensor, since, now) if self._history else []
         # None points at both ends make the time axis span the whole window
         framed = [(since, None), *points, (now, None)]
-        out = render_chart(
-            framed,
-            title=spec.title or spec.sensor.replace("_", " "),
-            unit=sensor.unit,
-            tz=self._tz,
-            dest=self._media_dir / post_id / f"{n}-chart-{spec.sensor}.png",
-            gap=chart_gap(points, sensor.expire_after),
-            precision=sensor.precision,
-            fonts=self.fonts,
-        )
+        with RENDER_LOCK:
+            out = render_chart(
+                framed,
+                title=spec.title or spec.sensor.replace("_", " "),
+                unit=sensor.unit,
+                tz=self._tz,
+                dest=self._media_dir / post_id / f"{n}-chart-{spec.sensor}.png",
+                gap=chart_gap(points, sensor.expire_after),
+                precision=sensor.precision,
+                fonts=self.fonts,
+            )
         return _item(out, alt)
 
     def timelapse(
@@ -146,14 +155,15 @@ class MediaBuilder:
         fmt: Literal["WEBP", "GIF"] = "GIF" if spec.format == "gif" else "WEBP"
         dest = self._media_dir / post_id / f"timelapse-{spec.camera}.{spec.format}"
         try:
-            out = build_timelapse(
-                chosen,
-                dest,
-                max_bytes=max_bytes or TIMELAPSE_MAX_BYTES,
-                max_side=spec.max_side,
-                fps=spec.fps,
-                format=fmt,
-            )
+            with RENDER_LOCK:
+                out = build_timelapse(
+                    chosen,
+                    dest,
+                    max_bytes=max_bytes or TIMELAPSE_MAX_BYTES,
+                    max_side=spec.max_side,
+                    fps=spec.fps,
+                    format=fmt,
+                )
         except (ImageError, OSError) as exc:
             raise MissingMediaError(f"timelapse of {spec.camera}: {exc}", on_missing) from exc
         return _item(out, alt)

@@ -35,6 +35,10 @@ from gateway.support.files import atomic_write
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_DECODE_PIXELS = 50_000_000
+RENDER_LOCK = threading.Lock()
+"""Held while a post's image is decoded, drawn and encoded (photo, chart, timelapse,
+a publisher's copy).  Each takes 8-16 MiB for a moment; two rules firing together
+would add those peaks, so they take turns."""
 """Enough for a 12 MP (or 48 MP) camera; Pillow's own limit is ~89 MP, and only warns."""
 
 DECODE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -372,7 +376,8 @@ class RenderCache:
             try:
                 hit = self._lookup(key)
                 if hit is None:
-                    hit = self._render(src, limits, caption, out_dir, key)
+                    with RENDER_LOCK:
+                        hit = self._render(src, limits, caption, out_dir, key)
                     self._store(key, hit)
             finally:
                 with self._lock:

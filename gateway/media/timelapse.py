@@ -39,8 +39,63 @@ def evenly_spaced(items: Sequence[T], count: int) -> list[T]:
     return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
 
 
-def _load_frames(paths: Sequence[Path], max_side: int) -> list[Image.Image]:
-    frames: list[Image.Image] = []
+STORE_QUALITY = 95
+"""JPEG quality of the frames kept between encode attempts (invisible under WebP/GIF)."""
+
+
+class _StoredFrame:
+    """A decoded, fitted frame kept as JPEG bytes until an encode attempt needs it.
+
+    Decoded, a 640x360 frame takes 0.9 MiB (Pillow keeps 4 bytes a pixel), so 48 of
+    them held at once were the daemon's largest allocation; as JPEG one is ~60 KiB.
+    """
+
+    def __init__(self, im: Image.Image) -> None:
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=STORE_QUALITY, subsampling=0)
+        self.data = buf.getvalue()
+        self.size = im.size
+
+    def image(self, size: tuple[int, int]) -> Image.Image:
+        """The frame decoded at ``size``."""
+        with Image.open(io.BytesIO(self.data)) as stored:
+            im = stored.convert("RGB")
+        if im.size != size:
+            im = im.resize(size, Image.Resampling.BILINEAR)
+        return im
+
+
+class _Slot:
+    """The one decoded frame of a clip being encoded."""
+
+    def __init__(self) -> None:
+        self.frame: _StoredFrame | None = None
+        self.image: Image.Image | None = None
+
+
+class _LazyFrame:
+    """Stands in for a frame in WebP's ``append_images``: decoded only when Pillow's
+    encoder reads it, into a slot shared by all frames of the clip, so at most one of
+    them is decoded at a time (libwebp keeps only what it encoded)."""
+
+    n_frames = 1  # Pillow counts the frames first: answered without decoding
+
+    def __init__(self, frame: _StoredFrame, size: tuple[int, int], slot: _Slot) -> None:
+        self._frame = frame
+        self._size = size
+        self._slot = slot
+
+    def __getattr__(self, name: str) -> object:
+        # mode, getim(), seek() ... answered by this frame's pixels, decoded on demand
+        slot = self._slot
+        if slot.frame is not self._frame or slot.image is None:
+            slot.image = None  # the previous frame goes before this one is decoded
+            slot.image, slot.frame = self._frame.image(self._size), self._frame
+        return getattr(slot.image, name)
+
+
+def _load_frames(paths: Sequence[Path], max_side: int) -> list[_StoredFrame]:
+    frames: list[_StoredFrame] = []
     for path in paths:
         try:
             im = open_image(path, target=(max_side, max_side))
@@ -51,7 +106,7 @@ def _load_frames(paths: Sequence[Path], max_side: int) -> list[Image.Image]:
             im = im.convert("RGB")
         if frames and im.size != frames[0].size:  # a camera changed resolution mid-window
             im = ImageOps.fit(im, frames[0].size)
-        frames.append(im)
+        frames.append(_StoredFrame(im))
     return frames
 
 
@@ -65,25 +120,31 @@ def _shared_palette(frames: Sequence[Image.Image]) -> Image.Image:
     return montage.quantize(256, method=Image.Quantize.MEDIANCUT)
 
 
-def _encode(frames: Sequence[Image.Image], fmt: str, quality: int, duration: float) -> bytes:
+def _encode(
+    frames: Sequence[_StoredFrame], size: tuple[int, int], fmt: str, quality: int, duration: float
+) -> bytes:
     buf = io.BytesIO()
     common = {"save_all": True, "duration": round(duration), "loop": 0}
     if fmt == "WEBP":
+        slot = _Slot()
+        rest = [_LazyFrame(f, size, slot) for f in frames[1:]]
         # method 0 is libwebp's fastest: about 3x quicker than the default for ~5% more bytes
-        frames[0].save(buf, "WEBP", append_images=frames[1:], quality=quality, method=0, **common)
+        first = frames[0].image(size)
+        first.save(buf, "WEBP", append_images=rest, quality=quality, method=0, **common)
     else:
-        palette = _shared_palette(frames)
-        indexed = [f.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG) for f in frames]
+        # Pillow's GIF writer keeps every frame to compare them: decode them all
+        images = [f.image(size) for f in frames]
+        palette = _shared_palette(images)
+        indexed = [f.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG) for f in images]
+        del images
         indexed[0].save(buf, "GIF", append_images=indexed[1:], optimize=False, **common)
     return buf.getvalue()
 
 
-def _resized(frames: Sequence[Image.Image], scale: float) -> list[Image.Image]:
+def _clip_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
     if scale >= 1.0:
-        return list(frames)
-    w, h = frames[0].size
-    size = (max(1, math.floor(w * scale)), max(1, math.floor(h * scale)))
-    return [f.resize(size, Image.Resampling.BILINEAR) for f in frames]
+        return size
+    return max(1, math.floor(size[0] * scale)), max(1, math.floor(size[1] * scale))
 
 
 def build_timelapse(
@@ -108,12 +169,12 @@ def build_timelapse(
     qualities = WEBP_QUALITIES if format == "WEBP" else (0,)
     level, scale, step = 0, 1.0, 1
     for _ in range(MAX_ATTEMPTS):
-        clip = _resized(loaded[::step], scale)
-        data = _encode(clip, format, qualities[level], 1000 / fps * step)
+        size = _clip_size(loaded[0].size, scale)
+        data = _encode(loaded[::step], size, format, qualities[level], 1000 / fps * step)
         if len(data) <= max_bytes:
             atomic_write(dest, data)
             mime = "image/webp" if format == "WEBP" else "image/gif"
-            return RenderedImage(dest, mime, clip[0].width, clip[0].height, len(data))
+            return RenderedImage(dest, mime, size[0], size[1], len(data))
         ratio = max_bytes / len(data)
         if level + 1 < len(qualities) and ratio > 0.4:
             level += 1

@@ -29,6 +29,7 @@ from gateway.runtime.app import Gateway, database_path
 from gateway.runtime.hass import discovery_messages, health_topic, state_payload
 from gateway.runtime.health import HealthStore, RateMeter, free_bytes, health_body, status_line
 from gateway.runtime.loading import load_config
+from gateway.runtime.memory import trim_malloc
 from gateway.runtime.sdnotify import Notifier, watchdog_interval
 from gateway.support.ratelog import RateLimitedLog
 
@@ -38,6 +39,8 @@ PID_FILE = "things-gateway.pid"
 READY_TIMEOUT = 60.0
 """Without a broker after this long, READY=1 is sent anyway (systemd would kill us)."""
 LOW_DISK_BYTES = 5 * 1024 * 1024
+TRIM_EVERY = 60.0
+"""Seconds between returns of free heap memory to the system (see runtime/memory.py)."""
 
 
 def pid_file(config: GatewayConfig) -> Path:
@@ -229,6 +232,7 @@ class _Session:
             Periodic(config.health.interval.total_seconds(), self.write_health),
             # `status` must be right from the first seconds, not an interval later
             Periodic(1.0, self.write_health_if_changed),
+            Periodic(TRIM_EVERY, self.release_memory),
         ]
         if watchdog is not None:
             self.tasks.insert(0, Periodic(watchdog, lambda: self.feed_watchdog(stall)))
@@ -336,6 +340,10 @@ class _Session:
             if snap is not None and snap.at.isoformat(timespec="seconds") != last_at:
                 return True
         return False
+
+    def release_memory(self) -> None:
+        """Give the heap memory posts and reloads freed back to the system."""
+        trim_malloc()
 
     def close(self) -> None:
         """Close the health connection."""
