@@ -84,10 +84,7 @@ def _sources(rule: RuleConfig) -> list[tuple[str, str]]:
 
 def template_problems(rule: RuleConfig, config: GatewayConfig) -> list[str]:
     """Every problem in a rule's templates, as ``field: message`` lines (none: fine)."""
-    windows = {
-        s.id: tuple(s.windows if s.windows is not None else config.state.windows)
-        for s in config.sensors
-    }
+    windows = config.sensor_windows()
     known = BUILTIN_NAMES | windows.keys()
     if rule.on_message is not None:
         known |= EVENT_NAMES

@@ -275,10 +275,7 @@ class Composer:
         self._media_dir = media_dir
         self._units = {s.id: s.unit for s in config.sensors}
         self._precision = {s.id: s.precision for s in config.sensors}
-        self._windows = {
-            s.id: tuple(s.windows if s.windows is not None else config.state.windows)
-            for s in config.sensors
-        }
+        self._windows = config.sensor_windows()
         store = frames or FrameStore(media_dir / "frames", state)
         cameras = CameraFrames(config.cameras, state, store)
         self._media = MediaBuilder(config, cameras, store, history, media_dir)

@@ -20,6 +20,7 @@ import re
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -133,6 +134,13 @@ class GatewayConfig(BaseSettings):
             if camera.id == camera_id:
                 return camera
         raise KeyError(camera_id)
+
+    def sensor_windows(self) -> dict[str, tuple[timedelta, ...]]:
+        """Each sensor's rolling statistics windows: its own, else ``[state] windows``."""
+        return {
+            s.id: tuple(s.windows if s.windows is not None else self.state.windows)
+            for s in self.sensors
+        }
 
 
 def _duplicates(kind: str, ids: list[str]) -> Iterator[str]:

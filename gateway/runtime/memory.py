@@ -15,9 +15,11 @@ buffer is its own mapping, unmapped when Pillow frees it.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import platform
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,18 @@ ARENA_MAX = 2
 ARENA_ENV_OVERRIDE = "MALLOC_ARENA_MAX"
 
 
+@functools.cache
+def _glibc_function(name: str) -> Any:
+    """A glibc function, looked up once (``platform.libc_ver`` reads the executable,
+    and the daemon trims every minute); None on another C library."""
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def tune_malloc() -> bool:
     """Fix glibc's mmap threshold at 128 KiB and use 2 arenas; True when the threshold was set.
 
@@ -40,11 +54,8 @@ def tune_malloc() -> bool:
     (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_ARENA_MAX``) is left alone (False for the
     threshold).  Call it before threads start; safe to call more than once.
     """
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    mallopt = _glibc_function("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
@@ -65,11 +76,8 @@ def trim_malloc() -> bool:
     Without it, memory a post or a reload freed stays in the process between
     long-lived allocations.  A no-op (False) on other C libraries.
     """
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        malloc_trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
+    malloc_trim = _glibc_function("malloc_trim")
+    if malloc_trim is None:
         return False
     malloc_trim.argtypes = [ctypes.c_size_t]
     malloc_trim.restype = ctypes.c_int

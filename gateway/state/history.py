@@ -96,12 +96,7 @@ class HistoryStore:
         Includes the minutes still in memory, so a chart is current.
         """
         first, last = _minute(since), _minute(until)
-        with self._lock:
-            stored = self._conn.execute(
-                "SELECT minute, count, sum, min, max FROM readings_minute"
-                " WHERE sensor = ? AND minute BETWEEN ? AND ? ORDER BY minute",
-                (sensor, first, last),
-            ).fetchall()
+        stored = self.stored_minutes(sensor, since, until)
         rows: dict[int, list[float]] = {}
         unwritten = self._state.unwritten_minutes(sensor) if self._state else []
         size = max(1, int(step.total_seconds() // 60)) if step else 1
