@@ -242,6 +242,22 @@ def proc_status(pid: int) -> dict[str, int]:
     return fields
 
 
+def rss_parts(pid: int) -> dict[str, int]:
+    """RSS (kB) by kind of mapping from /proc/<pid>/smaps: the C heap, other anonymous
+    memory (mmap'd blocks, arenas of threads, stacks) and file-backed pages (code, SQLite's
+    memory-mapped files)."""
+    parts = {"heap": 0, "anon": 0, "file": 0}
+    kind = "anon"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(maxsplit=5)
+        if head and "-" in head[0] and len(head) >= 5:
+            name = head[5] if len(head) > 5 else ""
+            kind = "heap" if name == "[heap]" else "file" if name.startswith("/") else "anon"
+        elif line.startswith("Rss:"):
+            parts[kind] += int(line.split()[1])
+    return parts
+
+
 def delivered(db: Path) -> int:
     """Deliveries sent so far."""
     try:
@@ -384,7 +400,8 @@ def run(args: argparse.Namespace) -> int:
         reloads_sent = 0
         print(
             f"{'min':>5} {'soak RSS':>9} {'peak':>7} {'threads':>7} {'sent':>5} {'reloads':>7}"
-            f" | {'baseline RSS':>12} {'peak':>7}",
+            f" | {'baseline RSS':>12} {'peak':>7}"
+            + (f" | {'heap':>6} {'anon':>6} {'file':>6}" if args.parts else ""),
             flush=True,
         )
         while (now := time.monotonic()) < end:
@@ -406,7 +423,13 @@ def run(args: argparse.Namespace) -> int:
                 print(
                     f"{minutes:5.1f} {mib(s['VmRSS']):9.1f} {mib(s['VmHWM']):7.1f}"
                     f" {s['Threads']:7d} {sent:5d} {soak.reloads_applied():7d}"
-                    f" | {mib(b['VmRSS']):12.1f} {mib(b['VmHWM']):7.1f}",
+                    f" | {mib(b['VmRSS']):12.1f} {mib(b['VmHWM']):7.1f}"
+                    + (
+                        " | "
+                        + " ".join(f"{mib(v):6.1f}" for v in rss_parts(soak.process.pid).values())
+                        if args.parts
+                        else ""
+                    ),
                     flush=True,
                 )
                 next_print += 60
@@ -486,6 +509,11 @@ def main() -> int:
     )
     parser.add_argument("--max-slope", type=float, default=1.0, help="target slope, MB/hour")
     parser.add_argument("--max-peak", type=float, default=100.0, help="target peak, MB")
+    parser.add_argument(
+        "--parts",
+        action="store_true",
+        help="also print the soak daemon's RSS as C heap, other anonymous and file-backed MB",
+    )
     parser.add_argument(
         "--env",
         action="append",

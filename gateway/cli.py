@@ -214,10 +214,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.config import config_path
     from gateway.runtime.daemon import Daemon
     from gateway.runtime.logs import setup_logging
-    from gateway.runtime.memory import tune_malloc
+    from gateway.runtime.memory import limit_sqlite_memory, tune_malloc
 
     # before any thread starts: large image buffers then go back to the system when freed
     tune_malloc()
+    limit_sqlite_memory()
     config = _load(args)
     error, warning = nothing_to_do(config)
     if error:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import platform
+import ssl
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
+from gateway.config.publishers import WebhookConfig
+from gateway.publishers import BUILDERS
+from gateway.publishers.base import PublisherContext
 from gateway.runtime.memory import ENV_OVERRIDE, tune_malloc
 
 pytestmark = pytest.mark.skipif(
@@ -102,3 +108,33 @@ def test_trim_gives_freed_heap_pages_back() -> None:
     released, kib = result.stdout.split()
     assert released == "True"
     assert int(kib) > 24 * 1024  # most of the freed 32 MiB left the process
+
+
+def test_http_backends_share_one_tls_context(tmp_path: Path) -> None:
+    # Each httpx client used to load the CA bundle into an SSLContext of its own, and
+    # OpenSSL 3 does not give all of that memory back (CPython issue #84904): heaptrack
+    # on bench/soak.py found one bundle (~240 KiB) still held per reload.
+    config = WebhookConfig(id="hook", type="webhook", url="https://127.0.0.1:9/hook")
+    ctx = PublisherContext(state_dir=tmp_path, gateway_name="probe")
+    backends = [BUILDERS["webhook"](config, ctx) for _ in range(5)]  # five reloads' worth
+    try:
+        gc.collect()
+        contexts = [o for o in gc.get_objects() if isinstance(o, ssl.SSLContext)]
+        assert len(contexts) == 1
+    finally:
+        for backend in backends:
+            backend.close()
+
+
+def test_sqlite_memory_is_capped_for_every_connection() -> None:
+    probe = (
+        "import sqlite3\n"
+        "from gateway.runtime.memory import SQLITE_SOFT_HEAP_LIMIT, limit_sqlite_memory\n"
+        "assert limit_sqlite_memory() == SQLITE_SOFT_HEAP_LIMIT\n"
+        "other = sqlite3.connect(':memory:')\n"  # the limit is the process's, not one connection's
+        "print(other.execute('PRAGMA soft_heap_limit').fetchone()[0])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert int(result.stdout) == 8 * 1024 * 1024

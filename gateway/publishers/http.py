@@ -18,8 +18,10 @@ a URL (a webhook URL may embed a token) and never a known secret.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -54,6 +56,24 @@ class ServiceError(PermanentError):
         """The service's error text (secret-free, shortened)."""
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The one TLS context every HTTP backend shares, made once per process.
+
+    httpx builds a new context for every client, and each loads the whole CA bundle
+    (about 140 certificates, some 240 KiB of OpenSSL memory) that OpenSSL 3 does not
+    give back when the context is freed (CPython issue #84904): one client per
+    backend per reload made the daemon grow by that much at every reload
+    (``bench/soak.py``, traced with heaptrack).  One shared context costs it once.
+    It is httpx's own default (``certifi``'s bundle, or ``SSL_CERT_FILE`` /
+    ``SSL_CERT_DIR`` when set), read at the first HTTP backend's start: a changed CA
+    bundle is read at the next restart, not at a reload.
+    """
+    import httpx
+
+    return httpx.create_ssl_context()
+
+
 def make_client(
     base_url: str,
     *,
@@ -72,6 +92,7 @@ def make_client(
         headers={"User-Agent": USER_AGENT, **(headers or {})},
         auth=auth,
         follow_redirects=False,
+        verify=tls_context(),
     )
 
 

@@ -13,6 +13,7 @@ media retention and a free-space check.  A PID file in the state dir lets
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -151,6 +152,11 @@ class Daemon:
             self.gateway.stop()
             pid_file(self.gateway.config).unlink(missing_ok=True)
             self.gateway = None
+            # The old gateway is a web of cycles (threads, callbacks): free it and the C
+            # memory it holds (HTTP clients, SQLite caches) now, not at the collector's
+            # next full pass, and give the pages back before the new one allocates.
+            gc.collect()
+            trim_malloc()
 
     def reload(self) -> bool:
         """Re-read the config; restart on it if valid, else keep the old one. True if applied."""

@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import platform
+import sqlite3
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,10 @@ M_ARENA_MAX = -8
 ARENA_MAX = 2
 """Heaps shared by the threads (glibc's default: 8 per core); more only hold freed memory."""
 ARENA_ENV_OVERRIDE = "MALLOC_ARENA_MAX"
+SQLITE_SOFT_HEAP_LIMIT = 8 * 1024 * 1024
+"""Bytes of memory all of the process's SQLite connections may hold before SQLite
+recycles page-cache pages instead of allocating more (by default each connection's
+cache grows to 2 MiB with the database; the daemon keeps several connections open)."""
 
 
 @functools.cache
@@ -68,6 +73,20 @@ def tune_malloc() -> bool:
     if not done:
         log.debug("mallopt(M_MMAP_THRESHOLD) failed; memory may grow with large images")
     return done
+
+
+def limit_sqlite_memory(limit: int = SQLITE_SOFT_HEAP_LIMIT) -> int:
+    """Set SQLite's process-wide soft heap limit; returns the limit now in force.
+
+    A soft limit: SQLite frees cached pages to stay under it and never fails a query
+    because of it.  Takes a throwaway in-memory connection (the pragma is global).
+    """
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute(f"PRAGMA soft_heap_limit = {int(limit)}")
+        return int(conn.execute("PRAGMA soft_heap_limit").fetchone()[0])
+    finally:
+        conn.close()
 
 
 def trim_malloc() -> bool:
