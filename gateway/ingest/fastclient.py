@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode, _ConnectionState
 
 __all__ = ["READ_SIZE", "BufferedSocket", "FastMessageListener", "IngestClient"]
 
@@ -215,12 +215,32 @@ class IngestClient(mqtt.Client):
         self._acking = True
         self._closing = False
         self._discard: _Discard | None = None
+        self.fallback_clean_session = True
+        """The 3.1.1 clean-session flag used after falling back from MQTT 5."""
+        self.on_protocol_fallback: Callable[[str], None] | None = None
+        """Called (with the broker's answer) when an MQTT 5 connect is refused as an
+        unsupported protocol version and the client goes on with MQTT 3.1.1."""
 
     def _create_socket(self) -> Any:
         sock = super()._create_socket()
         if self._ssl or self._transport == "websockets":
             return sock  # SSL sockets buffer (and report pending()) already
         return BufferedSocket(sock)
+
+    def _handle_connack(self) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        # 0x84 (MQTT 5: unsupported protocol version) or 0x01 (a 3.1.1 broker's answer)
+        if self._protocol == mqtt.MQTTv5 and len(packet) >= 2 and packet[1] in (0x01, 0x84):
+            self._protocol = mqtt.MQTTv311
+            self._clean_session = self.fallback_clean_session
+            self._connect_properties = None
+            callback = self.on_protocol_fallback
+            if callback is not None:
+                callback(f"CONNACK return code 0x{packet[1]:02x}: unsupported protocol version")
+            if not self._reconnect_on_failure:
+                return MQTTErrorCode.MQTT_ERR_PROTOCOL
+            return self.reconnect()
+        return super()._handle_connack()
 
     def pause_acks(self) -> None:
         """From now on take no message and acknowledge none (any thread): the broker keeps
@@ -289,7 +309,7 @@ class IngestClient(mqtt.Client):
         keys, self._ack_keys = [*self._queued_keys, *self._ack_keys], []
         self._queued_keys = []
         mids, self._acks = self._acks, []
-        if self._state == mqtt._ConnectionState.MQTT_CS_DISCONNECTING:
+        if self._state == _ConnectionState.MQTT_CS_DISCONNECTING:
             self._remember_lost(keys)  # our DISCONNECT went first
             return
         data = bytearray()
@@ -316,7 +336,7 @@ class IngestClient(mqtt.Client):
         view = memoryview(data)
         while view:
             try:
-                sent = sock.send(view)
+                sent = sock.send(bytes(view))
                 view = view[sent:]
             except (BlockingIOError, InterruptedError):
                 left = deadline - time.monotonic()
@@ -397,7 +417,7 @@ class IngestClient(mqtt.Client):
 
     def _refuse(self, discard: _Discard) -> MQTTErrorCode:
         self._discard = None
-        self._in_packet = _fresh_in_packet()
+        self._in_packet = _fresh_in_packet()  # type: ignore[assignment]
         topic, mid = discard.topic_and_mid()
         self.refused += 1
         if not self._acking:
