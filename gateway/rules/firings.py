@@ -235,7 +235,8 @@ class RuleDispatch:
         self._fire = fire
         self.queue = queue
         self._workers = workers
-        self._deferred = deferred
+        self.deferred = deferred
+        """True in the thread whose firings a later :meth:`commit` writes (settable)."""
         self._cond = threading.Condition()
         self._window: deque[Firing] = deque()
         self._last_loaded = 0
@@ -255,6 +256,11 @@ class RuleDispatch:
             thread = threading.Thread(target=self._work, name=f"rules-{n}", daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    @property
+    def held(self) -> int:
+        """Queued firings held in memory now (at most :data:`WINDOW`)."""
+        return len(self._window)
 
     def open_gate(self) -> None:
         """Let the workers fire (queued firings from before included)."""
@@ -276,7 +282,7 @@ class RuleDispatch:
                 self.refused,
             )
             return
-        if not self._deferred():
+        if not self.deferred():
             self.commit()
 
     def commit(self) -> None:
