@@ -825,9 +825,7 @@ def test_a_connection_closed_mid_batch_gets_every_puback_first(
     s = scripted(protocol)
     v5 = protocol == V5
     n = BATCH + 1
-    batch = b"".join(
-        publish_packet(b"b/x", b"%d" % i, qos=1, mid=i + 1, v5=v5) for i in range(n)
-    )
+    batch = b"".join(publish_packet(b"b/x", b"%d" % i, qos=1, mid=i + 1, v5=v5) for i in range(n))
     s.server.sendall(batch + (b"\xe0\x01\x8b" if v5 else b""))  # 0x8B: server shutting down
     s.server.shutdown(socket.SHUT_WR)
     deadline = time.monotonic() + WAIT

@@ -238,7 +238,8 @@ id = "cam_a"
 topic = "{mqtt_topic}/cam"
 """
     text = event_config(broker, state, mqtt_topic, camera).replace(
-        'publish_to = ["archive"]', 'publish_to = ["archive"]\nimages = [{ camera = "cam_a", alt = "cam" }]'
+        'publish_to = ["archive"]',
+        'publish_to = ["archive"]\nimages = [{ camera = "cam_a", alt = "cam" }]',
     )
     config.write_text(text, encoding="utf-8")
     gateway = start_gateway(config)

@@ -50,6 +50,8 @@ upgrade of paho that changes the internals used here fails there, not in the fie
 
 from __future__ import annotations
 
+import select
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,9 +67,19 @@ BATCH = 512
 """Most packets handled per ``loop_read`` before paho's loop runs again (keepalive, writes)."""
 LOST_ACKS = 4096
 """Most handled messages whose PUBACK never went out that are remembered (see ``duplicates``)."""
+CONNACK_WAIT = 5.0
+"""Seconds a CONNECT may wait for its CONNACK before the connection is given up."""
+UNANSWERED_FALLBACK = 2
+"""MQTT 5 CONNECTs closed unanswered in a row after which the client tries 3.1.1."""
 CLOSE_WRITE_WAIT = 1.0
 """Seconds given to writing pending PUBACKs to a connection that is closing."""
 _PUBACK = mqtt.PUBACK
+# paho 2.2 calls it _last_bytes_received, 2.1 _last_msg_in
+_LAST_IN = (
+    "_last_bytes_received"
+    if "_last_bytes_received" in mqtt.Client.__init__.__code__.co_names
+    else "_last_msg_in"
+)
 _PUBLISH = mqtt.PUBLISH
 _DISCONNECT = mqtt.DISCONNECT
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
@@ -215,6 +227,9 @@ class IngestClient(mqtt.Client):
         self._acking = True
         self._closing = False
         self._discard: _Discard | None = None
+        self._awaiting_connack = False
+        self._connect_sent = 0.0
+        self._unanswered = 0
         self.fallback_clean_session = True
         """The 3.1.1 clean-session flag used after falling back from MQTT 5."""
         self.on_protocol_fallback: Callable[[str], None] | None = None
@@ -227,20 +242,53 @@ class IngestClient(mqtt.Client):
             return sock  # SSL sockets buffer (and report pending()) already
         return BufferedSocket(sock)
 
+    def _send_connect(self, keepalive: int) -> MQTTErrorCode:
+        self._awaiting_connack = True
+        self._connect_sent = time.monotonic()
+        return super()._send_connect(keepalive)
+
+    def loop_misc(self) -> MQTTErrorCode:
+        """paho's, and a CONNECT left unanswered for :data:`CONNACK_WAIT` closes the
+        connection (some 3.1.1 brokers neither answer an MQTT 5 CONNECT nor hang up)."""
+        waited = time.monotonic() - self._connect_sent
+        if self._awaiting_connack and self._sock is not None and waited > CONNACK_WAIT:
+            self._sock_close()
+            self._state = _ConnectionState.MQTT_CS_CONNECTION_LOST
+            self._do_on_disconnect(packet_from_broker=False, v1_rc=_CONN_LOST)
+            return _CONN_LOST
+        return super().loop_misc()
+
     def _handle_connack(self) -> MQTTErrorCode:
+        self._awaiting_connack = False
+        self._unanswered = 0
         packet = self._in_packet["packet"]
         # 0x84 (MQTT 5: unsupported protocol version) or 0x01 (a 3.1.1 broker's answer)
         if self._protocol == mqtt.MQTTv5 and len(packet) >= 2 and packet[1] in (0x01, 0x84):
-            self._protocol = mqtt.MQTTv311
-            self._clean_session = self.fallback_clean_session
-            self._connect_properties = None
-            callback = self.on_protocol_fallback
-            if callback is not None:
-                callback(f"CONNACK return code 0x{packet[1]:02x}: unsupported protocol version")
+            self._fall_back(f"CONNACK return code 0x{packet[1]:02x}, unsupported protocol version")
             if not self._reconnect_on_failure:
                 return MQTTErrorCode.MQTT_ERR_PROTOCOL
             return self.reconnect()
         return super()._handle_connack()
+
+    def _fall_back(self, answer: str) -> None:
+        """Go on with MQTT 3.1.1: the broker does not take MQTT 5."""
+        self._protocol = mqtt.MQTTv311
+        self._clean_session = self.fallback_clean_session
+        self._connect_properties = None
+        callback = self.on_protocol_fallback
+        if callback is not None:
+            callback(answer)
+
+    def _connect_unanswered(self) -> None:
+        """The connection closes with our MQTT 5 CONNECT unanswered: some 3.1.1 brokers
+        (amqtt with a will set) fail to parse it and hang up; twice in a row means that."""
+        self._awaiting_connack = False
+        if self._protocol != mqtt.MQTTv5:
+            return
+        self._unanswered += 1
+        if self._unanswered >= UNANSWERED_FALLBACK:
+            self._unanswered = 0
+            self._fall_back("the broker closed the connection without answering an MQTT 5 CONNECT")
 
     def pause_acks(self) -> None:
         """From now on take no message and acknowledge none (any thread): the broker keeps
@@ -292,6 +340,8 @@ class IngestClient(mqtt.Client):
     # -- the connection closing -----------------------------------------------------
 
     def _sock_close(self) -> None:
+        if self._sock is not None and self._awaiting_connack:
+            self._connect_unanswered()
         if self._sock is not None and not self._closing:
             self._closing = True
             try:
@@ -327,9 +377,6 @@ class IngestClient(mqtt.Client):
 
     def _send_all(self, data: bytes) -> bool:
         """Send ``data`` on the (non-blocking) socket within :data:`CLOSE_WRITE_WAIT`."""
-        import select
-        import time
-
         sock = self._sock
         assert sock is not None
         deadline = time.monotonic() + CLOSE_WRITE_WAIT
@@ -411,8 +458,8 @@ class IngestClient(mqtt.Client):
             if not chunk:
                 return _CONN_LOST
             discard.take(chunk)
-            with self._msgtime_mutex:
-                self._last_bytes_received = mqtt.time_func()
+            with self._msgtime_mutex:  # keepalive: bytes did arrive
+                setattr(self, _LAST_IN, mqtt.time_func())
         return self._refuse(discard) if not discard.left else _AGAIN
 
     def _refuse(self, discard: _Discard) -> MQTTErrorCode:
