@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -343,3 +343,110 @@ def publish_until_posted(broker: Broker, topic: str, value: str, state: Path) ->
         return value in archive_text(state)
 
     wait_until(posted, timeout=30, interval=0.5)
+
+
+class SlowWebhook:
+    """A local webhook receiver that holds every request ``delay`` seconds (then 200)."""
+
+    def __init__(self, delay: float) -> None:
+        import http.server
+
+        self.delay = delay
+        self.requests = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.requests += 1
+                time.sleep(outer.delay)
+                body = b'{"ok": true}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def persistent_config(broker: Broker, state: Path, name: str) -> str:
+    return base_config(broker, state, name=name).replace(
+        "persistent_session = false", f'persistent_session = true\nclient_id = "{name}-gw"'
+    )
+
+
+def counted(db: Path, sensor: str) -> int:
+    """Readings counted in the per-minute history (written at every clean stop)."""
+    rows = db_rows(
+        db, f"SELECT COALESCE(SUM(count), 0) FROM readings_minute WHERE sensor='{sensor}'"
+    )
+    return int(rows[0][0])  # type: ignore[call-overload]
+
+
+@pytest.mark.slow
+def test_readings_arriving_while_the_gateway_stops_are_kept_for_the_next_start(
+    broker_factory: Any, mqtt_topic: str, tmp_path: Path
+) -> None:
+    """Between pause() and the end of ingest (up to shutdown_timeout, here a slow webhook
+    delivery) QoS 1 readings are not acknowledged: the broker keeps them for the next run."""
+    broker = broker_factory(prefer="mosquitto")
+    hook = SlowWebhook(delay=6.0)
+    state = tmp_path / "state"
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        persistent_config(broker, state, "pausegw")
+        + f"""
+[health]
+shutdown_timeout = "10s"
+
+[[sensors]]
+id = "temp"
+topic = "{mqtt_topic}/temp"
+
+[[rules]]
+id = "r"
+every = "1s"
+text = "tick {{{{ now }}}}"
+publish_to = ["hook"]
+
+[[publishers]]
+id = "hook"
+type = "webhook"
+url = "{hook.url}"
+""",
+        encoding="utf-8",
+    )
+    try:
+        gateway = start_gateway(config)
+        log = StderrLines(gateway)
+        wait_until(lambda: hook.requests >= 1, timeout=30)  # a delivery is now held 6 s
+        gateway.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the gateway has paused ingest and waits for the delivery
+        publish(broker, [(f"{mqtt_topic}/temp", f"{n}.5") for n in range(20)])
+        gateway.wait(timeout=30)
+        assert gateway.returncode == 0, log.text()
+        first = counted(state / "gateway.db", "temp")
+        hook.delay = 0.0
+        gateway = start_gateway(config)
+        log = StderrLines(gateway)
+        wait_until(lambda: log.has("session present: True"), timeout=30)
+        time.sleep(2)
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(timeout=30)
+        assert gateway.returncode == 0, log.text()
+    finally:
+        hook.close()
+    total = counted(state / "gateway.db", "temp")
+    assert first == 0  # none was taken while stopping...
+    assert total == 20  # ...and the broker kept every one for the next start
