@@ -450,3 +450,109 @@ url = "{hook.url}"
     total = counted(state / "gateway.db", "temp")
     assert first == 0  # none was taken while stopping...
     assert total == 20  # ...and the broker kept every one for the next start
+
+
+STORM_SIGNALS = int(os.environ.get("THINGS_GATEWAY_STORM_SIGNALS", "16"))
+STORM_EVENTS = 1000
+
+
+def storm_config(broker: Broker, state: Path, topic: str) -> str:
+    return (
+        persistent_config(broker, state, "stormgw")
+        + f"""
+[[sensors]]
+id = "temp"
+topic = "{topic}/temp"
+
+[[rules]]
+id = "ev"
+on_message = {{ topic = "{topic}/events" }}
+text = "Event {{{{ event.n }}}}"
+publish_to = ["archive"]
+
+[[publishers]]
+id = "archive"
+type = "file"
+path = "posts"
+"""
+    )
+
+
+def readings_and_events(topic: str, first: int, n: int, events: bool) -> list[tuple[str, str]]:
+    messages = []
+    for i in range(first, first + n):
+        messages.append((f"{topic}/temp", f"{20 + (i % 100) / 10:.1f}"))
+        if events:
+            messages.append((f"{topic}/events", f'{{"n": {i}}}'))
+    return messages
+
+
+def run_then_signal(config: Path, state: Path, sig: signal.Signals, after: float) -> str:
+    gateway = start_gateway(config)
+    log = StderrLines(gateway)
+    wait_until(lambda: pid_of(state) == gateway.pid, timeout=30)
+    time.sleep(after)
+    gateway.send_signal(sig)
+    gateway.wait(timeout=60)
+    expected = -signal.SIGKILL if sig == signal.SIGKILL else 0
+    assert gateway.returncode == expected, log.text()
+    return log.text()
+
+
+@pytest.mark.slow
+def test_restart_storm_fires_every_queued_event_once_and_counts_every_reading_once(
+    broker_factory: Any, mqtt_topic: str, tmp_path: Path
+) -> None:
+    """1,000 QoS 1 events and 1,000 readings queued while the gateway is down, then
+    SIGKILLs and SIGTERMs (``THINGS_GATEWAY_STORM_SIGNALS``, default 16) dealt while it
+    drains them: every event makes exactly one post.  Readings: a SIGKILLed run loses
+    the readings it had taken (history is written per minute and at a clean stop) but
+    never counts one twice; then 1,000 more drained through SIGTERMs only are counted
+    exactly once each."""
+    broker = broker_factory(prefer="mosquitto", extra_config=["max_queued_messages 0"])
+    state = tmp_path / "state"
+    config = tmp_path / "gateway.toml"
+    config.write_text(storm_config(broker, state, mqtt_topic), encoding="utf-8")
+    db = state / "gateway.db"
+    run_then_signal(config, state, signal.SIGTERM, 1.0)  # the session and its subscriptions
+    publish(broker, readings_and_events(mqtt_topic, 0, STORM_EVENTS, events=True))
+    rng = random.Random(int(os.environ.get("THINGS_GATEWAY_KILL_SEED", "7")))
+    drained: list[int] = []
+    for n in range(STORM_SIGNALS):
+        sig = signal.SIGTERM if n % 4 == 3 else signal.SIGKILL  # three kills, one clean stop
+        run_then_signal(config, state, sig, rng.uniform(0.9, 1.4))  # while firing
+        drained.append(len(db_rows(db, "SELECT id FROM posts")))
+    # The last run drains the rest.
+    gateway = start_gateway(config)
+    log = StderrLines(gateway)
+    try:
+        wait_until(
+            lambda: len(db_rows(db, "SELECT id FROM posts WHERE rule='ev'")) >= STORM_EVENTS,
+            timeout=240,
+            interval=1,
+        )
+        wait_until(lambda: len(archive_posts_of(state)) >= STORM_EVENTS, timeout=120)
+        time.sleep(1)
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(timeout=60)
+    assert gateway.returncode == 0, log.text()
+    texts = [str(r[0]) for r in db_rows(db, "SELECT text FROM posts WHERE rule='ev'")]
+    assert sorted(texts) == sorted(f"Event {i}" for i in range(STORM_EVENTS))  # once each
+    archived = archive_posts_of(state)
+    assert len(archived) == len({r["id"] for r in archived}) == STORM_EVENTS
+    first = counted(db, "temp")
+    assert first <= STORM_EVENTS  # SIGKILLed runs lose readings, none is counted twice
+
+    # Readings only, drained through clean restarts: each counted exactly once.
+    publish(broker, readings_and_events(mqtt_topic, 0, STORM_EVENTS, events=False))
+    for _ in range(3):
+        run_then_signal(config, state, signal.SIGTERM, rng.uniform(0.0, 0.3))
+    run_then_signal(config, state, signal.SIGTERM, 2.0)
+    assert counted(db, "temp") - first == STORM_EVENTS
+    assert db_rows(db, "PRAGMA integrity_check") == [("ok",)]
+    print(f"\nstorm: {STORM_SIGNALS} signals; posts made after each: {drained}")
+
+
+def archive_posts_of(state: Path) -> list[dict[str, Any]]:
+    return list(read_archive(state / "posts" / "posts.jsonl"))

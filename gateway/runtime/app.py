@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 DB_NAME = "gateway.db"
 RETAINED_WAIT = 10.0
 """Seconds event firings wait at most for the broker's SUBACK at start."""
-DISPATCH_DRAIN = 5.0
+DISPATCH_DRAIN = 1.0
 """Seconds queued event firings get at stop; the rest fire at the next start."""
 RETAINED_GRACE = 1.0
 """Seconds after the SUBACK for retained messages (sent right after it) to be taken."""
