@@ -885,7 +885,7 @@ def test_an_oversized_publish_is_discarded_unbuffered_acked_and_reported(
     v5 = protocol == V5
     refused: list[tuple[str, int]] = []
     s.ingest.max_packet_size = 4096
-    s.ingest.on_refused = lambda topic, size: refused.append((topic, size))
+    s.ingest.on_refused = lambda topic, size, _poison: refused.append((topic, size))
     big = publish_packet(b"big/x", b"\x7b" * 3_000_000, qos=1, mid=7, v5=v5)
     small = publish_packet(b"small/x", b"ok", qos=1, mid=8, v5=v5)
     seen: list[int] = []

@@ -88,8 +88,9 @@ _CONN_LOST = MQTTErrorCode.MQTT_ERR_CONN_LOST
 
 FastMessageListener = Callable[[str, bytes], None]
 """``(topic, payload)`` of a QoS 0/1 PUBLISH, called in paho's network thread."""
-RefusedListener = Callable[[str, int], None]
-"""``(topic, packet size)`` of a PUBLISH over ``max_packet_size``, discarded unread."""
+RefusedListener = Callable[[str, int, bool], None]
+"""``(topic, packet size, poison)`` of a PUBLISH discarded unread: over
+``max_packet_size``, or (``poison`` true) one of the ``poison`` messages."""
 
 
 def _fresh_in_packet() -> dict[str, Any]:
@@ -108,17 +109,29 @@ def _fresh_in_packet() -> dict[str, Any]:
 
 @dataclass(slots=True)
 class _Discard:
-    """An oversized PUBLISH being read and dropped: only its head (topic, packet id) is kept."""
+    """An oversized PUBLISH being read and dropped: only its head (topic, packet id) is kept.
+
+    ``peek``: a packet of a poison message's size, read up to its topic (every byte
+    kept) to decide whether it is that message (then dropped) or not (then paho reads
+    the rest as usual)."""
 
     header: int
     size: int
     left: int
     need: int = 2
     head: bytearray = field(default_factory=bytearray)
+    peek: bool = False
+    poisoned: bool = False
 
     def take(self, chunk: bytes) -> None:
         """Account for ``chunk``, keeping the bytes up to the end of the packet id."""
         self.left -= len(chunk)
+        if self.peek:
+            self.head += chunk
+            if self.need == 2 and len(self.head) >= 2:
+                qos = (self.header & 0x06) >> 1
+                self.need = 2 + ((self.head[0] << 8) | self.head[1]) + (2 if qos else 0)
+            return
         while chunk and len(self.head) < self.need:
             room = self.need - len(self.head)
             self.head += chunk[:room]
@@ -213,6 +226,15 @@ class IngestClient(mqtt.Client):
         self.on_refused: RefusedListener | None = None
         self.max_packet_size: int | None = None
         """Inbound PUBLISH packets larger than this are discarded while read (None: no limit)."""
+        self.poison: set[tuple[int, str]] = set()
+        """``(remaining length, topic)`` of messages that stopped a previous run: discarded
+        while read, never buffered (see ``in_size``)."""
+        self.in_size = 0
+        """The remaining length of the PUBLISH being handled (for ``poison``)."""
+        self.watch_size: int | None = None
+        """A PUBLISH this large or larger is reported to ``on_watch`` before it is buffered."""
+        self.on_watch: Callable[[int, str], None] | None = None
+        """``(remaining length, topic)`` of a large PUBLISH about to be read whole."""
         self.fast_messages = 0
         """Messages that took the fast path (the rest took paho's)."""
         self.duplicates = 0
@@ -398,7 +420,7 @@ class IngestClient(mqtt.Client):
 
     def _packet_read(self) -> MQTTErrorCode:
         limit = self.max_packet_size
-        if limit is None:
+        if limit is None and not self.poison and self.watch_size is None:
             return super()._packet_read()
         if self._discard is not None:
             return self._read_discard()
@@ -407,10 +429,15 @@ class IngestClient(mqtt.Client):
             if rc != _SUCCESS:
                 return rc
             packet = self._in_packet
-            if (packet["command"] & 0xF0) == _PUBLISH and packet["remaining_length"] > limit:
+            if (packet["command"] & 0xF0) == _PUBLISH:
                 size = packet["remaining_length"]
-                self._discard = _Discard(packet["command"], size, size)
-                return self._read_discard()
+                if limit is not None and size > limit:
+                    self._discard = _Discard(packet["command"], size, size)
+                    return self._read_discard()
+                watch = self.watch_size is not None and size >= self.watch_size
+                if watch or any(size == poison for poison, _ in self.poison):
+                    self._discard = _Discard(packet["command"], size, size, peek=True)
+                    return self._read_discard()
         return super()._packet_read()
 
     def _read_fixed_header(self) -> MQTTErrorCode:
@@ -460,7 +487,25 @@ class IngestClient(mqtt.Client):
             discard.take(chunk)
             with self._msgtime_mutex:  # keepalive: bytes did arrive
                 setattr(self, _LAST_IN, mqtt.time_func())
+            if discard.peek and discard.need > 2 and len(discard.head) >= discard.need:
+                topic, _mid = discard.topic_and_mid()
+                if (discard.size, topic) not in self.poison:
+                    return self._read_rest(discard, topic)
+                discard.peek = False
+                discard.poisoned = True
+                del discard.head[discard.need :]
         return self._refuse(discard) if not discard.left else _AGAIN
+
+    def _read_rest(self, discard: _Discard, topic: str) -> MQTTErrorCode:
+        """Not a poison message: paho reads the rest of it as usual (``on_watch`` first)."""
+        self._discard = None
+        watch = self.on_watch
+        if watch is not None and self.watch_size is not None and discard.size >= self.watch_size:
+            watch(discard.size, topic)
+        packet = self._in_packet
+        packet["packet"] = bytearray(discard.head)
+        packet["to_process"] = discard.left
+        return super()._packet_read()
 
     def _refuse(self, discard: _Discard) -> MQTTErrorCode:
         self._discard = None
@@ -473,7 +518,7 @@ class IngestClient(mqtt.Client):
         if callback is not None:
             with self._in_callback_mutex:
                 try:
-                    callback(topic, discard.size)
+                    callback(topic, discard.size, discard.poisoned)
                 except Exception as err:
                     self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_refused: %s", err)
         if mid is not None and (discard.header & 0x06) == 0x02:
@@ -487,6 +532,7 @@ class IngestClient(mqtt.Client):
             return _SUCCESS  # paused: neither taken nor acknowledged
         callback = self.on_fast_message
         header: int = self._in_packet["command"]
+        self.in_size = self._in_packet["remaining_length"]
         qos = (header & 0x06) >> 1
         if callback is None or qos > 1 or self._manual_ack:  # QoS 3 is paho's protocol error
             return self._paho_publish()

@@ -13,10 +13,11 @@ decoded; a larger packet is discarded while read (never buffered), counted and
 acknowledged, so the broker does not send it again.
 
 Never fatal twice: before a large message (:data:`WATCH_BYTES` and more) is
-handled, its fingerprint is written to ``<state_dir>/ingest-inflight`` and removed
-after.  A file left there means that message stopped the previous run (say, the
-kernel's OOM killer): its fingerprint joins ``<state_dir>/ingest-poison``, and
-messages with it are skipped, counted and logged from then on.
+handled, its packet size and topic are written to ``<state_dir>/ingest-inflight``
+and removed after.  A file left there means that message stopped the previous run
+(say, the kernel's OOM killer while it was buffered): it joins
+``<state_dir>/ingest-poison``, and from then on such a packet is discarded while
+read (never buffered), acknowledged, counted and logged.
 
 Shutting down, :meth:`MqttIngest.pause` stops taking *and acknowledging*
 messages: QoS 1 readings published while the gateway stops stay with the broker
@@ -26,7 +27,6 @@ for the next start (with a persistent session).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import threading
@@ -133,10 +133,12 @@ class MqttIngest:
         self._seen_event = seen_event
         self._fallback_logged = False
         self._inflight = state_dir / INFLIGHT_NAME if state_dir is not None else None
-        self._poison: set[str] = set()
-        if state_dir is not None:
-            self._poison = load_poison(state_dir)
         self._client: IngestClient = make_client(config)
+        self._watching = False
+        if state_dir is not None:
+            self._client.poison = load_poison(state_dir)
+            self._client.watch_size = WATCH_BYTES
+            self._client.on_watch = self._watch
         self._client.on_batch_end = on_batch_end
         self._client.on_refused = self._on_refused
         self._client.on_protocol_fallback = self._on_protocol_fallback
@@ -195,6 +197,17 @@ class MqttIngest:
                 info.wait_for_publish(timeout)
         self._client.disconnect()
         self._client.loop_stop()
+        stats = self.stats
+        log.info(
+            "ingest totals: %d messages, %d readings, %d rejected, %d oversized,"
+            " %d duplicates, %d poisoned",
+            stats.messages,
+            stats.readings,
+            stats.rejected,
+            stats.oversized,
+            stats.duplicates + self._client.duplicates,
+            stats.poisoned,
+        )
 
     def is_alive(self) -> bool:
         """True while paho's network thread runs."""
@@ -252,45 +265,45 @@ class MqttIngest:
         (which never passes a retained one: those come through :meth:`_on_message`)."""
         self.heartbeat = _monotonic()
         if self._paused:
+            if self._watching:
+                self._unwatch()
             return  # shutting down: not taken, not acknowledged (the broker keeps it)
         self.stats.messages += 1
-        watched = self._inflight is not None and len(payload) >= WATCH_BYTES
-        if watched and not self._watch(topic, payload):
-            return
         try:
             t = _time()
             self._handle(topic, payload, _fromtimestamp(t, UTC), t, retained)
         except Exception:  # a bug here must never kill paho's thread
             self._rate_log.warning("bug", "unexpected error handling a message", exc_info=True)
-        if watched:
+        if self._watching:
             self._unwatch()
 
-    def _watch(self, topic: str, payload: bytes) -> bool:
-        """Fingerprint a large message before handling it; False when it is poison."""
+    def _watch(self, size: int, topic: str) -> None:
+        """Note a large message before it is read whole and handled (see the module doc)."""
         assert self._inflight is not None
-        mark = fingerprint(topic, payload)
-        if mark in self._poison:
+        self._watching = True
+        with contextlib.suppress(OSError):
+            self._inflight.write_text(poison_line(size, topic), encoding="utf-8")
+
+    def _unwatch(self) -> None:
+        assert self._inflight is not None
+        self._watching = False
+        with contextlib.suppress(OSError):
+            self._inflight.unlink()
+
+    def _on_refused(self, topic: str, size: int, poison: bool) -> None:
+        """A packet discarded while read by the client (and acknowledged): over the size
+        limit, or a message that stopped a previous run."""
+        self.heartbeat = _monotonic()
+        self.stats.messages += 1
+        if poison:
             self.stats.poisoned += 1
             self._rate_log.warning(
                 f"poison:{topic}",
                 "skipped a %d-byte message on %s: one like it stopped a previous run",
-                len(payload),
+                size,
                 topic,
             )
-            return False
-        with contextlib.suppress(OSError):
-            self._inflight.write_text(mark, encoding="ascii")
-        return True
-
-    def _unwatch(self) -> None:
-        assert self._inflight is not None
-        with contextlib.suppress(OSError):
-            self._inflight.unlink()
-
-    def _on_refused(self, topic: str, size: int) -> None:
-        """A packet over the size limit, discarded while read by the client (acknowledged)."""
-        self.heartbeat = _monotonic()
-        self.stats.messages += 1
+            return
         route = self._routes.get(topic) or self.routes.route(topic)
         self._oversized(route, topic, size, self._max_payload)
 
@@ -450,34 +463,40 @@ class MqttIngest:
         )
 
 
-def fingerprint(topic: str, payload: bytes) -> str:
-    """A message's fingerprint for the poison files."""
-    digest = hashlib.sha256(topic.encode("utf-8", "replace") + b"\0" + payload)
-    return f"{len(payload)}:{digest.hexdigest()[:32]}"
+def poison_line(size: int, topic: str) -> str:
+    """A message's line in the poison files: its packet size and topic."""
+    return f"{size}\t{topic}"
 
 
-def load_poison(state_dir: Path) -> set[str]:
-    """The fingerprints of messages that stopped a run; a run stopped now adds its own."""
+def load_poison(state_dir: Path) -> set[tuple[int, str]]:
+    """The messages that stopped a run; a run stopped now adds its own."""
     inflight = state_dir / INFLIGHT_NAME
     poison = state_dir / POISON_NAME
-    marks: list[str] = []
+    lines: list[str] = []
     with contextlib.suppress(OSError):
-        marks = poison.read_text(encoding="ascii").split()
+        lines = poison.read_text(encoding="utf-8").splitlines()
     try:
-        stopped = inflight.read_text(encoding="ascii").strip()
+        stopped = inflight.read_text(encoding="utf-8").strip("\n")
     except OSError:
         stopped = ""
     if stopped:
+        size, _tab, topic = stopped.partition("\t")
         log.error(
-            "the previous run stopped while handling a message (%s bytes); messages like it"
-            " are skipped from now on",
-            stopped.split(":")[0],
+            "the previous run stopped while handling a %s-byte message on %s;"
+            " that message is skipped from now on",
+            size,
+            topic,
         )
-        kept = [m for m in marks if m != stopped][-(POISON_KEEP - 1) :]
-        marks = [*kept, stopped]
+        kept = [line for line in lines if line != stopped][-(POISON_KEEP - 1) :]
+        lines = [*kept, stopped]
         with contextlib.suppress(OSError):
             tmp = poison.with_suffix(".tmp")
-            tmp.write_text("\n".join(marks) + "\n", encoding="ascii")
+            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
             os.replace(tmp, poison)
             inflight.unlink()
-    return set(marks)
+    marks = set()
+    for line in lines:
+        size, _tab, topic = line.partition("\t")
+        if size.isdigit():
+            marks.add((int(size), topic))
+    return marks
