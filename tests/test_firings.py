@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 import time
 import tomllib
@@ -29,7 +30,7 @@ from gateway.demo.broker import Broker, find_mosquitto
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
 from gateway.rules.firings import WINDOW, FiringQueue, RuleDispatch
-from gateway.rules.triggers import MessageRules
+from gateway.rules.triggers import MessageRules, decode_event
 from gateway.runtime.loading import validate_config
 from gateway.state.store import StateStore
 from tests.gwutil import archive_posts, publish, start_gateway, wait_until
@@ -267,3 +268,87 @@ topic = "{mqtt_topic}/cam"
     assert record["text"] == "Event 1"
     assert record["media"], err  # the retained frame was taken before the rule fired
     assert "no frame received yet" not in err
+
+
+def test_a_redelivered_event_already_recorded_is_not_fired_twice(tmp_path: Path) -> None:
+    """A broker played by the test sends an event, gets its PUBACK, then sends it again
+    with DUP set (as after a PUBACK lost on the way): one firing, both acknowledged."""
+    from tests.test_fastclient import puback, publish_packet, read_packet
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    text = f"""
+[gateway]
+name = "dupgw"
+timezone = "UTC"
+state_dir = "{tmp_path}"
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+protocol = 311
+persistent_session = false
+
+[[rules]]
+id = "ev"
+on_message = {{ topic = "cam/events" }}
+text = "Event {{{{ event.n }}}}"
+publish_to = ["archive"]
+
+[[publishers]]
+id = "archive"
+type = "file"
+"""
+    config = validate_config(tomllib.loads(text))
+    fired: list[Any] = []
+    queue = FiringQueue(tmp_path / "gateway.db")
+    dispatch = RuleDispatch(lambda r, e, _x, *, firing: fired.append(e.data["n"]), queue)
+    state = StateStore()
+    rules = MessageRules(config.rules, state, lambda: datetime.now(UTC), dispatch.submit)
+    ingest = MqttIngest(
+        config,
+        state,
+        FrameStore(tmp_path / "frames", state),
+        extra_topics=rules.topics,
+        on_extra=rules.on_message,
+        on_batch_end=dispatch.commit,
+        seen_event=lambda topic, payload: dispatch.seen(topic, decode_event(payload)),
+        state_dir=tmp_path,
+    )
+    dispatch.deferred = ingest.in_network_thread
+    dispatch.start()
+    dispatch.open_gate()
+    ingest.start()
+    server, _ = listener.accept()
+    server.settimeout(10)
+    try:
+        assert read_packet(server)[0] == 0x10  # CONNECT
+        server.sendall(b"\x20\x02\x00\x00")
+
+        def next_of(kind: int) -> bytes:
+            while True:
+                packet = read_packet(server)
+                if packet[0] & 0xF0 == kind:
+                    return packet
+
+        subscribe = next_of(0x80)  # one topic filter: the rule's
+        body = subscribe[2:] if subscribe[1] < 128 else subscribe[3:]
+        mid = body[:2]
+        server.sendall(b"\x90\x03" + mid + b"\x01")
+        event = publish_packet(b"cam/events", b'{"n": 7}', qos=1, mid=5)
+        server.sendall(event)
+        assert next_of(0x40) == puback(5)
+        wait_until(lambda: fired == [7], timeout=10)
+        again = bytearray(event)
+        again[0] |= 0x08  # DUP: the broker sends it again
+        server.sendall(bytes(again))
+        assert next_of(0x40) == puback(5)
+        time.sleep(0.5)
+    finally:
+        ingest.stop(timeout=0.5)
+        dispatch.stop()
+        queue.close()
+        server.close()
+        listener.close()
+    assert fired == [7]
+    assert ingest.stats.duplicates == 1
