@@ -1312,3 +1312,25 @@ topic = "{mqtt_topic}/rooms/{{room}}/temperature"
         assert ingest.stats.rejected == 0
     finally:
         ingest.stop()
+
+
+def test_the_mqtt5_connect_advertises_the_packet_limit() -> None:
+    """No broker can make the gateway buffer more than max_payload_bytes (+ the topic)."""
+    from gateway.ingest.client import TOPIC_ALLOWANCE, connect_kwargs, make_client
+
+    text = """
+[gateway]
+name = "limits"
+timezone = "UTC"
+
+[mqtt]
+host = "127.0.0.1"
+max_payload_bytes = 100000
+"""
+    config = validate_config(tomllib.loads(text))
+    props = connect_kwargs(config.mqtt)["properties"]
+    assert props.MaximumPacketSize == 100000 + TOPIC_ALLOWANCE
+    packed = props.pack()
+    assert bytes((0x27,)) + (100000 + TOPIC_ALLOWANCE).to_bytes(4, "big") in packed
+    client = make_client(config)
+    assert client.max_packet_size == 100000 + TOPIC_ALLOWANCE
