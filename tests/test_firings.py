@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 import tomllib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.compose.composer import MessageEvent
+from gateway.config import GatewayConfig
 from gateway.demo.broker import Broker, find_mosquitto
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
@@ -73,6 +75,46 @@ def publish_many(broker: Broker, messages: list[tuple[str, bytes]]) -> None:
         client.loop_stop()
 
 
+@dataclass
+class EventRig:
+    """Real ingest, firing queue and dispatch wired as the gateway wires them."""
+
+    ingest: MqttIngest
+    dispatch: RuleDispatch
+    queue: FiringQueue
+    state: StateStore
+
+    @classmethod
+    def build(cls, config: GatewayConfig, folder: Path, fire: Any) -> EventRig:
+        queue = FiringQueue(folder / "gateway.db")
+        dispatch = RuleDispatch(fire, queue)
+        state = StateStore()
+        rules = MessageRules(config.rules, state, lambda: datetime.now(UTC), dispatch.submit)
+        ingest = MqttIngest(
+            config,
+            state,
+            FrameStore(folder / "frames", state),
+            extra_topics=rules.topics,
+            on_extra=rules.on_message,
+            on_batch_end=dispatch.commit,
+            seen_event=lambda topic, payload: dispatch.seen(topic, decode_event(payload)),
+            state_dir=folder,
+        )
+        dispatch.deferred = ingest.in_network_thread
+        return cls(ingest, dispatch, queue, state)
+
+    def start(self) -> None:
+        """Workers and gate first, then the connection."""
+        self.dispatch.start()
+        self.dispatch.open_gate()
+        self.ingest.start()
+
+    def stop(self) -> None:
+        self.ingest.stop(timeout=0.5)
+        self.dispatch.stop()
+        self.queue.close()
+
+
 @needs_mosquitto
 def test_a_burst_of_10000_queued_events_fires_in_order_exactly_once(
     broker_factory: Any, mqtt_topic: str, tmp_path: Path
@@ -93,21 +135,6 @@ type = "file"
 """
     )
     config = validate_config(tomllib.loads(text))
-    db = tmp_path / "gateway.db"
-
-    def connect(dispatch: RuleDispatch, state: StateStore) -> MqttIngest:
-        rules = MessageRules(config.rules, state, lambda: datetime.now(UTC), dispatch.submit)
-        ingest = MqttIngest(
-            config,
-            state,
-            FrameStore(tmp_path / "frames", state),
-            extra_topics=rules.topics,
-            on_extra=rules.on_message,
-            on_batch_end=dispatch.commit,
-            state_dir=tmp_path,
-        )
-        return ingest
-
     fired: list[int] = []
     held: list[int] = []
     lock = threading.Lock()
@@ -116,37 +143,28 @@ type = "file"
         assert event is not None
         with lock:
             fired.append(int(event.data["n"]))
-            held.append(dispatch.held)
+            held.append(rig.dispatch.held)
 
     # A first connection makes the session and its subscription; then the gateway is away.
-    state = StateStore()
-    queue = FiringQueue(db)
-    dispatch = RuleDispatch(fire, queue)
-    ingest = connect(dispatch, state)
-    dispatch.deferred = ingest.in_network_thread
-    ingest.start()
-    assert ingest.ready.wait(10)
-    ingest.stop()
+    rig = EventRig.build(config, tmp_path, fire)
+    rig.ingest.start()
+    assert rig.ingest.ready.wait(10)
+    rig.stop()
     publish_many(
         broker, [(f"{mqtt_topic}/events", json.dumps({"n": n}).encode()) for n in range(BURST)]
     )
     # Back: the broker delivers all 10,000 at once.
-    ingest = connect(dispatch, state)
-    dispatch.deferred = ingest.in_network_thread
-    dispatch.start()
-    dispatch.open_gate()
-    ingest.start()
+    rig = EventRig.build(config, tmp_path, fire)
+    rig.start()
     try:
         wait_until(lambda: len(fired) >= BURST, timeout=240, interval=0.5)
         time.sleep(0.5)  # anything extra would show now
     finally:
-        ingest.stop()
-        dispatch.stop()
-        queue.close()
+        rig.stop()
     assert fired == list(range(BURST))  # in order, each exactly once
     assert max(held) <= WINDOW  # bounded memory, whatever the backlog
-    assert dispatch.refused == 0
-    assert ingest.stats.messages == BURST
+    assert rig.dispatch.refused == 0
+    assert rig.ingest.stats.messages == BURST
 
 
 def test_the_queue_survives_a_restart_and_recognises_a_redelivery(tmp_path: Path) -> None:
@@ -301,24 +319,8 @@ type = "file"
 """
     config = validate_config(tomllib.loads(text))
     fired: list[Any] = []
-    queue = FiringQueue(tmp_path / "gateway.db")
-    dispatch = RuleDispatch(lambda r, e, _x, *, firing: fired.append(e.data["n"]), queue)
-    state = StateStore()
-    rules = MessageRules(config.rules, state, lambda: datetime.now(UTC), dispatch.submit)
-    ingest = MqttIngest(
-        config,
-        state,
-        FrameStore(tmp_path / "frames", state),
-        extra_topics=rules.topics,
-        on_extra=rules.on_message,
-        on_batch_end=dispatch.commit,
-        seen_event=lambda topic, payload: dispatch.seen(topic, decode_event(payload)),
-        state_dir=tmp_path,
-    )
-    dispatch.deferred = ingest.in_network_thread
-    dispatch.start()
-    dispatch.open_gate()
-    ingest.start()
+    rig = EventRig.build(config, tmp_path, lambda r, e, _x, *, firing: fired.append(e.data["n"]))
+    rig.start()
     server, _ = listener.accept()
     server.settimeout(10)
     try:
@@ -345,10 +347,8 @@ type = "file"
         assert next_of(0x40) == puback(5)
         time.sleep(0.5)
     finally:
-        ingest.stop(timeout=0.5)
-        dispatch.stop()
-        queue.close()
+        rig.stop()
         server.close()
         listener.close()
     assert fired == [7]
-    assert ingest.stats.duplicates == 1
+    assert rig.ingest.stats.duplicates == 1

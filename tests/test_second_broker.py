@@ -17,7 +17,6 @@ import subprocess
 import threading
 import tomllib
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +30,9 @@ from gateway.demo.broker import (
     find_free_port,
     start_broker,
 )
-from gateway.ingest.mqtt import MqttIngest
-from gateway.media.frames import FrameStore
-from gateway.rules.firings import FiringQueue, RuleDispatch
-from gateway.rules.triggers import MessageRules
 from gateway.runtime.loading import validate_config
-from gateway.state.store import StateStore
 from tests.gwutil import publish, wait_until
+from tests.test_firings import EventRig
 
 ROOT = Path(__file__).resolve().parent.parent
 AEDES_SCRIPT = Path(__file__).resolve().parent / "brokers" / "aedes_broker.js"
@@ -129,7 +124,6 @@ def test_mqtt5_default_falls_back_to_311_and_ingests(
 ) -> None:
     config = validate_config(tomllib.loads(config_text(second_broker, tmp_path, mqtt_topic)))
     assert config.mqtt.protocol == 5
-    state = StateStore()
     fired: list[Any] = []
     lock = threading.Lock()
 
@@ -138,23 +132,10 @@ def test_mqtt5_default_falls_back_to_311_and_ingests(
         with lock:
             fired.append(event.data["n"])
 
-    queue = FiringQueue(tmp_path / "gateway.db")
-    dispatch = RuleDispatch(fire, queue)
-    rules = MessageRules(config.rules, state, lambda: datetime.now(UTC), dispatch.submit)
-    ingest = MqttIngest(
-        config,
-        state,
-        FrameStore(tmp_path / "frames", state),
-        extra_topics=rules.topics,
-        on_extra=rules.on_message,
-        on_batch_end=dispatch.commit,
-        state_dir=tmp_path,
-    )
-    dispatch.deferred = ingest.in_network_thread
-    dispatch.start()
-    dispatch.open_gate()
+    rig = EventRig.build(config, tmp_path, fire)
+    ingest = rig.ingest
     caplog.set_level(logging.INFO, logger="gateway.ingest.mqtt")
-    ingest.start()
+    rig.start()
     try:
         assert ingest.ready.wait(40), "never subscribed: no fallback to MQTT 3.1.1"
         messages = [(f"{mqtt_topic}/temp", f"{20 + n / 10:.1f}") for n in range(50)]
@@ -162,10 +143,8 @@ def test_mqtt5_default_falls_back_to_311_and_ingests(
         publish(second_broker, messages)
         wait_until(lambda: len(fired) >= 20 and ingest.stats.readings >= 50, timeout=20)
     finally:
-        ingest.stop()
-        dispatch.stop()
-        queue.close()
-    snap = state.get("temp")
+        rig.stop()
+    snap = rig.state.get("temp")
     assert snap is not None
     assert snap.value == pytest.approx(24.9)
     assert fired == list(range(20))
