@@ -26,7 +26,7 @@ from PIL import Image
 
 from gateway.demo.broker import Broker
 from gateway.publishers.file import read_archive
-from tests.gwutil import base_config, publish, start_gateway, wait_until
+from tests.gwutil import base_config, event_rules, publish, start_gateway, wait_until
 
 KILLS = int(os.environ.get("THINGS_GATEWAY_KILLS", "10"))
 SENSORS = 20
@@ -457,25 +457,7 @@ STORM_EVENTS = 1000
 
 
 def storm_config(broker: Broker, state: Path, topic: str) -> str:
-    return (
-        persistent_config(broker, state, "stormgw")
-        + f"""
-[[sensors]]
-id = "temp"
-topic = "{topic}/temp"
-
-[[rules]]
-id = "ev"
-on_message = {{ topic = "{topic}/events" }}
-text = "Event {{{{ event.n }}}}"
-publish_to = ["archive"]
-
-[[publishers]]
-id = "archive"
-type = "file"
-path = "posts"
-"""
-    )
+    return persistent_config(broker, state, "stormgw") + event_rules(topic, sensor=True)
 
 
 def readings_and_events(topic: str, first: int, n: int, events: bool) -> list[tuple[str, str]]:

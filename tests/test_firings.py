@@ -35,7 +35,7 @@ from gateway.rules.firings import WINDOW, FiringQueue, RuleDispatch
 from gateway.rules.triggers import MessageRules, decode_event
 from gateway.runtime.loading import validate_config
 from gateway.state.store import StateStore
-from tests.gwutil import archive_posts, publish, start_gateway, wait_until
+from tests.gwutil import archive_posts, event_rules, publish, start_gateway, wait_until
 from tests.mediautil import scene_jpeg
 from tests.test_durability import StderrLines
 
@@ -190,22 +190,7 @@ def test_the_queue_survives_a_restart_and_recognises_a_redelivery(tmp_path: Path
 
 
 def event_config(broker: Broker, state: Path, topic: str, extra: str = "") -> str:
-    return (
-        persistent(broker, state)
-        + f"""
-{extra}
-[[rules]]
-id = "ev"
-on_message = {{ topic = "{topic}/events" }}
-text = "Event {{{{ event.n }}}}"
-publish_to = ["archive"]
-
-[[publishers]]
-id = "archive"
-type = "file"
-path = "posts"
-"""
-    )
+    return persistent(broker, state) + extra + event_rules(topic)
 
 
 def run_once(config: Path) -> None:

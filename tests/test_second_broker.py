@@ -31,7 +31,7 @@ from gateway.demo.broker import (
     start_broker,
 )
 from gateway.runtime.loading import validate_config
-from tests.gwutil import publish, wait_until
+from tests.gwutil import event_rules, publish, wait_until
 from tests.test_firings import EventRig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,21 +102,7 @@ host = "{broker.host}"
 port = {broker.port}
 protocol = {protocol}
 persistent_session = false
-
-[[sensors]]
-id = "temp"
-topic = "{topic}/temp"
-
-[[rules]]
-id = "ev"
-on_message = {{ topic = "{topic}/events" }}
-text = "Event {{{{ event.n }}}}"
-publish_to = ["archive"]
-
-[[publishers]]
-id = "archive"
-type = "file"
-"""
+""" + event_rules(topic, sensor=True)
 
 
 def test_mqtt5_default_falls_back_to_311_and_ingests(
