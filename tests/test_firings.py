@@ -120,20 +120,7 @@ def test_a_burst_of_10000_queued_events_fires_in_order_exactly_once(
     broker_factory: Any, mqtt_topic: str, tmp_path: Path
 ) -> None:
     broker = broker_factory(prefer="mosquitto", extra_config=["max_queued_messages 0"])
-    text = (
-        persistent(broker, tmp_path)
-        + f"""
-[[rules]]
-id = "ev"
-on_message = {{ topic = "{mqtt_topic}/events" }}
-text = "event {{{{ event.n }}}}"
-publish_to = ["archive"]
-
-[[publishers]]
-id = "archive"
-type = "file"
-"""
-    )
+    text = persistent(broker, tmp_path) + event_rules(mqtt_topic)
     config = validate_config(tomllib.loads(text))
     fired: list[int] = []
     held: list[int] = []
@@ -291,18 +278,8 @@ host = "127.0.0.1"
 port = {port}
 protocol = 311
 persistent_session = false
-
-[[rules]]
-id = "ev"
-on_message = {{ topic = "cam/events" }}
-text = "Event {{{{ event.n }}}}"
-publish_to = ["archive"]
-
-[[publishers]]
-id = "archive"
-type = "file"
 """
-    config = validate_config(tomllib.loads(text))
+    config = validate_config(tomllib.loads(text + event_rules("cam")))
     fired: list[Any] = []
     rig = EventRig.build(config, tmp_path, lambda r, e, _x, *, firing: fired.append(e.data["n"]))
     rig.start()
