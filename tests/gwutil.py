@@ -93,3 +93,25 @@ port = {broker.port}
 protocol = {5 if broker.kind == "mosquitto" else 311}
 persistent_session = false
 """
+
+
+def event_rules(topic: str, *, sensor: bool = False, events: str = "events") -> str:
+    """A sensor ``temp`` on ``<topic>/temp`` (with ``sensor``), an ``on_message`` rule
+    ``ev`` on ``<topic>/<events>`` posting "Event <n>" to the file publisher ``archive``
+    (``<state_dir>/posts``)."""
+    temp = f'\n[[sensors]]\nid = "temp"\ntopic = "{topic}/temp"\n' if sensor else ""
+    return (
+        temp
+        + f"""
+[[rules]]
+id = "ev"
+on_message = {{ topic = "{topic}/{events}" }}
+text = "Event {{{{ event.n }}}}"
+publish_to = ["archive"]
+
+[[publishers]]
+id = "archive"
+type = "file"
+path = "posts"
+"""
+    )

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -26,7 +26,7 @@ from PIL import Image
 
 from gateway.demo.broker import Broker
 from gateway.publishers.file import read_archive
-from tests.gwutil import base_config, publish, start_gateway, wait_until
+from tests.gwutil import base_config, event_rules, publish, start_gateway, wait_until
 
 KILLS = int(os.environ.get("THINGS_GATEWAY_KILLS", "10"))
 SENSORS = 20
@@ -343,3 +343,198 @@ def publish_until_posted(broker: Broker, topic: str, value: str, state: Path) ->
         return value in archive_text(state)
 
     wait_until(posted, timeout=30, interval=0.5)
+
+
+class SlowWebhook:
+    """A local webhook receiver that holds every request ``delay`` seconds (then 200)."""
+
+    def __init__(self, delay: float) -> None:
+        import http.server
+
+        self.delay = delay
+        self.requests = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.requests += 1
+                time.sleep(outer.delay)
+                body = b'{"ok": true}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def persistent_config(broker: Broker, state: Path, name: str) -> str:
+    return base_config(broker, state, name=name).replace(
+        "persistent_session = false", f'persistent_session = true\nclient_id = "{name}-gw"'
+    )
+
+
+def counted(db: Path, sensor: str) -> int:
+    """Readings counted in the per-minute history (written at every clean stop)."""
+    rows = db_rows(
+        db, f"SELECT COALESCE(SUM(count), 0) FROM readings_minute WHERE sensor='{sensor}'"
+    )
+    return int(rows[0][0])  # type: ignore[call-overload]
+
+
+@pytest.mark.slow
+def test_readings_arriving_while_the_gateway_stops_are_kept_for_the_next_start(
+    broker_factory: Any, mqtt_topic: str, tmp_path: Path
+) -> None:
+    """Between pause() and the end of ingest (up to shutdown_timeout, here a slow webhook
+    delivery) QoS 1 readings are not acknowledged: the broker keeps them for the next run."""
+    broker = broker_factory(prefer="mosquitto")
+    hook = SlowWebhook(delay=6.0)
+    state = tmp_path / "state"
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        persistent_config(broker, state, "pausegw")
+        + f"""
+[health]
+shutdown_timeout = "10s"
+
+[[sensors]]
+id = "temp"
+topic = "{mqtt_topic}/temp"
+
+[[rules]]
+id = "r"
+every = "1s"
+text = "tick {{{{ now }}}}"
+publish_to = ["hook"]
+
+[[publishers]]
+id = "hook"
+type = "webhook"
+url = "{hook.url}"
+""",
+        encoding="utf-8",
+    )
+    try:
+        gateway = start_gateway(config)
+        log = StderrLines(gateway)
+        wait_until(lambda: hook.requests >= 1, timeout=30)  # a delivery is now held 6 s
+        gateway.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the gateway has paused ingest and waits for the delivery
+        publish(broker, [(f"{mqtt_topic}/temp", f"{n}.5") for n in range(20)])
+        gateway.wait(timeout=30)
+        assert gateway.returncode == 0, log.text()
+        first = counted(state / "gateway.db", "temp")
+        hook.delay = 0.0
+        gateway = start_gateway(config)
+        log = StderrLines(gateway)
+        wait_until(lambda: log.has("session present: True"), timeout=30)
+        time.sleep(2)
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(timeout=30)
+        assert gateway.returncode == 0, log.text()
+    finally:
+        hook.close()
+    total = counted(state / "gateway.db", "temp")
+    assert first == 0  # none was taken while stopping...
+    assert total == 20  # ...and the broker kept every one for the next start
+
+
+STORM_SIGNALS = int(os.environ.get("THINGS_GATEWAY_STORM_SIGNALS", "16"))
+STORM_EVENTS = 1000
+
+
+def storm_config(broker: Broker, state: Path, topic: str) -> str:
+    return persistent_config(broker, state, "stormgw") + event_rules(topic, sensor=True)
+
+
+def readings_and_events(topic: str, first: int, n: int, events: bool) -> list[tuple[str, str]]:
+    messages = []
+    for i in range(first, first + n):
+        messages.append((f"{topic}/temp", f"{20 + (i % 100) / 10:.1f}"))
+        if events:
+            messages.append((f"{topic}/events", f'{{"n": {i}}}'))
+    return messages
+
+
+def run_then_signal(config: Path, state: Path, sig: signal.Signals, after: float) -> str:
+    gateway = start_gateway(config)
+    log = StderrLines(gateway)
+    wait_until(lambda: pid_of(state) == gateway.pid, timeout=30)
+    time.sleep(after)
+    gateway.send_signal(sig)
+    gateway.wait(timeout=60)
+    expected = -signal.SIGKILL if sig == signal.SIGKILL else 0
+    assert gateway.returncode == expected, log.text()
+    return log.text()
+
+
+@pytest.mark.slow
+def test_restart_storm_fires_every_queued_event_once_and_counts_every_reading_once(
+    broker_factory: Any, mqtt_topic: str, tmp_path: Path
+) -> None:
+    """1,000 QoS 1 events and 1,000 readings queued while the gateway is down, then
+    SIGKILLs and SIGTERMs (``THINGS_GATEWAY_STORM_SIGNALS``, default 16) dealt while it
+    drains them: every event makes exactly one post.  Readings: a SIGKILLed run loses
+    the readings it had taken (history is written per minute and at a clean stop) but
+    never counts one twice; then 1,000 more drained through SIGTERMs only are counted
+    exactly once each."""
+    broker = broker_factory(prefer="mosquitto", extra_config=["max_queued_messages 0"])
+    state = tmp_path / "state"
+    config = tmp_path / "gateway.toml"
+    config.write_text(storm_config(broker, state, mqtt_topic), encoding="utf-8")
+    db = state / "gateway.db"
+    run_then_signal(config, state, signal.SIGTERM, 1.0)  # the session and its subscriptions
+    publish(broker, readings_and_events(mqtt_topic, 0, STORM_EVENTS, events=True))
+    rng = random.Random(int(os.environ.get("THINGS_GATEWAY_KILL_SEED", "7")))
+    drained: list[int] = []
+    for n in range(STORM_SIGNALS):
+        sig = signal.SIGTERM if n % 4 == 3 else signal.SIGKILL  # three kills, one clean stop
+        run_then_signal(config, state, sig, rng.uniform(0.9, 1.4))  # while firing
+        drained.append(len(db_rows(db, "SELECT id FROM posts")))
+    # The last run drains the rest.
+    gateway = start_gateway(config)
+    log = StderrLines(gateway)
+    try:
+        wait_until(
+            lambda: len(db_rows(db, "SELECT id FROM posts WHERE rule='ev'")) >= STORM_EVENTS,
+            timeout=240,
+            interval=1,
+        )
+        wait_until(lambda: len(archive_posts_of(state)) >= STORM_EVENTS, timeout=120)
+        time.sleep(1)
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(timeout=60)
+    assert gateway.returncode == 0, log.text()
+    texts = [str(r[0]) for r in db_rows(db, "SELECT text FROM posts WHERE rule='ev'")]
+    assert sorted(texts) == sorted(f"Event {i}" for i in range(STORM_EVENTS))  # once each
+    archived = archive_posts_of(state)
+    assert len(archived) == len({r["id"] for r in archived}) == STORM_EVENTS
+    first = counted(db, "temp")
+    assert first <= STORM_EVENTS  # SIGKILLed runs lose readings, none is counted twice
+
+    # Readings only, drained through clean restarts: each counted exactly once.
+    publish(broker, readings_and_events(mqtt_topic, 0, STORM_EVENTS, events=False))
+    for _ in range(3):
+        run_then_signal(config, state, signal.SIGTERM, rng.uniform(0.0, 0.3))
+    run_then_signal(config, state, signal.SIGTERM, 2.0)
+    assert counted(db, "temp") - first == STORM_EVENTS
+    assert db_rows(db, "PRAGMA integrity_check") == [("ok",)]
+    print(f"\nstorm: {STORM_SIGNALS} signals; posts made after each: {drained}")
+
+
+def archive_posts_of(state: Path) -> list[dict[str, Any]]:
+    return list(read_archive(state / "posts" / "posts.jsonl"))

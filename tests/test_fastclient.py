@@ -800,7 +800,7 @@ def test_an_empty_mqtt5_topic_goes_to_paho(scripted: Callable[..., Scripted]) ->
     assert s.ingest.fast_messages == 0
 
 
-def test_a_protocol_error_in_a_batch_leaves_its_messages_unacked(
+def test_a_protocol_error_in_a_batch_still_acks_the_handled_messages(
     scripted: Callable[..., Scripted],
 ) -> None:
     s = scripted(V311)
@@ -812,9 +812,117 @@ def test_a_protocol_error_in_a_batch_leaves_its_messages_unacked(
     assert [d.payload for d in s.inbox.items] == [b"0", b"1", b"2"]
     assert disconnected.is_set()
     assert s.client.socket() is None
-    # The connection died before the batch's PUBACKs went out: the broker will resend them.
-    assert s.writes == []
-    assert read_until_eof(s.server) == b""
+    # The PUBACKs of the handled messages were written before the socket closed.
+    assert read_until_eof(s.server) == puback(1) + puback(2) + puback(3)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_connection_closed_mid_batch_gets_every_puback_first(
+    scripted: Callable[..., Scripted], protocol: MQTTProtocolVersion
+) -> None:
+    """The broker closes (3.1.1) or sends DISCONNECT (5) right after a batch of 513
+    QoS 1 messages: every one of them is acknowledged before the socket closes."""
+    s = scripted(protocol)
+    v5 = protocol == V5
+    n = BATCH + 1
+    batch = b"".join(publish_packet(b"b/x", b"%d" % i, qos=1, mid=i + 1, v5=v5) for i in range(n))
+    s.server.sendall(batch + (b"\xe0\x01\x8b" if v5 else b""))  # 0x8B: server shutting down
+    s.server.shutdown(socket.SHUT_WR)
+    deadline = time.monotonic() + WAIT
+    while s.client.socket() is not None:  # ends with a lost connection or a DISCONNECT
+        assert time.monotonic() < deadline
+        s.client.loop(timeout=0.05)
+    assert len(s.inbox.items) == n
+    assert read_until_eof(s.server) == b"".join(puback(i + 1) for i in range(n))
+
+
+def test_a_redelivery_of_a_message_whose_puback_was_lost_is_not_handled_twice(
+    scripted: Callable[..., Scripted], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = scripted(V311)
+    s.server.sendall(publish_packet(b"d/x", b"21.5", qos=1, mid=9))
+    s.read_once()
+    assert s.acks(1) == [puback(9)]
+
+    def refuse(_self: BufferedSocket, _buf: bytes | bytearray) -> int:
+        raise ConnectionResetError("gone")
+
+    with monkeypatch.context() as broken:  # the next batch's PUBACKs cannot be written
+        broken.setattr(BufferedSocket, "send", refuse)
+        s.server.sendall(publish_packet(b"d/x", b"22.0", qos=1, mid=10))
+        s.read_once()
+        s.client.loop_write()  # fails: paho closes the connection
+        assert s.client.socket() is None
+    assert [d.payload for d in s.inbox.items] == [b"21.5", b"22.0"]
+    # The same client connects again; the broker resends mid 10 with DUP, then a new one.
+    s2 = scripted(V311, IngestClient)
+    s2.ingest._lost = dict(s.ingest._lost)
+    dup = bytearray(publish_packet(b"d/x", b"22.0", qos=1, mid=10))
+    dup[0] |= 0x08
+    s2.server.sendall(bytes(dup) + publish_packet(b"d/x", b"22.5", qos=1, mid=11))
+    s2.read_once()
+    assert [d.payload for d in s2.inbox.items] == [b"22.5"]
+    assert s2.ingest.duplicates == 1
+    assert s2.acks(2) == [puback(10), puback(11)]  # the redelivery is acknowledged
+
+
+def test_a_dup_flag_alone_does_not_drop_a_message(scripted: Callable[..., Scripted]) -> None:
+    """DUP only says the broker sent it before: a message never handled here is handled."""
+    s = scripted(V311)
+    dup = bytearray(publish_packet(b"d/y", b"1", qos=1, mid=3))
+    dup[0] |= 0x08
+    s.server.sendall(bytes(dup))
+    s.read_once()
+    assert [d.payload for d in s.inbox.items] == [b"1"]
+    assert s.ingest.in_dup is True
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_oversized_publish_is_discarded_unbuffered_acked_and_reported(
+    scripted: Callable[..., Scripted], protocol: MQTTProtocolVersion
+) -> None:
+    s = scripted(protocol)
+    v5 = protocol == V5
+    refused: list[tuple[str, int]] = []
+    s.ingest.max_packet_size = 4096
+    s.ingest.on_refused = lambda topic, size, _poison: refused.append((topic, size))
+    big = publish_packet(b"big/x", b"\x7b" * 3_000_000, qos=1, mid=7, v5=v5)
+    small = publish_packet(b"small/x", b"ok", qos=1, mid=8, v5=v5)
+    seen: list[int] = []
+    original = s.ingest._sock_recv
+
+    def recording_recv(n: int) -> bytes:
+        seen.append(n)
+        data: bytes = original(n)
+        return data
+
+    s.ingest._sock_recv = recording_recv  # type: ignore[method-assign]
+    sender = threading.Thread(target=s.server.sendall, args=(big + small,))
+    sender.start()
+    s.pump(lambda: bool(s.inbox.items))
+    sender.join()
+    assert [d.payload for d in s.inbox.items] == [b"ok"]
+    assert refused == [("big/x", len(big) - 5)]  # 1 command byte + 4 length bytes
+    assert s.ingest.refused == 1
+    assert max(seen) <= READ_SIZE  # never asked the kernel for the whole packet
+    assert s.acks(2) == [puback(7), puback(8)]
+
+
+def test_paused_acks_neither_take_nor_acknowledge(scripted: Callable[..., Scripted]) -> None:
+    s = scripted(V311)
+    s.server.sendall(publish_packet(b"p/x", b"1", qos=1, mid=1))
+    s.read_once()
+    assert s.acks(1) == [puback(1)]
+    s.ingest.pause_acks()
+    retained = bytearray(publish_packet(b"p/x", b"3", qos=1, mid=3))
+    retained[0] |= 0x01
+    s.server.sendall(publish_packet(b"p/x", b"2", qos=1, mid=2) + bytes(retained))
+    s.read_once()
+    s.client.loop_write()
+    assert [d.payload for d in s.inbox.items] == [b"1"]
+    s.server.settimeout(0.3)
+    with pytest.raises(TimeoutError):
+        s.server.recv(100)
 
 
 @pytest.mark.parametrize("client_class", CLIENT_CLASSES)
@@ -1204,3 +1312,25 @@ topic = "{mqtt_topic}/rooms/{{room}}/temperature"
         assert ingest.stats.rejected == 0
     finally:
         ingest.stop()
+
+
+def test_the_mqtt5_connect_advertises_the_packet_limit() -> None:
+    """No broker can make the gateway buffer more than max_payload_bytes (+ the topic)."""
+    from gateway.ingest.client import TOPIC_ALLOWANCE, connect_kwargs, make_client
+
+    text = """
+[gateway]
+name = "limits"
+timezone = "UTC"
+
+[mqtt]
+host = "127.0.0.1"
+max_payload_bytes = 100000
+"""
+    config = validate_config(tomllib.loads(text))
+    props = connect_kwargs(config.mqtt)["properties"]
+    assert props.MaximumPacketSize == 100000 + TOPIC_ALLOWANCE
+    packed = props.pack()
+    assert bytes((0x27,)) + (100000 + TOPIC_ALLOWANCE).to_bytes(4, "big") in packed
+    client = make_client(config)
+    assert client.max_packet_size == 100000 + TOPIC_ALLOWANCE

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +12,6 @@ from gateway.config import GatewayConfig
 from gateway.model import Reading
 from gateway.rules.triggers import (
     MessageRules,
-    RuleDispatch,
     ThresholdWatcher,
     Track,
     advance,
@@ -216,27 +214,6 @@ def test_message_rules_filter_and_pass_the_event() -> None:
     assert got == [
         ("person", MessageEvent("frigate/events", {"type": "new", "after": {"label": "person"}}))
     ]
-
-
-def test_dispatch_runs_off_thread_and_drops_when_a_rule_is_busy() -> None:
-    release = threading.Event()
-    started = threading.Event()
-    ran: list[str] = []
-
-    def fire(rule: str, event: MessageEvent | None, readings: object) -> None:
-        started.set()
-        release.wait(10)
-        ran.append(rule)
-
-    dispatch = RuleDispatch(fire, workers=1)
-    dispatch.submit("a")
-    assert started.wait(10)
-    dispatch.submit("a")  # queued behind the running one
-    dispatch.submit("a")  # dropped: one running, one queued
-    assert dispatch.dropped == 1
-    release.set()
-    dispatch.stop()
-    assert ran == ["a", "a"]
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,11 @@
 
 Kept apart from the message handling so the connection policy reads in one place:
 
-- MQTT 5 or 3.1.1; ``persistent_session`` means a fixed client id, no clean
+- MQTT 5 or 3.1.1; a broker that answers an MQTT 5 connect with "unsupported
+  protocol version" (aedes, amqtt, older installations) gets 3.1.1 from then on;
+- MQTT 5's CONNECT advertises a Maximum Packet Size (:func:`packet_limit`), and
+  larger packets are discarded while read whatever the protocol, so no broker can
+  make the gateway buffer more than that; ``persistent_session`` means a fixed client id, no clean
   session (3.1.1) / ``clean_start=False`` with a session expiry (5), so the broker
   queues QoS 1 readings while the gateway is away;
 - a retained ``offline`` last will on the status topic;
@@ -26,6 +30,9 @@ from paho.mqtt.properties import Properties
 from gateway.config import GatewayConfig, MqttSection, TlsSection
 from gateway.ingest.fastclient import IngestClient
 
+TOPIC_ALLOWANCE = 4096
+"""Bytes allowed for a PUBLISH's topic, packet id and properties above ``max_payload_bytes``."""
+
 
 class ClientSetupError(ValueError):
     """The MQTT client cannot be configured (e.g. an unreadable TLS file)."""
@@ -39,6 +46,11 @@ def client_id(config: GatewayConfig) -> str:
 def status_topic(config: GatewayConfig) -> str:
     """The retained ``online``/``offline`` topic of this gateway."""
     return f"{config.mqtt.status_prefix}/{config.gateway.name}/status"
+
+
+def packet_limit(cfg: MqttSection) -> int:
+    """The largest inbound packet taken: ``max_payload_bytes`` plus :data:`TOPIC_ALLOWANCE`."""
+    return cfg.max_payload_bytes + TOPIC_ALLOWANCE
 
 
 def make_client(config: GatewayConfig) -> IngestClient:
@@ -61,6 +73,8 @@ def make_client(config: GatewayConfig) -> IngestClient:
         max_delay=cfg.reconnect_max.total_seconds(),  # type: ignore[arg-type]
     )
     client.max_queued_messages_set(1000)
+    client.max_packet_size = packet_limit(cfg)
+    client.fallback_clean_session = not cfg.persistent_session
     if cfg.tls is not None:
         apply_tls(client, cfg.tls)
     return client
@@ -85,10 +99,12 @@ def apply_tls(client: mqtt.Client, tls: TlsSection) -> None:
 
 
 def connect_kwargs(cfg: MqttSection) -> dict[str, Any]:
-    """Extra ``connect_async`` arguments: MQTT 5's clean start and session expiry."""
+    """Extra ``connect_async`` arguments: MQTT 5's clean start, session expiry and
+    Maximum Packet Size."""
     if cfg.protocol != 5:
         return {}
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.MaximumPacketSize = packet_limit(cfg)
     if cfg.persistent_session:
         props.SessionExpiryInterval = int(cfg.session_expiry.total_seconds())
     return {"clean_start": not cfg.persistent_session, "properties": props}

@@ -7,18 +7,34 @@ Subscriptions are (re)made in ``on_connect`` so they survive every reconnect.
 
 Bad input (invalid UTF-8, non-numbers, missing fields, NaN, out of range, too
 large, absurdly nested JSON) is counted per sensor, logged at most once a minute
-per sensor, and dropped; nothing a broker can send stops ingest.
+per sensor, and dropped; nothing a broker can send stops ingest.  Every topic,
+event topics included, is bounded by ``max_payload_bytes`` before anything is
+decoded; a larger packet is discarded while read (never buffered), counted and
+acknowledged, so the broker does not send it again.
+
+Never fatal twice: before a large message (:data:`WATCH_BYTES` and more) is
+handled, its packet size and topic are written to ``<state_dir>/ingest-inflight``
+and removed after.  A file left there means that message stopped the previous run
+(say, the kernel's OOM killer while it was buffered): it joins
+``<state_dir>/ingest-poison``, and from then on such a packet is discarded while
+read (never buffered), acknowledged, counted and logged.
+
+Shutting down, :meth:`MqttIngest.pause` stops taking *and acknowledging*
+messages: QoS 1 readings published while the gateway stops stay with the broker
+for the next start (with a persistent session).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
@@ -26,6 +42,7 @@ import paho.mqtt.client as mqtt
 from gateway.config import GatewayConfig
 from gateway.ingest.client import client_id, connect_kwargs, make_client, status_topic
 from gateway.ingest.decoders import DecodeError, parse_availability, parse_json
+from gateway.ingest.fastclient import IngestClient
 from gateway.ingest.routes import Route, RouteTable
 from gateway.state.store import SensorSnapshot, StateStore
 from gateway.support.ratelog import RateLimitedLog
@@ -43,6 +60,13 @@ _fromtimestamp = datetime.fromtimestamp
 ReadingListener = Callable[[SensorSnapshot], None]
 """Called in paho's thread for every accepted reading: the event-rule hook. Keep it cheap."""
 MessageListener = Callable[[str, bytes], None]
+SeenEvent = Callable[[str, bytes], bool]
+"""True when an event message (redelivered: MQTT's DUP flag) was already recorded."""
+WATCH_BYTES = 256 * 1024
+"""Messages this large or larger are fingerprinted before handling (see the module doc)."""
+INFLIGHT_NAME = "ingest-inflight"
+POISON_NAME = "ingest-poison"
+POISON_KEEP = 32
 
 
 @dataclass
@@ -56,6 +80,10 @@ class IngestStats:
     unrouted: int = 0
     availability: int = 0
     connects: int = 0
+    duplicates: int = 0
+    """Redelivered messages (DUP) already handled, acknowledged and not handled again."""
+    poisoned: int = 0
+    """Messages skipped because one like them stopped a previous run."""
 
 
 def heartbeat_topic(config: GatewayConfig) -> str:
@@ -75,9 +103,14 @@ class MqttIngest:
         *,
         extra_topics: Sequence[str] = (),
         on_extra: MessageListener | None = None,
+        on_batch_end: Callable[[], None] | None = None,
+        seen_event: SeenEvent | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         """``on_reading`` is called after each state update; ``on_extra(topic, payload)``
-        for each message on ``extra_topics`` (event rules).  Both run in paho's thread."""
+        for each message on ``extra_topics`` (event rules).  Both run in paho's thread.
+        ``on_batch_end`` runs before acknowledgements are written (commit firings there);
+        ``seen_event`` recognises a redelivered event; ``state_dir`` keeps the poison files."""
         self._config = config
         self._state = state
         self._frames = frames
@@ -97,7 +130,18 @@ class MqttIngest:
         """Set once by pause()/stop(); a plain flag, read for every message."""
         self.heartbeat = time.monotonic()
         """Last time paho's network thread ran one of our callbacks (monotonic)."""
-        self._client = make_client(config)
+        self._seen_event = seen_event
+        self._fallback_logged = False
+        self._inflight = state_dir / INFLIGHT_NAME if state_dir is not None else None
+        self._client: IngestClient = make_client(config)
+        self._watching = False
+        if state_dir is not None:
+            self._client.poison = load_poison(state_dir)
+            self._client.watch_size = WATCH_BYTES
+            self._client.on_watch = self._watch
+        self._client.on_batch_end = on_batch_end
+        self._client.on_refused = self._on_refused
+        self._client.on_protocol_fallback = self._on_protocol_fallback
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
@@ -121,8 +165,14 @@ class MqttIngest:
         )
 
     def pause(self) -> None:
-        """Stop taking readings and frames; the connection stays up (to publish ``offline``)."""
+        """Stop taking (and acknowledging) messages; the connection stays up (to publish
+        ``offline``), and the broker keeps QoS 1 messages for the next start."""
         self._paused = True
+        self._client.pause_acks()
+
+    def in_network_thread(self) -> bool:
+        """True in paho's network thread (whose firings are committed per batch)."""
+        return threading.current_thread() is getattr(self._client, "_thread", None)
 
     def ping(self) -> None:
         """Send a QoS 1 probe; its PUBACK, handled in paho's thread, refreshes ``heartbeat``."""
@@ -140,13 +190,24 @@ class MqttIngest:
 
     def stop(self, timeout: float = 3.0) -> None:
         """Publish ``offline``, disconnect and stop paho's thread."""
-        self._paused = True
+        self.pause()
         if self.connected.is_set():
             info = self._client.publish(status_topic(self._config), "offline", qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout)
         self._client.disconnect()
         self._client.loop_stop()
+        stats = self.stats
+        log.info(
+            "ingest totals: %d messages, %d readings, %d rejected, %d oversized,"
+            " %d duplicates, %d poisoned",
+            stats.messages,
+            stats.readings,
+            stats.rejected,
+            stats.oversized,
+            stats.duplicates + self._client.duplicates,
+            stats.poisoned,
+        )
 
     def is_alive(self) -> bool:
         """True while paho's network thread runs."""
@@ -204,13 +265,56 @@ class MqttIngest:
         (which never passes a retained one: those come through :meth:`_on_message`)."""
         self.heartbeat = _monotonic()
         if self._paused:
-            return  # shutting down: readings are ephemeral, a late one is simply not taken
+            if self._watching:
+                self._unwatch()
+            return  # shutting down: not taken, not acknowledged (the broker keeps it)
         self.stats.messages += 1
         try:
             t = _time()
             self._handle(topic, payload, _fromtimestamp(t, UTC), t, retained)
         except Exception:  # a bug here must never kill paho's thread
             self._rate_log.warning("bug", "unexpected error handling a message", exc_info=True)
+        if self._watching:
+            self._unwatch()
+
+    def _watch(self, size: int, topic: str) -> None:
+        """Note a large message before it is read whole and handled (see the module doc)."""
+        assert self._inflight is not None
+        self._watching = True
+        with contextlib.suppress(OSError):
+            self._inflight.write_text(poison_line(size, topic), encoding="utf-8")
+
+    def _unwatch(self) -> None:
+        assert self._inflight is not None
+        self._watching = False
+        with contextlib.suppress(OSError):
+            self._inflight.unlink()
+
+    def _on_refused(self, topic: str, size: int, poison: bool) -> None:
+        """A packet discarded while read by the client (and acknowledged): over the size
+        limit, or a message that stopped a previous run."""
+        self.heartbeat = _monotonic()
+        self.stats.messages += 1
+        if poison:
+            self.stats.poisoned += 1
+            self._rate_log.warning(
+                f"poison:{topic}",
+                "skipped a %d-byte message on %s: one like it stopped a previous run",
+                size,
+                topic,
+            )
+            return
+        route = self._routes.get(topic) or self.routes.route(topic)
+        self._oversized(route, topic, size, self._max_payload)
+
+    def _on_protocol_fallback(self, answer: str) -> None:
+        if not self._fallback_logged:
+            self._fallback_logged = True
+            log.warning(
+                "the MQTT broker does not speak MQTT 5 (%s): using MQTT 3.1.1;"
+                " set protocol = 311 in [mqtt] to say so",
+                answer,
+            )
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         """Messages paho decoded itself (MQTT 5 properties, QoS 2, a non-UTF-8 topic)."""
@@ -245,15 +349,15 @@ class MqttIngest:
         ``retained``: the broker kept this message from before we subscribed, so ``at``
         is not when it was taken; a camera frame is then not stored as a new one.
         """
+        route = self._routes.get(topic) or self.routes.route(topic)
+        size = len(payload)
+        if size > self._max_payload:  # before anything is decoded, event topics included
+            self._oversized(route, topic, size, self._max_payload)
+            return
         if self._extra_topics and self._on_extra is not None:
             self._maybe_event(topic, payload)
-        route = self._routes.get(topic) or self.routes.route(topic)
         if route.empty:
             self.stats.unrouted += 1
-            return
-        size = len(payload)
-        if size > self._max_payload:
-            self._oversized(route, topic, size, self._max_payload)
             return
         if route.cameras:
             for camera in route.cameras:
@@ -271,6 +375,15 @@ class MqttIngest:
         if not any(mqtt.topic_matches_sub(f, topic) for f in self._extra_topics):
             return
         assert self._on_extra is not None
+        if self._client.in_dup and self._seen_event is not None:
+            try:
+                seen = self._seen_event(topic, payload)
+            except Exception:
+                self._rate_log.warning("seen", "cannot check a redelivered event", exc_info=True)
+                seen = False
+            if seen:  # recorded before its PUBACK was lost: not fired twice
+                self.stats.duplicates += 1
+                return
         try:
             self._on_extra(topic, payload)
         except Exception:
@@ -326,6 +439,10 @@ class MqttIngest:
 
     def _oversized(self, route: Route, topic: str, size: int, limit: int) -> None:
         self.stats.oversized += 1
+        if route.cameras:
+            self._rate_log.warning(
+                f"size:{topic}", "dropped a %d-byte frame on %s (limit %d)", size, topic, limit
+            )
         for binding in route.sensors:
             self._reject(binding.sensor, topic, f"payload of {size} bytes is over {limit}")
         if not route.sensors:
@@ -344,3 +461,42 @@ class MqttIngest:
             reason,
             total,
         )
+
+
+def poison_line(size: int, topic: str) -> str:
+    """A message's line in the poison files: its packet size and topic."""
+    return f"{size}\t{topic}"
+
+
+def load_poison(state_dir: Path) -> set[tuple[int, str]]:
+    """The messages that stopped a run; a run stopped now adds its own."""
+    inflight = state_dir / INFLIGHT_NAME
+    poison = state_dir / POISON_NAME
+    lines: list[str] = []
+    with contextlib.suppress(OSError):
+        lines = poison.read_text(encoding="utf-8").splitlines()
+    try:
+        stopped = inflight.read_text(encoding="utf-8").strip("\n")
+    except OSError:
+        stopped = ""
+    if stopped:
+        size, _tab, topic = stopped.partition("\t")
+        log.error(
+            "the previous run stopped while handling a %s-byte message on %s;"
+            " that message is skipped from now on",
+            size,
+            topic,
+        )
+        kept = [line for line in lines if line != stopped][-(POISON_KEEP - 1) :]
+        lines = [*kept, stopped]
+        with contextlib.suppress(OSError):
+            tmp = poison.with_suffix(".tmp")
+            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            os.replace(tmp, poison)
+            inflight.unlink()
+    marks = set()
+    for line in lines:
+        size, _tab, topic = line.partition("\t")
+        if size.isdigit():
+            marks.add((int(size), topic))
+    return marks

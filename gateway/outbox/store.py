@@ -30,7 +30,6 @@ DeliveryStatus = Literal["pending", "sending", "sent", "failed", "dead"]
 OPEN_STATUSES = ("pending", "sending", "failed")
 
 
-
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One post's delivery to one publisher."""
@@ -158,8 +157,12 @@ class Outbox:
         *,
         media: Mapping[str, tuple[MediaItem, ...]] | None = None,
         threads: Mapping[str, Sequence[str]] | None = None,
+        done_firing: int | None = None,
     ) -> None:
         """Commit a post and a ``pending`` delivery per publisher (publisher id → fitted text).
+
+        ``done_firing``: the queued event firing (``firings`` row) this post answers,
+        marked done in the same transaction, so a firing never makes two posts.
 
         ``media`` maps a publisher id to its own fitted images; a publisher it does
         not name gets the post's media.  ``threads`` maps a publisher id to the parts
@@ -196,6 +199,8 @@ class Outbox:
                     for publisher, text in texts.items()
                 ],
             )
+            if done_firing is not None:
+                conn.execute("UPDATE firings SET done=1 WHERE id=?", (done_firing,))
 
     def recover(self) -> int:
         """After a crash: deliveries left ``sending`` become ``pending``; returns how many."""

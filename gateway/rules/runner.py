@@ -123,11 +123,14 @@ class RuleRunner:
         rule_id: str,
         event: MessageEvent | None = None,
         readings: Mapping[str, SensorSnapshot] | None = None,
+        *,
+        firing: int | None = None,
     ) -> Post | None:
         """Fire one rule now; the stored post, or None when skipped or failed.
 
         ``event`` is the message of an ``on_message`` rule; ``readings`` the sensor
-        values when an event rule's condition was met (else the current state is used).
+        values when an event rule's condition was met (else the current state is used);
+        ``firing`` the queued firing (:mod:`gateway.rules.firings`) marked done with the post.
         """
         rule = self.config.rule(rule_id)
         with self._lock:
@@ -136,7 +139,7 @@ class RuleRunner:
             rule_lock = self._rule_locks.setdefault(rule_id, threading.Lock())
         with rule_lock:
             try:
-                return self._fire(rule, stats, event, readings)
+                return self._fire(rule, stats, event, readings, firing)
             except PostSkippedError as exc:
                 self._skipped(stats, rule_id, str(exc))
             except ComposeError as exc:
@@ -152,6 +155,7 @@ class RuleRunner:
         stats: RuleStats,
         event: MessageEvent | None,
         readings: Mapping[str, SensorSnapshot] | None,
+        firing: int | None = None,
     ) -> Post | None:
         now = self.clock()
         recent = self.outbox.recent_posts(rule.id, rule.max_per_day or 1)
@@ -171,7 +175,7 @@ class RuleRunner:
             return None
         fitted = fit_post(post, targets, rule.overflow)
         media = self.composer.fit_media(post, targets)
-        self.outbox.add(post, fitted.texts, media=media, threads=fitted.threads)
+        self.outbox.add(post, fitted.texts, media=media, threads=fitted.threads, done_firing=firing)
         stats.posted += 1
         stats.last_post_id = post.id
         stats.last_post_at = now

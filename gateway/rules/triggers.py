@@ -23,7 +23,6 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -324,7 +323,7 @@ def decode_event(payload: bytes) -> Any:
     text = payload.decode("utf-8", errors="replace")
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # absurdly nested JSON is taken as text
         return text
 
 
@@ -365,54 +364,3 @@ class MessageRules:
                 if not expr.evaluate(condition, facts):
                     continue
             self._submit(rule_id, MessageEvent(topic, data), None)
-
-
-class RuleDispatch:
-    """Runs event firings on a small pool, off the ingest thread.
-
-    Back-pressure: at most one queued firing per rule besides the running one;
-    more are dropped and counted (guards would mostly skip them anyway).
-    """
-
-    def __init__(
-        self,
-        fire: Callable[[str, MessageEvent | None, Readings | None], object],
-        *,
-        workers: int = 2,
-    ) -> None:
-        self._fire = fire
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rules")
-        self._in_flight: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self.dropped = 0
-
-    def submit(
-        self, rule_id: str, event: MessageEvent | None = None, readings: Readings | None = None
-    ) -> None:
-        """Queue a firing of ``rule_id`` (never blocks)."""
-        with self._lock:
-            if self._in_flight.get(rule_id, 0) >= 2:
-                self.dropped += 1
-                log.warning("rule %s: busy, dropped a firing (%d dropped)", rule_id, self.dropped)
-                return
-            self._in_flight[rule_id] = self._in_flight.get(rule_id, 0) + 1
-        try:
-            self._pool.submit(self._run, rule_id, event, readings)
-        except RuntimeError:  # shutting down
-            self._done(rule_id)
-
-    def _run(self, rule_id: str, event: MessageEvent | None, readings: Readings | None) -> None:
-        try:
-            self._fire(rule_id, event, readings)
-        except Exception:
-            log.exception("rule %s: firing failed", rule_id)
-        finally:
-            self._done(rule_id)
-
-    def _done(self, rule_id: str) -> None:
-        with self._lock:
-            self._in_flight[rule_id] -= 1
-
-    def stop(self) -> None:
-        """Finish running and queued firings (a crossing just before shutdown still posts)."""
-        self._pool.shutdown(wait=True)

@@ -31,9 +31,15 @@ from gateway.publishers.base import (
     PublisherContext,
 )
 from gateway.publishers.file import FilePublisher
+from gateway.rules.firings import FiringQueue, RuleDispatch
 from gateway.rules.runner import RuleRunner
 from gateway.rules.scheduler import RuleScheduler
-from gateway.rules.triggers import MessageRules, RuleDispatch, ThreadTimers, ThresholdWatcher
+from gateway.rules.triggers import (
+    MessageRules,
+    ThreadTimers,
+    ThresholdWatcher,
+    decode_event,
+)
 from gateway.state.history import HistoryStore, HistoryWriter
 from gateway.state.snapshot import (
     SAVE_EVERY_SECONDS,
@@ -46,6 +52,12 @@ from gateway.state.store import SensorSnapshot, StateStore
 log = logging.getLogger(__name__)
 
 DB_NAME = "gateway.db"
+RETAINED_WAIT = 10.0
+"""Seconds event firings wait at most for the broker's SUBACK at start."""
+DISPATCH_DRAIN = 1.0
+"""Seconds queued event firings get at stop; the rest fire at the next start."""
+RETAINED_GRACE = 1.0
+"""Seconds after the SUBACK for retained messages (sent right after it) to be taken."""
 ShutdownHook = Callable[[], None]
 
 
@@ -146,7 +158,11 @@ class Gateway:
         self.scheduler.add_heartbeat(self._scheduler_beat, max(1.0, min(10.0, stall / 4)))
         self.scheduler_heartbeat = time.monotonic()
         self.timers = ThreadTimers(self.now)
-        self.dispatch = RuleDispatch(self.runner.fire)
+        # Event firings are queued in SQLite, committed before their message is acknowledged.
+        self.firings = FiringQueue(self.state_dir / DB_NAME)
+        self.dispatch = RuleDispatch(
+            self.runner.fire, self.firings, deferred=lambda: self.ingest.in_network_thread()
+        )
         expire = {s.id: s.expire_after for s in config.sensors if s.expire_after}
         self.watcher = ThresholdWatcher(
             config.rules, self.state, expire, self.now, self.timers, self.dispatch.submit
@@ -161,9 +177,15 @@ class Gateway:
             on_reading=self._on_reading,
             extra_topics=self.messages.topics,
             on_extra=self.messages.on_message,
+            on_batch_end=self.dispatch.commit,
+            seen_event=self._seen_event,
+            state_dir=self.state_dir,
         )
         self.shutdown_hooks: list[tuple[str, ShutdownHook]] = []
         self._stopped = threading.Event()
+
+    def _seen_event(self, topic: str, payload: bytes) -> bool:
+        return self.dispatch.seen(topic, decode_event(payload))
 
     def _on_reading(self, snapshot: SensorSnapshot) -> None:
         """Ingest hook (paho's thread): event rules, evaluated cheaply as readings arrive."""
@@ -231,7 +253,9 @@ class Gateway:
         self.retention.start()
         self.scheduler.start()
         self.watcher.start()
+        self.dispatch.start()
         self.ingest.start()
+        threading.Thread(target=self._open_gate, name="rules-gate", daemon=True).start()
         log.info(
             "gateway %s running: %d sensors, %d cameras, %d rules, publishers: %s; state in %s",
             self.config.gateway.name,
@@ -241,6 +265,13 @@ class Gateway:
             ", ".join(self.publishers) or "none",
             self.state_dir,
         )
+
+    def _open_gate(self) -> None:
+        """Event firings wait for the retained messages (camera frames above all), bounded:
+        the broker sends them after the SUBACK, so firings start a moment after it."""
+        self.ingest.ready.wait(RETAINED_WAIT)
+        self._stopped.wait(RETAINED_GRACE)
+        self.dispatch.open_gate()
 
     def _restore_state(self) -> None:
         """The latest values saved in ``state.json`` (every 5 minutes and at stop), with
@@ -264,7 +295,8 @@ class Gateway:
         self.watcher.stop()
         self.timers.stop()
         self.scheduler.stop()
-        self.dispatch.stop()
+        self.dispatch.stop(max(0.0, min(DISPATCH_DRAIN, deadline - time.monotonic())))
+        self.firings.close()
         self.snapshot.save()
         self.frames.stop()
         self.retention.stop()

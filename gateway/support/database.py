@@ -9,7 +9,9 @@ edited (a new one is appended).  The tables and their owners:
 - ``kv``: small durable values (Bluesky sessions, Mastodon limits, thread parts, the
   health row);
 - ``readings_minute``: the readings history (:mod:`gateway.state.history`), written
-  in batches.
+  in batches;
+- ``firings``: event firings queued durably (:mod:`gateway.rules.firings`), committed
+  before their MQTT message is acknowledged; ``Outbox.add`` marks one done with its post.
 """
 
 from __future__ import annotations
@@ -67,6 +69,23 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (sensor, minute)
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS readings_minute_by_time ON readings_minute (minute);
+    """,
+    # 5: event firings, queued durably (gateway.rules.firings).  `data` is the event's
+    # JSON, `readings` the sensor values at a `when` crossing, `key` a digest of the
+    # message (topic and content) to recognise a redelivery.
+    """
+    CREATE TABLE IF NOT EXISTS firings (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        rule TEXT NOT NULL,
+        topic TEXT,
+        data TEXT,
+        readings TEXT,
+        key TEXT,
+        done INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS firings_open ON firings (done, id);
+    CREATE INDEX IF NOT EXISTS firings_key ON firings (key);
     """,
 )
 
