@@ -20,7 +20,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from gateway.compose.checking import stat_names
-from gateway.compose.filters import FILTERS, defuse_markup
+from gateway.compose.filters import FILTERS, clean_text, defuse_markup
 from gateway.media.attachments import (
     HistorySource,
     MediaBuilder,
@@ -232,8 +232,9 @@ def make_environment(*, allow_markup: bool = False) -> SandboxedEnvironment:
 
 
 def _plain(value: object) -> object:
-    # An unknown statistic (no readings in the window yet) reads "n/a", never "None".
-    return "n/a" if value is None else value
+    # An unknown statistic (no readings in the window yet) reads "n/a", never "None";
+    # text never brings controls or bidi overrides, even where markup is allowed.
+    return "n/a" if value is None else clean_text(str(value))
 
 
 def _defused(value: object) -> str:

@@ -17,15 +17,38 @@ from gateway.model import Value
 
 _WORD_JOINER = "\u2060"
 _URL_BREAKS = re.compile(r"[.:/]")
+_LINE_BREAKS = re.compile("\r\n?|[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+_CONTROLS = re.compile(
+    "[\x00-\x08\x0e-\x1b\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufff9-\ufffb]"
+)
+"""C0/C1 controls (not tab or newline), DEL, bidi marks, embeddings, overrides, isolates."""
+_CONFUSABLE_AT = re.compile("[\uff20\ufe6b]")
+"""FULLWIDTH and SMALL COMMERCIAL AT: platforms (or readers) may take them for ``@``."""
+_HTML_START = re.compile(r"[<&]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` without controls or bidi overrides; every line break a plain ``\\n``.
+
+    ``\\r\\n``, ``\\r``, vertical tab, form feed, U+001C..U+001E, NEL (U+0085) and
+    U+2028/U+2029 become ``\\n``; NUL and other C0/C1 controls, DEL and the bidi
+    marks, embeddings, overrides (U+202E) and isolates are removed.
+    """
+    return _CONTROLS.sub("", _LINE_BREAKS.sub("\n", text))
 
 
 def defuse_markup(text: str) -> str:
-    """Text that reads the same but links nothing: no @mentions, no URLs.
+    """Text that reads the same but links nothing: no @mentions, no URLs, no HTML.
 
-    A WORD JOINER (U+2060, invisible) after every ``@`` and after the dots,
-    colons and slashes of anything a platform would take for a link.
+    Controls and bidi overrides are removed (:func:`clean_text`); a WORD JOINER
+    (U+2060, invisible) goes after every ``@`` (confusables such as the fullwidth
+    ``＠`` become ``@`` first), after every ``<`` and ``&`` (no tag or entity can
+    start), and after the dots, colons and slashes of anything a platform would
+    take for a link.
     """
+    text = _CONFUSABLE_AT.sub("@", clean_text(text))
     text = text.replace("@", "@" + _WORD_JOINER)
+    text = _HTML_START.sub(lambda m: m.group(0) + _WORD_JOINER, text)
     for start, end in reversed(find_urls(text)):
         url = _URL_BREAKS.sub(lambda m: m.group(0) + _WORD_JOINER, text[start:end])
         text = text[:start] + url + text[end:]
