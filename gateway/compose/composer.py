@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 
 from gateway.compose.checking import stat_names
 from gateway.compose.filters import FILTERS, clean_text, defuse_markup
+from gateway.compose.sandbox import BoundedSandbox, RenderLimitError, render_bounded
 from gateway.media.attachments import (
     HistorySource,
     MediaBuilder,
@@ -215,13 +215,13 @@ class SensorView:
         return format_value(self.value, self.unit)
 
 
-def make_environment(*, allow_markup: bool = False) -> SandboxedEnvironment:
+def make_environment(*, allow_markup: bool = False) -> BoundedSandbox:
     """The sandboxed Jinja2 environment every template of the gateway runs in.
 
     Unless ``allow_markup``, every ``{{ ... }}`` output is passed through
     :func:`defuse_markup`: values come from MQTT and must not add mentions or links.
     """
-    env = SandboxedEnvironment(
+    env = BoundedSandbox(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
@@ -249,10 +249,14 @@ def render(source: str, context: Mapping[str, Any], *, allow_markup: bool = Fals
     """Render one template completely, or raise ComposeError (never half a text)."""
     env = _MARKUP_ENV if allow_markup else _ENV
     try:
-        return env.from_string(source).render(context).strip()
+        return render_bounded(env.from_string(source), context).strip()
     except jinja2.TemplateError as exc:
         raise ComposeError(f"template error: {exc}") from exc
-    except (ArithmeticError, TypeError, ValueError, AttributeError) as exc:
+    except RenderLimitError as exc:
+        raise ComposeError(f"template error: {exc}") from exc
+    except RecursionError:
+        raise ComposeError("template error: recursion too deep") from None
+    except (ArithmeticError, TypeError, ValueError, AttributeError, MemoryError) as exc:
         raise ComposeError(f"template error: {type(exc).__name__}: {exc}") from exc
 
 
