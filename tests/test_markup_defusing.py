@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.compose.filters import clean_text, defuse_markup
+from gateway.compose.filters import defuse_markup
 from gateway.compose.textfit import find_urls
+from gateway.support.text import clean_text
 from tests.test_compose_rules import compose, state_with
 
 WJ = "\u2060"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import jinja2
 
 from gateway.compose.checking import stat_names
-from gateway.compose.filters import FILTERS, clean_text, defuse_markup
+from gateway.compose.filters import FILTERS, defuse_markup
 from gateway.compose.sandbox import BoundedSandbox, RenderLimitError, render_bounded
 from gateway.media.attachments import (
     HistorySource,
@@ -32,6 +32,7 @@ from gateway.media.frames import FrameStore
 from gateway.media.sources import CameraFrames
 from gateway.model import MediaItem, Post, Value, new_post_id
 from gateway.state.store import SensorSnapshot, StateStore
+from gateway.support.text import clean_text
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, RuleConfig

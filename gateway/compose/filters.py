@@ -14,27 +14,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from gateway.compose.textfit import find_urls
 from gateway.model import Value
+from gateway.support.text import clean_text
 
 _WORD_JOINER = "\u2060"
 _URL_BREAKS = re.compile(r"[.:/]")
-_LINE_BREAKS = re.compile("\r\n?|[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
-_CONTROLS = re.compile(
-    "[\x00-\x08\x0e-\x1b\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufff9-\ufffb]"
-)
-"""C0/C1 controls (not tab or newline), DEL, bidi marks, embeddings, overrides, isolates."""
 _CONFUSABLE_AT = re.compile("[\uff20\ufe6b]")
 """FULLWIDTH and SMALL COMMERCIAL AT: platforms (or readers) may take them for ``@``."""
 _HTML_START = re.compile(r"[<&]")
-
-
-def clean_text(text: str) -> str:
-    """``text`` without controls or bidi overrides; every line break a plain ``\\n``.
-
-    ``\\r\\n``, ``\\r``, vertical tab, form feed, U+001C..U+001E, NEL (U+0085) and
-    U+2028/U+2029 become ``\\n``; NUL and other C0/C1 controls, DEL and the bidi
-    marks, embeddings, overrides (U+202E) and isolates are removed.
-    """
-    return _CONTROLS.sub("", _LINE_BREAKS.sub("\n", text))
 
 
 def defuse_markup(text: str) -> str:
