@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.demo.broker import Broker
-from tests.gwutil import archive_posts, publish
+from tests.gwutil import archive_posts, base_config, publish
 
 CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
 MIB = 1024 * 1024
@@ -82,20 +82,11 @@ def daemon_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "gateway"]
 
 
-def frame_config(broker: Broker, state_dir: Path, *, posts_every: str = "2s") -> str:
+def frame_config(broker: Broker, state_dir: Path) -> str:
     """A daemon config: one MQTT camera, one rule posting its captioned frame to a file."""
-    return f"""
-[gateway]
-name = "framemem"
-timezone = "Europe/London"
-state_dir = "{state_dir}"
-log_level = "warning"
-
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-persistent_session = false
-max_payload_bytes = 67108864
+    return (
+        base_config(broker, state_dir, name="framemem")
+        + """max_payload_bytes = 67108864
 
 [[cameras]]
 id = "cam"
@@ -104,15 +95,16 @@ max_age = "1h"
 
 [[rules]]
 id = "photo"
-every = "{posts_every}"
-text = "Frame at {{{{ now | time }}}}"
-images = [{{ camera = "cam", caption = "Pool 21.5 °C", alt = "The camera" }}]
+every = "2s"
+text = "Frame at {{ now | time }}"
+images = [{ camera = "cam", caption = "Pool 21.5 °C", alt = "The camera" }]
 publish_to = ["archive"]
 
 [[publishers]]
 id = "archive"
 type = "file"
 """
+    )
 
 
 @dataclass
@@ -166,13 +158,14 @@ def run_daemon_with_frame(
     config.write_text(frame_config(broker, state))
     topic = "framemem/cam"
     group = MemoryCgroup(limit_bytes) if limit_bytes else None
-    proc = subprocess.Popen(
-        [*daemon_command(), "run", "-c", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=group.enter if group else None,
-    )
+    log = workdir / "daemon.log"
+    with log.open("w") as stderr_file:
+        proc = subprocess.Popen(
+            [*daemon_command(), "run", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_file,
+            preexec_fn=group.enter if group else None,
+        )
     try:
         time.sleep(1.0)  # connected and subscribed before the frame comes
         started = time.monotonic()
@@ -195,10 +188,11 @@ def run_daemon_with_frame(
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         try:
-            _, stderr = proc.communicate(timeout=30)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-            _, stderr = proc.communicate()
+            proc.wait()
+        stderr = log.read_text(errors="replace")
         publish(broker, [(topic, b"")], retain=True)  # clear the retained frame
         cgroup_peak = group.peak() if group else 0
         kills = group.oom_kills() if group else 0

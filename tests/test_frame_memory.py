@@ -100,3 +100,5 @@ def test_the_daemon_posts_a_big_frame_within_256_mb(
     assert run.posts >= 2, run.stderr
     assert run.with_image == (run.posts if with_image else 0), run.stderr
     assert run.cgroup_peak < LIMIT
+    # memory goes back after the posts (it used to climb to 888 MB and stay there)
+    assert run.rss_after < 128 * MIB
