@@ -49,6 +49,8 @@ def test_sandbox_escapes_fail_at_render_time_too(template: str) -> None:
 
 def test_ordinary_attributes_still_pass_check() -> None:
     config_with("{{ water_temp.value }} {{ water_temp | attr('unit') }} {{ now.hour }}")
+    config_with("{{ event._id }} {{ event['_rev'] }}", on_message={"topic": "x"})
+    assert render("{{ event._id }}", {"event": {"_id": "a1"}}) == "a1"
 
 
 _RENDER = """

@@ -50,7 +50,7 @@ UNSAFE_NAMES = frozenset(
        "f_back", "f_code", "tb_frame", "mro", "im_func", "im_self", "im_class", "gi_code",
        "cr_code", "ag_code", "format_map"}
 )  # fmt: skip
-"""Attribute names a template may not use (besides every name starting with ``_``)."""
+"""Attribute names a template may not use (besides every name holding ``__``)."""
 
 _LOOP = "_gateway_bounded_loop"
 _BIG_WIDTH = re.compile(r"\d{6,}|\*")
@@ -62,8 +62,12 @@ class RenderLimitError(ValueError):
 
 
 def is_unsafe_attribute(name: str) -> bool:
-    """True for ``_private`` names and the attributes of the classic sandbox escapes."""
-    return name.startswith("_") or name in UNSAFE_NAMES
+    """True for dunder and name-mangled names and the attributes of the classic escapes.
+
+    A single leading underscore is left to Jinja2 (refused as an attribute, allowed
+    as a key: ``event._id`` reads a JSON field).
+    """
+    return "__" in name or name in UNSAFE_NAMES
 
 
 def unsafe_attributes(ast: nodes.Template) -> Iterator[str]:
