@@ -214,8 +214,7 @@ def decode_cost(im: Image.Image, size: tuple[int, int], fitted: tuple[int, int])
 
 def _over_budget(cost: int, budget: int, what: str) -> ImageError:
     return ImageError(
-        f"{what} needs {math.ceil(cost / _MIB)} MiB to decode, over the"
-        f" {budget // _MIB} MiB budget"
+        f"{what} needs {math.ceil(cost / _MIB)} MiB to decode, over the {budget // _MIB} MiB budget"
     )
 
 
