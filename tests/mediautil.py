@@ -67,3 +67,31 @@ def make_gateway(tmp_path: Path) -> Iterator[Callable[[str], Gateway]]:
     yield make
     for gateway in made:
         gateway.outbox.close()
+
+
+def camera_jpeg(size: tuple[int, int], *, progressive: bool = False, quality: int = 85) -> bytes:
+    """A JPEG like a camera's: a scene with gradients and sensor noise, 4:2:0, at ``size``.
+
+    Baseline by default (what cameras write); ``progressive`` as some web tools re-save.
+    """
+    w, h = size
+    small = (max(1, w // 8), max(1, h // 8))
+    red = Image.linear_gradient("L").resize(small)
+    green = Image.radial_gradient("L").resize(small)
+    blue = Image.effect_mandelbrot(small, (-2.0, -1.2, 1.0, 1.2), 60)
+    scene = Image.merge("RGB", (red, green, blue)).resize(size, Image.Resampling.BILINEAR)
+    noise = Image.effect_noise(size, 24).convert("RGB")
+    im = Image.blend(scene, noise, 0.0 if progressive else 0.1)
+    del scene, noise
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality, progressive=progressive, optimize=progressive)
+    return buf.getvalue()
+
+
+def flat_png(size: tuple[int, int]) -> bytes:
+    """A huge, almost empty greyscale PNG: tens of KB that decode to ``w*h`` pixels."""
+    im = Image.new("L", size, 200)
+    im.paste(0, (0, 0, size[0], 8))
+    buf = io.BytesIO()
+    im.save(buf, "PNG", compress_level=9)
+    return buf.getvalue()

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 import jinja2
 from jinja2 import meta, nodes
-from jinja2.sandbox import SandboxedEnvironment
 
 from gateway.compose.filters import FILTERS
+from gateway.compose.sandbox import BoundedSandbox, unsafe_attributes
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, RuleConfig
@@ -64,7 +64,7 @@ def sensor_attributes(windows: Sequence[timedelta]) -> list[str]:
     return sorted(SENSOR_ATTRIBUTES | stat_names(windows).keys())
 
 
-_CHECK_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+_CHECK_ENV = BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False)
 _CHECK_ENV.filters.update(FILTERS)
 
 
@@ -98,6 +98,7 @@ def template_problems(rule: RuleConfig, config: GatewayConfig) -> list[str]:
         found = list(_unknown_callables(ast))
         found += _unknown_names(source, known, rule.on_message is not None)
         found += _unknown_attributes(ast, windows)
+        found += unsafe_attributes(ast)
         problems += [f"{field}: {message}" for message in found]
     return problems
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 
 from gateway.compose.checking import stat_names
 from gateway.compose.filters import FILTERS, defuse_markup
+from gateway.compose.sandbox import BoundedSandbox, RenderLimitError, render_bounded
 from gateway.media.attachments import (
     HistorySource,
     MediaBuilder,
@@ -32,6 +32,7 @@ from gateway.media.frames import FrameStore
 from gateway.media.sources import CameraFrames
 from gateway.model import MediaItem, Post, Value, new_post_id
 from gateway.state.store import SensorSnapshot, StateStore
+from gateway.support.text import clean_text
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, RuleConfig
@@ -215,13 +216,13 @@ class SensorView:
         return format_value(self.value, self.unit)
 
 
-def make_environment(*, allow_markup: bool = False) -> SandboxedEnvironment:
+def make_environment(*, allow_markup: bool = False) -> BoundedSandbox:
     """The sandboxed Jinja2 environment every template of the gateway runs in.
 
     Unless ``allow_markup``, every ``{{ ... }}`` output is passed through
     :func:`defuse_markup`: values come from MQTT and must not add mentions or links.
     """
-    env = SandboxedEnvironment(
+    env = BoundedSandbox(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
@@ -232,8 +233,9 @@ def make_environment(*, allow_markup: bool = False) -> SandboxedEnvironment:
 
 
 def _plain(value: object) -> object:
-    # An unknown statistic (no readings in the window yet) reads "n/a", never "None".
-    return "n/a" if value is None else value
+    # An unknown statistic (no readings in the window yet) reads "n/a", never "None";
+    # text never brings controls or bidi overrides, even where markup is allowed.
+    return "n/a" if value is None else clean_text(str(value))
 
 
 def _defused(value: object) -> str:
@@ -248,10 +250,14 @@ def render(source: str, context: Mapping[str, Any], *, allow_markup: bool = Fals
     """Render one template completely, or raise ComposeError (never half a text)."""
     env = _MARKUP_ENV if allow_markup else _ENV
     try:
-        return env.from_string(source).render(context).strip()
+        return render_bounded(env.from_string(source), context).strip()
     except jinja2.TemplateError as exc:
         raise ComposeError(f"template error: {exc}") from exc
-    except (ArithmeticError, TypeError, ValueError, AttributeError) as exc:
+    except RenderLimitError as exc:
+        raise ComposeError(f"template error: {exc}") from exc
+    except RecursionError:
+        raise ComposeError("template error: recursion too deep") from None
+    except (ArithmeticError, TypeError, ValueError, AttributeError, MemoryError) as exc:
         raise ComposeError(f"template error: {type(exc).__name__}: {exc}") from exc
 
 

@@ -14,18 +14,27 @@ from typing import Any, Protocol, runtime_checkable
 
 from gateway.compose.textfit import find_urls
 from gateway.model import Value
+from gateway.support.text import clean_text
 
 _WORD_JOINER = "\u2060"
 _URL_BREAKS = re.compile(r"[.:/]")
+_CONFUSABLE_AT = re.compile("[\uff20\ufe6b]")
+"""FULLWIDTH and SMALL COMMERCIAL AT: platforms (or readers) may take them for ``@``."""
+_HTML_START = re.compile(r"[<&]")
 
 
 def defuse_markup(text: str) -> str:
-    """Text that reads the same but links nothing: no @mentions, no URLs.
+    """Text that reads the same but links nothing: no @mentions, no URLs, no HTML.
 
-    A WORD JOINER (U+2060, invisible) after every ``@`` and after the dots,
-    colons and slashes of anything a platform would take for a link.
+    Controls and bidi overrides are removed (:func:`clean_text`); a WORD JOINER
+    (U+2060, invisible) goes after every ``@`` (confusables such as the fullwidth
+    ``＠`` become ``@`` first), after every ``<`` and ``&`` (no tag or entity can
+    start), and after the dots, colons and slashes of anything a platform would
+    take for a link.
     """
+    text = _CONFUSABLE_AT.sub("@", clean_text(text))
     text = text.replace("@", "@" + _WORD_JOINER)
+    text = _HTML_START.sub(lambda m: m.group(0) + _WORD_JOINER, text)
     for start, end in reversed(find_urls(text)):
         url = _URL_BREAKS.sub(lambda m: m.group(0) + _WORD_JOINER, text[start:end])
         text = text[:start] + url + text[end:]

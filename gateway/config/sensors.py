@@ -40,7 +40,9 @@ class SensorConfig(Section):
     )
     format: SensorFormat = Field(
         default="number",
-        description="number: plain number ('21.5', '21.5 °C'); json: an object, value at `field`;"
+        description="number: plain number ('21.5', '21.5 °C', the unit being the sensor's or a"
+        " common one); json: an object, value at `field` (numbers only when the sensor has a"
+        " unit, range, scale, offset or precision);"
         " text; bool; tasmota: tele/<device>/SENSOR JSON + LWT; zigbee2mqtt: zigbee2mqtt/<device>"
         " JSON + availability.",
     )
@@ -92,6 +94,26 @@ class SensorConfig(Section):
     def is_json(self) -> bool:
         """True when the payload is a JSON document read at `field`."""
         return self.format in _JSON_FORMATS
+
+    @property
+    def is_numeric(self) -> bool:
+        """True when the sensor holds numbers only (text such as ``off`` is refused).
+
+        The ``number`` format; and a JSON format with a ``unit``, ``range``, ``scale``,
+        ``offset`` or ``precision`` (or a Tasmota temperature, whose unit is in the payload).
+        """
+        if self.format == "number":
+            return True
+        if not self.is_json:
+            return False
+        return bool(
+            self.unit
+            or self.range is not None
+            or self.scale != 1.0
+            or self.offset != 0.0
+            or self.precision is not None
+            or (self.format == "tasmota" and (self.field or "").endswith("Temperature"))
+        )
 
     def default_availability_topic(self) -> str | None:
         """``availability_topic``, else the convention of the payload format."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -29,8 +30,24 @@ def _text(payload: bytes) -> str:
         raise DecodeError("payload is not valid UTF-8") from None
 
 
-def to_number(raw: object) -> float:
-    """A finite float from a JSON number or a numeric string; bools are refused."""
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+COMMON_UNITS = frozenset(
+    {"°C", "°F", "C", "F", "K", "%", "hPa", "Pa", "mbar", "bar", "V", "mV", "A", "mA", "W", "kW",
+     "Wh", "kWh", "lx", "ppm", "ppb", "dB", "dBm", "m", "cm", "mm", "s", "Hz", "µg/m³", "l", "L"}
+)  # fmt: skip
+"""Unit suffixes a number may carry when its sensor names no unit (``21.5 °C``)."""
+
+
+_NOT_FINITE = frozenset({"nan", "inf", "infinity"})
+
+
+def to_number(raw: object, unit: str = "") -> float:
+    """A finite float from a JSON number or a numeric string; bools are refused.
+
+    Strings are ASCII decimal numbers only (no ``1_000``, no ``١٢``, no ``12 garbage``),
+    optionally followed by a unit: the sensor's ``unit`` (``21.5°C``, ``21.5 °C``) or,
+    when the sensor names none, one of :data:`COMMON_UNITS`.
+    """
     if isinstance(raw, bool):
         raise DecodeError("expected a number, got a boolean")
     if isinstance(raw, int | float):
@@ -39,16 +56,28 @@ def to_number(raw: object) -> float:
         except OverflowError:  # a JSON integer with hundreds of digits
             raise DecodeError("number too large") from None
     elif isinstance(raw, str):
-        token = raw.strip().split()[0] if raw.strip() else ""
+        text = raw.strip()
+        if text.lower().lstrip("+-") in _NOT_FINITE:
+            raise DecodeError("number is not finite (NaN or infinity)")
+        match = _NUMBER.match(text)
+        suffix = text[match.end() :].strip() if match else text
+        if match is None or (suffix and not _unit_matches(suffix, unit)):
+            raise DecodeError(f"not a number: {raw[:40]!r}")
         try:
-            value = float(token)
-        except ValueError:
+            value = float(match.group(0))
+        except (ValueError, OverflowError):  # pragma: no cover - the pattern is float syntax
             raise DecodeError(f"not a number: {raw[:40]!r}") from None
     else:
         raise DecodeError(f"expected a number, got {type(raw).__name__}")
     if not math.isfinite(value):
         raise DecodeError("number is not finite (NaN or infinity)")
     return value
+
+
+def _unit_matches(suffix: str, unit: str) -> bool:
+    if unit:
+        return suffix.replace(" ", "") == unit.replace(" ", "")
+    return suffix in COMMON_UNITS
 
 
 def to_bool(raw: object) -> bool:
@@ -137,12 +166,18 @@ def json_field(document: Any, path: str) -> object:
     return node
 
 
-def coerce(raw: object, kind: str) -> Value:
-    """Convert a raw value to the kind of value a sensor holds."""
+def coerce(raw: object, kind: str, unit: str = "") -> Value:
+    """Convert a raw value to the kind of value a sensor holds.
+
+    ``kind`` is ``bool``, ``text``, ``number`` (numbers only: text such as ``off`` is
+    refused) or ``number-or-json`` (a number, a boolean, or short text).
+    """
     if kind == "bool":
         return to_bool(raw)
     if kind == "text":
         return to_text(raw)
+    if kind == "number":
+        return to_number(raw, unit)
     if isinstance(raw, bool):
         return raw
     if isinstance(raw, str) and not _looks_numeric(raw):
@@ -150,9 +185,12 @@ def coerce(raw: object, kind: str) -> Value:
     return to_number(raw)
 
 
-def coerce_json(raw: object) -> Value:
-    """A JSON field's value as a reading: number, bool, or short text (numeric text → number)."""
-    return coerce(raw, "number-or-json")
+def coerce_json(raw: object, numeric: bool = False, unit: str = "") -> Value:
+    """A JSON field's value as a reading: number, bool, or short text (numeric text → number).
+
+    A ``numeric`` sensor takes numbers only (and numeric text, with its ``unit``).
+    """
+    return coerce(raw, "number" if numeric else "number-or-json", unit)
 
 
 def _looks_numeric(text: str) -> bool:
@@ -166,14 +204,18 @@ def _looks_numeric(text: str) -> bool:
 JSON_FORMATS = frozenset({"json", "tasmota", "zigbee2mqtt"})
 
 
-def decode_payload(payload: bytes, fmt: str, field: str | None) -> Value:
+def decode_payload(
+    payload: bytes, fmt: str, field: str | None, *, unit: str = "", numeric: bool = False
+) -> Value:
     """Decode one sensor payload in the given format.
 
     ``number``, ``bool`` and ``text`` read the whole payload; ``json``,
-    ``tasmota`` and ``zigbee2mqtt`` read the value at the dotted ``field``.
+    ``tasmota`` and ``zigbee2mqtt`` read the value at the dotted ``field`` (a
+    ``numeric`` sensor's field must hold a number).  ``unit`` is the sensor's
+    unit, which a number may carry as a suffix.
     """
     if fmt == "number":
-        return to_number(_text(payload))
+        return to_number(_text(payload), unit)
     if fmt == "bool":
         return to_bool(_text(payload))
     if fmt == "text":
@@ -181,14 +223,22 @@ def decode_payload(payload: bytes, fmt: str, field: str | None) -> Value:
     if fmt in JSON_FORMATS:
         if not field:
             raise DecodeError(f"format {fmt!r} needs a field")
-        return from_document(parse_json(payload), field)
+        return from_document(parse_json(payload), field, numeric=numeric, unit=unit)
     raise DecodeError(f"unknown format {fmt!r}")
 
 
-def from_document(document: Any, field: str, parts: tuple[str, ...] | None = None) -> Value:
+def from_document(
+    document: Any,
+    field: str,
+    parts: tuple[str, ...] | None = None,
+    *,
+    numeric: bool = False,
+    unit: str = "",
+) -> Value:
     """The value at ``field`` of an already parsed JSON document.
 
-    ``parts`` is ``field.split(".")``, precomputed by callers on the hot path.
+    ``parts`` is ``field.split(".")``, precomputed by callers on the hot path;
+    ``numeric`` and ``unit`` as in :func:`coerce_json`.
     """
     node = document
     if type(node) is dict:  # fast path: objects all the way down
@@ -201,7 +251,7 @@ def from_document(document: Any, field: str, parts: tuple[str, ...] | None = Non
             return node
     else:
         node = json_field(document, field)
-    return coerce(node, "number-or-json")
+    return coerce_json(node, numeric, unit)
 
 
 def parse_availability(payload: bytes) -> bool:

@@ -50,8 +50,8 @@ class SensorBinding:
     """One config entry bound to one concrete sensor id, with its decoding settings."""
 
     __slots__ = (
-        "field", "fixed_unit", "fmt", "high", "is_json", "low", "offset", "parts", "precision",
-        "scale", "sensor", "spec", "transform", "unit",
+        "field", "fixed_unit", "fmt", "high", "is_json", "low", "numeric", "offset", "parts",
+        "precision", "scale", "sensor", "spec", "transform", "unit",
     )  # fmt: skip
 
     def __init__(self, sensor: str, spec: SensorConfig) -> None:
@@ -69,6 +69,7 @@ class SensorBinding:
         self.low, self.high = spec.range if spec.range else (float("-inf"), float("inf"))
         self.scale, self.offset, self.precision = spec.scale, spec.offset, spec.precision
         self.transform = spec.scale != 1.0 or spec.offset != 0.0 or spec.precision is not None
+        self.numeric = spec.is_numeric
 
     def decode(self, payload: bytes, document: Any) -> Value:
         """The reading's value from the raw payload, or from the already parsed JSON."""
@@ -80,9 +81,13 @@ class SensorBinding:
             except (KeyError, TypeError, IndexError):
                 node = json_field(document, self.field)  # arrays, or the error
             # x - x == 0.0 only for finite floats; anything else goes the long way
-            value = node if type(node) is float and node - node == 0.0 else coerce_json(node)
+            value = (
+                node
+                if type(node) is float and node - node == 0.0
+                else coerce_json(node, self.numeric, self.unit)
+            )
         else:
-            value = decode_payload(payload, self.fmt, None)
+            value = decode_payload(payload, self.fmt, None, unit=self.unit)
         if type(value) is float:
             if self.transform:
                 result = value * self.scale + self.offset  # transform_number, inlined

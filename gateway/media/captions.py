@@ -10,6 +10,7 @@ log says what to install.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -19,6 +20,11 @@ from PIL import Image, ImageFont
 from gateway.media.fonts import FONT_CANDIDATES as FONT_CANDIDATES
 from gateway.media.fonts import Fonts, text_font
 from gateway.media.richtext import Align, TextBlock
+from gateway.support.ratelog import RateLimitedLog
+from gateway.support.text import clean_text
+
+log = logging.getLogger(__name__)
+_ratelog = RateLimitedLog(log)
 
 Position = Literal["top-left", "top-right", "bottom-left", "bottom-right", "top", "bottom"]
 RGB = tuple[int, int, int]
@@ -53,16 +59,30 @@ def find_font(
 
 
 def draw_caption(im: Image.Image, caption: Caption) -> Image.Image:
-    """Draw ``caption`` on ``im`` (in place) with an outline so it reads on any background."""
-    if not caption.text.strip():
+    """Draw ``caption`` on ``im`` (in place) with an outline so it reads on any background.
+
+    Line breaks of any kind (``\\r``, U+0085, U+2029...) become ``\\n`` and controls
+    are removed first; a caption that still cannot be laid out is left off, with a
+    (rate-limited) warning: the image goes out without it.
+    """
+    text = clean_text(caption.text)
+    if not text.strip():
         return im
+    try:
+        _draw(im, caption, text)
+    except (RuntimeError, OSError, ValueError) as exc:  # raqm_layout() failed, and kin
+        _ratelog.warning("caption", "caption left off, it cannot be drawn: %s", exc)
+    return im
+
+
+def _draw(im: Image.Image, caption: Caption, text: str) -> None:
     margin = round(caption.margin * im.height)
     px = max(8, round(caption.size * im.height))
     align: Align = "right" if caption.position.endswith("right") else "left"
     align = "center" if caption.position in ("top", "bottom") else align
     for _ in range(3):  # shrink a caption wider than the image, proportionally
         block = TextBlock(
-            caption.text,
+            text,
             px,
             caption.fonts,
             stroke=max(1, round(px * caption.outline)),
@@ -80,4 +100,3 @@ def draw_caption(im: Image.Image, caption: Caption) -> Image.Image:
     }
     y = margin if caption.position.startswith("top") else im.height - margin - block.height
     block.draw(im, (x[align], y), caption.color, stroke_fill=caption.outline_color, align=align)
-    return im

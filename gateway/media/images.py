@@ -41,6 +41,13 @@ a publisher's copy).  Each takes 8-16 MiB for a moment; two rules firing togethe
 would add those peaks, so they take turns."""
 """Enough for a 12 MP (or 48 MP) camera; Pillow's own limit is ~89 MP, and only warns."""
 
+DECODE_BUDGET_BYTES = 160 * 1024 * 1024
+"""Most memory decoding one frame may take: the decoder's own buffers (a progressive
+JPEG keeps every DCT coefficient: 2 bytes a sample), the decoded pixels (Pillow keeps
+RGB in 4 bytes a pixel) and the fitted RGB image.  A JPEG is decoded at
+the DCT scale (1/2, 1/4, 1/8) that fits; anything else over it is refused.  With the
+daemon's own ~60 MiB this keeps a frame of any size within a 256 MiB unit."""
+
 DECODE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 """Formats we agree to decode (JPEG covers MPO); the rest of Pillow's plugins are attack surface."""
 
@@ -168,25 +175,87 @@ def _fit_within(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
     return max(1, min(box[0], round(size[0] * scale))), max(1, min(box[1], round(size[1] * scale)))
 
 
-def _decode(im: Image.Image, target: tuple[int, int] | None) -> Image.Image:
+_ONE_BYTE_MODES = frozenset({"1", "L", "P"})
+_MIB = 1024 * 1024
+
+
+def _pixel_bytes(mode: str) -> int:
+    """Bytes Pillow keeps per pixel in ``mode`` (RGB is stored in 4)."""
+    if mode in _ONE_BYTE_MODES:
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def _jpeg_coefficient_bytes(im: Image.Image) -> int:
+    """What libjpeg holds for a progressive (or multi-scan) JPEG: every DCT coefficient.
+
+    A baseline JPEG is decoded a row of blocks at a time: nothing.
+    """
+    if not (im.info.get("progressive") or im.info.get("progression")):
+        return 0
+    layers = getattr(im, "layer", None) or [(1, 1, 1, 0)]
+    h_max = max(h for _, h, _, _ in layers)
+    v_max = max(v for _, _, v, _ in layers)
+    width, height = im.size
+    total = 0
+    for _, h, v, _ in layers:
+        blocks_x = math.ceil(math.ceil(width * h / h_max) / 8)
+        blocks_y = math.ceil(math.ceil(height * v / v_max) / 8)
+        total += blocks_x * blocks_y * 64 * 2
+    return total
+
+
+def decode_cost(im: Image.Image, size: tuple[int, int], fitted: tuple[int, int]) -> int:
+    """Bytes decoding ``im`` at ``size`` takes, to end as ``fitted`` (see DECODE_BUDGET_BYTES)."""
+    decoder = _jpeg_coefficient_bytes(im) if im.format in ("JPEG", "MPO") else 0
+    decoded = size[0] * size[1] * (4 if im.format in ("JPEG", "MPO") else _pixel_bytes(im.mode))
+    return decoder + decoded + fitted[0] * fitted[1] * 4
+
+
+def _over_budget(cost: int, budget: int, what: str) -> ImageError:
+    return ImageError(
+        f"{what} needs {math.ceil(cost / _MIB)} MiB to decode, over the {budget // _MIB} MiB budget"
+    )
+
+
+def _jpeg_scale(im: Image.Image, box: tuple[int, int], budget: int) -> tuple[int, int]:
+    """The size to ``draft()`` a JPEG to: covering ``box`` when the budget allows."""
+    width, height = im.size
+    scaled = {s: (math.ceil(width / s), math.ceil(height / s)) for s in (1, 2, 4, 8)}
+    covering = max(s for s, (w, h) in scaled.items() if s == 1 or (w >= box[0] and h >= box[1]))
+    for s in (1, 2, 4, 8):
+        if s < covering:
+            continue
+        fitted = _fit_within(scaled[s], box)
+        if decode_cost(im, scaled[s], fitted) <= budget:
+            return scaled[s]
+    smallest = scaled[8]
+    cost = decode_cost(im, smallest, _fit_within(smallest, box))
+    raise _over_budget(cost, budget, f"a {width}x{height} JPEG")
+
+
+def _decode(
+    im: Image.Image, target: tuple[int, int] | None, budget: int = DECODE_BUDGET_BYTES
+) -> Image.Image:
     orientation = _orientation(im)
-    box = None
-    if target:  # the target is upright; the stored pixels may be sideways
-        box = (target[1], target[0]) if orientation >= 5 else target
-        if im.format in ("JPEG", "MPO"):
-            im.draft("RGB", _fit_within(im.size, box))
+    # the target is upright; the stored pixels may be sideways
+    box = im.size if not target else (target[1], target[0]) if orientation >= 5 else target
+    if im.format in ("JPEG", "MPO"):
+        im.draft("RGB", _jpeg_scale(im, box, budget))
+    cost = decode_cost(im, im.size, _fit_within(im.size, box))
+    if cost > budget:
+        raise _over_budget(cost, budget, f"a {im.width}x{im.height} {im.format or ''} {im.mode}")
     im.load()
+    size = _fit_within(im.size, box)
+    if size != im.size:  # in the decoded mode: a one-byte PNG is shrunk before it grows
+        # after draft() the remaining factor is below 2, where bicubic matches
+        # Lanczos by eye and costs less
+        ratio = im.width / size[0]
+        flt = Image.Resampling.LANCZOS if ratio > 2 else Image.Resampling.BICUBIC
+        im = im.resize(size, flt)
     mode = "RGBA" if im.has_transparency_data else "RGB"
     if im.mode != mode:
         im = im.convert(mode)
-    if box:
-        size = _fit_within(im.size, box)
-        if size != im.size:
-            # after draft() the remaining factor is below 2, where bicubic matches
-            # Lanczos by eye and costs less
-            ratio = im.width / size[0]
-            flt = Image.Resampling.LANCZOS if ratio > 2 else Image.Resampling.BICUBIC
-            im = im.resize(size, flt)
     if orientation != 1:
         im = im.transpose(_TRANSPOSE[orientation])
     return im
@@ -197,18 +266,21 @@ def open_image(
     *,
     max_pixels: int = DEFAULT_MAX_DECODE_PIXELS,
     target: tuple[int, int] | None = None,
+    budget: int = DECODE_BUDGET_BYTES,
 ) -> Image.Image:
     """Decode ``src`` safely into an upright RGB or RGBA image.
 
     With ``target`` (an upright width/height box) the result fits inside it, aspect
     kept, never upscaled; a JPEG is then decoded at a reduced scale.  Raises
-    :class:`ImageError` for anything that is not a whole image within ``max_pixels``.
+    :class:`ImageError` for anything that is not a whole image within ``max_pixels``,
+    or that cannot be decoded within ``budget`` bytes (a JPEG is decoded at a
+    smaller DCT scale first, below the target if it must).
     """
     fp = io.BytesIO(src) if isinstance(src, bytes) else src
     im = _open_guarded(fp, max_pixels)
     try:
         with im:
-            out = _decode(im, target)
+            out = _decode(im, target, budget)
     except ImageError:
         raise
     except OSError as exc:
