@@ -25,6 +25,16 @@ def topic_captures(topic: str) -> list[str]:
     return _CAPTURE.findall(topic)
 
 
+def id_pattern(sensor_id: str) -> re.Pattern[str]:
+    """The ids a sensor id with ``{captures}`` produces, as a regex with one group per
+    capture (a captured level becomes letters, digits and ``_``)."""
+    parts = _CAPTURE.split(sensor_id)
+    out = []
+    for i, part in enumerate(parts):
+        out.append(f"(?P<{part}>[A-Za-z0-9_]+?)" if i % 2 else re.escape(part))
+    return re.compile("".join(out))
+
+
 class SensorConfig(Section):
     """``[[sensors]]``: one value read from an MQTT topic (or one per ``{capture}``)."""
 
@@ -87,6 +97,13 @@ class SensorConfig(Section):
     def captures(self) -> list[str]:
         """The names captured from the topic."""
         return topic_captures(self.topic)
+
+    def makes(self, sensor_id: str) -> bool:
+        """True when this entry's id is ``sensor_id``, or its captures can produce it
+        (``temp_{room}`` makes ``temp_kitchen``)."""
+        if not self.captures:
+            return sensor_id == self.id
+        return id_pattern(self.id).fullmatch(sensor_id) is not None
 
     @property
     def is_json(self) -> bool:

@@ -19,6 +19,7 @@ memory; after a restart the outbox-backed guards (cooldown, max_per_day) still a
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -187,6 +188,8 @@ class Condition:
     clear: expr.Node | None
     hold: timedelta
     edge: bool
+    text: str = ""
+    """The rule's ``when`` as written (a saved track is kept only for the same text)."""
 
     @classmethod
     def of(cls, rule: RuleConfig) -> Condition:
@@ -204,7 +207,8 @@ class Condition:
                 above = float(rule.clear_above or 0)
                 clear = expr.Compare(">", expr.Name(sensor), expr.Const(above))
         edge = bool(expr.calls(when, "changes"))
-        return cls(rule.id, when, clear, rule.hold or timedelta(0), edge)
+        text = f"{rule.when}|{rule.clear_when}|{rule.clear_below}|{rule.clear_above}"
+        return cls(rule.id, when, clear, rule.hold or timedelta(0), edge, text)
 
     def sensors(self) -> set[str]:
         """Sensors whose readings can change the outcome."""
@@ -255,6 +259,44 @@ class ThresholdWatcher:
                 timer.cancel()
             self._hold_timers.clear()
             self._stale_timers.clear()
+
+    def saved_tracks(self) -> dict[str, dict[str, str]]:
+        """The rules' armed/pending/fired state for ``state.json`` (JSON-ready)."""
+        with self._lock:
+            return {
+                rule: {
+                    "phase": track.phase,
+                    "since": track.since.isoformat() if track.since else "",
+                    "when": self._conditions[rule].text,
+                }
+                for rule, track in sorted(self._tracks.items())
+                if track.phase != "armed"
+            }
+
+    def restore_tracks(self, saved: Mapping[str, Any]) -> list[str]:
+        """Take back the tracks saved by :meth:`saved_tracks` (before :meth:`start`), so a
+        condition that stayed true across a restart or reload does not fire again.
+        Tracks of rules whose condition changed are dropped.  Returns the rules restored."""
+        restored = []
+        with self._lock:
+            for rule, item in saved.items():
+                cond = self._conditions.get(rule)
+                if cond is None or cond.edge or not isinstance(item, Mapping):
+                    continue
+                phase, since = item.get("phase"), item.get("since")
+                if item.get("when") != cond.text or phase not in ("pending", "fired"):
+                    continue
+                try:
+                    at = datetime.fromisoformat(str(since))
+                except ValueError:
+                    continue
+                self._tracks[rule] = Track(phase, at)
+                if phase == "pending":
+                    self._hold_timers[rule] = self._timers.call_at(
+                        at + cond.hold, functools.partial(self._hold_elapsed, rule, at)
+                    )
+                restored.append(rule)
+        return restored
 
     def track(self, rule_id: str) -> Track:
         """Where a rule stands (for tests and status)."""

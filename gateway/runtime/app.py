@@ -39,7 +39,7 @@ from gateway.state.snapshot import (
     SAVE_EVERY_SECONDS,
     SNAPSHOT_NAME,
     SnapshotWriter,
-    load_snapshot,
+    restore_state,
 )
 from gateway.state.store import SensorSnapshot, StateStore
 
@@ -152,7 +152,9 @@ class Gateway:
             config.rules, self.state, expire, self.now, self.timers, self.dispatch.submit
         )
         self.messages = MessageRules(config.rules, self.state, self.now, self.dispatch.submit)
-        self.snapshot = SnapshotWriter(self.state, self.state_dir / SNAPSHOT_NAME)
+        self.snapshot = SnapshotWriter(
+            self.state, self.state_dir / SNAPSHOT_NAME, rules=self.watcher.saved_tracks
+        )
         self.scheduler.add_periodic("save-state", self.snapshot.save, SAVE_EVERY_SECONDS)
         self.ingest = MqttIngest(
             config,
@@ -245,10 +247,20 @@ class Gateway:
     def _restore_state(self) -> None:
         """The latest values saved in ``state.json`` (every 5 minutes and at stop), with
         their own reading times: a restart or reload does not blank every sensor, and
-        ``expire_after`` still makes an old value stale."""
-        known = {s.id for s in self.config.sensors}
-        if load_snapshot(self.snapshot.path, self.state, known):
-            log.info("restored the latest sensor values from %s", self.snapshot.path)
+        ``expire_after`` still makes an old value stale.  The rolling windows come back
+        from the per-minute history, the ``when`` rules' armed/fired state from the
+        snapshot (:func:`gateway.state.snapshot.restore_state`)."""
+        data = restore_state(self.config, self.state, self.history, self.now())
+        if data is None:
+            return
+        rules = data.get("rules")
+        kept = self.watcher.restore_tracks(rules) if isinstance(rules, dict) else []
+        log.info(
+            "restored %d sensor values from %s%s",
+            len(self.state.sensors()),
+            self.snapshot.path,
+            f"; rules already fired or pending: {', '.join(kept)}" if kept else "",
+        )
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop in order: readings, schedules, frames; in-flight deliveries get ``timeout``
