@@ -59,14 +59,32 @@ class MessageEvent:
     """The JSON value of the payload, or its text when it is not JSON."""
 
 
-def format_value(value: Value | None, unit: str = "", precision: int = 1) -> str:
-    """A reading as people read it: ``24.3 °C``, ``61%``, ``open``; ``n/a`` when unknown."""
+MAX_DECIMALS = 4
+"""A reading without ``precision`` renders as sent, up to this many decimals."""
+
+
+def format_number(value: float, precision: int | None = None) -> str:
+    """``precision`` decimals; None: the number as the device sent it (``21.25``), at
+    most :data:`MAX_DECIMALS` decimals and no trailing zeros.  Whole numbers have none."""
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if precision is not None:
+        return f"{value:.{precision}f}"
+    text = f"{value:.{MAX_DECIMALS}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def format_value(value: Value | None, unit: str = "", precision: int | None = None) -> str:
+    """A reading as people read it: ``24.3 °C``, ``61%``, ``open``; ``n/a`` when unknown.
+
+    Numbers have ``precision`` decimals, else what the device sent (:func:`format_number`).
+    """
     if value is None:
         return "n/a"
     if isinstance(value, bool):
         text = "on" if value else "off"
     elif isinstance(value, float):
-        text = str(int(value)) if value.is_integer() else f"{value:.{precision}f}"
+        text = format_number(value, precision)
     else:
         text = str(value)
     if not unit:
@@ -84,10 +102,11 @@ class Measure(float):
     __slots__ = ("precision", "unit")
 
     unit: str
-    precision: int
+    precision: int | None
 
-    def __new__(cls, value: float, unit: str = "", precision: int = 1) -> Measure:
-        """A float ``value`` that remembers its ``unit`` and display ``precision``."""
+    def __new__(cls, value: float, unit: str = "", precision: int | None = 1) -> Measure:
+        """A float ``value`` that remembers its ``unit`` and display ``precision`` (None:
+        as the device sent it, see :func:`format_number`)."""
         self = super().__new__(cls, value)
         self.unit = unit
         self.precision = precision
@@ -118,8 +137,14 @@ def _stat(stats: Any, name: str) -> float | None:
 
 
 def _measure(stats: Any, name: str, unit: str, precision: int | None) -> Measure | None:
+    """A statistic rendered like its sensor; without ``precision`` the lowest and highest
+    are readings shown as sent, a mean has one decimal."""
     value = _stat(stats, name)
-    return None if value is None else Measure(value, unit, 1 if precision is None else precision)
+    if value is None:
+        return None
+    if precision is None and name not in ("min", "max"):
+        precision = 1
+    return Measure(value, unit, precision)
 
 
 def trend_of(value: Value | None, hour: Any) -> str | None:
@@ -161,6 +186,8 @@ class SensorView:
     """The device's LWT or availability topic last said offline."""
     stats: Mapping[str, Measure | None] = field(default_factory=dict)
     """Window statistics by attribute name (``max_24h``)."""
+    precision: int | None = None
+    """The sensor's ``precision``; None: the value renders as the device sent it."""
 
     @classmethod
     def of(
@@ -202,6 +229,7 @@ class SensorView:
                 name: _measure(by_window[w], stat, unit, precision)
                 for name, (stat, w) in names.items()
             },
+            precision=precision,
         )
 
     def __getattr__(self, name: str) -> Measure | None:
@@ -212,7 +240,7 @@ class SensorView:
         raise AttributeError(f"sensor {self.__dict__.get('id')!r} has no attribute {name!r}")
 
     def __str__(self) -> str:
-        return format_value(self.value, self.unit)
+        return format_value(self.value, self.unit, self.precision)
 
 
 def make_environment(*, allow_markup: bool = False) -> SandboxedEnvironment:
