@@ -20,7 +20,7 @@ CASES = {
     "pool": (
         "site",
         {
-            "hourly_photo": r"water 2[3-7](\.\d)? °C, air -?\d+(\.\d)? °C",
+            "hourly_photo": r"water 2[3-7](\.\d+)? °C, air -?\d+(\.\d+)? °C",
             "morning": r"water is 2[3-7](\.\d)? °C and the air -?\d+(\.\d)? °C"
             r" at \d+(\.\d)?% humidity",
             "daily": r"Now 2[3-7](\.\d)? °C",
