@@ -28,7 +28,6 @@ from gateway.ingest.topics import (
     TopicRouter,
     minimal_filters,
     safe_id_part,
-    shared,
 )
 from gateway.model import Value
 from gateway.state.store import StateStore
@@ -156,10 +155,8 @@ class RouteTable:
 
     def subscriptions(self) -> list[str]:
         """The filters to subscribe to: none covered by another (an MQTT 5 broker would
-        deliver a message once per matching filter), ``$share/<group>/...`` when a
-        share group is set."""
-        group = self.config.mqtt.share_group
-        return [shared(f, group) for f in minimal_filters(self._router.subscriptions())]
+        deliver a message once per matching filter)."""
+        return minimal_filters(self._router.subscriptions())
 
     def route(self, topic: str) -> Route:
         """The cached route of ``topic``, compiled on first sight."""
