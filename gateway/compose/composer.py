@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-from gateway.compose.checking import stat_names
+from gateway.compose.checking import stat_names, template_names, template_sources
 from gateway.compose.filters import FILTERS, defuse_markup
+from gateway.config.sensors import id_pattern
 from gateway.media.attachments import (
     HistorySource,
     MediaBuilder,
@@ -34,7 +35,7 @@ from gateway.model import MediaItem, Post, Value, new_post_id
 from gateway.state.store import SensorSnapshot, StateStore
 
 if TYPE_CHECKING:
-    from gateway.config import GatewayConfig, RuleConfig
+    from gateway.config import GatewayConfig, RuleConfig, SensorConfig
     from gateway.model import Capabilities
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,9 @@ class SensorView:
     """Window statistics by attribute name (``max_24h``)."""
     precision: int | None = None
     """The sensor's ``precision``; None: the value renders as the device sent it."""
+    captured: Mapping[str, str] = field(default_factory=dict)
+    """What its entry's ``{captures}`` took from the topic (``{"room": "kitchen"}``);
+    also readable as attributes (``t.room``)."""
 
     @classmethod
     def of(
@@ -237,6 +241,9 @@ class SensorView:
         stats = self.__dict__.get("stats", {})
         if name in stats:
             return stats[name]  # type: ignore[no-any-return]
+        captured = self.__dict__.get("captured", {})
+        if name in captured:
+            return captured[name]  # type: ignore[no-any-return]
         raise AttributeError(f"sensor {self.__dict__.get('id')!r} has no attribute {name!r}")
 
     def __str__(self) -> str:
@@ -304,6 +311,11 @@ class Composer:
         self._units = {s.id: s.unit for s in config.sensors}
         self._precision = {s.id: s.precision for s in config.sensors}
         self._windows = config.sensor_windows()
+        self._entries = {s.id: s for s in config.sensors if s.captures}
+        self._made_by: dict[str, SensorConfig | None] = {}
+        """Sensor id → the ``{capture}`` entry that made it (None: no such entry)."""
+        self._used: dict[str, set[str]] = {}
+        """Rule id → the captured sensor names its templates use (``temp_kitchen``)."""
         store = frames or FrameStore(media_dir / "frames", state)
         cameras = CameraFrames(config.cameras, state, store)
         self._media = MediaBuilder(config, cameras, store, history, media_dir)
@@ -326,6 +338,7 @@ class Composer:
         ``readings`` (sensor values at trigger time) take precedence over the state.
         """
         readings = readings or {}
+        views: dict[str, SensorView] = {}
         ctx: dict[str, Any] = {
             sensor: SensorView.of(
                 sensor,
@@ -339,10 +352,75 @@ class Composer:
             )
             for sensor, unit in self._units.items()
         }
+        for sensor in self._captured_used(rule):
+            ctx.setdefault(sensor, self._captured_view(sensor, now, readings, views))
+        ctx["family"] = partial(self._family, now=now, readings=readings, views=views)
         ctx.update(now=now, gateway=self._config.gateway.name, rule=rule.id)
         if event is not None:
             ctx.update(event=event.data, topic=event.topic)
         return ctx
+
+    def _made(self, sensor: str) -> SensorConfig | None:
+        """The ``{capture}`` entry that makes ``sensor`` (cached; None if none)."""
+        if sensor in self._made_by:
+            return self._made_by[sensor]
+        spec = None
+        if sensor not in self._units:
+            found = self._config.sensor_for(sensor)
+            spec = found if found is not None and found.captures else None
+        if len(self._made_by) < 4 * self._config.state.max_sensors:
+            self._made_by[sensor] = spec
+        return spec
+
+    def _captured_used(self, rule: RuleConfig) -> set[str]:
+        used = self._used.get(rule.id)
+        if used is None:
+            names: set[str] = set()
+            for _, source in template_sources(rule):
+                names |= template_names(source)
+            used = self._used[rule.id] = {n for n in names if self._made(n) is not None}
+        return used
+
+    def _captured_view(
+        self,
+        sensor: str,
+        now: datetime,
+        readings: Mapping[str, SensorSnapshot],
+        views: dict[str, SensorView],
+    ) -> SensorView:
+        view = views.get(sensor)
+        if view is None:
+            spec = self._made(sensor)
+            assert spec is not None
+            view = SensorView.of(
+                sensor,
+                readings.get(sensor) or self._state.get(sensor),
+                self._state.is_stale(sensor, now),
+                now,
+                spec.unit,
+                self._state,
+                spec.precision,
+                self._windows[spec.id],
+            )
+            match = id_pattern(spec.id).fullmatch(sensor)
+            captured = match.groupdict() if match else {}
+            view = views[sensor] = replace(view, captured=captured)
+        return view
+
+    def _family(
+        self,
+        entry: str,
+        *,
+        now: datetime,
+        readings: Mapping[str, SensorSnapshot],
+        views: dict[str, SensorView],
+    ) -> list[SensorView]:
+        """``family("temp_{room}")``: every sensor made from that entry so far, by id."""
+        spec = self._entries.get(entry)
+        if spec is None:
+            raise ComposeError(f"family({entry!r}): not a sensor entry with captures")
+        members = sorted(s for s in self._state.sensors() if self._made(s) is spec)
+        return [self._captured_view(s, now, readings, views) for s in members]
 
     def compose(
         self,
