@@ -31,6 +31,7 @@ from gateway.publishers.base import (
     PublisherContext,
 )
 from gateway.publishers.file import FilePublisher
+from gateway.rules import expr
 from gateway.rules.runner import RuleRunner
 from gateway.rules.scheduler import RuleScheduler
 from gateway.rules.triggers import MessageRules, RuleDispatch, ThreadTimers, ThresholdWatcher
@@ -71,6 +72,19 @@ def broker_settings(config: GatewayConfig) -> BrokerSettings:
         protocol=mqtt.protocol,
         keepalive=mqtt.keepalive,
     )
+
+
+def condition_expiries(config: GatewayConfig) -> dict[str, timedelta]:
+    """``expire_after`` of every sensor the ``when`` rules can name: the configured ids
+    and the captured ones they use (``temp_kitchen`` of ``temp_{room}``)."""
+    expire = {s.id: s.expire_after for s in config.sensors if s.expire_after}
+    for rule in config.rules:
+        for source in (rule.when, rule.clear_when):
+            for name in expr.names(expr.parse(source)) if source else ():
+                spec = config.sensor_for(name)
+                if spec is not None and spec.expire_after is not None:
+                    expire.setdefault(name, spec.expire_after)
+    return expire
 
 
 class Gateway:
@@ -147,7 +161,7 @@ class Gateway:
         self.scheduler_heartbeat = time.monotonic()
         self.timers = ThreadTimers(self.now)
         self.dispatch = RuleDispatch(self.runner.fire)
-        expire = {s.id: s.expire_after for s in config.sensors if s.expire_after}
+        expire = condition_expiries(config)
         self.watcher = ThresholdWatcher(
             config.rules, self.state, expire, self.now, self.timers, self.dispatch.submit
         )
