@@ -13,8 +13,10 @@ import pytest
 from gateway.compose.composer import Composer
 from gateway.config import ConfigError, GatewayConfig
 from gateway.model import Reading
+from gateway.rules.triggers import ThresholdWatcher
 from gateway.runtime.loading import validate_config
 from gateway.state.store import StateStore
+from tests.fakeclock import FakeClock
 
 NOW = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
 
@@ -62,3 +64,52 @@ def test_unknown_names_and_families_are_still_refused() -> None:
     assert "unknown name 'tmp_kitchen'" in errors
     assert "family() takes the id of a sensor entry with captures" in errors
     assert "'temp_{room}'" in errors
+
+
+def watcher_with(when: str, **rule: Any) -> tuple[StateStore, ThresholdWatcher, list[str]]:
+    config = validate_config(
+        {
+            "sensors": [{"id": "temp_{room}", "topic": "home/{room}/temp", "unit": "°C"}],
+            "rules": [{"id": "r", "when": when, "text": "x", "publish_to": ["c"], **rule}],
+            "publishers": [{"id": "c", "type": "console"}],
+        }
+    )
+    clock = FakeClock(NOW)
+    state = StateStore()
+    fired: list[str] = []
+    watcher = ThresholdWatcher(
+        config.rules, state, {}, clock, clock, lambda r, e, readings: fired.append(r)
+    )
+    return state, watcher, fired
+
+
+def read(state: StateStore, watcher: ThresholdWatcher, sensor: str, value: float) -> None:
+    watcher.on_reading(state.update(Reading(sensor, value, "°C", NOW, "t")))
+
+
+def test_when_over_a_family_any_room_and_every_room() -> None:
+    state, watcher, fired = watcher_with("max(temp_{room}) > 30")
+    read(state, watcher, "temp_kitchen", 21.0)
+    read(state, watcher, "temp_attic", 31.0)  # a room first seen now: it counts
+    assert fired == ["r"]
+    read(state, watcher, "temp_kitchen", 32.0)  # still some room hot: no new firing
+    assert fired == ["r"]
+    state, watcher, fired = watcher_with("min(temp_{room}) > 18", clear_when="min(temp_{room}) < 17")
+    read(state, watcher, "temp_kitchen", 21.0)
+    assert fired == ["r"]  # every room known so far is warm
+    read(state, watcher, "temp_bath", 16.0)
+    read(state, watcher, "temp_bath", 19.0)
+    assert fired == ["r", "r"]
+    # the test the config check makes of a name a family entry can make
+    state, watcher, fired = watcher_with("temp_kitchen > 30")
+    read(state, watcher, "temp_kitchen", 31.0)
+    assert fired == ["r"]
+
+
+def test_a_family_outside_max_or_min_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        watcher_with("temp_{room} > 30")
+    assert "goes inside max() or min()" in "\n".join(info.value.errors)
+    with pytest.raises(ConfigError) as info:
+        watcher_with("max(hum_{room}) > 30")
+    assert "unknown sensor 'hum_{room}'" in "\n".join(info.value.errors)

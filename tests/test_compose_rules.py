@@ -134,7 +134,7 @@ def test_event_names_are_unknown_to_other_rules() -> None:
     with pytest.raises(ConfigError) as info:
         config_with("{{ event.after.label }}")
     assert info.value.errors == [
-        "rules[0].text: unknown name 'event' (not a sensor id or now/gateway/rule)"
+        "rules[0].text: unknown name 'event' (not a sensor id or now/gateway/rule/family)"
     ]
 
 

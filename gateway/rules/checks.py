@@ -49,7 +49,7 @@ class EngineChecks:
         if calls(tree, "changes") and (rule.hold is not None or clears):
             yield "a `changes()` condition fires on every change; it takes no `for` or clear_*"
         one_sensor_clear = rule.clear_below is not None or rule.clear_above is not None
-        if one_sensor_clear and len(names(tree)) != 1:
+        if one_sensor_clear and (len(names(tree)) != 1 or "{" in next(iter(names(tree)))):
             yield (
                 "`clear_below`/`clear_above` need a `when` over exactly one sensor"
                 " (else clear_when)"

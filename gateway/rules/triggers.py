@@ -32,7 +32,7 @@ from typing import Any, Literal, Protocol
 import paho.mqtt.client as mqtt
 
 from gateway.compose.composer import MessageEvent
-from gateway.config import RuleConfig
+from gateway.config import RuleConfig, id_pattern
 from gateway.rules import expr
 from gateway.state.store import SensorSnapshot, StateStore
 
@@ -173,6 +173,11 @@ class StateFacts:
         """True when the reading being handled changed this sensor's value."""
         return sensor in self.changed_sensors
 
+    def family(self, pattern: str) -> list[expr.Scalar]:
+        """The values of every sensor the entry ``pattern`` (``temp_{room}``) made."""
+        match = id_pattern(pattern).fullmatch
+        return [s.value for sid, s in self.state.sensors().items() if match(sid)]
+
     def offline(self, sensor: str) -> bool:
         """Stale, or offline by its availability topic when the state tracks that."""
         said_offline = getattr(self.state, "is_offline", None)
@@ -233,9 +238,14 @@ class ThresholdWatcher:
         self._timers = timers
         self._submit = submit
         self._by_sensor: dict[str, list[Condition]] = {}
+        families: dict[str, list[Condition]] = {}
         for cond in self._conditions.values():
             for sensor in cond.sensors():
-                self._by_sensor.setdefault(sensor, []).append(cond)
+                table = families if "{" in sensor else self._by_sensor
+                table.setdefault(sensor, []).append(cond)
+        self._families = [(id_pattern(p).fullmatch, conds) for p, conds in families.items()]
+        """``max(temp_{room})``: the conditions of a family, found by matching the id."""
+        self._seen: set[str] = set(self._by_sensor)
         watched: set[str] = set()
         for cond in self._conditions.values():
             watched |= expr.calls(cond.when, "stale", "offline")
@@ -308,11 +318,21 @@ class ThresholdWatcher:
         changed_set = frozenset({snap.sensor}) if changed else frozenset()
         now = self._clock()
         with self._lock:
+            if self._families and snap.sensor not in self._seen:
+                self._join_families(snap.sensor)
             for cond in self._by_sensor.get(snap.sensor, ()):
                 self._step(cond, now, changed_set)
             limit = self._stale_after.get(snap.sensor)
             if limit is not None:
                 self._schedule_stale_check(snap.sensor, snap.at + limit)
+
+    def _join_families(self, sensor: str) -> None:
+        """A sensor seen for the first time: add the family conditions it feeds."""
+        self._seen.add(sensor)
+        for match, conds in self._families:
+            if match(sensor):
+                listed = self._by_sensor.setdefault(sensor, [])
+                listed += [c for c in conds if c not in listed]
 
     def _schedule_stale_check(self, sensor: str, stale_at: datetime) -> None:
         old = self._stale_timers.pop(sensor, None)
