@@ -94,7 +94,9 @@ def test_when_over_a_family_any_room_and_every_room() -> None:
     assert fired == ["r"]
     read(state, watcher, "temp_kitchen", 32.0)  # still some room hot: no new firing
     assert fired == ["r"]
-    state, watcher, fired = watcher_with("min(temp_{room}) > 18", clear_when="min(temp_{room}) < 17")
+    state, watcher, fired = watcher_with(
+        "min(temp_{room}) > 18", clear_when="min(temp_{room}) < 17"
+    )
     read(state, watcher, "temp_kitchen", 21.0)
     assert fired == ["r"]  # every room known so far is warm
     read(state, watcher, "temp_bath", 16.0)

@@ -20,6 +20,10 @@ from gateway.demo.broker import Broker
 from tests.gwutil import archive_posts, base_config, publish, start_gateway, wait_until
 
 PRESSURES = [1000.0, 1002.5, 1001.25, 1004.25]
+STATUS = (
+    "P{{ pressure }} K{{ temp_kitchen }} min{{ pressure.min_24h }}"
+    " max{{ pressure.max_24h }} mean{{ pressure.mean_1h }} {{ temp_kitchen.stale }}"
+)
 
 
 def restart_config(broker: Broker, state: Path, topic: str, flush: str = "10m") -> str:
@@ -41,7 +45,7 @@ expire_after = "1h"
 [[rules]]
 id = "status"
 every = "1s"
-text = "P{{{{ pressure }}}} K{{{{ temp_kitchen }}}} min{{{{ pressure.min_24h }}}} max{{{{ pressure.max_24h }}}} mean{{{{ pressure.mean_1h }}}} {{{{ temp_kitchen.stale }}}}"
+text = '{STATUS}'
 publish_to = ["archive"]
 
 [[rules]]
@@ -134,7 +138,7 @@ def test_restart_keeps_values_windows_and_fired_rules(
             gateway = start_gateway(config)
             try:
                 wait_until(lambda: len(texts(state, "hot")) == 2, timeout=30)
-                wait_until(lambda: len(texts(state, "status")) > seen + 2, timeout=30)
+                wait_until(lambda s=seen: len(texts(state, "status")) > s + 2, timeout=30)
             finally:
                 stop(gateway, signal.SIGTERM)
         assert texts(state, "hot") == ["hot kitchen 31.25 °C", "hot kitchen 33 °C"]
