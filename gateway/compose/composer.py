@@ -32,7 +32,7 @@ from gateway.media.fitting import MediaFitter
 from gateway.media.frames import FrameStore
 from gateway.media.sources import CameraFrames
 from gateway.model import MediaItem, Post, Value, new_post_id
-from gateway.state.store import SensorSnapshot, StateStore
+from gateway.state.store import UNKNOWN_TIME, SensorSnapshot, StateStore
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, RuleConfig, SensorConfig
@@ -219,12 +219,13 @@ class SensorView:
         # The trend compares the value with the shortest window's mean (the last hour's).
         shortest = by_window[min(windows)] if windows else None
         unit = snap.unit or unit
+        known = snap.at != UNKNOWN_TIME  # else a retained reading of unknown age
         return cls(
             sensor,
             snap.value,
             unit,
-            snap.at,
-            now - snap.at,
+            snap.at if known else None,
+            now - snap.at if known else None,
             stale,
             snap.previous,
             trend=trend_of(snap.value, shortest),

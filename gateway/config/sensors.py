@@ -58,6 +58,12 @@ class SensorConfig(Section):
         default=None,
         description="Dotted path into a JSON payload (arrays by index), e.g. DS18B20.Temperature.",
     )
+    time_field: str | None = Field(
+        default=None,
+        description="Dotted path to the time the device took the reading (ISO 8601, or"
+        " epoch seconds/milliseconds), read for retained messages, whose age is otherwise"
+        " unknown. Default: tasmota Time, zigbee2mqtt last_seen.",
+    )
     unit: str = Field(default="", description="Unit shown after the value, e.g. °C.")
     scale: float = Field(default=1.0, description="Numbers are multiplied by this ...")
     offset: float = Field(default=0.0, description="... then this is added.")
@@ -110,6 +116,12 @@ class SensorConfig(Section):
         """True when the payload is a JSON document read at `field`."""
         return self.format in _JSON_FORMATS
 
+    def default_time_field(self) -> str | None:
+        """``time_field``, else the convention of the payload format (None: no time)."""
+        if self.time_field is not None:
+            return self.time_field
+        return {"tasmota": "Time", "zigbee2mqtt": "last_seen"}.get(self.format)
+
     def default_availability_topic(self) -> str | None:
         """``availability_topic``, else the convention of the payload format."""
         if self.availability_topic is not None:
@@ -138,6 +150,8 @@ def _topic_problems(name: str, topic: str) -> Iterator[str]:
 
 
 def _sensor_problems(sensor: SensorConfig) -> Iterator[str]:
+    if sensor.time_field is not None and not sensor.is_json:
+        yield "time_field: needs a JSON format (json, tasmota, zigbee2mqtt)"
     if sensor.is_json and not sensor.field:
         yield f"field: format {sensor.format!r} needs `field`"
     yield from _topic_problems("topic", sensor.topic)
