@@ -73,7 +73,8 @@ topic = "{t}/plain"
         assert gw.state.is_stale("bath", now)
         assert not gw.state.is_stale("meter", now)  # 2 h old, expire_after 3 h
         plain = gw.state.get("plain")
-        assert plain is not None and plain.value == 12.5 and plain.at == UNKNOWN_TIME
+        assert plain is not None
+        assert (plain.value, plain.at) == (12.5, UNKNOWN_TIME)
         assert gw.state.is_stale("plain", now)  # unknown age: never fresh
         assert gw.state.age("plain", now) is None
         # not counted in the windows or the per-minute history
