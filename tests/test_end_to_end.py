@@ -83,7 +83,7 @@ type = "console"
     assert gateway.returncode == 0, err
     assert post["rule"] == "status"
     assert post["text"] == "Water 27.25 °C, level 131 cm #test"  # as sent
-    assert "Water 27.2 °C" in out  # the console publisher printed it too
+    assert "Water 27.25 °C" in out  # the console publisher printed it too
     (media,) = post["media"]
     image_path = state / "posts" / media["file"]
     with Image.open(image_path) as image:
