@@ -353,9 +353,10 @@ class Composer:
             )
             for sensor, unit in self._units.items()
         }
+        view = partial(self._captured_view, now=now, readings=readings, views=views)
         for sensor in self._captured_used(rule):
-            ctx.setdefault(sensor, self._captured_view(sensor, now, readings, views))
-        ctx["family"] = partial(self._family, now=now, readings=readings, views=views)
+            ctx.setdefault(sensor, view(sensor))
+        ctx["family"] = partial(self._family, view)
         ctx.update(now=now, gateway=self._config.gateway.name, rule=rule.id)
         if event is not None:
             ctx.update(event=event.data, topic=event.topic)
@@ -408,20 +409,12 @@ class Composer:
             view = views[sensor] = replace(view, captured=captured)
         return view
 
-    def _family(
-        self,
-        entry: str,
-        *,
-        now: datetime,
-        readings: Mapping[str, SensorSnapshot],
-        views: dict[str, SensorView],
-    ) -> list[SensorView]:
+    def _family(self, view: Callable[[str], SensorView], entry: str) -> list[SensorView]:
         """``family("temp_{room}")``: every sensor made from that entry so far, by id."""
         spec = self._entries.get(entry)
         if spec is None:
             raise ComposeError(f"family({entry!r}): not a sensor entry with captures")
-        members = sorted(s for s in self._state.sensors() if self._made(s) is spec)
-        return [self._captured_view(s, now, readings, views) for s in members]
+        return [view(s) for s in sorted(self._state.sensors()) if self._made(s) is spec]
 
     def compose(
         self,
