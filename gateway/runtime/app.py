@@ -37,6 +37,7 @@ from gateway.rules.scheduler import RuleScheduler
 from gateway.rules.triggers import MessageRules, RuleDispatch, ThreadTimers, ThresholdWatcher
 from gateway.state.history import HistoryStore, HistoryWriter
 from gateway.state.snapshot import (
+    NEW_SENSOR_CHECK_SECONDS,
     SAVE_EVERY_SECONDS,
     SNAPSHOT_NAME,
     SnapshotWriter,
@@ -170,6 +171,9 @@ class Gateway:
             self.state, self.state_dir / SNAPSHOT_NAME, rules=self.watcher.saved_tracks
         )
         self.scheduler.add_periodic("save-state", self.snapshot.save, SAVE_EVERY_SECONDS)
+        self.scheduler.add_periodic(
+            "save-new-sensors", self.snapshot.save_if_new_sensors, NEW_SENSOR_CHECK_SECONDS
+        )
         self.ingest = MqttIngest(
             config,
             self.state,

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_NAME = "state.json"
 SAVE_EVERY_SECONDS = 300.0
+NEW_SENSOR_CHECK_SECONDS = 10.0
+"""How often the writer looks for sensors never saved and ``when`` rules that fired or
+re-armed since the last save (a power cut then forgets neither, only newer values)."""
 
 
 Known = Collection[str] | Callable[[str], bool]
@@ -211,13 +214,25 @@ class SnapshotWriter:
         self.path = path
         self._rules = rules
         self._last: bytes | None = None
+        self._saved_sensors = -1
+        self._saved_rules: dict[str, Any] | None = None
         self.writes = 0
+
+    def save_if_new_sensors(self) -> bool:
+        """Save now if a sensor appeared or a ``when`` rule fired or re-armed since the
+        last save (rare: not per reading); True if written."""
+        rules = self._rules() if self._rules is not None else None
+        if self._state.sensor_count() == self._saved_sensors and rules == self._saved_rules:
+            return False
+        return self.save()
 
     def save(self) -> bool:
         """Write the snapshot if it differs from the last one written; True if written."""
         rules = self._rules() if self._rules is not None else None
+        count = self._state.sensor_count()
         data = json.dumps(snapshot_of(self._state, rules), ensure_ascii=False, indent=1).encode()
         if data == self._last:
+            self._saved_sensors, self._saved_rules = count, rules
             return False
         try:
             atomic_write(self.path, data)
@@ -225,5 +240,6 @@ class SnapshotWriter:
             log.warning("cannot write state snapshot %s: %s", self.path, exc)
             return False
         self._last = data
+        self._saved_sensors, self._saved_rules = count, rules
         self.writes += 1
         return True

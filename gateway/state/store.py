@@ -239,6 +239,10 @@ class StateStore:
         """The sensor's snapshot, or None before its first reading."""
         return self._snapshots.get(sensor)
 
+    def sensor_count(self) -> int:
+        """How many sensors have a value (cheap: no copy)."""
+        return len(self._snapshots)
+
     def sensors(self) -> dict[str, SensorSnapshot]:
         """A copy of every sensor's snapshot."""
         return dict(self._snapshots)
