@@ -130,7 +130,7 @@ def test_the_shape_alone_passes_what_only_the_engine_can_judge() -> None:
         "rules[1].when: unexpected end of condition",
         "rules[1].quiet_hours: hours must be 0-23 and minutes 0-59",
         # in the same run (issue #13 item 6), though the rule's cron is broken:
-        "rules[0].text: unknown name 'nosuch' (not a sensor id or now/gateway/rule)",
+        "rules[0].text: unknown name 'nosuch' (not a sensor id or now/gateway/rule/family)",
     ]
 
 
@@ -148,7 +148,7 @@ def test_the_runtime_loader_reports_template_and_sensor_problems_with_their_path
         loading.load_config(path)
     assert caught.value.errors == [
         "rules[1].when: unknown sensor 'u'",
-        "rules[0].text: unknown name 'nosuch' (not a sensor id or now/gateway/rule)",
+        "rules[0].text: unknown name 'nosuch' (not a sensor id or now/gateway/rule/family)",
     ]
 
 

@@ -64,7 +64,24 @@ def test_value_unit_and_filters() -> None:
         " | {{ 3725 | duration }} | {{ water_temp.stale }}",
         state,
     )
-    assert text == "24.2 °C | 24 | 24.25 | 5 min | 1\u202f234\u202f567.5 | 1 h 2 min | False"
+    # without `precision` the value renders as the device sent it (issue 14.10)
+    assert text == "24.25 °C | 24 | 24.25 | 5 min | 1\u202f234\u202f567.5 | 1 h 2 min | False"
+
+
+def test_value_renders_as_sent_within_a_cap_or_with_its_precision() -> None:
+    """Issue 14.10: 21.25 is not shown as 21.2; endless decimals are capped; `precision`
+    (already applied at ingest) gives a fixed number of decimals."""
+    shown = [
+        compose("{{ water_temp }}", state_with(water_temp=value))
+        for value in (21.25, 1013.123456789, -0.00001, 21.2, 7.0)
+    ]
+    assert shown == ["21.25 °C", "1013.1235 °C", "0 °C", "21.2 °C", "7 °C"]
+    config = config_with("{{ water_temp }}")
+    sensors = [s.model_copy(update={"precision": 2}) for s in config.sensors]
+    fixed = config.model_copy(update={"sensors": tuple(sensors)})
+    state = state_with(water_temp=21.5)
+    post = Composer(fixed, state, Path("unused")).compose(fixed.rules[0], NOW)
+    assert post.text == "21.50 °C"
 
 
 def test_missing_values_and_statistics_render_as_na() -> None:
@@ -117,7 +134,7 @@ def test_event_names_are_unknown_to_other_rules() -> None:
     with pytest.raises(ConfigError) as info:
         config_with("{{ event.after.label }}")
     assert info.value.errors == [
-        "rules[0].text: unknown name 'event' (not a sensor id or now/gateway/rule)"
+        "rules[0].text: unknown name 'event' (not a sensor id or now/gateway/rule/family)"
     ]
 
 

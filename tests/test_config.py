@@ -128,7 +128,7 @@ def test_cross_references_and_templates(tmp_path: Path) -> None:
 
     errors = errors_of(tmp_path, MINIMAL.replace("{{ water_temp }}", "{{ water_tmp }}"))
     assert errors == [
-        "rules[0].text: unknown name 'water_tmp' (not a sensor id or now/gateway/rule)"
+        "rules[0].text: unknown name 'water_tmp' (not a sensor id or now/gateway/rule/family)"
     ]
 
 

@@ -209,7 +209,7 @@ def test_every_problem_is_reported_in_one_run() -> None:
             "rules[0].publish_to[1]: no publisher with id 'nowhere'",
             "rules[1].publish_to[0]: no publisher with id 'nowhere2'",
             "rules[0].text: unknown filter 'tme' (line 1)",
-            "rules[0].text: unknown name 'nosuch' (not a sensor id or now/gateway/rule)",
+            "rules[0].text: unknown name 'nosuch' (not a sensor id or now/gateway/rule/family)",
             "rules[1].text: sensor 'air' has no attribute 'max_7d' (line 1)",
         ]
     )

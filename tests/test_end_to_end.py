@@ -72,7 +72,7 @@ type = "console"
                 ],
             )
             for post in archive_posts(state):
-                if "27.2 °C" in post["text"] and "131 cm" in post["text"] and post["media"]:
+                if "27.25 °C" in post["text"] and "131 cm" in post["text"] and post["media"]:
                     return post
             return None
 
@@ -82,8 +82,8 @@ type = "console"
         out, err = gateway.communicate(timeout=20)
     assert gateway.returncode == 0, err
     assert post["rule"] == "status"
-    assert post["text"] == "Water 27.2 °C, level 131 cm #test"
-    assert "Water 27.2 °C" in out  # the console publisher printed it too
+    assert post["text"] == "Water 27.25 °C, level 131 cm #test"  # as sent
+    assert "Water 27.25 °C" in out  # the console publisher printed it too
     (media,) = post["media"]
     image_path = state / "posts" / media["file"]
     with Image.open(image_path) as image:

@@ -20,17 +20,17 @@ CASES = {
     "pool": (
         "site",
         {
-            "hourly_photo": r"water 2[3-7](\.\d)? °C, air -?\d+(\.\d)? °C",
-            "morning": r"water is 2[3-7](\.\d)? °C and the air -?\d+(\.\d)? °C"
-            r" at \d+(\.\d)?% humidity",
-            "daily": r"Now 2[3-7](\.\d)? °C",
+            "hourly_photo": r"water 2[3-7](\.\d+)? °C, air -?\d+(\.\d+)? °C",
+            "morning": r"water is 2[3-7](\.\d+)? °C and the air -?\d+(\.\d+)? °C"
+            r" at \d+(\.\d+)?% humidity",
+            "daily": r"Now 2[3-7](\.\d+)? °C",
         },
     ),
     "plant": (
         "home",
         {
-            "how_am_i": r"(thirsty|fine): soil moisture \d+(\.\d)?%",
-            "daily": r"moisture \d+(\.\d)?%, soil 1\d(\.\d)? °C, pump (on|off)",
+            "how_am_i": r"(thirsty|fine): soil moisture \d+(\.\d+)?%",
+            "daily": r"moisture \d+(\.\d+)?%, soil 1\d(\.\d+)? °C, pump (on|off)",
         },
     ),
     "bridge": (

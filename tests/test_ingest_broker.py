@@ -235,26 +235,6 @@ def test_retained_and_base64_camera_frames(
     publish(broker, [(f"{mqtt_topic}/cam", b"")], retain=True)  # clear the retained frame
 
 
-def test_shared_subscription_splits_without_duplicates(
-    broker: Broker, mqtt_topic: str, tmp_path: Path, run_ingest: Callable[..., Running]
-) -> None:
-    sensors = f'[[sensors]]\nid = "meter"\ntopic = "{mqtt_topic}/meter/+"\n'
-    mqtt = 'share_group = "site1"'
-    gws = [
-        run_ingest(make_config(broker.port, tmp_path, sensors, name=f"share{i}", mqtt=mqtt))
-        for i in range(2)
-    ]
-    for gw in gws:
-        gw.wait_ready()
-    sent = [float(i) for i in range(200)]
-    publish(broker, [(f"{mqtt_topic}/meter/m{int(v) % 7}", str(v)) for v in sent])
-    wait_until(lambda: sum(len(g.values("meter")) for g in gws) >= len(sent))
-    a, b = (g.values("meter") for g in gws)
-    assert a, "both gateways should get a share"
-    assert b, "both gateways should get a share"
-    assert sorted(a + b) == sent  # every reading handled exactly once
-
-
 def test_tls_with_client_certificate_and_password(
     broker_factory: Callable[..., Broker],
     tmp_path: Path,

@@ -43,7 +43,6 @@ def test_every_new_error_is_named_by_its_path(tmp_path: Path) -> None:
         tmp_path,
         """
 [mqtt]
-share_group = "a/b"
 reconnect_min = "10s"
 reconnect_max = "1s"
 
@@ -70,7 +69,6 @@ scale = 0
 windows = ["1h", "40d"]
 """,
     )
-    assert "mqtt.share_group: String should match pattern '^[^/+#]{1,64}\\Z'" in errors
     assert "mqtt.reconnect_max: less than `reconnect_min`" in errors
     assert "mqtt.tls: set both `cert_file` and `key_file`, or neither" in errors
     assert "state.windows: each window must be between 1m and 31d" in errors
@@ -126,3 +124,16 @@ topic = "t"
         "SELECT count(*), sum(count) FROM readings_minute WHERE sensor = 't'"
     )
     assert rows.fetchone() == (5, 5)
+
+
+def test_share_group_is_refused_with_a_pointer_to_the_readme(tmp_path: Path) -> None:
+    """Issue 14.11: gateways splitting one stream each saw part of the readings and all
+    posted the same `every` rules; the option is refused, never silently doubled posts."""
+    errors = errors_of(tmp_path, '\n[mqtt]\nshare_group = "site1"\n')
+    (error,) = [e for e in errors if e.startswith("mqtt.share_group: was removed")]
+    assert "README.md, 'Large sites'" in error
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    assert "### Large sites" in readme
+    cli_run = cli("check-config", "-c", str(tmp_path / "gateway.toml"))
+    assert cli_run.returncode == 78
+    assert "mqtt.share_group: was removed" in cli_run.stderr + cli_run.stdout

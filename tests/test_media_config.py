@@ -157,7 +157,7 @@ publish_to = ["archive"]
     assert errors(BASE + fixed) == [
         "rules[1].charts[1].sensor: no sensor with id 'air'",
         "rules[1].timelapse.camera: no camera with id 'cma'",
-        "rules[1].timelapse.alt: unknown name 'nope' (not a sensor id or now/gateway/rule)",
+        "rules[1].timelapse.alt: unknown name 'nope' (not a sensor id or now/gateway/rule/family)",
     ]
 
 

@@ -93,11 +93,11 @@ def test_preview_shows_history_charts_and_statistics(tmp_path: Path) -> None:
     assert "n/a" not in result.stdout
     text = result.stdout.splitlines()[1]
     # the latest value and the one before it, from state.json
-    assert text.startswith("23.6 °C min 20 °C max 23.6 °C mean ")
+    assert text.startswith("23.58 °C min 20 °C max 23.58 °C mean ")  # as sent
     assert re.search(r" mean 2[23]\.\d °C rising previous 23.56$", text), text
     image = re.search(r"image: (\S+) \(1200x675, \d+ bytes\) alt: (.*)", result.stdout)
     assert image is not None, result.stdout
-    assert image.group(2) == "Water from 20 °C to 23.6 °C"
+    assert image.group(2) == "Water from 20 °C to 23.58 °C"
     # three of the chart's six hours have a line: about half the plot's width
     assert plot_line_columns(Path(image.group(1))) > 400
 

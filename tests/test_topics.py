@@ -75,8 +75,6 @@ def test_subscriptions_of_a_config(tmp_path: Path) -> None:
             f"""
 [gateway]
 state_dir = "{tmp_path}"
-[mqtt]
-share_group = "g"
 [[sensors]]
 id = "bath"
 topic = "zigbee2mqtt/bath"
@@ -100,11 +98,11 @@ topic = "cams/front"
     )
     table = RouteTable(config, StateStore())
     assert sorted(table.subscriptions()) == [
-        "$share/g/cams/front",
-        "$share/g/tele/pool/LWT",
-        "$share/g/tele/pool/SENSOR",
-        "$share/g/zigbee2mqtt/+",
-        "$share/g/zigbee2mqtt/+/availability",
+        "cams/front",
+        "tele/pool/LWT",
+        "tele/pool/SENSOR",
+        "zigbee2mqtt/+",
+        "zigbee2mqtt/+/availability",
     ]
     route = table.route("zigbee2mqtt/bath")
     assert [b.sensor for b in route.sensors] == ["bath", "bath_battery"]

@@ -24,12 +24,13 @@ from gateway.compose.sandbox import BoundedSandbox, unsafe_attributes
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, RuleConfig
 
-BUILTIN_NAMES = frozenset({"now", "gateway", "rule"})
+BUILTIN_NAMES = frozenset({"now", "gateway", "rule", "family"})
+"""``family("temp_{room}")``: every sensor made from that entry, sorted by id."""
 EVENT_NAMES = frozenset({"event", "topic"})
 """Extra names of ``on_message`` rules: the decoded message and its topic."""
 
 SENSOR_ATTRIBUTES = frozenset(
-    {"id", "value", "unit", "at", "age", "stale", "offline", "previous", "trend"}
+    {"id", "value", "unit", "at", "age", "stale", "offline", "previous", "trend", "captured"}
 )
 """What every sensor offers a template besides its window statistics."""
 
@@ -68,7 +69,8 @@ _CHECK_ENV = BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False)
 _CHECK_ENV.filters.update(FILTERS)
 
 
-def _sources(rule: RuleConfig) -> list[tuple[str, str]]:
+def template_sources(rule: RuleConfig) -> list[tuple[str, str]]:
+    """Every template of a rule, with the field it is in."""
     sources = [("text", rule.text)]
     if rule.fallback_text is not None:
         sources.append(("fallback_text", rule.fallback_text))
@@ -84,19 +86,30 @@ def _sources(rule: RuleConfig) -> list[tuple[str, str]]:
 
 def template_problems(rule: RuleConfig, config: GatewayConfig) -> list[str]:
     """Every problem in a rule's templates, as ``field: message`` lines (none: fine)."""
-    windows = config.sensor_windows()
+    windows = dict(config.sensor_windows())
     known = BUILTIN_NAMES | windows.keys()
     if rule.on_message is not None:
         known |= EVENT_NAMES
     problems = []
-    for field, source in _sources(rule):
+    for field, source in template_sources(rule):
         try:
             ast = _CHECK_ENV.parse(source)
         except jinja2.TemplateSyntaxError as exc:
             problems.append(f"{field}: template syntax error on line {exc.lineno}: {exc.message}")
             continue
         found = list(_unknown_callables(ast))
-        found += _unknown_names(source, known, rule.on_message is not None)
+        found += _family_problems(ast, config)
+        names = _names(source)
+        if isinstance(names, str):
+            found.append(names)
+        else:
+            # names a `{capture}` entry can make (temp_kitchen from temp_{room})
+            for name in names - known:
+                spec = config.sensor_for(name)
+                if spec is not None:
+                    windows[name] = windows[spec.id]
+            event = rule.on_message is not None
+            found += [_unknown(name, event) for name in sorted(names - known - windows.keys())]
         found += _unknown_attributes(ast, windows)
         found += unsafe_attributes(ast)
         problems += [f"{field}: {message}" for message in found]
@@ -114,7 +127,27 @@ def _unknown_callables(ast: nodes.Template) -> Iterator[str]:
             yield f"unknown {kind} {node.name!r} (line {node.lineno})"
 
 
-def _unknown_names(source: str, known: frozenset[str], event: bool) -> list[str]:
+def _family_problems(ast: nodes.Template, config: GatewayConfig) -> Iterator[str]:
+    entries = [s.id for s in config.sensors if s.captures]
+    for node in ast.find_all(nodes.Call):
+        if not (isinstance(node.node, nodes.Name) and node.node.name == "family"):
+            continue
+        args = node.args
+        if len(args) != 1 or not isinstance(args[0], nodes.Const) or args[0].value not in entries:
+            yield (
+                f"family() takes the id of a sensor entry with captures (line {node.lineno}):"
+                f" {', '.join(repr(e) for e in entries) or 'none in this config'}"
+            )
+
+
+def _unknown(name: str, event: bool) -> str:
+    return f"unknown name {name!r} (not a sensor id or now/gateway/rule/family" + (
+        "/event/topic)" if event else ")"
+    )
+
+
+def _names(source: str) -> set[str] | str:
+    """The template's free names, or the problem that stops jinja2 finding them."""
     # jinja2's analysis compiles the template, which fails on an unknown filter or
     # test (reported already): stand-ins for those let it find the unknown names too.
     env = _CHECK_ENV.overlay()
@@ -124,14 +157,15 @@ def _unknown_names(source: str, known: frozenset[str], event: bool) -> list[str]
         table = env.filters if isinstance(node, nodes.Filter) else env.tests
         table.setdefault(node.name, _stand_in)
     try:
-        undeclared = meta.find_undeclared_variables(ast)
+        return set(meta.find_undeclared_variables(ast))
     except jinja2.TemplateError as exc:  # anything else jinja2 refuses to compile
-        return [f"template error: {exc.message}"]
-    return [
-        f"unknown name {name!r} (not a sensor id or now/gateway/rule"
-        + ("/event/topic)" if event else ")")
-        for name in sorted(undeclared - known)
-    ]
+        return f"template error: {exc.message}"
+
+
+def template_names(source: str) -> set[str]:
+    """The free names of a template (empty when it does not compile)."""
+    found = _names(source)
+    return set() if isinstance(found, str) else found
 
 
 def _stand_in(value: object, *args: object, **kwargs: object) -> object:

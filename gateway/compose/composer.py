@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import jinja2
 
-from gateway.compose.checking import stat_names
+from gateway.compose.checking import stat_names, template_names, template_sources
 from gateway.compose.filters import FILTERS, defuse_markup
 from gateway.compose.sandbox import BoundedSandbox, RenderLimitError, render_bounded
+from gateway.config.sensors import id_pattern
 from gateway.media.attachments import (
     HistorySource,
     MediaBuilder,
@@ -31,11 +32,11 @@ from gateway.media.fitting import MediaFitter
 from gateway.media.frames import FrameStore
 from gateway.media.sources import CameraFrames
 from gateway.model import MediaItem, Post, Value, new_post_id
-from gateway.state.store import SensorSnapshot, StateStore
+from gateway.state.store import UNKNOWN_TIME, SensorSnapshot, StateStore
 from gateway.support.text import clean_text
 
 if TYPE_CHECKING:
-    from gateway.config import GatewayConfig, RuleConfig
+    from gateway.config import GatewayConfig, RuleConfig, SensorConfig
     from gateway.model import Capabilities
 
 log = logging.getLogger(__name__)
@@ -60,14 +61,32 @@ class MessageEvent:
     """The JSON value of the payload, or its text when it is not JSON."""
 
 
-def format_value(value: Value | None, unit: str = "", precision: int = 1) -> str:
-    """A reading as people read it: ``24.3 °C``, ``61%``, ``open``; ``n/a`` when unknown."""
+MAX_DECIMALS = 4
+"""A reading without ``precision`` renders as sent, up to this many decimals."""
+
+
+def format_number(value: float, precision: int | None = None) -> str:
+    """``precision`` decimals; None: the number as the device sent it (``21.25``), at
+    most :data:`MAX_DECIMALS` decimals and no trailing zeros.  Whole numbers have none."""
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if precision is not None:
+        return f"{value:.{precision}f}"
+    text = f"{value:.{MAX_DECIMALS}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def format_value(value: Value | None, unit: str = "", precision: int | None = None) -> str:
+    """A reading as people read it: ``24.3 °C``, ``61%``, ``open``; ``n/a`` when unknown.
+
+    Numbers have ``precision`` decimals, else what the device sent (:func:`format_number`).
+    """
     if value is None:
         return "n/a"
     if isinstance(value, bool):
         text = "on" if value else "off"
     elif isinstance(value, float):
-        text = str(int(value)) if value.is_integer() else f"{value:.{precision}f}"
+        text = format_number(value, precision)
     else:
         text = str(value)
     if not unit:
@@ -85,10 +104,11 @@ class Measure(float):
     __slots__ = ("precision", "unit")
 
     unit: str
-    precision: int
+    precision: int | None
 
-    def __new__(cls, value: float, unit: str = "", precision: int = 1) -> Measure:
-        """A float ``value`` that remembers its ``unit`` and display ``precision``."""
+    def __new__(cls, value: float, unit: str = "", precision: int | None = 1) -> Measure:
+        """A float ``value`` that remembers its ``unit`` and display ``precision`` (None:
+        as the device sent it, see :func:`format_number`)."""
         self = super().__new__(cls, value)
         self.unit = unit
         self.precision = precision
@@ -119,8 +139,14 @@ def _stat(stats: Any, name: str) -> float | None:
 
 
 def _measure(stats: Any, name: str, unit: str, precision: int | None) -> Measure | None:
+    """A statistic rendered like its sensor; without ``precision`` the lowest and highest
+    are readings shown as sent, a mean has one decimal."""
     value = _stat(stats, name)
-    return None if value is None else Measure(value, unit, 1 if precision is None else precision)
+    if value is None:
+        return None
+    if precision is None and name not in ("min", "max"):
+        precision = 1
+    return Measure(value, unit, precision)
 
 
 def trend_of(value: Value | None, hour: Any) -> str | None:
@@ -162,6 +188,11 @@ class SensorView:
     """The device's LWT or availability topic last said offline."""
     stats: Mapping[str, Measure | None] = field(default_factory=dict)
     """Window statistics by attribute name (``max_24h``)."""
+    precision: int | None = None
+    """The sensor's ``precision``; None: the value renders as the device sent it."""
+    captured: Mapping[str, str] = field(default_factory=dict)
+    """What its entry's ``{captures}`` took from the topic (``{"room": "kitchen"}``);
+    also readable as attributes (``t.room``)."""
 
     @classmethod
     def of(
@@ -189,12 +220,13 @@ class SensorView:
         # The trend compares the value with the shortest window's mean (the last hour's).
         shortest = by_window[min(windows)] if windows else None
         unit = snap.unit or unit
+        known = snap.at != UNKNOWN_TIME  # else a retained reading of unknown age
         return cls(
             sensor,
             snap.value,
             unit,
-            snap.at,
-            now - snap.at,
+            snap.at if known else None,
+            now - snap.at if known else None,
             stale,
             snap.previous,
             trend=trend_of(snap.value, shortest),
@@ -203,6 +235,7 @@ class SensorView:
                 name: _measure(by_window[w], stat, unit, precision)
                 for name, (stat, w) in names.items()
             },
+            precision=precision,
         )
 
     def __getattr__(self, name: str) -> Measure | None:
@@ -210,10 +243,13 @@ class SensorView:
         stats = self.__dict__.get("stats", {})
         if name in stats:
             return stats[name]  # type: ignore[no-any-return]
+        captured = self.__dict__.get("captured", {})
+        if name in captured:
+            return captured[name]  # type: ignore[no-any-return]
         raise AttributeError(f"sensor {self.__dict__.get('id')!r} has no attribute {name!r}")
 
     def __str__(self) -> str:
-        return format_value(self.value, self.unit)
+        return format_value(self.value, self.unit, self.precision)
 
 
 def make_environment(*, allow_markup: bool = False) -> BoundedSandbox:
@@ -282,6 +318,11 @@ class Composer:
         self._units = {s.id: s.unit for s in config.sensors}
         self._precision = {s.id: s.precision for s in config.sensors}
         self._windows = config.sensor_windows()
+        self._entries = {s.id: s for s in config.sensors if s.captures}
+        self._made_by: dict[str, SensorConfig | None] = {}
+        """Sensor id → the ``{capture}`` entry that made it (None: no such entry)."""
+        self._used: dict[str, set[str]] = {}
+        """Rule id → the captured sensor names its templates use (``temp_kitchen``)."""
         store = frames or FrameStore(media_dir / "frames", state)
         cameras = CameraFrames(config.cameras, state, store)
         self._media = MediaBuilder(config, cameras, store, history, media_dir)
@@ -304,6 +345,7 @@ class Composer:
         ``readings`` (sensor values at trigger time) take precedence over the state.
         """
         readings = readings or {}
+        views: dict[str, SensorView] = {}
         ctx: dict[str, Any] = {
             sensor: SensorView.of(
                 sensor,
@@ -317,10 +359,68 @@ class Composer:
             )
             for sensor, unit in self._units.items()
         }
+        view = partial(self._captured_view, now=now, readings=readings, views=views)
+        for sensor in self._captured_used(rule):
+            ctx.setdefault(sensor, view(sensor))
+        ctx["family"] = partial(self._family, view)
         ctx.update(now=now, gateway=self._config.gateway.name, rule=rule.id)
         if event is not None:
             ctx.update(event=event.data, topic=event.topic)
         return ctx
+
+    def _made(self, sensor: str) -> SensorConfig | None:
+        """The ``{capture}`` entry that makes ``sensor`` (cached; None if none)."""
+        if sensor in self._made_by:
+            return self._made_by[sensor]
+        spec = None
+        if sensor not in self._units:
+            found = self._config.sensor_for(sensor)
+            spec = found if found is not None and found.captures else None
+        if len(self._made_by) < 4 * self._config.state.max_sensors:
+            self._made_by[sensor] = spec
+        return spec
+
+    def _captured_used(self, rule: RuleConfig) -> set[str]:
+        used = self._used.get(rule.id)
+        if used is None:
+            names: set[str] = set()
+            for _, source in template_sources(rule):
+                names |= template_names(source)
+            used = self._used[rule.id] = {n for n in names if self._made(n) is not None}
+        return used
+
+    def _captured_view(
+        self,
+        sensor: str,
+        now: datetime,
+        readings: Mapping[str, SensorSnapshot],
+        views: dict[str, SensorView],
+    ) -> SensorView:
+        view = views.get(sensor)
+        if view is None:
+            spec = self._made(sensor)
+            assert spec is not None
+            view = SensorView.of(
+                sensor,
+                readings.get(sensor) or self._state.get(sensor),
+                self._state.is_stale(sensor, now),
+                now,
+                spec.unit,
+                self._state,
+                spec.precision,
+                self._windows[spec.id],
+            )
+            match = id_pattern(spec.id).fullmatch(sensor)
+            captured = match.groupdict() if match else {}
+            view = views[sensor] = replace(view, captured=captured)
+        return view
+
+    def _family(self, view: Callable[[str], SensorView], entry: str) -> list[SensorView]:
+        """``family("temp_{room}")``: every sensor made from that entry so far, by id."""
+        spec = self._entries.get(entry)
+        if spec is None:
+            raise ComposeError(f"family({entry!r}): not a sensor entry with captures")
+        return [view(s) for s in sorted(self._state.sensors()) if self._made(s) is spec]
 
     def compose(
         self,

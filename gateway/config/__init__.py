@@ -81,7 +81,7 @@ from gateway.config.sections import (
     TlsSection,
     parse_size,
 )
-from gateway.config.sensors import SensorConfig, SensorFormat, topic_captures
+from gateway.config.sensors import SensorConfig, SensorFormat, id_pattern, topic_captures
 
 __all__ = [
     "CAMERA_SOURCES",
@@ -137,6 +137,7 @@ __all__ = [
     "config_path",
     "format_duration",
     "format_validation_error",
+    "id_pattern",
     "load_config",
     "lookup_secret",
     "parse_duration",

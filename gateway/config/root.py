@@ -135,6 +135,17 @@ class GatewayConfig(BaseSettings):
                 return camera
         raise KeyError(camera_id)
 
+    def sensor_for(self, sensor_id: str) -> SensorConfig | None:
+        """The ``[[sensors]]`` entry that makes ``sensor_id``: the one with that id, else
+        the first whose captures produce it (``temp_{room}`` for ``temp_kitchen``)."""
+        for sensor in self.sensors:
+            if sensor.id == sensor_id:
+                return sensor
+        for sensor in self.sensors:
+            if sensor.captures and sensor.makes(sensor_id):
+                return sensor
+        return None
+
     def sensor_windows(self) -> dict[str, tuple[timedelta, ...]]:
         """Each sensor's rolling statistics windows: its own, else ``[state] windows``."""
         return {

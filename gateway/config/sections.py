@@ -195,9 +195,8 @@ class MqttSection(Section):
     )
     share_group: str | None = Field(
         default=None,
-        pattern=r"^[^/+#]{1,64}\Z",
-        description="Subscribe as '$share/<group>/<filter>' so gateways in one group split"
-        " the stream (MQTT 5 shared subscriptions).",
+        description="Removed: refused with an error (gateways splitting one stream each"
+        " saw part of the readings). README 'Large sites' says how to split a site.",
     )
     status_prefix: str = Field(
         default="things-gateway",
@@ -212,6 +211,19 @@ class MqttSection(Section):
         ge=16,
         description="Larger messages on a sensor topic are rejected and counted for the sensor.",
     )
+
+    @field_validator("share_group")
+    @classmethod
+    def _share_group(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise PydanticCustomError(
+                "removed",
+                "was removed (gateways splitting one stream each saw a random part of"
+                " the readings, so wrong statistics and thresholds, and all ran the same"
+                " `every` rules, so doubled posts). Give each gateway its own sensors and"
+                " rules instead, see README.md, 'Large sites'",
+            )
+        return value
 
     @field_validator("reconnect_min")
     @classmethod

@@ -25,6 +25,16 @@ def topic_captures(topic: str) -> list[str]:
     return _CAPTURE.findall(topic)
 
 
+def id_pattern(sensor_id: str) -> re.Pattern[str]:
+    """The ids a sensor id with ``{captures}`` produces, as a regex with one group per
+    capture (a captured level becomes letters, digits and ``_``)."""
+    parts = _CAPTURE.split(sensor_id)
+    out = []
+    for i, part in enumerate(parts):
+        out.append(f"(?P<{part}>[A-Za-z0-9_]+?)" if i % 2 else re.escape(part))
+    return re.compile("".join(out))
+
+
 class SensorConfig(Section):
     """``[[sensors]]``: one value read from an MQTT topic (or one per ``{capture}``)."""
 
@@ -49,6 +59,12 @@ class SensorConfig(Section):
     field: str | None = Field(
         default=None,
         description="Dotted path into a JSON payload (arrays by index), e.g. DS18B20.Temperature.",
+    )
+    time_field: str | None = Field(
+        default=None,
+        description="Dotted path to the time the device took the reading (ISO 8601, or"
+        " epoch seconds/milliseconds), read for retained messages, whose age is otherwise"
+        " unknown. Default: tasmota Time, zigbee2mqtt last_seen.",
     )
     unit: str = Field(default="", description="Unit shown after the value, e.g. °C.")
     scale: float = Field(default=1.0, description="Numbers are multiplied by this ...")
@@ -90,6 +106,13 @@ class SensorConfig(Section):
         """The names captured from the topic."""
         return topic_captures(self.topic)
 
+    def makes(self, sensor_id: str) -> bool:
+        """True when this entry's id is ``sensor_id``, or its captures can produce it
+        (``temp_{room}`` makes ``temp_kitchen``)."""
+        if not self.captures:
+            return sensor_id == self.id
+        return id_pattern(self.id).fullmatch(sensor_id) is not None
+
     @property
     def is_json(self) -> bool:
         """True when the payload is a JSON document read at `field`."""
@@ -114,6 +137,11 @@ class SensorConfig(Section):
             or self.precision is not None
             or (self.format == "tasmota" and (self.field or "").endswith("Temperature"))
         )
+    def default_time_field(self) -> str | None:
+        """``time_field``, else the convention of the payload format (None: no time)."""
+        if self.time_field is not None:
+            return self.time_field
+        return {"tasmota": "Time", "zigbee2mqtt": "last_seen"}.get(self.format)
 
     def default_availability_topic(self) -> str | None:
         """``availability_topic``, else the convention of the payload format."""
@@ -143,6 +171,8 @@ def _topic_problems(name: str, topic: str) -> Iterator[str]:
 
 
 def _sensor_problems(sensor: SensorConfig) -> Iterator[str]:
+    if sensor.time_field is not None and not sensor.is_json:
+        yield "time_field: needs a JSON format (json, tasmota, zigbee2mqtt)"
     if sensor.is_json and not sensor.field:
         yield f"field: format {sensor.format!r} needs `field`"
     yield from _topic_problems("topic", sensor.topic)

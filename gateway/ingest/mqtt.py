@@ -43,8 +43,9 @@ from gateway.config import GatewayConfig
 from gateway.ingest.client import client_id, connect_kwargs, make_client, status_topic
 from gateway.ingest.decoders import DecodeError, parse_availability, parse_json
 from gateway.ingest.fastclient import IngestClient
-from gateway.ingest.routes import Route, RouteTable
-from gateway.state.store import SensorSnapshot, StateStore
+from gateway.ingest.routes import Route, RouteTable, SensorBinding
+from gateway.model import Value
+from gateway.state.store import UNKNOWN_TIME, SensorSnapshot, StateStore
 from gateway.support.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:  # FrameStore pulls in Pillow; ingest only needs its offer()
@@ -113,6 +114,7 @@ class MqttIngest:
         ``seen_event`` recognises a redelivered event; ``state_dir`` keeps the poison files."""
         self._config = config
         self._state = state
+        self._tz = config.gateway.tz
         self._frames = frames
         self._on_reading = on_reading
         self._extra_topics = tuple(extra_topics)
@@ -366,7 +368,7 @@ class MqttIngest:
             if size > self._max_sensor_payload:
                 self._oversized(route, topic, size, self._max_sensor_payload)
             else:
-                self._readings(route, payload, at, t)
+                self._readings(route, payload, at, t, retained)
         if route.availability:
             self._availability(route, topic, payload)
 
@@ -391,7 +393,9 @@ class MqttIngest:
                 f"event:{topic}", "event hook failed for %s", topic, exc_info=True
             )
 
-    def _readings(self, route: Route, payload: bytes, at: datetime, t: float) -> None:
+    def _readings(
+        self, route: Route, payload: bytes, at: datetime, t: float, retained: bool = False
+    ) -> None:
         topic = route.topic
         document: Any = None
         bad_json: DecodeError | None = None
@@ -413,7 +417,13 @@ class MqttIngest:
                 continue
             stats.readings += 1
             unit = binding.unit if binding.fixed_unit else binding.unit_for(document)
-            snapshot = record(binding.sensor, value, unit, at, topic, t)
+            if retained:  # kept by the broker from before: not taken now
+                at_sent = self._retained_time(binding, value, document, t)
+                if at_sent is None:
+                    continue  # the reading already known, with its real time
+                snapshot = record(binding.sensor, value, unit, at_sent, topic, at_sent.timestamp())
+            else:
+                snapshot = record(binding.sensor, value, unit, at, topic, t)
             if snapshot is not None and on_reading is not None:
                 try:
                     on_reading(snapshot)
@@ -424,6 +434,21 @@ class MqttIngest:
                         binding.sensor,
                         exc_info=True,
                     )
+
+    def _retained_time(
+        self, binding: SensorBinding, value: Value, document: Any, now: float
+    ) -> datetime | None:
+        """When a retained reading was taken: the payload's own time (``time_field``),
+        else unknown (:data:`UNKNOWN_TIME`: stale, no age, not in the windows).  None
+        when it is the value already known (restored from ``state.json``), whose time
+        is kept."""
+        sent = binding.sent_at(document, self._tz, now)
+        if sent is not None:
+            return _fromtimestamp(sent, UTC)
+        known = self._state.get(binding.sensor)
+        if known is not None and known.value == value:
+            return None
+        return UNKNOWN_TIME
 
     def _availability(self, route: Route, topic: str, payload: bytes) -> None:
         try:

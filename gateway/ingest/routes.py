@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, tzinfo
 from functools import cache
 from typing import Any
 
@@ -28,7 +28,6 @@ from gateway.ingest.topics import (
     TopicRouter,
     minimal_filters,
     safe_id_part,
-    shared,
 )
 from gateway.model import Value
 from gateway.state.store import StateStore
@@ -51,7 +50,7 @@ class SensorBinding:
 
     __slots__ = (
         "field", "fixed_unit", "fmt", "high", "is_json", "low", "numeric", "offset", "parts",
-        "precision", "scale", "sensor", "spec", "transform", "unit",
+        "precision", "scale", "sensor", "spec", "time_field", "transform", "unit",
     )  # fmt: skip
 
     def __init__(self, sensor: str, spec: SensorConfig) -> None:
@@ -70,6 +69,29 @@ class SensorBinding:
         self.scale, self.offset, self.precision = spec.scale, spec.offset, spec.precision
         self.transform = spec.scale != 1.0 or spec.offset != 0.0 or spec.precision is not None
         self.numeric = spec.is_numeric
+        self.time_field = spec.default_time_field()
+
+    def sent_at(self, document: Any, tz: tzinfo, now: float) -> float | None:
+        """When the device says it took the reading (``time_field``), as epoch seconds
+        no later than ``now``; None when the payload carries no usable time."""
+        if self.time_field is None or document is None:
+            return None
+        try:
+            raw = json_field(document, self.time_field)
+        except DecodeError:
+            return None
+        t: float | None = None
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            t = raw / 1000.0 if raw > 1e11 else float(raw)  # epoch milliseconds or seconds
+        elif isinstance(raw, str):
+            try:
+                at = datetime.fromisoformat(raw)
+            except ValueError:
+                return None
+            t = (at if at.tzinfo else at.replace(tzinfo=tz)).timestamp()
+        if t is None or t != t or t <= 0:
+            return None
+        return min(t, now)
 
     def decode(self, payload: bytes, document: Any) -> Value:
         """The reading's value from the raw payload, or from the already parsed JSON."""
@@ -161,10 +183,8 @@ class RouteTable:
 
     def subscriptions(self) -> list[str]:
         """The filters to subscribe to: none covered by another (an MQTT 5 broker would
-        deliver a message once per matching filter), ``$share/<group>/...`` when a
-        share group is set."""
-        group = self.config.mqtt.share_group
-        return [shared(f, group) for f in minimal_filters(self._router.subscriptions())]
+        deliver a message once per matching filter)."""
+        return minimal_filters(self._router.subscriptions())
 
     def route(self, topic: str) -> Route:
         """The cached route of ``topic``, compiled on first sight."""

@@ -49,7 +49,7 @@ class EngineChecks:
         if calls(tree, "changes") and (rule.hold is not None or clears):
             yield "a `changes()` condition fires on every change; it takes no `for` or clear_*"
         one_sensor_clear = rule.clear_below is not None or rule.clear_above is not None
-        if one_sensor_clear and len(names(tree)) != 1:
+        if one_sensor_clear and (len(names(tree)) != 1 or "{" in next(iter(names(tree)))):
             yield (
                 "`clear_below`/`clear_above` need a `when` over exactly one sensor"
                 " (else clear_when)"
@@ -68,8 +68,8 @@ class EngineChecks:
 
 
 def _sensor_problems(rule: RuleConfig, config: GatewayConfig) -> Iterator[str]:
-    """Names in conditions and require_fresh that are not sensors of this config."""
-    sensors = {s.id: s for s in config.sensors}
+    """Names in conditions and require_fresh that are not sensors of this config (a
+    name a ``{capture}`` entry makes, like ``temp_kitchen``, is one)."""
     conditions = [("when", rule.when), ("clear_when", rule.clear_when)]
     if rule.on_message is not None:
         conditions.append(("on_message.when", rule.on_message.when))
@@ -80,13 +80,14 @@ def _sensor_problems(rule: RuleConfig, config: GatewayConfig) -> Iterator[str]:
         for name in sorted(names(tree)):
             if field == "on_message.when" and (name == "event" or name.startswith("event.")):
                 continue
-            if name not in sensors:
+            if config.sensor_for(name) is None:
                 yield f"{field}: unknown sensor {name!r}"
         for name in sorted(calls(tree, "stale", "offline")):
-            if name in sensors and sensors[name].expire_after is None:
-                yield f"{field}: stale({name}) needs `expire_after` on sensor {name!r}"
+            spec = config.sensor_for(name)
+            if spec is not None and spec.expire_after is None:
+                yield f"{field}: stale({name}) needs `expire_after` on sensor {spec.id!r}"
     for i, name in enumerate(rule.require_fresh):
-        if name not in sensors:
+        if config.sensor_for(name) is None:
             yield f"require_fresh[{i}]: unknown sensor {name!r}"
 
 

@@ -8,9 +8,16 @@ and :func:`evaluate` walks it over an :class:`Facts` lookup.  The grammar::
     and     := not ("and" not)*
     not     := "not" not | compare
     compare := operand (("<" | "<=" | ">" | ">=" | "==" | "!=") operand)?
-    operand := NUMBER | STRING | "true" | "false" | NAME | FUNC "(" NAME ")" | "(" expr ")"
+    operand := NUMBER | STRING | "true" | "false" | NAME | FUNC "(" NAME ")"
+             | AGG "(" FAMILY ")" | "(" expr ")"
     NAME    := identifier ("." identifier)*        # a sensor id, or event.field.path
     FUNC    := "changes" | "stale" | "offline"
+    AGG     := "max" | "min"
+    FAMILY  := a sensor id with {captures}, e.g. temp_{room}
+
+``max(temp_{room})`` and ``min(temp_{room})`` go over every sensor made from that
+entry (every room): ``max(temp_{room}) > 30`` holds when some room is above 30,
+``min(temp_{room}) > 30`` when all are; unknown while none has a number.
 
 ``changes(bridge)`` is true on the reading that changed the sensor's value;
 ``stale(x)`` is true when ``x`` has no fresh reading; ``offline(x)`` also when the
@@ -28,6 +35,7 @@ from typing import Protocol
 
 Scalar = float | bool | str
 FUNCTIONS = frozenset({"changes", "stale", "offline"})
+AGGREGATES = frozenset({"max", "min"})
 COMPARISONS = frozenset({"<", "<=", ">", ">=", "==", "!="})
 _KEYWORDS = frozenset({"and", "or", "not", "true", "false"})
 
@@ -35,7 +43,7 @@ _TOKEN = re.compile(
     r"""\s*(?:
         (?P<number>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
       | (?P<string>"[^"\\]*"|'[^'\\]*')
-      | (?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)
+      | (?P<name>[A-Za-z_{][A-Za-z0-9_{}]*(?:\.[A-Za-z0-9_]+)*)
       | (?P<op><=|>=|==|!=|<|>)
       | (?P<punct>[()])
     )""",
@@ -70,6 +78,14 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True)
+class Family:
+    """``max(temp_{room})`` or ``min(temp_{room})``: over every sensor of an entry."""
+
+    func: str
+    pattern: str
+
+
+@dataclass(frozen=True, slots=True)
 class Compare:
     """``left OP right``."""
 
@@ -93,7 +109,7 @@ class Not:
     item: Node
 
 
-Node = Const | Name | Call | Compare | BoolOp | Not
+Node = Const | Name | Call | Family | Compare | BoolOp | Not
 
 
 def _tokens(source: str) -> list[tuple[str, str, int]]:
@@ -184,6 +200,18 @@ class _Parser:
             raise ExprError(f"unexpected {text!r} at column {pos + 1}")
         if text in ("true", "false"):
             return Const(text == "true")
+        if text in AGGREGATES and self.at("("):
+            self.take("(")
+            arg_kind, arg, arg_pos = self.take()
+            if arg_kind != "name" or "{" not in arg:
+                raise ExprError(
+                    f"{text}() needs a sensor family like temp_{{room}}, got {arg!r}"
+                    f" at column {arg_pos + 1}"
+                )
+            self.take(")")
+            return Family(text, arg)
+        if "{" in text or "}" in text:
+            raise ExprError(f"a family like {text} goes inside max() or min() (column {pos + 1})")
         if text in FUNCTIONS and self.at("("):
             self.take("(")
             arg_kind, arg, arg_pos = self.take()
@@ -220,6 +248,8 @@ def names(node: Node) -> set[str]:
             found.add(sub.path)
         elif isinstance(sub, Call):
             found.add(sub.arg)
+        elif isinstance(sub, Family):
+            found.add(sub.pattern)
     return found
 
 
@@ -247,6 +277,10 @@ class Facts(Protocol):
         """True when a sensor is stale, or its device said it is offline."""
         ...
 
+    def family(self, pattern: str) -> list[Scalar]:
+        """The known values of every sensor made from the entry ``pattern``."""
+        ...
+
 
 def _compare(op: str, left: Scalar | None, right: Scalar | None) -> bool:
     if left is None or right is None:
@@ -271,6 +305,14 @@ def _value(node: Node, facts: Facts) -> Scalar | None:
         return node.value
     if isinstance(node, Name):
         return facts.value(node.path)
+    if isinstance(node, Family):
+        numbers = [
+            float(v) for v in facts.family(node.pattern) if isinstance(v, int | float)
+            and not isinstance(v, bool)
+        ]  # fmt: skip
+        if not numbers:
+            return None
+        return max(numbers) if node.func == "max" else min(numbers)
     return evaluate(node, facts)
 
 
@@ -290,4 +332,6 @@ def evaluate(node: Node, facts: Facts) -> bool:
         return facts.stale(node.arg) if node.func == "stale" else facts.offline(node.arg)
     if isinstance(node, Name):
         return facts.value(node.path) is True
+    if isinstance(node, Family):
+        return False  # a number, not a condition
     return node.value is True

@@ -19,6 +19,7 @@ memory; after a restart the outbox-backed guards (cooldown, max_per_day) still a
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -30,7 +31,7 @@ from typing import Any, Literal, Protocol
 import paho.mqtt.client as mqtt
 
 from gateway.compose.composer import MessageEvent
-from gateway.config import RuleConfig
+from gateway.config import RuleConfig, id_pattern
 from gateway.rules import expr
 from gateway.state.store import SensorSnapshot, StateStore
 
@@ -171,6 +172,11 @@ class StateFacts:
         """True when the reading being handled changed this sensor's value."""
         return sensor in self.changed_sensors
 
+    def family(self, pattern: str) -> list[expr.Scalar]:
+        """The values of every sensor the entry ``pattern`` (``temp_{room}``) made."""
+        match = id_pattern(pattern).fullmatch
+        return [s.value for sid, s in self.state.sensors().items() if match(sid)]
+
     def offline(self, sensor: str) -> bool:
         """Stale, or offline by its availability topic when the state tracks that."""
         said_offline = getattr(self.state, "is_offline", None)
@@ -186,6 +192,8 @@ class Condition:
     clear: expr.Node | None
     hold: timedelta
     edge: bool
+    text: str = ""
+    """The rule's ``when`` as written (a saved track is kept only for the same text)."""
 
     @classmethod
     def of(cls, rule: RuleConfig) -> Condition:
@@ -203,7 +211,8 @@ class Condition:
                 above = float(rule.clear_above or 0)
                 clear = expr.Compare(">", expr.Name(sensor), expr.Const(above))
         edge = bool(expr.calls(when, "changes"))
-        return cls(rule.id, when, clear, rule.hold or timedelta(0), edge)
+        text = f"{rule.when}|{rule.clear_when}|{rule.clear_below}|{rule.clear_above}"
+        return cls(rule.id, when, clear, rule.hold or timedelta(0), edge, text)
 
     def sensors(self) -> set[str]:
         """Sensors whose readings can change the outcome."""
@@ -228,9 +237,14 @@ class ThresholdWatcher:
         self._timers = timers
         self._submit = submit
         self._by_sensor: dict[str, list[Condition]] = {}
+        families: dict[str, list[Condition]] = {}
         for cond in self._conditions.values():
             for sensor in cond.sensors():
-                self._by_sensor.setdefault(sensor, []).append(cond)
+                table = families if "{" in sensor else self._by_sensor
+                table.setdefault(sensor, []).append(cond)
+        self._families = [(id_pattern(p).fullmatch, conds) for p, conds in families.items()]
+        """``max(temp_{room})``: the conditions of a family, found by matching the id."""
+        self._seen: set[str] = set(self._by_sensor)
         watched: set[str] = set()
         for cond in self._conditions.values():
             watched |= expr.calls(cond.when, "stale", "offline")
@@ -255,6 +269,44 @@ class ThresholdWatcher:
             self._hold_timers.clear()
             self._stale_timers.clear()
 
+    def saved_tracks(self) -> dict[str, dict[str, str]]:
+        """The rules' armed/pending/fired state for ``state.json`` (JSON-ready)."""
+        with self._lock:
+            return {
+                rule: {
+                    "phase": track.phase,
+                    "since": track.since.isoformat() if track.since else "",
+                    "when": self._conditions[rule].text,
+                }
+                for rule, track in sorted(self._tracks.items())
+                if track.phase != "armed"
+            }
+
+    def restore_tracks(self, saved: Mapping[str, Any]) -> list[str]:
+        """Take back the tracks saved by :meth:`saved_tracks` (before :meth:`start`), so a
+        condition that stayed true across a restart or reload does not fire again.
+        Tracks of rules whose condition changed are dropped.  Returns the rules restored."""
+        restored = []
+        with self._lock:
+            for rule, item in saved.items():
+                cond = self._conditions.get(rule)
+                if cond is None or cond.edge or not isinstance(item, Mapping):
+                    continue
+                phase, since = item.get("phase"), item.get("since")
+                if item.get("when") != cond.text or phase not in ("pending", "fired"):
+                    continue
+                try:
+                    at = datetime.fromisoformat(str(since))
+                except ValueError:
+                    continue
+                self._tracks[rule] = Track(phase, at)
+                if phase == "pending":
+                    self._hold_timers[rule] = self._timers.call_at(
+                        at + cond.hold, functools.partial(self._hold_elapsed, rule, at)
+                    )
+                restored.append(rule)
+        return restored
+
     def track(self, rule_id: str) -> Track:
         """Where a rule stands (for tests and status)."""
         return self._tracks[rule_id]
@@ -265,11 +317,21 @@ class ThresholdWatcher:
         changed_set = frozenset({snap.sensor}) if changed else frozenset()
         now = self._clock()
         with self._lock:
+            if self._families and snap.sensor not in self._seen:
+                self._join_families(snap.sensor)
             for cond in self._by_sensor.get(snap.sensor, ()):
                 self._step(cond, now, changed_set)
             limit = self._stale_after.get(snap.sensor)
             if limit is not None:
                 self._schedule_stale_check(snap.sensor, snap.at + limit)
+
+    def _join_families(self, sensor: str) -> None:
+        """A sensor seen for the first time: add the family conditions it feeds."""
+        self._seen.add(sensor)
+        for match, conds in self._families:
+            if match(sensor):
+                listed = self._by_sensor.setdefault(sensor, [])
+                listed += [c for c in conds if c not in listed]
 
     def _schedule_stale_check(self, sensor: str, stale_at: datetime) -> None:
         old = self._stale_timers.pop(sensor, None)

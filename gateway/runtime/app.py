@@ -31,6 +31,7 @@ from gateway.publishers.base import (
     PublisherContext,
 )
 from gateway.publishers.file import FilePublisher
+from gateway.rules import expr
 from gateway.rules.firings import FiringQueue, RuleDispatch
 from gateway.rules.runner import RuleRunner
 from gateway.rules.scheduler import RuleScheduler
@@ -42,10 +43,11 @@ from gateway.rules.triggers import (
 )
 from gateway.state.history import HistoryStore, HistoryWriter
 from gateway.state.snapshot import (
+    NEW_SENSOR_CHECK_SECONDS,
     SAVE_EVERY_SECONDS,
     SNAPSHOT_NAME,
     SnapshotWriter,
-    load_snapshot,
+    restore_state,
 )
 from gateway.state.store import SensorSnapshot, StateStore
 
@@ -83,6 +85,19 @@ def broker_settings(config: GatewayConfig) -> BrokerSettings:
         protocol=mqtt.protocol,
         keepalive=mqtt.keepalive,
     )
+
+
+def condition_expiries(config: GatewayConfig) -> dict[str, timedelta]:
+    """``expire_after`` of every sensor the ``when`` rules can name: the configured ids
+    and the captured ones they use (``temp_kitchen`` of ``temp_{room}``)."""
+    expire = {s.id: s.expire_after for s in config.sensors if s.expire_after}
+    for rule in config.rules:
+        for source in (rule.when, rule.clear_when):
+            for name in expr.names(expr.parse(source)) if source else ():
+                spec = config.sensor_for(name)
+                if spec is not None and spec.expire_after is not None:
+                    expire.setdefault(name, spec.expire_after)
+    return expire
 
 
 class Gateway:
@@ -163,13 +178,18 @@ class Gateway:
         self.dispatch = RuleDispatch(
             self.runner.fire, self.firings, deferred=lambda: self.ingest.in_network_thread()
         )
-        expire = {s.id: s.expire_after for s in config.sensors if s.expire_after}
+        expire = condition_expiries(config)
         self.watcher = ThresholdWatcher(
             config.rules, self.state, expire, self.now, self.timers, self.dispatch.submit
         )
         self.messages = MessageRules(config.rules, self.state, self.now, self.dispatch.submit)
-        self.snapshot = SnapshotWriter(self.state, self.state_dir / SNAPSHOT_NAME)
+        self.snapshot = SnapshotWriter(
+            self.state, self.state_dir / SNAPSHOT_NAME, rules=self.watcher.saved_tracks
+        )
         self.scheduler.add_periodic("save-state", self.snapshot.save, SAVE_EVERY_SECONDS)
+        self.scheduler.add_periodic(
+            "save-new-sensors", self.snapshot.save_if_new_sensors, NEW_SENSOR_CHECK_SECONDS
+        )
         self.ingest = MqttIngest(
             config,
             self.state,
@@ -276,10 +296,20 @@ class Gateway:
     def _restore_state(self) -> None:
         """The latest values saved in ``state.json`` (every 5 minutes and at stop), with
         their own reading times: a restart or reload does not blank every sensor, and
-        ``expire_after`` still makes an old value stale."""
-        known = {s.id for s in self.config.sensors}
-        if load_snapshot(self.snapshot.path, self.state, known):
-            log.info("restored the latest sensor values from %s", self.snapshot.path)
+        ``expire_after`` still makes an old value stale.  The rolling windows come back
+        from the per-minute history, the ``when`` rules' armed/fired state from the
+        snapshot (:func:`gateway.state.snapshot.restore_state`)."""
+        data = restore_state(self.config, self.state, self.history, self.now())
+        if data is None:
+            return
+        rules = data.get("rules")
+        kept = self.watcher.restore_tracks(rules) if isinstance(rules, dict) else []
+        log.info(
+            "restored %d sensor values from %s%s",
+            len(self.state.sensors()),
+            self.snapshot.path,
+            f"; rules already fired or pending: {', '.join(kept)}" if kept else "",
+        )
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop in order: readings, schedules, frames; in-flight deliveries get ``timeout``

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from gateway.compose.composer import ComposeError, Composer, MessageEvent
@@ -30,7 +30,7 @@ from gateway.rules.runner import fit_post
 from gateway.rules.triggers import decode_event
 from gateway.runtime.app import database_path
 from gateway.state.history import HistoryStore
-from gateway.state.snapshot import SNAPSHOT_NAME, load_snapshot
+from gateway.state.snapshot import SNAPSHOT_NAME, rebuild_windows, restore_state
 from gateway.state.store import StateStore
 
 
@@ -83,22 +83,21 @@ def open_history(config: GatewayConfig, state: StateStore, now: datetime) -> His
         print(f"(no readings history at {path}: charts say no data)", file=sys.stderr)
         return None
     history = HistoryStore(path, state)
-    for sensor in config.sensors:
-        longest = max(state.windows(sensor.id), default=None)
-        if longest is not None:
-            rows = history.stored_minutes(sensor.id, now - longest - timedelta(minutes=1), now)
-            state.replay_minutes(sensor.id, rows)
+    rebuild_windows(history, state, [s.id for s in config.sensors], now)
     return history
 
 
-def _state_for(config: GatewayConfig, sample: str | None, now: datetime) -> StateStore:
-    if sample:
-        return load_sample(Path(sample), config, now)
+def _restored(config: GatewayConfig, now: datetime) -> tuple[StateStore, HistoryStore | None]:
+    """The state as the daemon restores it at start (:func:`restore_state`)."""
     state = _empty_state(config)
-    path = config.gateway.resolved_state_dir() / SNAPSHOT_NAME
-    if not load_snapshot(path, state, {s.id for s in config.sensors}):
-        print(f"(no saved state at {path}: sensors show n/a; use --sample FILE)", file=sys.stderr)
-    return state
+    path = database_path(config)
+    history = HistoryStore(path, state) if path.is_file() else None
+    if history is None:
+        print(f"(no readings history at {path}: charts say no data)", file=sys.stderr)
+    if restore_state(config, state, history, now) is None:
+        saved = config.gateway.resolved_state_dir() / SNAPSHOT_NAME
+        print(f"(no saved state at {saved}: sensors show n/a; use --sample FILE)", file=sys.stderr)
+    return state, history
 
 
 def preview_rule(
@@ -119,8 +118,11 @@ def preview_rule(
     for warning in glyph_warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
     now = datetime.now(config.gateway.tz)
-    state = _state_for(config, sample, now)
-    history = open_history(config, state, now)
+    if sample:
+        state = load_sample(Path(sample), config, now)
+        history = open_history(config, state, now)
+    else:
+        state, history = _restored(config, now)
     try:
         return _preview(config, rule, state, history, now, out=out, event=event)
     finally:

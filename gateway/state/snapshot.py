@@ -1,5 +1,10 @@
 """The last known state on disk: restored at start and reload, read by ``preview``.
 
+:func:`restore_state` is what a start, a reload and ``preview`` begin with: the
+latest values from ``state.json`` with their own times (sensors made from captures,
+like ``temp_kitchen`` from ``temp_{room}``, included), the rolling windows rebuilt
+from the per-minute history in SQLite, and the ``when`` rules' armed/fired state.
+
 The daemon writes ``<state_dir>/state.json`` — each sensor's latest value, unit and
 time (and its previous value), and each camera's newest frame file — every few
 minutes *only when something changed*, and once at shutdown.  An SD card sees a
@@ -10,11 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
+from collections.abc import Callable, Collection
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from gateway.config import GatewayConfig
 from gateway.model import Frame, Value
+from gateway.state.history import HistoryStore
 from gateway.state.store import SensorSnapshot, StateStore
 from gateway.support.files import atomic_write
 
@@ -22,11 +30,19 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_NAME = "state.json"
 SAVE_EVERY_SECONDS = 300.0
+NEW_SENSOR_CHECK_SECONDS = 10.0
+"""How often the writer looks for sensors never saved and ``when`` rules that fired or
+re-armed since the last save (a power cut then forgets neither, only newer values)."""
 
 
-def snapshot_of(state: StateStore) -> dict[str, Any]:
-    """The state as a JSON-ready dict."""
+Known = Collection[str] | Callable[[str], bool]
+"""Which saved sensors to restore: a set of ids, or a test (that may declare the id)."""
+
+
+def snapshot_of(state: StateStore, rules: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The state as a JSON-ready dict (plus ``rules``: the ``when`` rules' tracks)."""
     return {
+        "rules": rules or {},
         "sensors": {sid: _sensor(snap) for sid, snap in sorted(state.sensors().items())},
         "frames": {
             frame.camera: {
@@ -55,15 +71,23 @@ def _value(value: object) -> Value | None:
     return value if isinstance(value, bool | float | str) else None
 
 
-def restore(data: dict[str, Any], state: StateStore, known_sensors: set[str]) -> None:
-    """Load a snapshot dict into ``state`` (sensors not in the config are ignored).
+def _accepts(known: Known) -> Callable[[str], bool]:
+    if callable(known):
+        return known
+    return known.__contains__
 
-    Restored values are the sensors' latest (and previous) values, not new readings:
-    rolling statistics come from the readings history, which already holds them.
+
+def restore(data: dict[str, Any], state: StateStore, known_sensors: Known) -> None:
+    """Load a snapshot dict into ``state`` (sensors ``known_sensors`` refuses are ignored).
+
+    Restored values are the sensors' latest (and previous) values with their own
+    times, not new readings: they do not touch the rolling statistics, which
+    :func:`rebuild_windows` rebuilds from the readings history.
     """
+    accepts = _accepts(known_sensors)
     for sid, item in data.get("sensors", {}).items():
         value = _value(item.get("value"))
-        if sid not in known_sensors or value is None:
+        if value is None or not accepts(sid):
             continue
         previous_at = item.get("previous_at")
         previous = _value(item.get("previous")) if isinstance(previous_at, str) else None
@@ -92,32 +116,123 @@ def restore(data: dict[str, Any], state: StateStore, known_sensors: set[str]) ->
             state.set_frame(frame)
 
 
-def load_snapshot(path: Path, state: StateStore, known_sensors: set[str]) -> bool:
-    """Restore ``path`` into ``state``; False when there is no usable snapshot."""
+def read_snapshot(path: Path) -> dict[str, Any] | None:
+    """The saved snapshot dict; None when there is none or it is unusable (logged)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        restore(data, state, known_sensors)
     except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("state snapshot %s unusable: %s", path, exc)
+        return None
+    if not isinstance(data, dict):
+        log.warning("state snapshot %s unusable: not an object", path)
+        return None
+    return data
+
+
+def load_snapshot(path: Path, state: StateStore, known_sensors: Known) -> bool:
+    """Restore ``path`` into ``state``; False when there is no usable snapshot."""
+    data = read_snapshot(path)
+    if data is None:
         return False
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    return _load(path, data, state, known_sensors)
+
+
+def _load(path: Path, data: dict[str, Any], state: StateStore, known: Known) -> bool:
+    try:
+        restore(data, state, known)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning("state snapshot %s unusable: %s", path, exc)
         return False
     return True
 
 
+def config_sensors(config: GatewayConfig, state: StateStore) -> Callable[[str], bool]:
+    """A ``known_sensors`` test: True for the ids the config makes (captured ones like
+    ``temp_kitchen`` too), each declared in ``state`` with its entry's expiry and windows
+    as ingest would."""
+
+    def declare(sensor_id: str) -> bool:
+        spec = config.sensor_for(sensor_id)
+        if spec is None:
+            return False
+        return state.register(sensor_id, expire_after=spec.expire_after, windows=spec.windows)
+
+    return declare
+
+
+def rebuild_windows(
+    history: HistoryStore, state: StateStore, sensors: Collection[str], now: datetime
+) -> int:
+    """Refill the sensors' rolling windows (``min_24h``, ``mean_1h``, ``trend``...) from
+    the per-minute rows stored before ``now``; returns the rows used."""
+    used = 0
+    for sensor in sensors:
+        longest = max(state.windows(sensor), default=None)
+        if longest is not None:
+            rows = history.stored_minutes(sensor, now - longest - timedelta(minutes=1), now)
+            used += state.replay_minutes(sensor, rows)
+    return used
+
+
+def restore_state(
+    config: GatewayConfig, state: StateStore, history: HistoryStore | None, now: datetime
+) -> dict[str, Any] | None:
+    """What a start, a reload and ``preview`` begin with: every configured sensor
+    declared, the latest values of ``state.json`` with their times, and the windows
+    rebuilt from ``history`` (every sensor the config makes that has rows).
+
+    Returns the snapshot dict (its ``rules`` part is for the rule watcher), or None
+    when there was no usable ``state.json``.
+    """
+    declare = config_sensors(config, state)
+    for sensor in config.sensors:
+        if not sensor.captures:
+            declare(sensor.id)
+    path = config.gateway.resolved_state_dir() / SNAPSHOT_NAME
+    data = read_snapshot(path)
+    if data is not None and not _load(path, data, state, declare):
+        data = None
+    if history is not None:
+        ids = {s.id for s in config.sensors if not s.captures} | set(state.sensors())
+        ids |= {sid for sid in history.sensors() if sid not in ids and declare(sid)}
+        rebuild_windows(history, state, sorted(ids), now)
+    return data
+
+
 class SnapshotWriter:
     """Writes the state snapshot when it changed since the last write."""
 
-    def __init__(self, state: StateStore, path: Path) -> None:
+    def __init__(
+        self,
+        state: StateStore,
+        path: Path,
+        rules: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self._state = state
         self.path = path
+        self._rules = rules
         self._last: bytes | None = None
+        self._saved_sensors = -1
+        self._saved_rules: dict[str, Any] | None = None
         self.writes = 0
+
+    def save_if_new_sensors(self) -> bool:
+        """Save now if a sensor appeared or a ``when`` rule fired or re-armed since the
+        last save (rare: not per reading); True if written."""
+        rules = self._rules() if self._rules is not None else None
+        if self._state.sensor_count() == self._saved_sensors and rules == self._saved_rules:
+            return False
+        return self.save()
 
     def save(self) -> bool:
         """Write the snapshot if it differs from the last one written; True if written."""
-        data = json.dumps(snapshot_of(self._state), ensure_ascii=False, indent=1).encode()
+        rules = self._rules() if self._rules is not None else None
+        count = self._state.sensor_count()
+        data = json.dumps(snapshot_of(self._state, rules), ensure_ascii=False, indent=1).encode()
         if data == self._last:
+            self._saved_sensors, self._saved_rules = count, rules
             return False
         try:
             atomic_write(self.path, data)
@@ -125,5 +240,6 @@ class SnapshotWriter:
             log.warning("cannot write state snapshot %s: %s", self.path, exc)
             return False
         self._last = data
+        self._saved_sensors, self._saved_rules = count, rules
         self.writes += 1
         return True

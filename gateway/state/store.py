@@ -12,11 +12,15 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from gateway.model import Frame, Reading, Value
 from gateway.state.windows import MinuteRow, Series, WindowSet, WindowStats
+
+UNKNOWN_TIME = datetime.fromtimestamp(0, UTC)
+"""The ``at`` of a reading of unknown age (a retained message with no time in it): it
+is stale, has no age, and is not counted in the windows."""
 
 
 class SensorSnapshot(NamedTuple):
@@ -145,7 +149,8 @@ class StateStore:
         topic: str = "",
         t: float | None = None,
     ) -> SensorSnapshot | None:
-        """Record one reading (``t``: ``at`` as epoch seconds, if already known).
+        """Record one reading (``t``: ``at`` as epoch seconds, if already known); one at
+        :data:`UNKNOWN_TIME` is not counted in the windows.
 
         Returns the new snapshot, or None when the store is full.
         """
@@ -166,7 +171,7 @@ class StateStore:
             snap = _new_tuple(SensorSnapshot, fields)
             record.snapshot = snap
             record.offline = False
-            if type(value) is float:
+            if type(value) is float and t > 0.0:
                 record.series.add(value, t)
             self._snapshots[sensor] = snap
         return snap
@@ -234,6 +239,10 @@ class StateStore:
         """The sensor's snapshot, or None before its first reading."""
         return self._snapshots.get(sensor)
 
+    def sensor_count(self) -> int:
+        """How many sensors have a value (cheap: no copy)."""
+        return len(self._snapshots)
+
     def sensors(self) -> dict[str, SensorSnapshot]:
         """A copy of every sensor's snapshot."""
         return dict(self._snapshots)
@@ -253,7 +262,7 @@ class StateStore:
     def is_stale(self, sensor: str, now: datetime) -> bool:
         """True when the sensor has no reading, or none within its ``expire_after``."""
         snap = self._snapshots.get(sensor)
-        if snap is None:
+        if snap is None or snap.at == UNKNOWN_TIME:
             return True
         limit = self._expire_after.get(sensor)
         return limit is not None and now - snap.at > limit
@@ -264,9 +273,10 @@ class StateStore:
         return record is not None and record.offline
 
     def age(self, sensor: str, now: datetime) -> timedelta | None:
-        """Time since the sensor's last reading, or None before its first."""
+        """Time since the sensor's last reading, or None before its first (or when its
+        age is unknown)."""
         snap = self._snapshots.get(sensor)
-        return None if snap is None else now - snap.at
+        return None if snap is None or snap.at == UNKNOWN_TIME else now - snap.at
 
     def stats(
         self, sensor: str, window: timedelta | str, now: datetime | None = None
