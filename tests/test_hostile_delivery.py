@@ -1,0 +1,129 @@
+"""Hostile HTTP services: rate-limit answers out of bounds, odd replies, echoed secrets.
+
+A real outbox, a real DeliveryWorker on a fake clock (waits cost no time) and a local
+webhook receiver that answers what a hostile or broken service would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from gateway.model import Post, new_post_id
+from gateway.outbox.delivery import DeliveryWorker, RetryPolicy
+from gateway.outbox.store import Outbox
+from gateway.publishers import build_publisher
+from gateway.publishers.base import MemoryStore, PublisherContext
+from gateway.runtime.loading import validate_config
+from tests.fakes.server import Reply
+from tests.fakes.webhook import FakeWebhook
+
+
+class FakeClock:
+    """Time that moves only when the test says so (starts at the real now)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def hook() -> Iterator[FakeWebhook]:
+    with FakeWebhook() as fake:
+        yield fake
+
+
+def setup(
+    hook: FakeWebhook, tmp_path: Path, clock: FakeClock, n_posts: int = 2, **options: object
+) -> tuple[DeliveryWorker, Outbox, list[Post]]:
+    entry = {"id": "hook", "type": "webhook", "url": f"{hook.url}/hooks/abc", **options}
+    (config,) = validate_config({"publishers": [entry]}).publishers
+    publisher = build_publisher(config, PublisherContext(tmp_path, "pool", store=MemoryStore()))
+    outbox = Outbox(tmp_path / "gateway.db")
+    created = datetime.fromtimestamp(clock.now, UTC)
+    posts = [Post(new_post_id(), "r", created, f"post {n}", (), "en") for n in range(n_posts)]
+    for post in posts:
+        outbox.add(post, {"hook": post.text})
+    clock.now = time.time()  # the deliveries are due now
+    policy = RetryPolicy.for_publisher(config, RetryPolicy(jitter=0))
+    return DeliveryWorker(outbox, publisher, policy, clock=clock), outbox, posts
+
+
+def run_until_idle(worker: DeliveryWorker, outbox: Outbox, clock: FakeClock) -> list[float]:
+    """Step the worker (moving the clock by each wait) until nothing is open."""
+    waits = []
+    for _ in range(200):
+        if outbox.next_delivery("hook") is None:
+            return waits
+        wait = worker.step()
+        if wait > 0:
+            waits.append(wait)
+            clock.now += wait
+    raise AssertionError("the outbox did not drain")
+
+
+def test_a_retry_after_of_thirty_years_waits_at_most_max_delay(
+    hook: FakeWebhook, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    worker, outbox, posts = setup(hook, tmp_path, clock)
+    hook.reply_next(429, {"error": "slow down"}, {"Retry-After": "999999999"}, times=3)
+    start = clock.now
+    waits = run_until_idle(worker, outbox, clock)
+    history = {e["id"]: e["deliveries"]["hook"]["status"] for e in outbox.history(10)}
+    worker.publisher.close()
+    outbox.close()
+    assert max(waits) <= RetryPolicy().max_delay
+    assert all(status == "sent" for status in history.values())
+    # Three refusals cost at most three hours, not until 2058; the next post followed.
+    assert clock.now - start <= 3 * RetryPolicy().max_delay + 1
+    assert [request.json()["id"] for request, _ in hook.created] == [p.id for p in posts]
+
+
+def test_a_retry_after_beyond_give_up_after_ends_the_delivery_when_give_up_after_says(
+    hook: FakeWebhook, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    worker, outbox, posts = setup(hook, tmp_path, clock, n_posts=1, give_up_after="2h")
+    hook.reply_next(429, {"error": "slow down"}, {"Retry-After": "999999999"}, times=1000)
+    start = clock.now
+    run_until_idle(worker, outbox, clock)
+    (entry,) = outbox.history(10)
+    worker.publisher.close()
+    outbox.close()
+    assert entry["deliveries"]["hook"]["status"] == "dead"
+    assert clock.now - start <= 2 * 3600 + RetryPolicy().max_delay
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Retry-After": "0"},
+        {"X-RateLimit-Reset": "2001-01-01T00:00:00Z"},  # Mastodon style, in the past
+        {"Retry-After": "Mon, 01 Jan 2001 00:00:00 GMT"},
+    ],
+    ids=["retry-after-0", "reset-in-the-past", "http-date-in-the-past"],
+)
+def test_a_retry_after_of_zero_or_the_past_never_retries_faster_than_the_backoff(
+    hook: FakeWebhook, tmp_path: Path, headers: dict[str, str]
+) -> None:
+    clock = FakeClock()
+    worker, outbox, posts = setup(hook, tmp_path, clock, n_posts=1)
+    hook.reply_next(429, {"error": "slow down"}, headers, times=25)
+    waits = run_until_idle(worker, outbox, clock)
+    (entry,) = outbox.history(10)
+    worker.publisher.close()
+    outbox.close()
+    policy = RetryPolicy(jitter=0)
+    # Each wait is at least the backoff of its attempt: 5 s, 10 s, 20 s, ... capped.
+    assert waits[:6] == [policy.delay(n) for n in range(1, 7)]
+    # 20 attempts are spread over hours, not made within a second.
+    assert sum(waits) >= sum(policy.delay(n) for n in range(1, 20))
+    assert entry["deliveries"]["hook"]["status"] == "dead"  # max_attempts still applies
+    assert len(hook.calls("/hooks/")) == 20
