@@ -19,7 +19,6 @@ from gateway.outbox.store import Outbox
 from gateway.publishers import build_publisher
 from gateway.publishers.base import MemoryStore, PublisherContext
 from gateway.runtime.loading import validate_config
-from tests.fakes.server import Reply
 from tests.fakes.webhook import FakeWebhook
 
 
@@ -90,7 +89,7 @@ def test_a_retry_after_beyond_give_up_after_ends_the_delivery_when_give_up_after
     hook: FakeWebhook, tmp_path: Path
 ) -> None:
     clock = FakeClock()
-    worker, outbox, posts = setup(hook, tmp_path, clock, n_posts=1, give_up_after="2h")
+    worker, outbox, _posts = setup(hook, tmp_path, clock, n_posts=1, give_up_after="2h")
     hook.reply_next(429, {"error": "slow down"}, {"Retry-After": "999999999"}, times=1000)
     start = clock.now
     run_until_idle(worker, outbox, clock)
@@ -114,7 +113,7 @@ def test_a_retry_after_of_zero_or_the_past_never_retries_faster_than_the_backoff
     hook: FakeWebhook, tmp_path: Path, headers: dict[str, str]
 ) -> None:
     clock = FakeClock()
-    worker, outbox, posts = setup(hook, tmp_path, clock, n_posts=1)
+    worker, outbox, _posts = setup(hook, tmp_path, clock, n_posts=1)
     hook.reply_next(429, {"error": "slow down"}, headers, times=25)
     waits = run_until_idle(worker, outbox, clock)
     (entry,) = outbox.history(10)
@@ -127,3 +126,29 @@ def test_a_retry_after_of_zero_or_the_past_never_retries_faster_than_the_backoff
     assert sum(waits) >= sum(policy.delay(n) for n in range(1, 20))
     assert entry["deliveries"]["hook"]["status"] == "dead"  # max_attempts still applies
     assert len(hook.calls("/hooks/")) == 20
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"[" * 100_000,
+        b'{"a":' * 50_000,
+        b'{"id": "' + b"x" * 3_000_000 + b'"}',
+        b"\xff\xfe not json",
+    ],
+    ids=["100000-brackets", "50000-objects", "3-MB-answer", "not-utf8"],
+)
+def test_an_odd_answer_from_a_receiver_that_took_the_post_is_never_a_retry(
+    hook: FakeWebhook, tmp_path: Path, answer: bytes
+) -> None:
+    clock = FakeClock()
+    worker, outbox, posts = setup(hook, tmp_path, clock)
+    hook.reply_next(200, answer, path="/hooks/")
+    run_until_idle(worker, outbox, clock)
+    history = {e["id"]: e["deliveries"]["hook"] for e in outbox.history(10)}
+    worker.publisher.close()
+    outbox.close()
+    assert [h["status"] for h in history.values()] == ["sent", "sent"]
+    assert worker.failures == 0
+    # Each post reached the receiver once: no duplicate from a retry.
+    assert [r.json()["id"] for r in hook.calls("/hooks/")] == [p.id for p in posts]

@@ -103,8 +103,12 @@ def sign(secret: SecretStr, body: bytes) -> str:
 
 def receipt_from(body: bytes) -> Receipt:
     """A receipt from the receiver's answer, when it is JSON with ``id``/``url``."""
+    from gateway.publishers.http import loads_bounded
+
+    # The post has reached the receiver: an odd answer (too big, too deep, not JSON)
+    # costs the receipt, never a retry that would post it twice.
     try:
-        answer = json.loads(body)
+        answer = loads_bounded(body)
     except ValueError:
         return Receipt()
     if not isinstance(answer, dict):
