@@ -6,6 +6,10 @@ webhook receiver that answers what a hostile or broken service would.
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,8 +22,12 @@ from gateway.outbox.delivery import DeliveryWorker, RetryPolicy
 from gateway.outbox.store import Outbox
 from gateway.publishers import build_publisher
 from gateway.publishers.base import MemoryStore, PublisherContext
-from gateway.runtime.loading import validate_config
+from gateway.runtime.hass import state_payload
+from gateway.runtime.health import HealthStore
+from gateway.runtime.loading import load_config, validate_config
+from tests.fakes.server import Recorded, Reply
 from tests.fakes.webhook import FakeWebhook
+from tests.gwutil import cli
 
 
 class FakeClock:
@@ -152,3 +160,55 @@ def test_an_odd_answer_from_a_receiver_that_took_the_post_is_never_a_retry(
     assert worker.failures == 0
     # Each post reached the receiver once: no duplicate from a retry.
     assert [r.json()["id"] for r in hook.calls("/hooks/")] == [p.id for p in posts]
+
+
+class EchoingWebhook(FakeWebhook):
+    """A receiver whose receipt is the request's own URL, token and all."""
+
+    def _receive(self, request: Recorded, match: re.Match[str]) -> Reply:
+        super()._receive(request, match)
+        query = "&".join(f"{k}={v[0]}" for k, v in request.query.items())
+        return Reply(200, {"id": request.path, "url": f"{self.url}{request.path}?{query}"})
+
+
+def test_a_receipt_echoing_the_secret_url_is_stored_and_shown_masked(tmp_path: Path) -> None:
+    token = "whsec-9f8e7d6c5b4a39281706"
+    path_token = "T0KEN-IN-THE-PATH-77aa1122"
+    with EchoingWebhook() as hook:
+        url = f"{hook.url}/hooks/{path_token}?token={token}"
+        config = tmp_path / "gateway.toml"
+        config.write_text(
+            f'[gateway]\nstate_dir = "{tmp_path}"\n\n'
+            f'[[publishers]]\nid = "hook"\ntype = "webhook"\nurl = "${{HOOK_URL}}"\n',
+            encoding="utf-8",
+        )
+        env = {**os.environ, "HOOK_URL": url}
+        os.environ["HOOK_URL"] = url
+        try:
+            (publisher_config,) = load_config(config).publishers
+        finally:
+            del os.environ["HOOK_URL"]
+        publisher = build_publisher(
+            publisher_config, PublisherContext(tmp_path, "pool", store=MemoryStore())
+        )
+        outbox = Outbox(tmp_path / "gateway.db")
+        post = Post(new_post_id(), "r", datetime.now(UTC), "hello", (), "en")
+        outbox.add(post, {"hook": "hello"})
+        DeliveryWorker(outbox, publisher).step()
+        publisher.close()
+        outbox.close()
+        assert len(hook.created) == 1
+    health = HealthStore(tmp_path / "gateway.db")
+    retained = state_payload(0.0, health.summary())
+    health.close()
+    shown = cli("history", "--json", "-c", str(config), env=env)
+    assert shown.returncode == 0, shown.stderr
+    (entry,) = json.loads(shown.stdout)
+    db = sqlite3.connect(tmp_path / "gateway.db")
+    (row,) = db.execute("SELECT url, remote_id FROM deliveries").fetchall()
+    db.close()
+    assert entry["deliveries"]["hook"]["status"] == "sent"
+    for text in (json.dumps(row), shown.stdout, shown.stderr, retained):
+        assert token not in text
+        assert path_token not in text
+    assert "***" in (row[0] or "")

@@ -32,7 +32,12 @@ from gateway.config.cameras import CAMERA_SOURCES, AnyCameraConfig, CameraConfig
 from gateway.config.onepass import validate_in_one_pass
 from gateway.config.publishers import PUBLISHER_TYPES, PublisherConfigs
 from gateway.config.rules import RuleChecks, RuleConfig, active_checks, checking_with
-from gateway.config.secrets import credentials_beside, register_secret, resolve_refs
+from gateway.config.secrets import (
+    credentials_beside,
+    mask_read_values,
+    register_secret,
+    resolve_refs,
+)
 from gateway.config.sections import (
     GatewaySection,
     HealthSection,
@@ -47,7 +52,7 @@ DEFAULT_CONFIG_PATH = Path("/etc/things-gateway/gateway.toml")
 CONFIG_ENV = "THINGS_GATEWAY_CONFIG"
 ENV_PREFIX = "THINGS_GATEWAY_"
 
-_unresolved: ContextVar[tuple[list[str], list[str]] | None] = ContextVar(
+_unresolved: ContextVar[tuple[list[str], list[str], dict[str, str]] | None] = ContextVar(
     "gateway_unresolved", default=None
 )
 """Where the validation in progress records ``${NAME}`` it cannot resolve: those that
@@ -105,8 +110,8 @@ class GatewayConfig(BaseSettings):
     def _resolve_secret_refs(cls, data: Any) -> Any:
         errors: list[str] = []
         quiet: list[str] = []
-        resolved = resolve_refs(data, "", errors, quiet)
         report = _unresolved.get()
+        resolved = resolve_refs(data, "", errors, quiet, report[2] if report else None)
         if report is not None:  # validate_config decides what a missing secret means
             report[0].extend(e for e in errors if e not in report[0])
             report[1].extend(e for e in quiet if e not in report[1])
@@ -296,7 +301,8 @@ def validate_config(
     def build(values: Mapping[str, Any]) -> GatewayConfig:
         return GatewayConfig(**values)
 
-    token = _unresolved.set((unresolved, disabled))
+    read: dict[str, str] = {}  # values read from ${NAME}: never printed in a problem
+    token = _unresolved.set((unresolved, disabled, read))
     try:
         with checking_with(checks):
             config, problems, partial = validate_in_one_pass(build, data, format_error_items)
@@ -314,6 +320,7 @@ def validate_config(
         # the model with disabled stand-ins for those entries is the one to use.
         config = partial
     if problems or config is None:
+        problems = [mask_read_values(p, read) for p in problems]
         raise ConfigError(problems or ["the config could not be validated"])
     _register_secret_fields(config)
     assert isinstance(config, GatewayConfig)

@@ -30,6 +30,7 @@ from pydantic import SecretStr
 
 from gateway import __version__
 from gateway.config.publishers import HttpConfig
+from gateway.config.secrets import MASK, register_secret
 from gateway.model import PermanentError, PublishError, RetryableError
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 USER_AGENT = f"things-gateway/{__version__}"
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 MAX_DETAIL = 200
+MIN_REGISTERED_SECRET = 12
+"""URL parts this long are masked process-wide (shorter ones only in this client's errors)."""
 MAX_REPLY_BYTES = 1024 * 1024
 """A service's answer is read up to this size; the rest is dropped unread."""
 MAX_JSON_DEPTH = 64
@@ -98,7 +101,7 @@ class ApiClient:
         self.service = service
         self._client = make_client(base_url, timeout=timeout, headers=headers, auth=auth)
         # Longest first, so a whole URL is scrubbed before the token inside it.
-        self._secrets = tuple(
+        self._secrets: tuple[str, ...] = tuple(
             sorted(
                 (
                     value
@@ -111,6 +114,17 @@ class ApiClient:
                 reverse=True,
             )
         )
+
+        for secret in self._secrets:
+            # Masked everywhere from now on: logs, stored receipts, the health topic.
+            if len(secret) >= MIN_REGISTERED_SECRET:
+                register_secret(secret)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with this client's secrets (URL parts included) masked."""
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return text
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send one request; return a 2xx response or raise RetryableError/ServiceError."""
@@ -174,13 +188,9 @@ class ApiClient:
         self._client.close()
 
     def _scrub(self, error: PublishError) -> PublishError:
-        message = str(error)
-        for secret in self._secrets:
-            message = message.replace(secret, "***")
-        error.args = (message,)
+        error.args = (self.scrub(str(error)),)
         if isinstance(error, ServiceError):
-            for secret in self._secrets:
-                error.detail = error.detail.replace(secret, "***")
+            error.detail = self.scrub(error.detail)
         return error
 
 
