@@ -30,7 +30,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from gateway.config.cameras import CAMERA_SOURCES, AnyCameraConfig, CameraConfigs
 from gateway.config.onepass import validate_in_one_pass
-from gateway.config.publishers import PUBLISHER_TYPES, PublisherConfigs
+from gateway.config.publishers import (
+    PUBLISHER_TYPES,
+    FileConfig,
+    PublisherConfigs,
+    archive_path_problem,
+)
 from gateway.config.rules import RuleChecks, RuleConfig, active_checks, checking_with
 from gateway.config.secrets import (
     credentials_beside,
@@ -179,6 +184,10 @@ def _reference_problems(config: GatewayConfig) -> Iterator[str]:
     for p, publisher in enumerate(config.publishers):
         if publisher.enabled:
             yield from (f"publishers[{p}]: {m}" for m in publisher.missing_dependencies())
+        if isinstance(publisher, FileConfig):
+            problem = archive_path_problem(publisher.path, config.gateway.resolved_state_dir())
+            if problem:
+                yield f"publishers[{p}].path: {problem}"
     checks = active_checks()
     if isinstance(checks, EngineChecks):
         yield from checks.config_problems(config)
