@@ -7,6 +7,8 @@ loop); a state_dir the daemon cannot write.
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,40 @@ def test_check_config_names_the_overlapping_archive_path(tmp_path: Path) -> None
     result = cli("check-config", "-c", str(file))
     assert result.returncode == 78
     assert "publishers[0].path: 'media' overlaps the gateway's own 'media'" in result.stderr
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a read-only file system (a tmpfs mounted ro); skips without mount rights."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.mark.parametrize("case", ["missing-under-a-file", "read-only", "missing-under-read-only"])
+def test_an_unwritable_state_dir_is_a_config_error_for_check_config_and_run(
+    tmp_path: Path, case: str, request: pytest.FixtureRequest
+) -> None:
+    if case == "missing-under-a-file":
+        (tmp_path / "a-file").write_text("x")
+        state = tmp_path / "a-file" / "state"
+    else:
+        ro = request.getfixturevalue("read_only_dir")
+        state = ro if case == "read-only" else ro / "state"
+    file = tmp_path / "gateway.toml"
+    file.write_text(config_text(state, archive("posts")), encoding="utf-8")
+    for command in ("check-config", "run"):
+        result = cli(command, "-c", str(file), timeout=60)
+        assert result.returncode == 78, (command, result.stderr)
+        assert "gateway.state_dir: " in result.stderr
+        assert "Traceback" not in result.stderr
