@@ -126,3 +126,53 @@ def test_an_unwritable_state_dir_is_a_config_error_for_check_config_and_run(
         assert result.returncode == 78, (command, result.stderr)
         assert "gateway.state_dir: " in result.stderr
         assert "Traceback" not in result.stderr
+
+
+LOOP = """
+[[rules]]
+id = "echo"
+on_message = {{ topic = "{trigger}" }}
+text = "got {{{{ event }}}}"
+publish_to = ["out"]
+
+[[publishers]]
+id = "out"
+type = "mqtt"
+topic = "{topic}"
+"""
+
+
+@pytest.mark.parametrize(
+    ("trigger", "topic"),
+    [
+        ("loop/#", "loop/out/{rule}"),  # 2,213 posts in 11 s
+        ("loop/+/echo", "loop/out/{rule}"),
+        ("t/t/x", "t/{gateway}/x"),
+        ("a/b/image/+", "a/b"),  # the post's images go to <topic>/image/<n>
+        ("a/#", "a"),
+    ],
+)
+def test_a_publisher_writing_where_a_rule_listens_is_refused(
+    tmp_path: Path, trigger: str, topic: str
+) -> None:
+    rules = LOOP.format(trigger=trigger, topic=topic)
+    found = problems(tmp_path, config_text(tmp_path / "state", archive("posts"), rules))
+    assert len(found) == 1, found
+    assert found[0].startswith("publishers[0].topic: rule 'echo' posts to ")
+    assert "each post would fire the rule again" in found[0]
+
+
+@pytest.mark.parametrize(
+    ("trigger", "topic"),
+    [
+        ("loop/in/#", "loop/out/{rule}"),
+        ("a/+", "a/b/c"),
+        ("a/b/c", "a/b"),
+        ("t/u/x", "t/{gateway}/x"),
+    ],
+)
+def test_a_publisher_clear_of_every_trigger_is_accepted(
+    tmp_path: Path, trigger: str, topic: str
+) -> None:
+    rules = LOOP.format(trigger=trigger, topic=topic)
+    assert problems(tmp_path, config_text(tmp_path / "state", archive("posts"), rules)) == []

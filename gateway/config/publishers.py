@@ -130,6 +130,19 @@ class FileConfig(PublisherConfig):
     )
 
 
+def filters_overlap(a: str, b: str) -> bool:
+    """True when some topic matches both MQTT topic filters (``+``/``#`` allowed)."""
+    left, right = a.split("/"), b.split("/")
+    for x, y in zip(left, right, strict=False):
+        if x == "#" or y == "#":
+            return True
+        if x != y and "+" not in (x, y):
+            return False
+    rest = left[len(right) :] or right[len(left) :]
+    # "a/#" also matches "a" itself.
+    return not rest or rest == ["#"]
+
+
 STATE_DIR_OWN_NAMES = ("media", "gateway.db", "state.json", "things-gateway.pid")
 """What the gateway itself keeps in ``state_dir`` (``gateway.db`` with its -wal/-shm):
 an archive folder must not be one of them, nor inside one (retention prunes
@@ -246,6 +259,11 @@ class MqttConfig(PublisherConfig):
         if "+" in value or "#" in value:
             raise ValueError("a topic to publish to cannot contain + or #")
         return check_post_template(value, "topic")
+
+    def topics_for(self, rule_id: str, gateway: str) -> tuple[str, str]:
+        """The topic a post of ``rule_id`` goes to, and the filter of its image topics."""
+        topic = self.topic.format(rule=rule_id, gateway=gateway)
+        return topic, f"{topic}/image/+"
 
     def broker(self, default: BrokerSettings) -> BrokerSettings:
         """The broker to connect to: this config's ``host``, else the gateway's."""

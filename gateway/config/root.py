@@ -33,8 +33,10 @@ from gateway.config.onepass import validate_in_one_pass
 from gateway.config.publishers import (
     PUBLISHER_TYPES,
     FileConfig,
+    MqttConfig,
     PublisherConfigs,
     archive_path_problem,
+    filters_overlap,
 )
 from gateway.config.rules import RuleChecks, RuleConfig, active_checks, checking_with
 from gateway.config.secrets import (
@@ -184,6 +186,8 @@ def _reference_problems(config: GatewayConfig) -> Iterator[str]:
     for p, publisher in enumerate(config.publishers):
         if publisher.enabled:
             yield from (f"publishers[{p}]: {m}" for m in publisher.missing_dependencies())
+        if isinstance(publisher, MqttConfig) and publisher.enabled:
+            yield from _post_loops(config, p, publisher)
         if isinstance(publisher, FileConfig):
             problem = archive_path_problem(publisher.path, config.gateway.resolved_state_dir())
             if problem:
@@ -191,6 +195,26 @@ def _reference_problems(config: GatewayConfig) -> Iterator[str]:
     checks = active_checks()
     if isinstance(checks, EngineChecks):
         yield from checks.config_problems(config)
+
+
+def _post_loops(config: GatewayConfig, index: int, publisher: MqttConfig) -> Iterator[str]:
+    """An mqtt publisher writing where an ``on_message`` rule listens: a post loop.
+
+    Checked for any broker: the same broker may be reached by two names.
+    """
+    triggers = [(r, rule) for r, rule in enumerate(config.rules) if rule.on_message is not None]
+    senders = [rule.id for rule in config.rules if publisher.id in rule.publish_to]
+    for rule_id in senders:
+        for topic in publisher.topics_for(rule_id, config.gateway.name):
+            for r, rule in triggers:
+                assert rule.on_message is not None
+                if filters_overlap(rule.on_message.topic, topic):
+                    yield (
+                        f"publishers[{index}].topic: rule {rule_id!r} posts to {topic!r}, "
+                        f"which rules[{r}].on_message.topic {rule.on_message.topic!r} "
+                        "listens to: each post would fire the rule again"
+                    )
+                    return
 
 
 class ConfigError(Exception):

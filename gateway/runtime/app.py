@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from gateway.compose.composer import Composer
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, MqttConfig
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
 from gateway.media.retention import RetentionJob
@@ -71,6 +71,17 @@ def broker_settings(config: GatewayConfig) -> BrokerSettings:
         protocol=mqtt.protocol,
         keepalive=mqtt.keepalive,
     )
+
+
+def own_topics(config: GatewayConfig) -> tuple[str, ...]:
+    """Filters of every topic the gateway publishes to: never a rule's trigger."""
+    topics = [f"{config.mqtt.status_prefix}/{config.gateway.name}/#"]
+    for publisher in config.publishers:
+        if isinstance(publisher, MqttConfig):
+            for rule in config.rules:
+                if publisher.id in rule.publish_to:
+                    topics += publisher.topics_for(rule.id, config.gateway.name)
+    return tuple(dict.fromkeys(topics))
 
 
 class Gateway:
@@ -151,7 +162,9 @@ class Gateway:
         self.watcher = ThresholdWatcher(
             config.rules, self.state, expire, self.now, self.timers, self.dispatch.submit
         )
-        self.messages = MessageRules(config.rules, self.state, self.now, self.dispatch.submit)
+        self.messages = MessageRules(
+            config.rules, self.state, self.now, self.dispatch.submit, own_topics(config)
+        )
         self.snapshot = SnapshotWriter(self.state, self.state_dir / SNAPSHOT_NAME)
         self.scheduler.add_periodic("save-state", self.snapshot.save, SAVE_EVERY_SECONDS)
         self.ingest = MqttIngest(
