@@ -325,7 +325,7 @@ def decode_event(payload: bytes) -> Any:
     text = payload.decode("utf-8", errors="replace")
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # too deep to be a document: its text
         return text
 
 
@@ -406,6 +406,7 @@ class RuleDispatch:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rules")
         self._in_flight: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._ratelog = RateLimitedLog(log)
         self.dropped = 0
 
     def submit(
@@ -415,9 +416,15 @@ class RuleDispatch:
         with self._lock:
             if self._in_flight.get(rule_id, 0) >= 2:
                 self.dropped += 1
-                log.warning("rule %s: busy, dropped a firing (%d dropped)", rule_id, self.dropped)
-                return
-            self._in_flight[rule_id] = self._in_flight.get(rule_id, 0) + 1
+                dropped = self.dropped
+            else:
+                dropped = 0
+                self._in_flight[rule_id] = self._in_flight.get(rule_id, 0) + 1
+        if dropped:  # a burst of events: one line a minute, not one per event
+            self._ratelog.warning(
+                f"busy:{rule_id}", "rule %s: busy, dropped a firing (%d dropped)", rule_id, dropped
+            )
+            return
         try:
             self._pool.submit(self._run, rule_id, event, readings)
         except RuntimeError:  # shutting down
