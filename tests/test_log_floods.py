@@ -60,12 +60,19 @@ def run(
     assert gateway.stderr is not None
     reader = threading.Thread(target=lambda: lines.extend(gateway.stderr or ()), daemon=True)
     reader.start()
+    marker = [(f"{prefix}/done", "1")]
+
+    def done() -> int:
+        return sum("rule done: " in line for line in lines)
+
     try:
-        wait_until(lambda: (state / "gateway.db").exists())
+        # Until the gateway has subscribed, a message is lost: send until one is handled.
+        wait_until(lambda: publish(broker, marker) or done(), 30, 0.5)
         if "before" in opts:
             subprocess.run(opts["before"], shell=True, check=True)
-        publish(broker, [*messages, (f"{prefix}/done", "1")])
-        wait_until(lambda: any("rule done: " in line for line in lines), 60)
+        handled = done()
+        publish(broker, [*messages, *marker])
+        wait_until(lambda: done() > handled, 60)
     finally:
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(timeout=60)

@@ -27,6 +27,7 @@ from gateway.config import GatewayConfig
 from gateway.ingest.client import client_id, connect_kwargs, make_client, status_topic
 from gateway.ingest.decoders import DecodeError, parse_availability, parse_json
 from gateway.ingest.routes import Route, RouteTable
+from gateway.ingest.takeover import TakeoverDetector
 from gateway.state.store import SensorSnapshot, StateStore
 from gateway.support.ratelog import RateLimitedLog
 
@@ -56,6 +57,8 @@ class IngestStats:
     unrouted: int = 0
     availability: int = 0
     connects: int = 0
+    takeovers: int = 0
+    """Session takeovers: another client connected with the gateway's client id."""
 
 
 def heartbeat_topic(config: GatewayConfig) -> str:
@@ -90,6 +93,7 @@ class MqttIngest:
         self._max_sensor_payload = config.mqtt.max_sensor_payload_bytes
         self._rate_log = RateLimitedLog(log)
         self.stats = IngestStats()
+        self.takeover = TakeoverDetector()
         self.ready = threading.Event()
         self.connected = threading.Event()
         self._pending_subs: set[int] = set()
@@ -162,6 +166,8 @@ class MqttIngest:
         if reason.is_failure:
             log.error("MQTT broker refused the connection: %s", reason)
             return
+        if self.takeover.connected():
+            self._taken_over()
         self.stats.connects += 1
         self.connected.set()
         log.info("connected to MQTT broker (session present: %s)", flags.session_present)
@@ -193,6 +199,21 @@ class MqttIngest:
         self._pending_subs.clear()
         if reason.is_failure:
             log.warning("disconnected from MQTT broker (%s); reconnecting", reason)
+        if self.takeover.disconnected(getattr(reason, "value", -1), reason.is_failure):
+            self._taken_over()
+
+    def _taken_over(self) -> None:
+        """Say loudly that another client uses this gateway's client id."""
+        self.stats.takeovers = self.takeover.takeovers
+        self._rate_log.error(
+            "takeover",
+            "MQTT SESSION TAKEN OVER (%d times): another client connects with this gateway's"
+            " client id %r and receives its queued readings; give the gateway a client id"
+            " nobody else uses ([mqtt] client_id) and restrict it with broker ACLs"
+            " (config/mosquitto-acl.example)",
+            self.takeover.takeovers,
+            client_id(self._config),
+        )
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any

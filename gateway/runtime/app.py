@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from gateway.publishers.file import FilePublisher
 from gateway.rules.runner import RuleRunner
 from gateway.rules.scheduler import RuleScheduler
 from gateway.rules.triggers import MessageRules, RuleDispatch, ThreadTimers, ThresholdWatcher
+from gateway.runtime.guard import RetainedGuard
 from gateway.state.history import HistoryStore, HistoryWriter
 from gateway.state.snapshot import (
     SAVE_EVERY_SECONDS,
@@ -87,7 +88,15 @@ def own_topics(config: GatewayConfig) -> tuple[str, ...]:
 class Gateway:
     """One gateway instance built from a validated config."""
 
-    def __init__(self, config: GatewayConfig, *, retry_policy: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        retained: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """``retained``: ``(topic, payload)`` messages besides ``online`` the gateway keeps
+        retained and re-publishes when another client changes them (:mod:`.guard`)."""
         self.config = config
         self.state_dir = config.gateway.resolved_state_dir()
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -167,16 +176,23 @@ class Gateway:
         )
         self.snapshot = SnapshotWriter(self.state, self.state_dir / SNAPSHOT_NAME)
         self.scheduler.add_periodic("save-state", self.snapshot.save, SAVE_EVERY_SECONDS)
+        self.guard = RetainedGuard(config, retained)
         self.ingest = MqttIngest(
             config,
             self.state,
             self.frames,
             on_reading=self._on_reading,
-            extra_topics=self.messages.topics,
-            on_extra=self.messages.on_message,
+            extra_topics=(*self.messages.topics, *self.guard.topics),
+            on_extra=self._on_extra,
         )
+        self.guard.publish = self.ingest.publish
         self.shutdown_hooks: list[tuple[str, ShutdownHook]] = []
         self._stopped = threading.Event()
+
+    def _on_extra(self, topic: str, payload: bytes) -> None:
+        """Ingest hook (paho's thread) for extra topics: event rules, retained guard."""
+        self.guard.on_message(topic, payload)
+        self.messages.on_message(topic, payload)
 
     def _on_reading(self, snapshot: SensorSnapshot) -> None:
         """Ingest hook (paho's thread): event rules, evaluated cheaply as readings arrive."""
@@ -270,6 +286,7 @@ class Gateway:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self.guard.stopping = True  # the offline written at the end is ours
         if timeout is None:
             timeout = self.config.health.shutdown_timeout.total_seconds()
         deadline = time.monotonic() + timeout
