@@ -7,7 +7,6 @@ loop); a state_dir the daemon cannot write.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 
 from gateway.config import ConfigError
 from gateway.runtime.loading import load_config
-from tests.gwutil import cli
+from tests.gwutil import cli, tmpfs
 
 
 def config_text(state_dir: Path, publishers: str, rules: str = "") -> str:
@@ -93,20 +92,9 @@ def test_check_config_names_the_overlapping_archive_path(tmp_path: Path) -> None
 
 @pytest.fixture
 def read_only_dir(tmp_path: Path) -> Iterator[Path]:
-    """A folder on a read-only file system (a tmpfs mounted ro); skips without mount rights."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    """A folder on a read-only file system."""
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=False)
 
 
 @pytest.mark.parametrize("case", ["missing-under-a-file", "read-only", "missing-under-read-only"])

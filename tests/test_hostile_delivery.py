@@ -25,19 +25,10 @@ from gateway.publishers.base import MemoryStore, PublisherContext
 from gateway.runtime.hass import state_payload
 from gateway.runtime.health import HealthStore
 from gateway.runtime.loading import load_config, validate_config
+from tests.fakeclock import EpochClock, drain
 from tests.fakes.server import Recorded, Reply
 from tests.fakes.webhook import FakeWebhook
 from tests.gwutil import cli
-
-
-class FakeClock:
-    """Time that moves only when the test says so (starts at the real now)."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -47,7 +38,7 @@ def hook() -> Iterator[FakeWebhook]:
 
 
 def setup(
-    hook: FakeWebhook, tmp_path: Path, clock: FakeClock, n_posts: int = 2, **options: object
+    hook: FakeWebhook, tmp_path: Path, clock: EpochClock, n_posts: int = 2, **options: object
 ) -> tuple[DeliveryWorker, Outbox, list[Post]]:
     entry = {"id": "hook", "type": "webhook", "url": f"{hook.url}/hooks/abc", **options}
     (config,) = validate_config({"publishers": [entry]}).publishers
@@ -62,23 +53,15 @@ def setup(
     return DeliveryWorker(outbox, publisher, policy, clock=clock), outbox, posts
 
 
-def run_until_idle(worker: DeliveryWorker, outbox: Outbox, clock: FakeClock) -> list[float]:
+def run_until_idle(worker: DeliveryWorker, outbox: Outbox, clock: EpochClock) -> list[float]:
     """Step the worker (moving the clock by each wait) until nothing is open."""
-    waits = []
-    for _ in range(200):
-        if outbox.next_delivery("hook") is None:
-            return waits
-        wait = worker.step()
-        if wait > 0:
-            waits.append(wait)
-            clock.now += wait
-    raise AssertionError("the outbox did not drain")
+    return drain(worker, outbox, clock, "hook", steps=200)
 
 
 def test_a_retry_after_of_thirty_years_waits_at_most_max_delay(
     hook: FakeWebhook, tmp_path: Path
 ) -> None:
-    clock = FakeClock()
+    clock = EpochClock()
     worker, outbox, posts = setup(hook, tmp_path, clock)
     hook.reply_next(429, {"error": "slow down"}, {"Retry-After": "999999999"}, times=3)
     start = clock.now
@@ -96,7 +79,7 @@ def test_a_retry_after_of_thirty_years_waits_at_most_max_delay(
 def test_a_retry_after_beyond_give_up_after_ends_the_delivery_when_give_up_after_says(
     hook: FakeWebhook, tmp_path: Path
 ) -> None:
-    clock = FakeClock()
+    clock = EpochClock()
     worker, outbox, _posts = setup(hook, tmp_path, clock, n_posts=1, give_up_after="2h")
     hook.reply_next(429, {"error": "slow down"}, {"Retry-After": "999999999"}, times=1000)
     start = clock.now
@@ -120,7 +103,7 @@ def test_a_retry_after_beyond_give_up_after_ends_the_delivery_when_give_up_after
 def test_a_retry_after_of_zero_or_the_past_never_retries_faster_than_the_backoff(
     hook: FakeWebhook, tmp_path: Path, headers: dict[str, str]
 ) -> None:
-    clock = FakeClock()
+    clock = EpochClock()
     worker, outbox, _posts = setup(hook, tmp_path, clock, n_posts=1)
     hook.reply_next(429, {"error": "slow down"}, headers, times=25)
     waits = run_until_idle(worker, outbox, clock)
@@ -149,7 +132,7 @@ def test_a_retry_after_of_zero_or_the_past_never_retries_faster_than_the_backoff
 def test_an_odd_answer_from_a_receiver_that_took_the_post_is_never_a_retry(
     hook: FakeWebhook, tmp_path: Path, answer: bytes
 ) -> None:
-    clock = FakeClock()
+    clock = EpochClock()
     worker, outbox, posts = setup(hook, tmp_path, clock)
     hook.reply_next(200, answer, path="/hooks/")
     run_until_idle(worker, outbox, clock)

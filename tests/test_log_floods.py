@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.demo.broker import Broker
-from tests.gwutil import base_config, publish, start_gateway, wait_until
+from tests.gwutil import base_config, publish, start_gateway, tmpfs, wait_until
 
 EVENTS = """
 [[rules]]
@@ -94,19 +94,8 @@ def test_deeply_nested_json_event_logs_no_recursion_trace(broker: Broker, tmp_pa
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "size=8m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def test_a_full_disk_logs_one_line_per_failure_not_a_traceback_per_firing(
