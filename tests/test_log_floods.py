@@ -8,15 +8,13 @@ The real daemon against the session's mosquitto; the full disk is a small tmpfs
 from __future__ import annotations
 
 import signal
-import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gateway.demo.broker import Broker
-from tests.gwutil import base_config, publish, start_gateway, tmpfs, wait_until
+from tests.gwutil import StderrLines, base_config, fill, publish, start_gateway, tmpfs, wait_until
 
 EVENTS = """
 [[rules]]
@@ -42,42 +40,40 @@ type = "console"
 
 
 def run(
-    broker: Broker, state: Path, prefix: str, messages: list[tuple[str, bytes | str]], **opts: str
+    broker: Broker,
+    state: Path,
+    prefix: str,
+    messages: list[tuple[str, bytes | str]],
+    *,
+    fill_first: Path | None = None,
+    done_to: str = "archive",
 ) -> str:
     """Run the daemon, publish ``messages`` and a final marker, stop; its stderr.
 
     The marker fires rule ``done``; its log line (posted or failed) says every
-    message before it has been handled.
+    message before it has been handled.  ``fill_first``: a folder to fill up once
+    the daemon runs, before the messages.
     """
     config = state.parent / f"{prefix}.toml"
     config.write_text(
-        base_config(broker, state, name=prefix)
-        + EVENTS.format(prefix=prefix, done_to=opts.get("done_to", "archive")),
+        base_config(broker, state, name=prefix) + EVENTS.format(prefix=prefix, done_to=done_to),
         encoding="utf-8",
     )
     gateway = start_gateway(config)
-    lines: list[str] = []
-    assert gateway.stderr is not None
-    reader = threading.Thread(target=lambda: lines.extend(gateway.stderr or ()), daemon=True)
-    reader.start()
+    log = StderrLines(gateway)
     marker = [(f"{prefix}/done", "1")]
-
-    def done() -> int:
-        return sum("rule done: " in line for line in lines)
-
     try:
         # Until the gateway has subscribed, a message is lost: send until one is handled.
-        wait_until(lambda: publish(broker, marker) or done(), 30, 0.5)
-        if "before" in opts:
-            subprocess.run(opts["before"], shell=True, check=True)
-        handled = done()
+        wait_until(lambda: publish(broker, marker) or log.count("rule done: "), 30, 0.5)
+        if fill_first is not None:
+            fill(fill_first)
+        handled = log.count("rule done: ")
         publish(broker, [*messages, *marker])
-        wait_until(lambda: done() > handled, 60)
+        wait_until(lambda: log.count("rule done: ") > handled, 60)
     finally:
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(timeout=60)
-        reader.join(timeout=10)
-    return "".join(lines)
+    return log.text()
 
 
 def test_a_burst_of_events_logs_dropped_firings_once(broker: Broker, tmp_path: Path) -> None:
@@ -102,9 +98,8 @@ def test_a_full_disk_logs_one_line_per_failure_not_a_traceback_per_firing(
     broker: Broker, small_disk: Path
 ) -> None:
     state = small_disk / "state"
-    fill = f"dd if=/dev/zero of={small_disk}/filler bs=64k 2>/dev/null || true"
     events = [("full/events", str(n)) for n in range(30)]
-    err = run(broker, state, "full", events, before=fill, done_to="console")
+    err = run(broker, state, "full", events, fill_first=small_disk, done_to="console")
     assert "Traceback" not in err, err[-3000:]
     failed = [line for line in err.splitlines() if "rule ev: no post" in line]
     assert 1 <= len(failed) <= 2, failed
