@@ -6,6 +6,7 @@ Real mosquitto (the session's broker), the real daemon in a subprocess.
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -81,9 +82,11 @@ def retained(broker: Broker, topic: str, timeout: float = 2.0) -> bytes | None:
     return got[0] if got else None
 
 
-def hass_config(broker: Broker, state: Path, name: str) -> str:
-    return (
-        base_config(broker, state, name=name)
+def start_online(broker: Broker, tmp_path: Path, name: str) -> tuple[Path, subprocess.Popen[str]]:
+    """Start a gateway with Home Assistant discovery; return once its status is online."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        base_config(broker, tmp_path / "state", name=name)
         + f"""
 status_prefix = "{name}-status"
 
@@ -94,21 +97,26 @@ discovery_prefix = "{name}-ha"
 [[publishers]]
 id = "console"
 type = "console"
-"""
+""",
+        encoding="utf-8",
     )
+    gateway = start_gateway(config)
+    try:
+        wait_until(lambda: retained(broker, f"{name}-status/{name}/status", 0.3) == b"online")
+    except AssertionError:
+        gateway.kill()
+        raise
+    return config, gateway
 
 
 def test_a_retained_offline_or_deleted_discovery_config_is_put_back(
     broker: Broker, tmp_path: Path
 ) -> None:
     name = "guarded"
-    config = tmp_path / "gateway.toml"
-    config.write_text(hass_config(broker, tmp_path / "state", name), encoding="utf-8")
     status = f"{name}-status/{name}/status"
     discovery = f"{name}-ha/binary_sensor/{name}/online/config"
-    gateway = start_gateway(config)
+    _config, gateway = start_online(broker, tmp_path, name)
     try:
-        wait_until(lambda: retained(broker, status, 0.3) == b"online")
         original = wait_until(lambda: retained(broker, discovery, 0.3))
         publish(broker, [(status, "offline")], retain=True)  # a hostile client
         wait_until(lambda: retained(broker, status, 0.3) == b"online", timeout=10)
@@ -128,12 +136,8 @@ def test_a_session_takeover_is_detected_and_shown_by_status(
     broker: Broker, tmp_path: Path
 ) -> None:
     name = "stolen"
-    config = tmp_path / "gateway.toml"
-    config.write_text(hass_config(broker, tmp_path / "state", name), encoding="utf-8")
-    gateway = start_gateway(config)
+    config, gateway = start_online(broker, tmp_path, name)
     try:
-        status = f"{name}-status/{name}/status"
-        wait_until(lambda: retained(broker, status, 0.3) == b"online")
         for _ in range(4):  # the thief connects with the gateway's predictable client id
             thief = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{name}-gw")
             thief.connect(broker.host, broker.port)
