@@ -22,10 +22,10 @@ from gateway.outbox.store import Outbox
 from gateway.publishers import build_publisher
 from gateway.publishers.base import KeyValueStore, Publisher, PublisherContext
 from gateway.runtime.loading import validate_config
+from tests.fakeclock import EpochClock, drain
 from tests.fakes.backends import BLUESKY, MASTODON, Backend, X
 from tests.fakes.media import jpeg
 from tests.fakes.server import FakeServer, Fault, Reply
-from tests.fakeclock import EpochClock, drain
 
 THREAD_BACKENDS = (MASTODON, BLUESKY, X)
 PUBLISHER = "svc"
