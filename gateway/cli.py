@@ -182,6 +182,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         raise error
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    unwritable = _state_dir_error(config, certain_only=True)
+    if unwritable:
+        raise unwritable
     print(
         f"{config_path(args.config)}: OK — {len(config.sensors)} sensors, "
         f"{len(config.cameras)} cameras, {len(config.rules)} rules, "
@@ -190,6 +193,25 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for warning in environment_warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _state_dir_error(config: GatewayConfig, *, certain_only: bool = False) -> ConfigError | None:
+    """A ConfigError when the daemon could not write its state_dir (exit 78, no traceback).
+
+    With ``certain_only``, a folder only this user may not write is a warning printed
+    instead (``check-config`` run by an admin for the service's user).
+    """
+    from gateway.config import ConfigError
+    from gateway.runtime.loading import state_dir_problem
+
+    found = state_dir_problem(config.gateway.resolved_state_dir())
+    if found is None:
+        return None
+    message, certain = found
+    if certain_only and not certain:
+        print(f"warning: gateway.state_dir: {message}", file=sys.stderr)
+        return None
+    return ConfigError([f"gateway.state_dir: {message}"])
 
 
 def environment_warnings(config: GatewayConfig) -> list[str]:
@@ -221,6 +243,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     limit_sqlite_memory()
     config = _load(args)
     error, warning = nothing_to_do(config)
+    error = error or _state_dir_error(config)
     if error:
         raise error
     setup_logging(config.gateway.log_level)

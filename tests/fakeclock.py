@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.outbox.delivery import DeliveryWorker
+    from gateway.outbox.store import Outbox
 
 
 @dataclass(order=True)
@@ -50,3 +56,29 @@ class FakeClock:
             self.now = max(self.now, call.when)
             call.fn()
         self.now = target
+
+
+class EpochClock:
+    """Epoch seconds that move only when the test says so (starts at the real now)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def drain(
+    worker: DeliveryWorker, outbox: Outbox, clock: EpochClock, publisher: str, steps: int = 100
+) -> list[float]:
+    """Step a delivery worker, moving ``clock`` by each wait, until nothing is open;
+    return every wait it asked for."""
+    waits = []
+    for _ in range(steps):
+        if outbox.next_delivery(publisher) is None:
+            return waits
+        wait = worker.step()
+        if wait > 0:
+            waits.append(wait)
+            clock.now += wait
+    raise AssertionError("the outbox did not drain")

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.demo.broker import Broker
@@ -115,3 +118,68 @@ type = "file"
 path = "posts"
 """
     )
+@contextlib.contextmanager
+def tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """``folder`` with a tmpfs mounted on it (``options``: e.g. ``ro,size=1m``).
+
+    Skips the test where this machine cannot mount one (not root, no mount rights).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Write a filler file until the file system is full."""
+    filler = folder / "filler"
+    chunk = b"\0" * 65536
+    # Unbuffered: a buffered file would raise ENOSPC again when closed.
+    with open(filler, "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(chunk)
+        except OSError:
+            pass
+    with contextlib.suppress(OSError), open(folder / "filler2", "wb") as fh:  # the last blocks
+        while True:
+            fh.write(b"\0" * 512)
+            fh.flush()
+    return filler
+
+
+class StderrLines:
+    """Collects a subprocess's stderr as it is written, so a test can wait for a line."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        assert process.stderr is not None
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, args=(process.stderr,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            with self._lock:
+                self._lines.append(line)
+
+    def has(self, fragment: str) -> bool:
+        with self._lock:
+            return any(fragment in line for line in self._lines)
+
+    def count(self, fragment: str) -> int:
+        with self._lock:
+            return sum(fragment in line for line in self._lines)
+
+    def text(self) -> str:
+        self._thread.join(timeout=10)
+        with self._lock:
+            return "".join(self._lines)

@@ -24,6 +24,7 @@ from gateway.outbox.store import Outbox
 from gateway.publishers import build_publisher
 from gateway.publishers.base import MemoryStore, PublisherContext
 from gateway.runtime.loading import validate_config
+from tests.fakeclock import EpochClock, drain
 from tests.fakes.backends import HTTP_BACKENDS, SECRETS, Backend
 from tests.fakes.server import FakeServer, Fault, Reply
 
@@ -84,29 +85,6 @@ def _expects_dead(case: Case, backend: Backend) -> bool:
     return case.dead
 
 
-class FakeClock:
-    """Time that moves only when the test says so (starts at the real now)."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def drain(worker: DeliveryWorker, outbox: Outbox, clock: FakeClock, publisher: str) -> list[float]:
-    """Step the worker until nothing is open; return every wait it asked for."""
-    waits = []
-    for _ in range(100):
-        if outbox.next_delivery(publisher) is None:
-            return waits
-        wait = worker.step()
-        if wait > 0:
-            waits.append(wait)
-            clock.now += wait
-    raise AssertionError("the outbox did not drain")
-
-
 @pytest.fixture(params=HTTP_BACKENDS, ids=lambda b: b.type)
 def backend(request: pytest.FixtureRequest) -> Backend:
     return request.param
@@ -135,7 +113,7 @@ def test_fault_ends_sent_or_dead_never_lost_never_doubled(
     posts = [Post(new_post_id(), "r", datetime.now(UTC), f"post {n}", (), "en") for n in range(2)]
     for n, post in enumerate(posts):
         outbox.add(post, {"svc": f"post {n} #{post.id}"})
-    clock = FakeClock()
+    clock = EpochClock()
     policy = RetryPolicy(base_delay=2, max_attempts=5, jitter=0)
     worker = DeliveryWorker(outbox, publisher, policy, clock=clock)
     case.inject(fake, backend)

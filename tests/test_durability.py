@@ -6,18 +6,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import random
 import signal
 import sqlite3
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -26,7 +23,16 @@ from PIL import Image
 
 from gateway.demo.broker import Broker
 from gateway.publishers.file import read_archive
-from tests.gwutil import base_config, event_rules, publish, start_gateway, wait_until
+from tests.gwutil import (
+    StderrLines,
+    base_config,
+    event_rules,
+    fill,
+    publish,
+    start_gateway,
+    tmpfs,
+    wait_until,
+)
 
 KILLS = int(os.environ.get("THINGS_GATEWAY_KILLS", "10"))
 SENSORS = 20
@@ -215,47 +221,11 @@ topic = "{mqtt_topic}/cam"
     assert "retention: deleted" in err
 
 
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
-    """Mount a tmpfs of ``size`` at ``path`` (skips the test when mounting is not allowed)."""
-    path.mkdir(parents=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def fill(folder: Path) -> Path:
-    """Write a filler file until the file system is full."""
-    filler = folder / "filler"
-    chunk = b"\0" * 65536
-    # Unbuffered: a buffered file would raise ENOSPC again when closed.
-    with open(filler, "wb", buffering=0) as fh:
-        try:
-            while True:
-                fh.write(chunk)
-        except OSError:
-            pass
-    with contextlib.suppress(OSError), open(folder / "filler2", "wb") as fh:  # the last blocks
-        while True:
-            fh.write(b"\0" * 512)
-            fh.flush()
-    return filler
-
-
 @pytest.mark.slow
 def test_full_disk_gives_clear_errors_keeps_ingesting_and_recovers(
     broker: Broker, mqtt_topic: str, tmp_path: Path
 ) -> None:
-    with small_tmpfs(tmp_path / "state", "16m") as state:
+    with tmpfs(tmp_path / "state", "size=16m") as state:
         config = tmp_path / "gateway.toml"
         config.write_text(
             base_config(broker, state)
@@ -303,31 +273,6 @@ type = "file"
         print("\n".join(line for line in err.splitlines() if "full" in line or "space" in line))
         db = state / "gateway.db"
         assert db_rows(db, "PRAGMA integrity_check") == [("ok",)]
-
-
-class StderrLines:
-    """Collects a subprocess's stderr as it is written, so a test can wait for a line."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        assert process.stderr is not None
-        self._lines: list[str] = []
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._read, args=(process.stderr,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            with self._lock:
-                self._lines.append(line)
-
-    def has(self, fragment: str) -> bool:
-        with self._lock:
-            return any(fragment in line for line in self._lines)
-
-    def text(self) -> str:
-        self._thread.join(timeout=10)
-        with self._lock:
-            return "".join(self._lines)
 
 
 def archive_text(state: Path) -> str:

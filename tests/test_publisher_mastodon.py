@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from gateway.model import PermanentError, Post, RetryableError, new_post_id
+from gateway.outbox.delivery import DeliveryWorker
+from gateway.outbox.store import Outbox
 from gateway.publishers import build_publisher
 from gateway.publishers.base import MemoryStore, Publisher, PublisherContext
 from gateway.publishers.mastodon import MastodonConfig, MastodonPublisher
@@ -271,3 +273,30 @@ def test_against_mastodon_mock_server(tmp_path: Path) -> None:
     assert status["language"] == "en"
     assert status["visibility"] == "unlisted"
     assert [m["description"] for m in status["media_attachments"]] == [post.media[0].alt]
+
+
+@pytest.mark.parametrize(
+    ("version", "v1_instance", "max_text"),
+    [("3.5.3", True, 1000), ("3.3.0", True, 500), ("3.5.3", False, 500)],
+    ids=["3.5-v1-configuration", "3.3-v1-without-configuration", "no-instance-info"],
+)
+def test_mastodon_3_without_v2_instance_falls_back_to_v1_then_defaults_and_posts(
+    tmp_path: Path, version: str, v1_instance: bool, max_text: int
+) -> None:
+    with FakeMastodon(
+        TOKEN, max_characters=1000, version=version, v1_instance=v1_instance
+    ) as server:
+        publisher = build(server, tmp_path)
+        outbox = Outbox(tmp_path / "gateway.db")
+        post = a_post(tmp_path, 1)
+        outbox.add(post, {"masto": "Water 24 °C"})
+        worker = DeliveryWorker(outbox, publisher)
+        worker.step()
+        (entry,) = outbox.history(10)
+        outbox.close()
+        publisher.close()
+    assert entry["deliveries"]["masto"]["status"] == "sent"
+    assert [r.json()["status"] for r in server.calls("/api/v1/statuses")] == ["Water 24 °C"]
+    assert len(server.calls("/api/v2/instance")) == 1
+    assert len(server.calls("/api/v1/instance")) == 1
+    assert publisher.capabilities.max_text == max_text

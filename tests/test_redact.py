@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from gateway.config.secrets import redact, register_secret
 from gateway.runtime.loading import load_config
 from gateway.runtime.logs import make_formatter
+from tests.gwutil import cli
 
 
 @pytest.mark.parametrize(
@@ -109,3 +111,36 @@ access_token = "${MASTODON_TOKEN}"
     )
     # a plain setting read from the environment is not a secret; the rest are
     assert redact(line) == "poolcam: *** *** ***"
+
+
+def test_a_config_error_on_a_field_given_a_secret_never_prints_the_secret(
+    tmp_path: Path,
+) -> None:
+    token = "mastotok_4b1f0c9e8d7a6b5c"
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        f"""
+[gateway]
+state_dir = "{tmp_path}"
+
+[[publishers]]
+id = "m"
+type = "mastodon"
+base_url = "https://mastodon.example"
+access_token = "${{MASTODON_TOKEN}}"
+
+[[rules]]
+id = "r"
+every = "1h"
+cooldown = "${{MASTODON_TOKEN}}"
+text = "hi"
+publish_to = ["m"]
+""",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "MASTODON_TOKEN": token}
+    result = cli("check-config", "-c", str(path), env=env)
+    assert result.returncode == 78
+    assert "rules[0].cooldown" in result.stdout + result.stderr
+    assert "${MASTODON_TOKEN}" in result.stdout + result.stderr  # names the reference
+    assert token not in result.stdout + result.stderr

@@ -22,10 +22,10 @@ from gateway.outbox.store import Outbox
 from gateway.publishers import build_publisher
 from gateway.publishers.base import KeyValueStore, Publisher, PublisherContext
 from gateway.runtime.loading import validate_config
+from tests.fakeclock import EpochClock, drain
 from tests.fakes.backends import BLUESKY, MASTODON, Backend, X
 from tests.fakes.media import jpeg
 from tests.fakes.server import FakeServer, Fault, Reply
-from tests.test_delivery_faults import FakeClock, drain
 
 THREAD_BACKENDS = (MASTODON, BLUESKY, X)
 PUBLISHER = "svc"
@@ -86,7 +86,7 @@ def deliver(
 ) -> dict[str, Any]:
     """Drain the outbox through a fresh publisher; the delivery's history entry."""
     publisher = build(backend, fake, tmp_path, store or outbox)
-    clock = FakeClock()
+    clock = EpochClock()
     worker = DeliveryWorker(outbox, publisher, RetryPolicy(base_delay=2, jitter=0), clock=clock)
     try:
         drain(worker, outbox, clock, PUBLISHER)

@@ -63,8 +63,8 @@ def test_pattern_captures_and_ids() -> None:
     assert pattern.filter == "sensors/+/temperature"
     assert pattern.captures("sensors/living room/temperature") == {"room": "living room"}
     assert pattern.expand({"room": "hall"}) == "sensors/hall/temperature"
-    assert safe_id_part("living room/ö") == "living_room"
-    assert safe_id_part("***") == "_"
+    assert safe_id_part("living room ö") == "living_room_ö"
+    assert safe_id_part("***") is None
     assert shared("a/+", "g1") == "$share/g1/a/+"
     assert shared("a/+", None) == "a/+"
 

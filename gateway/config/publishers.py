@@ -11,9 +11,11 @@ follows by itself.
 from __future__ import annotations
 
 import importlib.util
+import os
 import string
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
@@ -128,6 +130,56 @@ class FileConfig(PublisherConfig):
     )
 
 
+def filters_overlap(a: str, b: str) -> bool:
+    """True when some topic matches both MQTT topic filters (``+``/``#`` allowed)."""
+    left, right = a.split("/"), b.split("/")
+    for x, y in zip(left, right, strict=False):
+        if x == "#" or y == "#":
+            return True
+        if x != y and "+" not in (x, y):
+            return False
+    rest = left[len(right) :] or right[len(left) :]
+    # "a/#" also matches "a" itself.
+    return not rest or rest == ["#"]
+
+
+STATE_DIR_OWN_NAMES = ("media", "gateway.db", "state.json", "things-gateway.pid")
+"""What the gateway itself keeps in ``state_dir`` (``gateway.db`` with its -wal/-shm):
+an archive folder must not be one of them, nor inside one (retention prunes
+``media/``; the archive is never pruned)."""
+
+
+def archive_path_problem(path: str, state_dir: Path) -> str | None:
+    """Why a ``file`` publisher's ``path`` cannot be used, or None when it can.
+
+    A relative path stays under ``state_dir`` (no ``..``) and clear of the gateway's
+    own files; an absolute one is the explicit way to archive elsewhere, but may
+    neither hold ``state_dir`` nor sit inside the gateway's own files.
+    """
+    given = Path(path)
+    if not given.is_absolute():
+        if ".." in given.parts:
+            return (
+                f"{path!r} escapes state_dir with '..'; write an absolute path to "
+                "archive outside state_dir"
+            )
+        inside: Path | None = given
+    else:
+        state, target = Path(os.path.normpath(state_dir)), Path(os.path.normpath(given))
+        if state == target or state.is_relative_to(target):
+            return f"{path!r} contains state_dir ({state_dir}): the archive needs its own folder"
+        inside = target.relative_to(state) if target.is_relative_to(state) else None
+    if inside is None:
+        return None
+    parts = Path(os.path.normpath(inside)).parts
+    if not parts or parts[0] == ".":
+        return f"{path!r} is state_dir itself: the archive needs its own folder"
+    first = parts[0]
+    if any(first == own or first.startswith(f"{own}-") for own in STATE_DIR_OWN_NAMES):
+        return f"{path!r} overlaps the gateway's own {first!r} in state_dir"
+    return None
+
+
 class WebhookConfig(HttpConfig):
     """POST posts to any HTTP endpoint (Home Assistant, n8n, Slack-style relays...)."""
 
@@ -207,6 +259,11 @@ class MqttConfig(PublisherConfig):
         if "+" in value or "#" in value:
             raise ValueError("a topic to publish to cannot contain + or #")
         return check_post_template(value, "topic")
+
+    def topics_for(self, rule_id: str, gateway: str) -> tuple[str, str]:
+        """The topic a post of ``rule_id`` goes to, and the filter of its image topics."""
+        topic = self.topic.format(rule=rule_id, gateway=gateway)
+        return topic, f"{topic}/image/+"
 
     def broker(self, default: BrokerSettings) -> BrokerSettings:
         """The broker to connect to: this config's ``host``, else the gateway's."""

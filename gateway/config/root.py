@@ -30,9 +30,21 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from gateway.config.cameras import CAMERA_SOURCES, AnyCameraConfig, CameraConfigs
 from gateway.config.onepass import validate_in_one_pass
-from gateway.config.publishers import PUBLISHER_TYPES, PublisherConfigs
+from gateway.config.publishers import (
+    PUBLISHER_TYPES,
+    FileConfig,
+    MqttConfig,
+    PublisherConfigs,
+    archive_path_problem,
+    filters_overlap,
+)
 from gateway.config.rules import RuleChecks, RuleConfig, active_checks, checking_with
-from gateway.config.secrets import credentials_beside, register_secret, resolve_refs
+from gateway.config.secrets import (
+    credentials_beside,
+    mask_read_values,
+    register_secret,
+    resolve_refs,
+)
 from gateway.config.sections import (
     GatewaySection,
     HealthSection,
@@ -47,7 +59,7 @@ DEFAULT_CONFIG_PATH = Path("/etc/things-gateway/gateway.toml")
 CONFIG_ENV = "THINGS_GATEWAY_CONFIG"
 ENV_PREFIX = "THINGS_GATEWAY_"
 
-_unresolved: ContextVar[tuple[list[str], list[str]] | None] = ContextVar(
+_unresolved: ContextVar[tuple[list[str], list[str], dict[str, str]] | None] = ContextVar(
     "gateway_unresolved", default=None
 )
 """Where the validation in progress records ``${NAME}`` it cannot resolve: those that
@@ -105,8 +117,8 @@ class GatewayConfig(BaseSettings):
     def _resolve_secret_refs(cls, data: Any) -> Any:
         errors: list[str] = []
         quiet: list[str] = []
-        resolved = resolve_refs(data, "", errors, quiet)
         report = _unresolved.get()
+        resolved = resolve_refs(data, "", errors, quiet, report[2] if report else None)
         if report is not None:  # validate_config decides what a missing secret means
             report[0].extend(e for e in errors if e not in report[0])
             report[1].extend(e for e in quiet if e not in report[1])
@@ -185,9 +197,35 @@ def _reference_problems(config: GatewayConfig) -> Iterator[str]:
     for p, publisher in enumerate(config.publishers):
         if publisher.enabled:
             yield from (f"publishers[{p}]: {m}" for m in publisher.missing_dependencies())
+        if isinstance(publisher, MqttConfig) and publisher.enabled:
+            yield from _post_loops(config, p, publisher)
+        if isinstance(publisher, FileConfig):
+            problem = archive_path_problem(publisher.path, config.gateway.resolved_state_dir())
+            if problem:
+                yield f"publishers[{p}].path: {problem}"
     checks = active_checks()
     if isinstance(checks, EngineChecks):
         yield from checks.config_problems(config)
+
+
+def _post_loops(config: GatewayConfig, index: int, publisher: MqttConfig) -> Iterator[str]:
+    """An mqtt publisher writing where an ``on_message`` rule listens: a post loop.
+
+    Checked for any broker: the same broker may be reached by two names.
+    """
+    triggers = [(r, rule) for r, rule in enumerate(config.rules) if rule.on_message is not None]
+    senders = [rule.id for rule in config.rules if publisher.id in rule.publish_to]
+    for rule_id in senders:
+        for topic in publisher.topics_for(rule_id, config.gateway.name):
+            for r, rule in triggers:
+                assert rule.on_message is not None
+                if filters_overlap(rule.on_message.topic, topic):
+                    yield (
+                        f"publishers[{index}].topic: rule {rule_id!r} posts to {topic!r}, "
+                        f"which rules[{r}].on_message.topic {rule.on_message.topic!r} "
+                        "listens to: each post would fire the rule again"
+                    )
+                    return
 
 
 class ConfigError(Exception):
@@ -307,7 +345,8 @@ def validate_config(
     def build(values: Mapping[str, Any]) -> GatewayConfig:
         return GatewayConfig(**values)
 
-    token = _unresolved.set((unresolved, disabled))
+    read: dict[str, str] = {}  # values read from ${NAME}: never printed in a problem
+    token = _unresolved.set((unresolved, disabled, read))
     try:
         with checking_with(checks):
             config, problems, partial = validate_in_one_pass(build, data, format_error_items)
@@ -325,6 +364,7 @@ def validate_config(
         # the model with disabled stand-ins for those entries is the one to use.
         config = partial
     if problems or config is None:
+        problems = [mask_read_values(p, read) for p in problems]
         raise ConfigError(problems or ["the config could not be validated"])
     _register_secret_fields(config)
     assert isinstance(config, GatewayConfig)

@@ -82,17 +82,25 @@ def credentials_beside(config_file: Path | None) -> Iterator[None]:
 
 
 def resolve_refs(
-    data: Any, path: str, errors: list[str], quiet: list[str] | None = None
+    data: Any,
+    path: str,
+    errors: list[str],
+    quiet: list[str] | None = None,
+    found: dict[str, str] | None = None,
 ) -> Any:
     """Replace ``${NAME}`` in every string; record names that cannot be found.
 
     A table with ``enabled = false`` (a publisher kept for later) needs no secret:
-    what it cannot resolve goes to ``quiet`` instead of ``errors``.
+    what it cannot resolve goes to ``quiet`` instead of ``errors``.  Each value read
+    goes into ``found`` (value -> name), so problems about the field it landed in
+    can be told without the value (:func:`mask_read_values`).
     """
     if isinstance(data, str):
 
         def lookup(match: re.Match[str]) -> str:
             value = lookup_secret(match.group(1))
+            if value is not None and found is not None:
+                found[value] = match.group(1)
             if value is None:
                 errors.append(
                     f"{path}: ${{{match.group(1)}}} is not set (no environment variable and "
@@ -106,12 +114,27 @@ def resolve_refs(
         if data.get("enabled") is False:
             errors = quiet if quiet is not None else []
         return {
-            k: resolve_refs(v, f"{path}.{k}" if path else str(k), errors, quiet)
+            k: resolve_refs(v, f"{path}.{k}" if path else str(k), errors, quiet, found)
             for k, v in data.items()
         }
     if isinstance(data, list | tuple):
-        return [resolve_refs(v, f"{path}[{i}]", errors, quiet) for i, v in enumerate(data)]
+        return [
+            resolve_refs(v, f"{path}[{i}]", errors, quiet, found) for i, v in enumerate(data)
+        ]
     return data
+
+
+def mask_read_values(text: str, found: Mapping[str, str]) -> str:
+    """``text`` with every value read from a ``${NAME}`` shown as ``${NAME}`` again.
+
+    A config problem quotes the value it refused (``invalid duration '...'``); when
+    that value came from ``${MASTODON_TOKEN}``, the line must name the reference,
+    not print the token, even before the secret fields are known.
+    """
+    for value in sorted(found, key=len, reverse=True):
+        if len(value) >= MIN_SECRET_LENGTH and value in text:
+            text = text.replace(value, f"${{{found[value]}}}")
+    return text
 
 
 def _credential_places() -> str:

@@ -245,7 +245,8 @@ def _answers_mqtt(host: str, port: int) -> bool:
     """True if an MQTT broker accepts a connection on host:port.
 
     A bare TCP connect is not enough: when the port is taken by another program the
-    connect succeeds although our broker failed to bind.
+    connect succeeds although our broker failed to bind.  Any CONNACK counts: a broker
+    without anonymous access answers the probe "not authorized" (return code 5).
     """
     try:
         with socket.create_connection((host, port), timeout=0.5) as sock:
@@ -254,7 +255,7 @@ def _answers_mqtt(host: str, port: int) -> bool:
             sock.sendall(_PROBE_DISCONNECT)
     except OSError:
         return False
-    return reply == _PROBE_CONNACK
+    return len(reply) == len(_PROBE_CONNACK) and reply[:3] == _PROBE_CONNACK[:3]
 
 
 def _wait_until_listening(host: str, port: int, alive: Callable[[], bool]) -> bool:

@@ -44,6 +44,7 @@ from gateway.ingest.client import client_id, connect_kwargs, make_client, status
 from gateway.ingest.decoders import DecodeError, parse_availability, parse_json
 from gateway.ingest.fastclient import IngestClient
 from gateway.ingest.routes import Route, RouteTable, SensorBinding
+from gateway.ingest.takeover import TakeoverDetector
 from gateway.model import Value
 from gateway.state.store import UNKNOWN_TIME, SensorSnapshot, StateStore
 from gateway.support.ratelog import RateLimitedLog
@@ -85,6 +86,8 @@ class IngestStats:
     """Redelivered messages (DUP) already handled, acknowledged and not handled again."""
     poisoned: int = 0
     """Messages skipped because one like them stopped a previous run."""
+    takeovers: int = 0
+    """Session takeovers: another client connected with the gateway's client id."""
 
 
 def heartbeat_topic(config: GatewayConfig) -> str:
@@ -125,6 +128,7 @@ class MqttIngest:
         self._max_sensor_payload = config.mqtt.max_sensor_payload_bytes
         self._rate_log = RateLimitedLog(log)
         self.stats = IngestStats()
+        self.takeover = TakeoverDetector()
         self.ready = threading.Event()
         self.connected = threading.Event()
         self._pending_subs: set[int] = set()
@@ -225,6 +229,8 @@ class MqttIngest:
         if reason.is_failure:
             log.error("MQTT broker refused the connection: %s", reason)
             return
+        if self.takeover.connected():
+            self._taken_over()
         self.stats.connects += 1
         self.connected.set()
         log.info("connected to MQTT broker (session present: %s)", flags.session_present)
@@ -256,6 +262,21 @@ class MqttIngest:
         self._pending_subs.clear()
         if reason.is_failure:
             log.warning("disconnected from MQTT broker (%s); reconnecting", reason)
+        if self.takeover.disconnected(getattr(reason, "value", -1), reason.is_failure):
+            self._taken_over()
+
+    def _taken_over(self) -> None:
+        """Say loudly that another client uses this gateway's client id."""
+        self.stats.takeovers = self.takeover.takeovers
+        self._rate_log.error(
+            "takeover",
+            "MQTT SESSION TAKEN OVER (%d times): another client connects with this gateway's"
+            " client id %r and receives its queued readings; give the gateway a client id"
+            " nobody else uses ([mqtt] client_id) and restrict it with broker ACLs"
+            " (config/mosquitto-acl.example)",
+            self.takeover.takeovers,
+            client_id(self._config),
+        )
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any

@@ -24,6 +24,7 @@ from gateway.ingest.decoders import (
     transform_number,
 )
 from gateway.ingest.topics import (
+    MAX_CAPTURE_LENGTH,
     TopicPattern,
     TopicRouter,
     minimal_filters,
@@ -36,6 +37,10 @@ from gateway.support.ratelog import RateLimitedLog
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ROUTES = 20_000
+MAX_ID_LENGTH = 64
+"""Like a configured id: a sensor id made from captures may be this long at most."""
+MAX_CACHED_TOPIC = 1024
+"""Longer topics are matched each time rather than kept in the route cache."""
 _TASMOTA_UNITS = {"C": "°C", "F": "°F"}
 
 
@@ -166,6 +171,10 @@ class RouteTable:
     cache: dict[str, Route] = field(default_factory=dict)
     """topic → compiled route; read directly by the message handler."""
     _instances: dict[int, set[str]] = field(default_factory=dict)
+    _captured_from: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    """sensor id made from captures → the captured levels it was first made from."""
+    refused_ids: int = 0
+    """Topics whose captured levels made no sensor (too long, nothing left, a collision)."""
     _rate_log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log))
 
     def __post_init__(self) -> None:
@@ -190,8 +199,11 @@ class RouteTable:
         """The cached route of ``topic``, compiled on first sight."""
         found = self.cache.get(topic)
         if found is None:
+            refused = self.refused_ids
             found = self.compile(topic)
-            if len(self.cache) < self.max_routes:
+            # A refused captured id is not cached: each of its messages is counted.
+            cacheable = len(topic) <= MAX_CACHED_TOPIC and self.refused_ids == refused
+            if cacheable and len(self.cache) < self.max_routes:
                 self.cache[topic] = found
         return found
 
@@ -227,11 +239,14 @@ class RouteTable:
         if not entry.pattern.names:
             self._declare(spec, spec.id)
             return spec.id
-        captures = {k: safe_id_part(v) for k, v in entry.pattern.captures(topic).items()}
+        raw = entry.pattern.captures(topic)
+        captures = {k: safe_id_part(v) for k, v in raw.items()}
         try:
             sensor_id = spec.id.format_map(captures)
         except KeyError:
             return None  # an availability topic that does not name every capture of the id
+        if not self._captured_id_fits(entry, spec, sensor_id, captures, raw, topic):
+            return None
         known = self._instances.setdefault(entry.index, set())
         if sensor_id not in known:
             if len(known) >= spec.max_instances:
@@ -247,6 +262,42 @@ class RouteTable:
             known.add(sensor_id)
         self._declare(spec, sensor_id)
         return sensor_id
+
+    def _captured_id_fits(
+        self,
+        entry: _Entry,
+        spec: SensorConfig,
+        sensor_id: str,
+        captures: dict[str, str | None],
+        raw: dict[str, str],
+        topic: str,
+    ) -> bool:
+        """False (counted, logged once a minute) for a refused or colliding captured id."""
+        if None in captures.values() or len(sensor_id) > MAX_ID_LENGTH:
+            reason = (
+                f"a captured level is over {MAX_CAPTURE_LENGTH} characters or has no"
+                f" letter or digit, or the id is over {MAX_ID_LENGTH}"
+            )
+        else:
+            source = tuple(sorted(raw.items()))
+            if entry.kind == "availability":  # names a sensor, never claims an id
+                first = self._captured_from.get(sensor_id, source)
+            else:
+                first = self._captured_from.setdefault(sensor_id, source)
+            if first == source:
+                return True
+            reason = f"its id {sensor_id!r} is already taken by {dict(first)!r}"
+        self.refused_ids += 1
+        self._rate_log.warning(
+            f"captured-id:{entry.index}",
+            "sensors[%d] (%s): ignoring topic %.200s: %s (%d refused so far)",
+            entry.index,
+            spec.id,
+            topic,
+            reason,
+            self.refused_ids,
+        )
+        return False
 
     def _declare(self, spec: SensorConfig, sensor_id: str) -> None:
         windows: tuple[timedelta, ...] | None = spec.windows

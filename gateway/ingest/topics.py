@@ -12,6 +12,7 @@ filter.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -19,7 +20,11 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 _CAPTURE_LEVEL = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
-_UNSAFE = re.compile(r"[^A-Za-z0-9_]+")
+_UNSAFE = re.compile(r"[^\w]+")  # \w: letters and digits of any script, and "_"
+
+MAX_CAPTURE_LENGTH = 64
+"""A captured level longer than this (in characters) makes no sensor: configured ids
+are at most 64 characters too, and each id is stored with every reading."""
 
 
 def topic_matches(filter_: str, topic: str) -> bool:
@@ -74,9 +79,20 @@ def shared(filter_: str, group: str | None) -> str:
     return f"$share/{group}/{filter_}" if group else filter_
 
 
-def safe_id_part(text: str) -> str:
-    """A captured topic level made fit for a sensor id (``living room`` → ``living_room``)."""
-    return _UNSAFE.sub("_", text).strip("_") or "_"
+def safe_id_part(text: str) -> str | None:
+    """A captured topic level made fit for a sensor id, or None when it is refused.
+
+    Letters and digits of every script are kept (``кухня`` and ``спальня`` stay two
+    rooms), runs of anything else become ``_`` (``living room`` → ``living_room``).
+    Refused: a level over :data:`MAX_CAPTURE_LENGTH` characters, or one with no
+    letter or digit at all.  Two levels that still give the same part (``living
+    room`` and ``living-room``) are told apart by the route table, which refuses the
+    second (:class:`gateway.ingest.routes.RouteTable`).
+    """
+    if len(text) > MAX_CAPTURE_LENGTH:
+        return None
+    part = _UNSAFE.sub("_", unicodedata.normalize("NFC", text)).strip("_")
+    return part or None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ handed to the publisher's ``publish_thread`` (gateway.publishers.threads).
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -38,12 +39,19 @@ class RetryPolicy:
     jitter: float = 0.2
 
     def delay(self, attempts: int, retry_after: float | None = None) -> float:
-        """Seconds to wait after ``attempts`` failed attempts (server's Retry-After wins)."""
+        """Seconds to wait after ``attempts`` failed attempts.
+
+        A server's ``Retry-After`` (or rate-limit reset) may lengthen the wait but
+        is clamped to [the backoff for this attempt, ``max_delay``]: ``0`` or a
+        reset time in the past does not make attempts back to back, and a reset
+        decades away does not hold every later post (``give_up_after`` still ends
+        a delivery that keeps being refused).
+        """
         backoff: float = min(self.max_delay, self.base_delay * 2 ** max(0, attempts - 1))
         backoff *= 1 + random.uniform(-self.jitter, self.jitter)
-        if retry_after is not None:
-            return max(float(retry_after), 0.0)
-        return backoff
+        if retry_after is None or not math.isfinite(retry_after):
+            return backoff
+        return min(self.max_delay, max(float(retry_after), backoff))
 
     def gives_up(self, attempts: int, age: float) -> bool:
         """True when a delivery has been tried too often or for too long."""

@@ -227,13 +227,13 @@ class Outbox:
         )
 
     def mark_sent(self, delivery: Delivery, receipt: Receipt) -> None:
-        """Record a successful delivery."""
+        """Record a successful delivery (the receipt masked: a receiver may echo a secret)."""
         self._update(
             delivery.post.id,
             delivery.publisher,
             status="sent",
-            remote_id=receipt.remote_id,
-            url=receipt.url,
+            remote_id=redact(receipt.remote_id) if receipt.remote_id else receipt.remote_id,
+            url=redact(receipt.url) if receipt.url else receipt.url,
             last_error=None,
         )
 

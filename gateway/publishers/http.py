@@ -32,6 +32,7 @@ from pydantic import SecretStr
 
 from gateway import __version__
 from gateway.config.publishers import HttpConfig
+from gateway.config.secrets import MASK, register_secret
 from gateway.model import PermanentError, PublishError, RetryableError
 
 if TYPE_CHECKING:
@@ -42,6 +43,12 @@ if TYPE_CHECKING:
 USER_AGENT = f"things-gateway/{__version__}"
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 MAX_DETAIL = 200
+MIN_REGISTERED_SECRET = 12
+"""URL parts this long are masked process-wide (shorter ones only in this client's errors)."""
+MAX_REPLY_BYTES = 1024 * 1024
+"""A service's answer is read up to this size; the rest is dropped unread."""
+MAX_JSON_DEPTH = 64
+"""Deeper JSON in an answer is refused as not JSON (never a RecursionError)."""
 
 
 class ServiceError(PermanentError):
@@ -115,7 +122,7 @@ class ApiClient:
         self.service = service
         self._client = make_client(base_url, timeout=timeout, headers=headers, auth=auth)
         # Longest first, so a whole URL is scrubbed before the token inside it.
-        self._secrets = tuple(
+        self._secrets: tuple[str, ...] = tuple(
             sorted(
                 (
                     value
@@ -129,12 +136,23 @@ class ApiClient:
             )
         )
 
+        for secret in self._secrets:
+            # Masked everywhere from now on: logs, stored receipts, the health topic.
+            if len(secret) >= MIN_REGISTERED_SECRET:
+                register_secret(secret)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with this client's secrets (URL parts included) masked."""
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return text
+
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send one request; return a 2xx response or raise RetryableError/ServiceError."""
         import httpx
 
         try:
-            response = self._client.request(method, path, **kwargs)
+            response = self._send_bounded(self._client.build_request(method, path, **kwargs))
         except httpx.TimeoutException as exc:
             raise RetryableError(f"{self.service}: timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
@@ -145,11 +163,32 @@ class ApiClient:
             return response
         raise self._scrub(error_for_response(self.service, response))
 
+    def _send_bounded(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request``; keep at most MAX_REPLY_BYTES of the answer's body."""
+        import httpx
+
+        response = self._client.send(request, stream=True)
+        try:
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_REPLY_BYTES:
+                    break
+        finally:
+            response.close()
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=b"".join(chunks)[:MAX_REPLY_BYTES],
+            request=request,
+        )
+
     def json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         """Like :meth:`request`, returning the JSON object the service answered."""
         response = self.request(method, path, **kwargs)
         try:
-            body = response.json()
+            body = loads_bounded(response.content)
         except ValueError:
             body = None
         if not isinstance(body, dict):
@@ -170,13 +209,9 @@ class ApiClient:
         self._client.close()
 
     def _scrub(self, error: PublishError) -> PublishError:
-        message = str(error)
-        for secret in self._secrets:
-            message = message.replace(secret, "***")
-        error.args = (message,)
+        error.args = (self.scrub(str(error)),)
         if isinstance(error, ServiceError):
-            for secret in self._secrets:
-                error.detail = error.detail.replace(secret, "***")
+            error.detail = self.scrub(error.detail)
         return error
 
 
@@ -212,9 +247,9 @@ def error_for_response(
 def service_error_text(response: httpx.Response) -> tuple[str | None, str]:
     """The service's error code and text from a JSON error body (or the body's start)."""
     try:
-        body = response.json()
+        body = loads_bounded(response.content)
     except ValueError:
-        return None, " ".join(response.text.split())[:MAX_DETAIL]
+        return None, " ".join(response.text[: MAX_DETAIL * 4].split())[:MAX_DETAIL]
     if not isinstance(body, dict):
         return None, json.dumps(body)[:MAX_DETAIL]
     code = body.get("error") if isinstance(body.get("error"), str) else None
@@ -230,6 +265,47 @@ def service_error_text(response: httpx.Response) -> tuple[str | None, str]:
     if code and parts:
         text = f"{code}: {text}"
     return code, text[:MAX_DETAIL]
+
+
+def loads_bounded(
+    data: bytes | str, max_bytes: int = MAX_REPLY_BYTES, max_depth: int = MAX_JSON_DEPTH
+) -> Any:
+    """``json.loads`` for a stranger's answer: ValueError when too big or too deep.
+
+    A reply of 100,000 ``[`` would otherwise raise RecursionError (not a ValueError),
+    escaping every ``except ValueError`` around the parse.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    if len(raw) > max_bytes:
+        raise ValueError(f"JSON answer over {max_bytes} bytes")
+    if raw.count(b"[") + raw.count(b"{") > max_depth and json_depth(raw) > max_depth:
+        raise ValueError(f"JSON answer nested deeper than {max_depth}")
+    try:
+        return json.loads(raw)
+    except RecursionError:  # pragma: no cover - json_depth refuses these first
+        raise ValueError("JSON answer nested too deep") from None
+
+
+def json_depth(raw: bytes) -> int:
+    """The deepest nesting of ``[``/``{`` in a JSON text, skipping strings."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
 
 
 def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -288,6 +364,8 @@ __all__ = [
     "ServiceError",
     "encode_multipart",
     "error_for_response",
+    "json_depth",
+    "loads_bounded",
     "make_client",
     "retry_after",
     "url_secrets",

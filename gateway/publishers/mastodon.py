@@ -15,10 +15,13 @@ and no media; each part has its own Idempotency-Key and its status id is recorde
 the store as soon as it is posted, so a retry continues the thread where it stopped.
 
 Limits come from ``GET /api/v2/instance`` (``configuration.statuses`` and
-``configuration.media_attachments``), fetched once per process by the delivery
-worker's thread (``prepare()``, else the first publish), and kept in the gateway's
-store as a fallback for when the server is unreachable.  ``capabilities`` never
-touches the network, so building and starting the gateway never waits for the server.
+``configuration.media_attachments``; on a 4xx, as from Mastodon 3.x, ``GET
+/api/v1/instance``, whose ``configuration`` has the same fields since 3.4 and
+``max_toot_chars`` on Pleroma and glitch-soc; on a 4xx again, the defaults), fetched
+once per process by the delivery worker's thread (``prepare()``, else the first
+publish), and kept in the gateway's store as a fallback for when the server is
+unreachable.  ``capabilities`` never touches the network, so building and starting
+the gateway never waits for the server.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.config.publishers import MastodonConfig
-from gateway.model import MediaItem, Post, Receipt, RetryableError
+from gateway.model import MediaItem, PermanentError, Post, Receipt, RetryableError
 from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
 from gateway.publishers.threads import PostedPart, ThreadLog, part_key, post_parts
 
@@ -76,7 +79,8 @@ class InstanceLimits:
         statuses = config.get("statuses") or {}
         media = config.get("media_attachments") or {}
         found = {
-            "max_characters": statuses.get("max_characters"),
+            # Pleroma, Akkoma and glitch-soc's v1 answer: max_toot_chars.
+            "max_characters": statuses.get("max_characters") or instance.get("max_toot_chars"),
             "characters_reserved_per_url": statuses.get("characters_reserved_per_url"),
             "max_media_attachments": statuses.get("max_media_attachments"),
             "image_size_limit": media.get("image_size_limit"),
@@ -148,15 +152,32 @@ class MastodonPublisher:
         with self._lock:
             if not self._limits_fresh and self._clock() >= self._next_fetch:
                 try:
-                    instance = self._api.json("GET", "/api/v2/instance")
+                    instance = self._instance()
                 except RetryableError as exc:
                     self._next_fetch = self._clock() + LIMITS_RETRY_SECONDS
                     log.warning("%s: using stored limits for now: %s", self.id, exc)
                 else:
-                    self._limits = InstanceLimits.from_instance(instance)
+                    if instance is not None:
+                        self._limits = InstanceLimits.from_instance(instance)
+                        self._store.set(self._limits_key, json.dumps(asdict(self._limits)))
                     self._limits_fresh = True
-                    self._store.set(self._limits_key, json.dumps(asdict(self._limits)))
             return self._limits
+
+    def _instance(self) -> dict[str, Any] | None:
+        """The server's instance info: v2 (Mastodon 4), else v1 (3.x, Pleroma), else None.
+
+        A server refusing both (4xx) keeps the stored or default limits: the limits are
+        an optimisation, never a reason to lose a post.
+        """
+        try:
+            return self._api.json("GET", "/api/v2/instance")
+        except PermanentError as exc:
+            log.info("%s: /api/v2/instance refused (%s); trying /api/v1/instance", self.id, exc)
+        try:
+            return self._api.json("GET", "/api/v1/instance")
+        except PermanentError as exc:
+            log.warning("%s: no instance info (%s); using stored or default limits", self.id, exc)
+        return None
 
     def publish(
         self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
@@ -202,7 +223,7 @@ class MastodonPublisher:
         while True:
             response = self._api.request("GET", f"/api/v1/media/{media_id}")
             # 206 means still processing; 200 carries the finished file's url.
-            if response.status_code == 200 and self._api.pick(response.json(), "url"):
+            if response.status_code == 200 and self._api.pick(_json_or_none(response), "url"):
                 return
             if self._clock() >= deadline:
                 raise RetryableError(f"mastodon: media {media_id} still processing")
@@ -248,6 +269,15 @@ class MastodonPublisher:
     def close(self) -> None:
         """Close the HTTP connections."""
         self._api.close()
+
+
+def _json_or_none(response: Any) -> Any:
+    from gateway.publishers.http import loads_bounded
+
+    try:
+        return loads_bounded(response.content)
+    except ValueError:
+        return None
 
 
 __all__ = ["InstanceLimits", "MastodonConfig", "MastodonPublisher", "build"]

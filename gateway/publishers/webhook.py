@@ -75,7 +75,12 @@ class WebhookPublisher(OneMessageThread):
             headers[self._config.signature_header] = sign(self._config.secret, body)
         url = self._config.url.get_secret_value()
         response = self._api.request("POST", url, content=body, headers=headers)
-        return receipt_from(response.content)
+        receipt = receipt_from(response.content)
+        # A receiver may echo the request URL, token and all, as its receipt.
+        return Receipt(
+            remote_id=self._api.scrub(receipt.remote_id) if receipt.remote_id else None,
+            url=self._api.scrub(receipt.url) if receipt.url else None,
+        )
 
     def _encode(self, payload: dict[str, Any], media: tuple[MediaItem, ...]) -> tuple[bytes, str]:
         document = json.dumps(payload, ensure_ascii=False)
@@ -103,8 +108,12 @@ def sign(secret: SecretStr, body: bytes) -> str:
 
 def receipt_from(body: bytes) -> Receipt:
     """A receipt from the receiver's answer, when it is JSON with ``id``/``url``."""
+    from gateway.publishers.http import loads_bounded
+
+    # The post has reached the receiver: an odd answer (too big, too deep, not JSON)
+    # costs the receipt, never a retry that would post it twice.
     try:
-        answer = json.loads(body)
+        answer = loads_bounded(body)
     except ValueError:
         return Receipt()
     if not isinstance(answer, dict):

@@ -34,6 +34,7 @@ from gateway.rules.guards import (
     parse_quiet_hours,
 )
 from gateway.state.store import SensorSnapshot
+from gateway.support.ratelog import RateLimitedLog, known_failure
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class RuleRunner:
     stats: dict[str, RuleStats] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _rule_locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _ratelog: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log))
 
     def fire(
         self,
@@ -145,8 +147,10 @@ class RuleRunner:
             except ComposeError as exc:
                 self._failed(stats, rule_id, str(exc))
             except Exception as exc:  # a broken rule must not take the scheduler down
-                log.exception("rule %s: unexpected error", rule_id)
-                self._failed(stats, rule_id, f"{type(exc).__name__}: {exc}")
+                known = known_failure(exc)
+                if known is None:
+                    log.exception("rule %s: unexpected error", rule_id)
+                self._failed(stats, rule_id, known or f"{type(exc).__name__}: {exc}")
             return None
 
     def _fire(
@@ -208,4 +212,6 @@ class RuleRunner:
         stats.last_error_at = self.clock()
         if stats.failing_since is None:
             stats.failing_since = stats.last_error_at
-        log.error("rule %s: no post: %s", rule_id, error)
+        # The same failure on every firing (a full disk): one line a minute, with a count.
+        key = f"failed:{rule_id}:{error[:60]}"
+        self._ratelog.error(key, "rule %s: no post: %s", rule_id, error)

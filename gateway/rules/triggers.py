@@ -34,6 +34,7 @@ from gateway.compose.composer import MessageEvent
 from gateway.config import RuleConfig, id_pattern
 from gateway.rules import expr
 from gateway.state.store import SensorSnapshot, StateStore
+from gateway.support.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -398,6 +399,7 @@ class MessageRules:
         state: StateStore,
         clock: Callable[[], datetime],
         submit: Submit,
+        own_topics: Iterable[str] = (),
     ) -> None:
         self._rules = [
             (r.id, r.on_message.topic, expr.parse(r.on_message.when) if r.on_message.when else None)
@@ -407,6 +409,10 @@ class MessageRules:
         self._state = state
         self._clock = clock
         self._submit = submit
+        self._own = tuple(own_topics)
+        self._ratelog = RateLimitedLog(log)
+        self.own_ignored = 0
+        """Messages the gateway itself published, never a trigger (a post loop otherwise)."""
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -420,9 +426,24 @@ class MessageRules:
             if not mqtt.topic_matches_sub(topic_filter, topic):
                 continue
             if data is None:
+                if self._is_own(topic):
+                    return
                 data = decode_event(payload)
             if condition is not None:
                 facts = StateFacts(self._state, self._clock(), event=data)
                 if not expr.evaluate(condition, facts):
                     continue
             self._submit(rule_id, MessageEvent(topic, data), None)
+
+    def _is_own(self, topic: str) -> bool:
+        if not any(mqtt.topic_matches_sub(own, topic) for own in self._own):
+            return False
+        self.own_ignored += 1
+        self._ratelog.warning(
+            "own-message",
+            "ignored a message on %s: the gateway published it itself, so it fires no rule"
+            " (%d so far)",
+            topic,
+            self.own_ignored,
+        )
+        return True

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from gateway.compose.composer import Composer
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, MqttConfig
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
 from gateway.media.retention import RetentionJob
@@ -41,6 +41,7 @@ from gateway.rules.triggers import (
     ThresholdWatcher,
     decode_event,
 )
+from gateway.runtime.guard import RetainedGuard
 from gateway.state.history import HistoryStore, HistoryWriter
 from gateway.state.snapshot import (
     NEW_SENSOR_CHECK_SECONDS,
@@ -100,10 +101,29 @@ def condition_expiries(config: GatewayConfig) -> dict[str, timedelta]:
     return expire
 
 
+def own_topics(config: GatewayConfig) -> tuple[str, ...]:
+    """Filters of every topic the gateway publishes to: never a rule's trigger."""
+    topics = [f"{config.mqtt.status_prefix}/{config.gateway.name}/#"]
+    for publisher in config.publishers:
+        if isinstance(publisher, MqttConfig):
+            for rule in config.rules:
+                if publisher.id in rule.publish_to:
+                    topics += publisher.topics_for(rule.id, config.gateway.name)
+    return tuple(dict.fromkeys(topics))
+
+
 class Gateway:
     """One gateway instance built from a validated config."""
 
-    def __init__(self, config: GatewayConfig, *, retry_policy: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        retained: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """``retained``: ``(topic, payload)`` messages besides ``online`` the gateway keeps
+        retained and re-publishes when another client changes them (:mod:`.guard`)."""
         self.config = config
         self.state_dir = config.gateway.resolved_state_dir()
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +202,9 @@ class Gateway:
         self.watcher = ThresholdWatcher(
             config.rules, self.state, expire, self.now, self.timers, self.dispatch.submit
         )
-        self.messages = MessageRules(config.rules, self.state, self.now, self.dispatch.submit)
+        self.messages = MessageRules(
+            config.rules, self.state, self.now, self.dispatch.submit, own_topics(config)
+        )
         self.snapshot = SnapshotWriter(
             self.state, self.state_dir / SNAPSHOT_NAME, rules=self.watcher.saved_tracks
         )
@@ -190,22 +212,29 @@ class Gateway:
         self.scheduler.add_periodic(
             "save-new-sensors", self.snapshot.save_if_new_sensors, NEW_SENSOR_CHECK_SECONDS
         )
+        self.guard = RetainedGuard(config, retained)
         self.ingest = MqttIngest(
             config,
             self.state,
             self.frames,
             on_reading=self._on_reading,
-            extra_topics=self.messages.topics,
-            on_extra=self.messages.on_message,
+            extra_topics=(*self.messages.topics, *self.guard.topics),
+            on_extra=self._on_extra,
             on_batch_end=self.dispatch.commit,
             seen_event=self._seen_event,
             state_dir=self.state_dir,
         )
+        self.guard.publish = self.ingest.publish
         self.shutdown_hooks: list[tuple[str, ShutdownHook]] = []
         self._stopped = threading.Event()
 
     def _seen_event(self, topic: str, payload: bytes) -> bool:
         return self.dispatch.seen(topic, decode_event(payload))
+
+    def _on_extra(self, topic: str, payload: bytes) -> None:
+        """Ingest hook (paho's thread) for extra topics: event rules, retained guard."""
+        self.guard.on_message(topic, payload)
+        self.messages.on_message(topic, payload)
 
     def _on_reading(self, snapshot: SensorSnapshot) -> None:
         """Ingest hook (paho's thread): event rules, evaluated cheaply as readings arrive."""
@@ -318,6 +347,7 @@ class Gateway:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self.guard.stopping = True  # the offline written at the end is ours
         if timeout is None:
             timeout = self.config.health.shutdown_timeout.total_seconds()
         deadline = time.monotonic() + timeout

@@ -64,6 +64,12 @@ class Periodic:
             self.action()
 
 
+def build_gateway(config: GatewayConfig) -> Gateway:
+    """The daemon's gateway: it also keeps its Home Assistant discovery configs retained."""
+    retained = discovery_messages(config) if config.homeassistant.enabled else []
+    return Gateway(config, retained=retained)
+
+
 class Daemon:
     """Runs one gateway at a time until asked to stop."""
 
@@ -73,12 +79,12 @@ class Daemon:
         config: GatewayConfig,
         *,
         notifier: Notifier | None = None,
-        factory: Callable[[GatewayConfig], Gateway] = Gateway,
+        factory: Callable[[GatewayConfig], Gateway] | None = None,
     ) -> None:
         self.config_path = config_path
         self.config = config
         self.notifier = notifier or Notifier()
-        self._factory = factory
+        self._factory = factory or build_gateway
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._deliver = threading.Event()
@@ -225,7 +231,7 @@ class _Session:
         self.low_disk = False
         self.meter = RateMeter()
         self.health = HealthStore(database_path(gateway.config))
-        self._health_seen: tuple[bool, int] | None = None
+        self._health_seen: tuple[bool, int, int] | None = None
         self._health_stale: dict[str, str | None] = {}
         """Stale sensors at the last health write → their last reading time then."""
         config = gateway.config
@@ -327,7 +333,7 @@ class _Session:
 
     def write_health_if_changed(self) -> None:
         """Write the health row at once when the broker connects or drops, a rule posts
-        or fails, or a stale sensor gets a reading.
+        or fails, the session is taken over, or a stale sensor gets a reading.
 
         Each second costs a look at the stale sensors only; the full row is built only
         then.  A sensor going stale is a matter of time, left to the ``interval`` check.
@@ -335,9 +341,10 @@ class _Session:
         if self._health_signals() != self._health_seen or self._stale_sensor_read():
             self.write_health()
 
-    def _health_signals(self) -> tuple[bool, int]:
+    def _health_signals(self) -> tuple[bool, int, int]:
         outcomes = sum(s.failed + s.posted for s in self.gateway.runner.stats.values())
-        return self.gateway.ingest.connected.is_set(), outcomes
+        ingest = self.gateway.ingest
+        return ingest.connected.is_set(), outcomes, ingest.takeover.takeovers
 
     def _stale_sensor_read(self) -> bool:
         state = self.gateway.state

@@ -144,6 +144,7 @@ def health_body(gateway: Gateway, *, started_at: datetime, low_disk: bool) -> di
             "host": gateway.config.mqtt.host,
             "port": gateway.config.mqtt.port,
             "connected": gateway.ingest.connected.is_set(),
+            **takeover_body(gateway),
         },
         "readings": gateway.ingest.stats.readings,
         "rejected": gateway.ingest.stats.rejected,
@@ -151,6 +152,15 @@ def health_body(gateway: Gateway, *, started_at: datetime, low_disk: bool) -> di
         "rules": rule_health(gateway),
         "low_disk": low_disk,
     }
+
+
+def takeover_body(gateway: Gateway) -> dict[str, Any]:
+    """Session takeovers of the gateway's client id (none: nothing)."""
+    detector = gateway.ingest.takeover
+    if not detector.takeovers or detector.last_at is None:
+        return {}
+    at = datetime.fromtimestamp(detector.last_at, UTC).isoformat(timespec="seconds")
+    return {"takeovers": detector.takeovers, "takeover_at": at}
 
 
 def rule_health(gateway: Gateway) -> dict[str, dict[str, Any]]:

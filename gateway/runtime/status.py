@@ -92,6 +92,13 @@ def _health_lines(health: dict[str, object], running: bool, now: datetime) -> li
         state = "connected" if mqtt.get("connected") else "NOT connected"
         as_of = "" if running else " (when it last ran)"
         lines.append(f"broker {mqtt.get('host')}:{mqtt.get('port')}: {state}{as_of}")
+        takeovers = mqtt.get("takeovers")
+        if isinstance(takeovers, int) and takeovers:
+            last = _ago(str(mqtt.get("takeover_at")), now)
+            lines.append(
+                f"MQTT SESSION TAKEN OVER {takeovers} times (last {last}): another client"
+                " uses the gateway's client id and receives its readings"
+            )
     if health.get("low_disk"):
         lines.append("DISK NEARLY FULL: posts and frames cannot be stored")
     sensors = health.get("sensors")

@@ -7,7 +7,9 @@ were left out.
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -60,3 +62,26 @@ class RateLimitedLog:
             message += f" (and {suppressed} more like it since the last report)"
         self._logger.log(level, message, *args, exc_info=exc_info)
         return True
+
+
+_KNOWN_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EIO: "an I/O error on the disk",
+    errno.EACCES: "permission denied",
+}
+_KNOWN_SQLITE = ("disk is full", "readonly database", "disk I/O error", "unable to open")
+
+
+def known_failure(exc: BaseException) -> str | None:
+    """One line for a failure whose traceback tells nothing more (a full disk), else None.
+
+    Such failures repeat on every firing or write until someone acts: they are
+    logged as this line (rate-limited), never as a traceback each time.
+    """
+    if isinstance(exc, OSError) and exc.errno in _KNOWN_ERRNOS:
+        return _KNOWN_ERRNOS[exc.errno]
+    if isinstance(exc, sqlite3.Error) and any(k in str(exc) for k in _KNOWN_SQLITE):
+        return f"database: {exc}"
+    return None

@@ -6,6 +6,10 @@ Shapes follow docs.joinmastodon.org (methods/media, methods/statuses, entities/I
 /api/v1/statuses`` answers 422 for media still processing, and the same status again
 for a repeated ``Idempotency-Key``; a reply (``in_reply_to_id``) to an unknown status
 answers 404.
+
+``version`` picks the server generation: Mastodon 3.x has no ``/api/v2/instance``
+(404) and answers ``GET /api/v1/instance`` (with ``configuration`` from 3.4 on);
+``v1_instance=False`` makes that a 404 too, as on a stripped-down server.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 from tests.fakes.server import FakeServer, Recorded, Reply, Route
 
 UNAUTHORIZED = Reply(401, {"error": "The access token is invalid"})
+NOT_FOUND = Reply(404, b"<!DOCTYPE html><html><body>The page you are looking for isn't here.")
 
 
 class FakeMastodon(FakeServer):
@@ -23,8 +28,17 @@ class FakeMastodon(FakeServer):
 
     service = "mastodon"
 
-    def __init__(self, token: str = "mastodon-token", *, max_characters: int = 500) -> None:
+    def __init__(
+        self,
+        token: str = "mastodon-token",
+        *,
+        max_characters: int = 500,
+        version: str = "4.3.0",
+        v1_instance: bool = True,
+    ) -> None:
         self.token = token
+        self.version = version
+        self.v1_instance = v1_instance
         self.instance_config: dict[str, Any] = {
             "statuses": {
                 "max_characters": max_characters,
@@ -50,6 +64,7 @@ class FakeMastodon(FakeServer):
         """The endpoints this fake serves."""
         return [
             ("GET", r"/api/v2/instance", self._instance),
+            ("GET", r"/api/v1/instance", self._instance_v1),
             ("POST", r"/api/v2/media", self._upload),
             ("GET", r"/api/v1/media/(\w+)", self._media),
             ("POST", r"/api/v1/statuses", self._status),
@@ -59,10 +74,25 @@ class FakeMastodon(FakeServer):
         return request.header("authorization") == f"Bearer {self.token}"
 
     def _instance(self, request: Recorded, match: re.Match[str]) -> Reply:
+        if self.version.startswith(("1.", "2.", "3.")):
+            return NOT_FOUND
         return Reply(
             200,
             {"domain": "fake.example", "version": "4.3.0", "configuration": self.instance_config},
         )
+
+    def _instance_v1(self, request: Recorded, match: re.Match[str]) -> Reply:
+        if not self.v1_instance:
+            return NOT_FOUND
+        instance: dict[str, Any] = {
+            "uri": "fake.example",
+            "title": "Fake",
+            "version": self.version,
+            "urls": {"streaming_api": "wss://fake.example"},
+        }
+        if tuple(int(n) for n in self.version.split(".")[:2]) >= (3, 4):
+            instance["configuration"] = self.instance_config
+        return Reply(200, instance)
 
     def _upload(self, request: Recorded, match: re.Match[str]) -> Reply:
         if not self._authorized(request):

@@ -1,0 +1,106 @@
+"""Repeated failures log one line a minute with a count, never one line (or a
+traceback) per message: bursts of events, a full disk, deeply nested JSON.
+
+The real daemon against the session's mosquitto; the full disk is a small tmpfs
+(skipped where this machine cannot mount one).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.demo.broker import Broker
+from tests.gwutil import StderrLines, base_config, fill, publish, start_gateway, tmpfs, wait_until
+
+EVENTS = """
+[[rules]]
+id = "ev"
+on_message = {{ topic = "{prefix}/events" }}
+text = "event {{{{ event }}}}"
+publish_to = ["archive"]
+
+[[rules]]
+id = "done"
+on_message = {{ topic = "{prefix}/done" }}
+text = "done"
+publish_to = ["{done_to}"]
+
+[[publishers]]
+id = "archive"
+type = "file"
+
+[[publishers]]
+id = "console"
+type = "console"
+"""
+
+
+def run(
+    broker: Broker,
+    state: Path,
+    prefix: str,
+    messages: list[tuple[str, bytes | str]],
+    *,
+    fill_first: Path | None = None,
+    done_to: str = "archive",
+) -> str:
+    """Run the daemon, publish ``messages`` and a final marker, stop; its stderr.
+
+    The marker fires rule ``done``; its log line (posted or failed) says every
+    message before it has been handled.  ``fill_first``: a folder to fill up once
+    the daemon runs, before the messages.
+    """
+    config = state.parent / f"{prefix}.toml"
+    config.write_text(
+        base_config(broker, state, name=prefix) + EVENTS.format(prefix=prefix, done_to=done_to),
+        encoding="utf-8",
+    )
+    gateway = start_gateway(config)
+    log = StderrLines(gateway)
+    marker = [(f"{prefix}/done", "1")]
+    try:
+        # Until the gateway has subscribed, a message is lost: send until one is handled.
+        wait_until(lambda: publish(broker, marker) or log.count("rule done: "), 30, 0.5)
+        if fill_first is not None:
+            fill(fill_first)
+        handled = log.count("rule done: ")
+        publish(broker, [*messages, *marker])
+        wait_until(lambda: log.count("rule done: ") > handled, 60)
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(timeout=60)
+    return log.text()
+
+
+def test_a_burst_of_events_logs_dropped_firings_once(broker: Broker, tmp_path: Path) -> None:
+    err = run(broker, tmp_path / "state", "flood", [("flood/events", str(n)) for n in range(2000)])
+    dropped = [line for line in err.splitlines() if "busy, dropped a firing" in line]
+    assert 1 <= len(dropped) <= 2, dropped[:5]
+
+
+def test_deeply_nested_json_event_logs_no_recursion_trace(broker: Broker, tmp_path: Path) -> None:
+    err = run(broker, tmp_path / "state", "deep", [("deep/events", "[" * 100_000)])
+    assert "RecursionError" not in err
+    assert "Traceback" not in err
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    with tmpfs(tmp_path / "disk", "size=8m") as folder:
+        yield folder
+
+
+def test_a_full_disk_logs_one_line_per_failure_not_a_traceback_per_firing(
+    broker: Broker, small_disk: Path
+) -> None:
+    state = small_disk / "state"
+    events = [("full/events", str(n)) for n in range(30)]
+    err = run(broker, state, "full", events, fill_first=small_disk, done_to="console")
+    assert "Traceback" not in err, err[-3000:]
+    failed = [line for line in err.splitlines() if "rule ev: no post" in line]
+    assert 1 <= len(failed) <= 2, failed
+    assert "disk is full" in failed[0]
