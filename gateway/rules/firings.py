@@ -159,11 +159,14 @@ class FiringQueue:
                     " VALUES (?,?,?,?,?,?)",
                     rows,
                 )
+                # in WAL mode the pages are written here: a full disk fails the COMMIT
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 self._pending[:0] = rows
                 raise
-            conn.execute("COMMIT")
         return len(rows)
 
     def seen(self, topic: str, data: Any) -> bool:
@@ -336,8 +339,10 @@ class RuleDispatch:
                 log.exception("rule %s: firing failed", firing.rule)
             try:
                 self.queue.mark_done(firing.id)
-            except sqlite3.Error:
-                log.exception("rule %s: could not mark a firing done", firing.rule)
+            except sqlite3.Error as exc:  # a full disk: one line a minute, no traceback
+                self._rate_log.error(
+                    "done", "rule %s: could not mark a firing done: %s", firing.rule, exc
+                )
             with self._cond:
                 self.fired += 1
                 self._busy.discard(firing.rule)

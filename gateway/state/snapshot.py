@@ -25,6 +25,7 @@ from gateway.model import Frame, Value
 from gateway.state.history import HistoryStore
 from gateway.state.store import SensorSnapshot, StateStore
 from gateway.support.files import atomic_write
+from gateway.support.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,7 @@ class SnapshotWriter:
         self._last: bytes | None = None
         self._saved_sensors = -1
         self._saved_rules: dict[str, Any] | None = None
+        self._rate_log = RateLimitedLog(log)
         self.writes = 0
 
     def save_if_new_sensors(self) -> bool:
@@ -237,7 +239,9 @@ class SnapshotWriter:
         try:
             atomic_write(self.path, data)
         except OSError as exc:
-            log.warning("cannot write state snapshot %s: %s", self.path, exc)
+            # tried every 10 s while new sensors wait to be saved: a full disk logs a line
+            # a minute, not six
+            self._rate_log.warning("write", "cannot write state snapshot %s: %s", self.path, exc)
             return False
         self._last = data
         self._saved_sensors, self._saved_rules = count, rules
