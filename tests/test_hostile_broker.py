@@ -54,9 +54,8 @@ type = "file"
 
         # Until the gateway has subscribed, a message is lost: send until one is seen.
         wait_until(lambda: publish(broker, [("echo-in/events", "one")]) or seen(1), 30, 0.5)
-        count = len(archive_posts(state))
         publish(broker, [("echo-in/events", "two")])
-        wait_until(lambda: seen(count + 1), timeout=30)
+        wait_until(lambda: any(p["text"] == "seen two" for p in archive_posts(state)), 30)
     finally:
         gateway.send_signal(signal.SIGTERM)
         _out, err = gateway.communicate(timeout=30)
