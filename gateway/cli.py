@@ -67,9 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="JSON object of sensor values to use (default: the state the daemon last saved)",
     )
-    preview.add_argument(
-        "--event", metavar="FILE", help="JSON message for an on_message rule"
-    )
+    preview.add_argument("--event", metavar="FILE", help="JSON message for an on_message rule")
     preview.add_argument(
         "--out", metavar="DIR", help="folder for rendered images (default: a temp folder)"
     )

@@ -402,13 +402,32 @@ STORM_EVENTS = 1000
 
 
 def storm_config(broker: Broker, state: Path, topic: str) -> str:
-    return persistent_config(broker, state, "stormgw") + event_rules(topic, sensor=True)
+    """Events that render the sensor (an ``n/a`` after a restart shows), and a report
+    rule that renders its 1-hour window."""
+    rules = event_rules(topic, sensor=True).replace(
+        'text = "Event {{ event.n }}"', 'text = "Event {{ event.n }} {{ temp }}"'
+    )
+    rules = rules.replace(
+        'topic = "' + topic + '/temp"\n', f'topic = "{topic}/temp"\nprecision = 4\n'
+    )
+    report = f"""
+[[rules]]
+id = "report"
+on_message = {{ topic = "{topic}/report" }}
+text = "W {{{{ temp.min_1h }}}} {{{{ temp.max_1h }}}} {{{{ temp.mean_1h }}}}"
+publish_to = ["archive"]
+"""
+    return persistent_config(broker, state, "stormgw") + rules + report
+
+
+def storm_value(i: int) -> float:
+    return 20 + (i % 100) / 10
 
 
 def readings_and_events(topic: str, first: int, n: int, events: bool) -> list[tuple[str, str]]:
     messages = []
     for i in range(first, first + n):
-        messages.append((f"{topic}/temp", f"{20 + (i % 100) / 10:.1f}"))
+        messages.append((f"{topic}/temp", f"{storm_value(i):.1f}"))
         if events:
             messages.append((f"{topic}/events", f'{{"n": {i}}}'))
     return messages
@@ -426,16 +445,27 @@ def run_then_signal(config: Path, state: Path, sig: signal.Signals, after: float
     return log.text()
 
 
+def history_totals(db: Path, sensor: str) -> tuple[int, float, float, float]:
+    """``(count, sum, min, max)`` of a sensor over the whole per-minute history."""
+    rows = db_rows(
+        db,
+        "SELECT SUM(count), SUM(sum), MIN(min), MAX(max) FROM readings_minute"
+        f" WHERE sensor='{sensor}'",
+    )
+    count, total, low, high = rows[0]
+    return int(count or 0), float(total or 0), float(low or 0), float(high or 0)  # type: ignore[arg-type]
+
+
 @pytest.mark.slow
 def test_restart_storm_fires_every_queued_event_once_and_counts_every_reading_once(
     broker_factory: Any, mqtt_topic: str, tmp_path: Path
 ) -> None:
     """1,000 QoS 1 events and 1,000 readings queued while the gateway is down, then
     SIGKILLs and SIGTERMs (``THINGS_GATEWAY_STORM_SIGNALS``, default 16) dealt while it
-    drains them: every event makes exactly one post.  Readings: a SIGKILLed run loses
-    the readings it had taken (history is written per minute and at a clean stop) but
-    never counts one twice; then 1,000 more drained through SIGTERMs only are counted
-    exactly once each."""
+    drains them: every event makes exactly one post, none renders ``n/a``, and every
+    reading is counted exactly once (a SIGKILLed run's readings come back from its
+    readings journal).  Then 1,000 more readings drained through SIGKILLs too, and the
+    1-hour window the daemon renders equals a brute force over all 2,000."""
     broker = broker_factory(prefer="mosquitto", extra_config=["max_queued_messages 0"])
     state = tmp_path / "state"
     config = tmp_path / "gateway.toml"
@@ -465,18 +495,47 @@ def test_restart_storm_fires_every_queued_event_once_and_counts_every_reading_on
         gateway.wait(timeout=60)
     assert gateway.returncode == 0, log.text()
     texts = [str(r[0]) for r in db_rows(db, "SELECT text FROM posts WHERE rule='ev'")]
-    assert sorted(texts) == sorted(f"Event {i}" for i in range(STORM_EVENTS))  # once each
+    assert sorted(t.split(" ")[1] for t in texts) == sorted(str(i) for i in range(STORM_EVENTS))
+    assert not [t for t in texts if "n/a" in t]  # every post after a restart knew temp
     archived = archive_posts_of(state)
     assert len(archived) == len({r["id"] for r in archived}) == STORM_EVENTS
-    first = counted(db, "temp")
-    assert first <= STORM_EVENTS  # SIGKILLed runs lose readings, none is counted twice
+    values = [storm_value(i) for i in range(STORM_EVENTS)]
+    count, total, low, high = history_totals(db, "temp")
+    assert count == STORM_EVENTS  # none lost to a SIGKILL, none counted twice
+    assert (low, high) == (min(values), max(values))
+    assert total == pytest.approx(sum(values))
 
-    # Readings only, drained through clean restarts: each counted exactly once.
+    # Readings only, drained through SIGKILLs and clean restarts.
     publish(broker, readings_and_events(mqtt_topic, 0, STORM_EVENTS, events=False))
-    for _ in range(3):
-        run_then_signal(config, state, signal.SIGTERM, rng.uniform(0.0, 0.3))
-    run_then_signal(config, state, signal.SIGTERM, 2.0)
-    assert counted(db, "temp") - first == STORM_EVENTS
+    for n in range(4):
+        sig = signal.SIGKILL if n % 2 == 0 else signal.SIGTERM
+        run_then_signal(config, state, sig, rng.uniform(0.0, 0.4))
+    run_then_signal(config, state, signal.SIGKILL, 2.0)  # the rest taken, then killed
+    # A last run renders the window rebuilt from the history and the journal.
+    gateway = start_gateway(config)
+    log = StderrLines(gateway)
+    try:
+        wait_until(lambda: log.has("session present: True"), timeout=30)
+        wait_until(
+            lambda: (
+                publish(broker, [(f"{mqtt_topic}/report", "{}")])
+                or any(p["text"].startswith("W ") for p in archive_posts_of(state))
+            ),
+            timeout=60,
+            interval=2,
+        )
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(timeout=60)
+    assert gateway.returncode == 0, log.text()
+    values *= 2
+    count, total, low, high = history_totals(db, "temp")
+    assert count == 2 * STORM_EVENTS
+    assert total == pytest.approx(sum(values))
+    report = next(p["text"] for p in archive_posts_of(state) if p["text"].startswith("W "))
+    shown = [float(part) for part in report.split()[1:]]
+    assert shown[:2] == [min(values), max(values)], report
+    assert shown[2] == pytest.approx(sum(values) / len(values), abs=1e-4), report
     assert db_rows(db, "PRAGMA integrity_check") == [("ok",)]
     print(f"\nstorm: {STORM_SIGNALS} signals; posts made after each: {drained}")
 

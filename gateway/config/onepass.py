@@ -57,8 +57,17 @@ def _stand_in(kind: str, index: int, entry: object) -> dict[str, Any]:
     return {"id": ident, "type": "console", "enabled": False}
 
 
-_TRIGGER_KEYS = ("every", "cron", "jitter", "when", "for", "clear_when", "clear_below",
-                 "clear_above", "on_message")
+_TRIGGER_KEYS = (
+    "every",
+    "cron",
+    "jitter",
+    "when",
+    "for",
+    "clear_when",
+    "clear_below",
+    "clear_above",
+    "on_message",
+)
 _RULE_STAND_INS = {"text": "-"}
 
 

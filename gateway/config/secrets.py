@@ -118,9 +118,7 @@ def resolve_refs(
             for k, v in data.items()
         }
     if isinstance(data, list | tuple):
-        return [
-            resolve_refs(v, f"{path}[{i}]", errors, quiet, found) for i, v in enumerate(data)
-        ]
+        return [resolve_refs(v, f"{path}[{i}]", errors, quiet, found) for i, v in enumerate(data)]
     return data
 
 

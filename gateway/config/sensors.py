@@ -137,6 +137,7 @@ class SensorConfig(Section):
             or self.precision is not None
             or (self.format == "tasmota" and (self.field or "").endswith("Temperature"))
         )
+
     def default_time_field(self) -> str | None:
         """``time_field``, else the convention of the payload format (None: no time)."""
         if self.time_field is not None:

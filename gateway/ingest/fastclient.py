@@ -52,7 +52,8 @@ from __future__ import annotations
 
 import select
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -352,6 +353,17 @@ class IngestClient(mqtt.Client):
         packet = b"".join(bytes((_PUBACK, 2, mid >> 8, mid & 0xFF)) for mid in mids)
         self._packet_queue(_PUBACK, packet, 0, 0)
 
+    def batch_acks(self) -> list[tuple[int, int]]:
+        """The messages this batch acknowledges: ``(packet id, digest)`` (a digest of
+        topic and payload, stable across restarts; 0 for those paho handled)."""
+        return self._ack_keys
+
+    def remember_acked(self, acks: Mapping[int, int]) -> None:
+        """Messages a previous run recorded and acknowledged (from its readings
+        journal): if the broker sends one again (DUP, same id, same digest), the
+        PUBACK was lost with that run, and it is acknowledged, not taken again."""
+        self._remember_lost(list(acks.items()))
+
     def _remember_lost(self, keys: list[tuple[int, int]]) -> None:
         lost = self._lost
         for mid, key in keys:
@@ -541,7 +553,7 @@ class IngestClient(mqtt.Client):
             return self._paho_publish()
         packet = self._in_packet["packet"]
         try:
-            end = 2 + ((packet[0] << 8) | packet[1])
+            end = topic_end = 2 + ((packet[0] << 8) | packet[1])
             topic = packet[2:end].decode("utf-8")
             mid = 0
             if qos:
@@ -559,7 +571,7 @@ class IngestClient(mqtt.Client):
         dup = bool(header & 0x08)
         key = 0
         if qos:
-            key = hash((topic, payload))
+            key = zlib.crc32(payload, zlib.crc32(packet[2:topic_end]))
             if dup and self._lost.get(mid) == key:
                 del self._lost[mid]
                 self.duplicates += 1

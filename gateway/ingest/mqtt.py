@@ -31,7 +31,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -175,6 +175,14 @@ class MqttIngest:
         ``offline``), and the broker keeps QoS 1 messages for the next start."""
         self._paused = True
         self._client.pause_acks()
+
+    def batch_acks(self) -> list[tuple[int, int]]:
+        """The messages the current batch acknowledges (paho's thread, at batch end)."""
+        return self._client.batch_acks()
+
+    def remember_acked(self, acks: Mapping[int, int]) -> None:
+        """Messages a previous run took and acknowledged (see the client's docs)."""
+        self._client.remember_acked(acks)
 
     def in_network_thread(self) -> bool:
         """True in paho's network thread (whose firings are committed per batch)."""

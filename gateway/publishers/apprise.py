@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 def build(config: AppriseConfig, ctx: PublisherContext) -> ApprisePublisher:
     """Create the publisher (imports Apprise; no network)."""
     import apprise
@@ -40,9 +41,7 @@ def build(config: AppriseConfig, ctx: PublisherContext) -> ApprisePublisher:
     for name in ("apprise", "urllib3"):
         logging.getLogger(name).setLevel(max(logging.INFO, log.getEffectiveLevel()))
     notifier = apprise.Apprise()
-    rejected = [
-        n for n, url in enumerate(config.urls) if not notifier.add(url.get_secret_value())
-    ]
+    rejected = [n for n, url in enumerate(config.urls) if not notifier.add(url.get_secret_value())]
     return ApprisePublisher(config, notifier, ctx.gateway_name, rejected)
 
 

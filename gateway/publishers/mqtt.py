@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 def build(config: MqttConfig, ctx: PublisherContext) -> MqttPublisher:
     """Create the publisher for this config (it connects later, in its worker)."""
     client_id = config.client_id or f"{ctx.gateway_name}-{config.id}"

@@ -43,6 +43,7 @@ from gateway.rules.triggers import (
 )
 from gateway.runtime.guard import RetainedGuard
 from gateway.state.history import HistoryStore, HistoryWriter
+from gateway.state.journal import ReadingJournal
 from gateway.state.snapshot import (
     NEW_SENSOR_CHECK_SECONDS,
     SAVE_EVERY_SECONDS,
@@ -143,12 +144,16 @@ class Gateway:
         )
         # per-minute readings in SQLite (plus the minutes not yet written): charts read it
         self.history = HistoryStore(self.state_dir / DB_NAME, self.state)
+        # Readings not yet in the history are journaled: a SIGKILL loses none of them.
+        self.journal = ReadingJournal(self.state_dir)
         self.history_writer = HistoryWriter(
             self.state,
             self.history,
             interval=config.state.history_flush_interval,
             retention=max(config.state.history_retention, chart_horizon(config)),
+            journal=self.journal,
         )
+        self.journal.on_full = self.history_writer.wake
         ctx = PublisherContext(
             self.state_dir, config.gateway.name, store=self.outbox, broker=broker_settings(config)
         )
@@ -220,13 +225,20 @@ class Gateway:
             on_reading=self._on_reading,
             extra_topics=(*self.messages.topics, *self.guard.topics),
             on_extra=self._on_extra,
-            on_batch_end=self.dispatch.commit,
+            on_batch_end=self._batch_end,
             seen_event=self._seen_event,
             state_dir=self.state_dir,
         )
         self.guard.publish = self.ingest.publish
         self.shutdown_hooks: list[tuple[str, ShutdownHook]] = []
         self._stopped = threading.Event()
+
+    def _batch_end(self) -> None:
+        """Before a batch's PUBACKs (paho's thread): its event firings committed, then
+        its readings and acknowledgements journaled."""
+        self.dispatch.commit()
+        self.journal.ack(self.ingest.batch_acks())
+        self.journal.write()
 
     def _seen_event(self, topic: str, payload: bytes) -> bool:
         return self.dispatch.seen(topic, decode_event(payload))
@@ -328,7 +340,21 @@ class Gateway:
         ``expire_after`` still makes an old value stale.  The rolling windows come back
         from the per-minute history, the ``when`` rules' armed/fired state from the
         snapshot (:func:`gateway.state.snapshot.restore_state`)."""
-        data = restore_state(self.config, self.state, self.history, self.now())
+        restored = restore_state(self.config, self.state, self.history, self.now())
+        # Journal files the history holds go; readings from now on go to a new one.
+        self.journal.open(restored.mark)
+        self.state.journal = self.journal
+        replayed = restored.journal
+        if replayed.files:
+            self.ingest.remember_acked(restored.acks)
+            log.info(
+                "the last run ended without writing %d readings to the history: counted"
+                " them from its journal (%d files%s)",
+                replayed.readings + replayed.carried,
+                replayed.files,
+                f", {replayed.bad_lines} damaged lines skipped" if replayed.bad_lines else "",
+            )
+        data = restored.snapshot
         if data is None:
             return
         rules = data.get("rules")

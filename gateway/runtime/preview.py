@@ -94,7 +94,7 @@ def _restored(config: GatewayConfig, now: datetime) -> tuple[StateStore, History
     history = HistoryStore(path, state) if path.is_file() else None
     if history is None:
         print(f"(no readings history at {path}: charts say no data)", file=sys.stderr)
-    if restore_state(config, state, history, now) is None:
+    if restore_state(config, state, history, now).snapshot is None:
         saved = config.gateway.resolved_state_dir() / SNAPSHOT_NAME
         print(f"(no saved state at {saved}: sensors show n/a; use --sample FILE)", file=sys.stderr)
     return state, history

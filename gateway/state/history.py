@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from gateway.state.journal import MARK_KEY, ReadingJournal
 from gateway.state.store import StateStore
 from gateway.state.windows import MinuteRow
 from gateway.support.database import ensure_schema
@@ -59,10 +60,12 @@ class HistoryStore:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")  # history may lose a batch, never the db
 
-    def write(self, rows: Iterable[tuple[str, MinuteRow]]) -> int:
-        """Add minute rows in one transaction (a minute written twice is merged)."""
+    def write(self, rows: Iterable[tuple[str, MinuteRow]], *, journal: int | None = None) -> int:
+        """Add minute rows in one transaction (a minute written twice is merged); with
+        ``journal``, record in it that the readings journal's generations up to that
+        one are written (:mod:`gateway.state.journal`)."""
         params = [(sensor, *row) for sensor, row in rows]
-        if not params:
+        if not params and journal is None:
             return 0
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -74,11 +77,26 @@ class HistoryStore:
                     " min = min(min, excluded.min), max = max(max, excluded.max)",
                     params,
                 )
+                if journal is not None:
+                    self._conn.execute(
+                        "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key)"
+                        " DO UPDATE SET value = excluded.value",
+                        (MARK_KEY, str(journal)),
+                    )
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
         return len(params)
+
+    def journal_mark(self) -> int:
+        """The newest readings-journal generation whose readings are written (0: none)."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM kv WHERE key = ?", (MARK_KEY,)).fetchone()
+        try:
+            return int(row[0]) if row else 0
+        except ValueError:
+            return 0
 
     def prune(self, older_than: datetime) -> int:
         """Delete minutes before ``older_than``; returns how many rows went."""
@@ -156,14 +174,19 @@ class HistoryWriter:
         *,
         interval: timedelta = timedelta(minutes=10),
         retention: timedelta = timedelta(days=30),
+        journal: ReadingJournal | None = None,
     ) -> None:
         self._state = state
         self._store = store
+        self._journal = journal
+        self._wake = threading.Event()
         self._interval = interval.total_seconds()
         self._retention = retention
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._retry: list[tuple[str, MinuteRow]] = []
+        self._ok = True
+        """The last flush was written."""
         self._rate_log = RateLimitedLog(log, interval=600)
         self.batches = 0
         self.rows = 0
@@ -173,32 +196,58 @@ class HistoryWriter:
         self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Flush now (any thread): the readings journal grew large."""
+        self._wake.set()
+
     def stop(self, timeout: float = 10.0) -> None:
         """Write everything held in memory (the current minute too), then stop."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
         self.flush(include_current=True)
+        if self._journal is not None and self._journal.opened:
+            self._journal.close(flushed=self._ok)
 
     def _run(self) -> None:
         last_prune = 0.0
-        while not self._stop.wait(self._interval):
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             self.flush()
             if time.monotonic() - last_prune > 3600:
                 last_prune = time.monotonic()
                 self._prune()
 
     def flush(self, now: datetime | None = None, *, include_current: bool = False) -> int:
-        """Write the minutes finished by ``now`` (default: the clock); returns rows written."""
-        rows = self._retry + self._state.take_minutes(now, include_current=include_current)
+        """Write the minutes finished by ``now`` (default: the clock); returns rows written.
+
+        With a journal, its generation turns in the same moment the minutes are taken,
+        and the flush marks the closed one written; its files then go."""
+        journal = self._journal
+        closed: int | None = None
+        if journal is None or not journal.opened:
+            taken = self._state.take_minutes(now, include_current=include_current)
+        else:
+            taken, closed = self._state.rotate_journal(
+                journal, now, include_current=include_current
+            )
+        rows = self._retry + taken
         self._retry = []
         try:
-            written = self._store.write(rows)
+            written = self._store.write(rows, journal=closed)
         except sqlite3.Error as exc:
             self._retry = rows[-MAX_RETRY_ROWS:]
             self._rate_log.warning("write", "history not written (will retry): %s", exc)
+            self._ok = False
             return 0
+        self._ok = True
+        if journal is not None and closed is not None:
+            journal.flushed(closed)
         if written:
             self.batches += 1
             self.rows += written

@@ -3,7 +3,9 @@
 :func:`restore_state` is what a start, a reload and ``preview`` begin with: the
 latest values from ``state.json`` with their own times (sensors made from captures,
 like ``temp_kitchen`` from ``temp_{room}``, included), the rolling windows rebuilt
-from the per-minute history in SQLite, and the ``when`` rules' armed/fired state.
+from the per-minute history in SQLite plus the readings journal of a run that ended
+without writing them (:mod:`gateway.state.journal`), and the ``when`` rules'
+armed/fired state.
 
 The daemon writes ``<state_dir>/state.json`` — each sensor's latest value, unit and
 time (and its previous value), and each camera's newest frame file — every few
@@ -16,13 +18,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Collection
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from gateway.config import GatewayConfig
 from gateway.model import Frame, Value
 from gateway.state.history import HistoryStore
+from gateway.state.journal import ReadingJournal, Replayed, journal_files
 from gateway.state.store import SensorSnapshot, StateStore
 from gateway.support.files import atomic_write
 from gateway.support.ratelog import RateLimitedLog
@@ -177,29 +181,82 @@ def rebuild_windows(
     return used
 
 
+@dataclass
+class Restored:
+    """What :func:`restore_state` found."""
+
+    snapshot: dict[str, Any] | None
+    """The ``state.json`` dict (its ``rules`` part is for the rule watcher), or None
+    when there was no usable one."""
+    journal: Replayed = field(default_factory=Replayed)
+    """Readings of the journal counted again (a run that ended without writing them)."""
+    acks: dict[int, int] = field(default_factory=dict)
+    """Messages the journal says were acknowledged (packet id → digest)."""
+    mark: int = 0
+    """The newest journal generation the history holds."""
+
+
 def restore_state(
     config: GatewayConfig, state: StateStore, history: HistoryStore | None, now: datetime
-) -> dict[str, Any] | None:
+) -> Restored:
     """What a start, a reload and ``preview`` begin with: every configured sensor
     declared, the latest values of ``state.json`` with their times, and the windows
-    rebuilt from ``history`` (every sensor the config makes that has rows).
-
-    Returns the snapshot dict (its ``rules`` part is for the rule watcher), or None
-    when there was no usable ``state.json``.
+    rebuilt from ``history`` (every sensor the config makes that has rows) and from the
+    readings journal's files the history does not hold yet (read, not changed).
     """
     declare = config_sensors(config, state)
     for sensor in config.sensors:
         if not sensor.captures:
             declare(sensor.id)
-    path = config.gateway.resolved_state_dir() / SNAPSHOT_NAME
+    state_dir = config.gateway.resolved_state_dir()
+    path = state_dir / SNAPSHOT_NAME
     data = read_snapshot(path)
     if data is not None and not _load(path, data, state, declare):
         data = None
-    if history is not None:
-        ids = {s.id for s in config.sensors if not s.captures} | set(state.sensors())
-        ids |= {sid for sid in history.sensors() if sid not in ids and declare(sid)}
-        rebuild_windows(history, state, sorted(ids), now)
-    return data
+    restored = Restored(data)
+    if history is None:
+        return restored
+    ids = {s.id for s in config.sensors if not s.captures} | set(state.sensors())
+    ids |= {sid for sid in history.sensors() if sid not in ids and declare(sid)}
+    rebuild_windows(history, state, sorted(ids), now)
+    restored.mark = mark = history.journal_mark()
+    files = [(gen, p) for gen, p in journal_files(state_dir) if gen > mark]
+    if files:
+
+        def known(sensor: str) -> bool:
+            """A sensor of this config (one removed since is not counted again)."""
+            if sensor not in ids:
+                if not declare(sensor):
+                    return False
+                ids.add(sensor)
+            return True
+
+        restored.journal, restored.acks = ReadingJournal(state_dir).replay(
+            files,
+            mark,
+            lambda sensor, value, t: known(sensor) and state.replay_reading(sensor, value, t),
+            lambda sensor, row: known(sensor) and state.replay_carried(sensor, row),
+        )
+        _latest_from_journal(config, state, restored.journal)
+    return restored
+
+
+def _latest_from_journal(config: GatewayConfig, state: StateStore, replayed: Replayed) -> None:
+    """A journaled reading newer than ``state.json``'s value becomes the latest (a
+    killed run may not have saved it): so no sensor renders ``n/a`` after a crash."""
+    for sensor, (t, value) in replayed.last.items():
+        at = datetime.fromtimestamp(t, UTC)
+        snap = state.get(sensor)
+        if snap is not None and snap.at >= at:
+            continue
+        if snap is None:
+            spec = config.sensor_for(sensor)
+            snap = SensorSnapshot(sensor, value, spec.unit if spec else "", at)
+        else:
+            snap = snap._replace(
+                value=value, at=at, previous=snap.value, previous_at=snap.at, offline=False
+            )
+        state.restore(snap)
 
 
 class SnapshotWriter:

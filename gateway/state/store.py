@@ -13,10 +13,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from gateway.model import Frame, Reading, Value
-from gateway.state.windows import MinuteRow, Series, WindowSet, WindowStats
+from gateway.state.windows import FullRow, MinuteRow, Series, WindowSet, WindowStats
+
+if TYPE_CHECKING:
+    from gateway.state.journal import ReadingJournal
 
 UNKNOWN_TIME = datetime.fromtimestamp(0, UTC)
 """The ``at`` of a reading of unknown age (a retained message with no time in it): it
@@ -93,6 +96,8 @@ class StateStore:
         self._lock = threading.Lock()
         self.refused = 0
         """Readings refused because ``max_sensors`` sensors already exist."""
+        self.journal: ReadingJournal | None = None
+        """Where every counted reading is also journaled (set once the journal is open)."""
 
     # -- writing (MQTT thread) -----------------------------------------------------
 
@@ -173,6 +178,9 @@ class StateStore:
             record.offline = False
             if type(value) is float and t > 0.0:
                 record.series.add(value, t)
+                journal = self.journal
+                if journal is not None:
+                    journal.add(sensor, value, t)
             self._snapshots[sensor] = snap
         return snap
 
@@ -315,6 +323,48 @@ class StateStore:
                 for sensor, record in self._records.items()
                 for row in record.series.take(t, include_current=include_current)
             ]
+
+    def rotate_journal(
+        self, journal: ReadingJournal, now: datetime | None = None, *, include_current: bool = False
+    ) -> tuple[list[tuple[str, MinuteRow]], int]:
+        """:meth:`take_minutes` and, in the same moment, the journal's next generation
+        with every minute still in progress carried into it; returns the rows and the
+        closed generation (what the history flush marks as written)."""
+        t = time.time() if now is None else now.timestamp()
+        with self._lock:
+            rows = [
+                (sensor, row)
+                for sensor, record in self._records.items()
+                for row in record.series.take(t, include_current=include_current)
+            ]
+            carried = [
+                (sensor, current)
+                for sensor, record in self._records.items()
+                if (current := record.series.current()) is not None
+            ]
+            return rows, journal.rotate(carried)
+
+    def replay_reading(self, sensor: str, value: float, t: float) -> bool:
+        """Count a journaled reading again after a crash: into the windows and the
+        unwritten minutes, not the latest value (``state.json`` has that).  False when
+        the store is full."""
+        with self._lock:
+            record = self._records.get(sensor) or self._record(sensor)
+            if record is None:
+                self.refused += 1
+                return False
+            record.series.add(value, t)
+            return True
+
+    def replay_carried(self, sensor: str, row: FullRow) -> bool:
+        """Put back a journaled minute in progress (see :meth:`rotate_journal`)."""
+        with self._lock:
+            record = self._records.get(sensor) or self._record(sensor)
+            if record is None:
+                self.refused += 1
+                return False
+            record.series.resume(row)
+            return True
 
     def unwritten_minutes(self, sensor: str) -> list[MinuteRow]:
         """Per-minute rows of a sensor not yet written to the history."""

@@ -222,6 +222,26 @@ class Series:
         if last_t >= self.last_t:
             self.last, self.last_t = last, last_t
 
+    def resume(self, row: FullRow) -> None:
+        """Put back a minute that was in progress (from the readings journal): merged
+        with the minute in progress if it is the same, else finished before it."""
+        minute, count, total, low, high, first, first_t, last, last_t = row
+        if count <= 0 or minute < self._minute:
+            return
+        if minute == self._minute and self._count:
+            self._count += count
+            self._sum += total
+            self._min, self._max = min(self._min, low), max(self._max, high)
+            if first_t < self._first_t:
+                self._first, self._first_t = first, first_t
+            if last_t >= self._last_t:
+                self._last, self._last_t = last, last_t
+            return
+        self._finish()
+        self._minute, self._count = minute, count
+        self._sum, self._min, self._max = total, low, high
+        self._first, self._first_t, self._last, self._last_t = first, first_t, last, last_t
+
     def replay(self, row: MinuteRow) -> None:
         """Fold a minute read back from the history into the windows (not queued again).
 
