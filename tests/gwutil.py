@@ -118,6 +118,8 @@ type = "file"
 path = "posts"
 """
     )
+
+
 @contextlib.contextmanager
 def tmpfs(folder: Path, options: str) -> Iterator[Path]:
     """``folder`` with a tmpfs mounted on it (``options``: e.g. ``ro,size=1m``).

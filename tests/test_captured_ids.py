@@ -125,9 +125,7 @@ def test_long_captured_levels_leave_the_state_files_small(broker: Broker, tmp_pa
         messages = [(f"ids-e2e/{n:03d}{'y' * 65_000}/temperature", "21") for n in range(30)]
         # A marker of its own: one of the first ones may still be on its way.
         publish(broker, [*messages * 3, ("ids-e2e/hall/temperature", "19"), ("ids-marker", "2")])
-        wait_until(
-            lambda: any(p["text"] == "sync 2" for p in archive_posts(state_dir)), timeout=30
-        )
+        wait_until(lambda: any(p["text"] == "sync 2" for p in archive_posts(state_dir)), timeout=30)
     finally:
         gateway.send_signal(signal.SIGTERM)
         _out, err = gateway.communicate(timeout=30)

@@ -275,7 +275,9 @@ def test_missing_optional_dependency_is_a_config_error(
     from gateway.publishers.x import XConfig
 
     monkeypatch.setattr(XConfig, "requires", (("no_such_module_for_x", "x"),))
-    text = MINIMAL + """
+    text = (
+        MINIMAL
+        + """
 [[publishers]]
 id = "x"
 type = "x"
@@ -284,6 +286,7 @@ consumer_secret = "s"
 access_token = "t"
 access_token_secret = "ts"
 """
+    )
     errors = errors_of(tmp_path, text)
     assert errors == [
         "publishers[1]: needs the 'no_such_module_for_x' package: pip install 'things-gateway[x]'"

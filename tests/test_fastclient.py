@@ -27,6 +27,7 @@ import threading
 import time
 import tomllib
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -864,6 +865,30 @@ def test_a_redelivery_of_a_message_whose_puback_was_lost_is_not_handled_twice(
     assert [d.payload for d in s2.inbox.items] == [b"22.5"]
     assert s2.ingest.duplicates == 1
     assert s2.acks(2) == [puback(10), puback(11)]  # the redelivery is acknowledged
+
+
+def test_a_restarted_client_recognises_a_redelivery_it_acknowledged_before(
+    scripted: Callable[..., Scripted],
+) -> None:
+    """What a batch acknowledges (``batch_acks``, journaled before its PUBACKs) is
+    handed to the next process's client (``remember_acked``): the broker's redelivery
+    of such a message (its PUBACK lost with a SIGKILL) is acknowledged, not taken."""
+    s = scripted(V311)
+    acked: list[tuple[int, int]] = []
+    s.ingest.on_batch_end = lambda: acked.extend(s.ingest.batch_acks())
+    s.server.sendall(publish_packet(b"d/x", b"22.0", qos=1, mid=10))
+    s.read_once()
+    # the digest is the same in every process (crc32 of topic and payload, not hash())
+    assert acked == [(10, zlib.crc32(b"22.0", zlib.crc32(b"d/x")))]
+    s2 = scripted(V311, IngestClient)
+    s2.ingest.remember_acked(dict(acked))
+    dup = bytearray(publish_packet(b"d/x", b"22.0", qos=1, mid=10))
+    dup[0] |= 0x08
+    s2.server.sendall(bytes(dup) + publish_packet(b"d/x", b"22.5", qos=1, mid=11))
+    s2.read_once()
+    assert [d.payload for d in s2.inbox.items] == [b"22.5"]
+    assert s2.ingest.duplicates == 1
+    assert s2.acks(2) == [puback(10), puback(11)]
 
 
 def test_a_dup_flag_alone_does_not_drop_a_message(scripted: Callable[..., Scripted]) -> None:

@@ -18,9 +18,7 @@ from gateway.demo.broker import Broker
 from tests.gwutil import archive_posts, base_config, cli, publish, start_gateway, wait_until
 
 
-def test_messages_the_gateway_published_itself_fire_no_rule(
-    broker: Broker, tmp_path: Path
-) -> None:
+def test_messages_the_gateway_published_itself_fire_no_rule(broker: Broker, tmp_path: Path) -> None:
     state = tmp_path / "state"
     config = tmp_path / "gateway.toml"
     config.write_text(
@@ -131,9 +129,7 @@ def test_a_retained_offline_or_deleted_discovery_config_is_put_back(
     assert retained(broker, status) == b"offline"
 
 
-def test_a_session_takeover_is_detected_and_shown_by_status(
-    broker: Broker, tmp_path: Path
-) -> None:
+def test_a_session_takeover_is_detected_and_shown_by_status(broker: Broker, tmp_path: Path) -> None:
     name = "stolen"
     config, gateway = start_online(broker, tmp_path, name)
     try:

@@ -229,3 +229,22 @@ def test_a_large_journal_asks_for_an_early_flush(tmp_path: Path) -> None:
     assert run.journal.size < 1_000  # the new generation holds only the carried minute
     assert len(journal_files(run.dir)) == 1
     assert run.totals("temp")[0] == 2000
+
+
+def test_the_newest_acknowledgements_outlive_a_flush_and_a_clean_stop(tmp_path: Path) -> None:
+    """A PUBACK may be lost with the connection right after a flush or at a clean stop:
+    the newest acknowledged messages are carried into each new file, and a clean stop
+    leaves a file with only them (no reading is counted again)."""
+    config = make_config(tmp_path)
+    run = Run(config)
+    run.record("temp", 1.0, time.time() - 5)
+    run.journal.ack([(7, 777)])
+    run.journal.write()
+    run.writer.flush()  # the file with the ack is deleted; the new one carries it
+    run.journal.ack([(8, 888)])
+    run.writer.stop()
+    run.history.close()
+    again = Run(config)
+    assert again.restored.acks == {7: 777, 8: 888}
+    assert again.restored.journal.readings == again.restored.journal.carried == 0
+    assert again.totals("temp")[0] == 1

@@ -27,7 +27,9 @@ STATUS = (
 
 
 def restart_config(broker: Broker, state: Path, topic: str, flush: str = "10m") -> str:
-    return base_config(broker, state) + f"""
+    return (
+        base_config(broker, state)
+        + f"""
 [state]
 history_flush_interval = "{flush}"
 
@@ -60,6 +62,7 @@ id = "archive"
 type = "file"
 path = "posts"
 """
+    )
 
 
 def brute_force() -> str:

@@ -19,8 +19,10 @@ it was flushed (otherwise that file is replayed whole, carry and all would count
 
 The journal also keeps the packet id and a content digest of every acknowledged QoS 1
 message (``a`` lines): a kill between the journal write and the PUBACK leaves the broker
-redelivering messages already counted, and :meth:`ReadingJournal.acks` lets the MQTT
-client recognise them (MQTT's DUP flag, same id, same content).
+redelivering messages already counted, and the replay hands them to the MQTT client,
+which recognises such a redelivery (MQTT's DUP flag, same id, same content).  The newest
+:data:`MAX_ACKS` are carried into each new generation, and a clean stop leaves a file
+with only them (its PUBACKs may have been lost with the connection).
 
 Line format (UTF-8, tab-separated, each line ending with a tab and a newline, so a line
 torn by a crash or a full disk is recognised and skipped)::
@@ -38,6 +40,7 @@ import logging
 import os
 import re
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +108,8 @@ class ReadingJournal:
         self._lock = threading.Lock()
         self._pending: list[tuple[int, str, Any, Any]] = []
         self._ids: dict[str, int] = {}
+        self._recent: deque[tuple[int, int]] = deque(maxlen=MAX_ACKS)
+        """The newest acknowledged messages: carried into each new generation."""
         self._fd: int | None = None
         self._size = 0
         self._full_asked = False
@@ -182,7 +187,10 @@ class ReadingJournal:
     def ack(self, keys: Iterable[tuple[int, int]]) -> None:
         """Journal acknowledged QoS 1 messages: ``(packet id, digest)`` (0: no digest)."""
         with self._lock:
-            self._pending.extend((_ACK, "", mid, key) for mid, key in keys if key)
+            for mid, key in keys:
+                if key:
+                    self._pending.append((_ACK, "", mid, key))
+                    self._recent.append((mid, key))
 
     def write(self) -> None:
         """Write what was added since the last write (one ``write()``; no fsync)."""
@@ -205,6 +213,7 @@ class ReadingJournal:
             closed = self.generation
             self._open_locked(closed + 1)
             self._pending.extend((_CARRY, sensor, row, 0.0) for sensor, row in carried)
+            self._pending.extend((_ACK, "", mid, key) for mid, key in self._recent)
             self._write_locked()
             return closed
 
@@ -215,17 +224,27 @@ class ReadingJournal:
                 _unlink(path)
 
     def close(self, *, flushed: bool) -> None:
-        """Write what is left and close; ``flushed``: the history holds it all (the file
-        goes too)."""
+        """Write what is left and close.  ``flushed``: the history holds every reading,
+        so the file keeps only the newest acknowledged messages (a PUBACK may still have
+        been lost with the connection), or goes when there are none."""
         with self._lock:
-            if not flushed:
-                self._write_locked()
+            if flushed:
+                self._pending = [(_ACK, "", mid, key) for mid, key in self._recent]
+                if self._fd is not None:
+                    try:
+                        os.ftruncate(self._fd, 0)
+                    except OSError:
+                        os.close(self._fd)
+                        self._fd = None
+                        _unlink(self._path(self.generation))
+                self._size = 0
+            self._write_locked()
             fd, self._fd = self._fd, None
             if fd is not None:
                 os.close(fd)
-            if flushed:
-                self._pending = []
+            if flushed and not self._recent:
                 _unlink(self._path(self.generation))
+            self._pending = []
             self.opened = False
 
     @property
