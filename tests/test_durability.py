@@ -397,7 +397,7 @@ url = "{hook.url}"
     assert total == 20  # ...and the broker kept every one for the next start
 
 
-STORM_SIGNALS = int(os.environ.get("THINGS_GATEWAY_STORM_SIGNALS", "16"))
+STORM_SIGNALS = int(os.environ.get("THINGS_GATEWAY_STORM_SIGNALS", "20"))
 STORM_EVENTS = 1000
 
 
@@ -461,7 +461,7 @@ def test_restart_storm_fires_every_queued_event_once_and_counts_every_reading_on
     broker_factory: Any, mqtt_topic: str, tmp_path: Path
 ) -> None:
     """1,000 QoS 1 events and 1,000 readings queued while the gateway is down, then
-    SIGKILLs and SIGTERMs (``THINGS_GATEWAY_STORM_SIGNALS``, default 16) dealt while it
+    SIGKILLs and SIGTERMs (``THINGS_GATEWAY_STORM_SIGNALS``, default 20) dealt while it
     drains them: every event makes exactly one post, none renders ``n/a``, and every
     reading is counted exactly once (a SIGKILLed run's readings come back from its
     readings journal).  Then 1,000 more readings drained through SIGKILLs too, and the

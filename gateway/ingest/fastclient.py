@@ -33,8 +33,11 @@ reconnects, QoS 2, outgoing messages) and changes only that path:
   socket closes, wherever the socket still takes them.  Those it does not take are
   remembered (packet id and content), and a redelivery of such a message (``DUP``
   set, same packet id and content) is acknowledged without being handled again
-  (``duplicates``).  One case stays: a ``disconnect()`` from another thread in the
-  middle of a batch is written before that batch's PUBACKs;
+  (``duplicates``).  A ``disconnect()`` from another thread in the middle of a batch
+  is written before that batch's PUBACKs; the gateway journals every batch's
+  acknowledged messages (:meth:`IngestClient.batch_acks`, in ``on_batch_end``) and hands
+  them to the next run's client (:meth:`IngestClient.remember_acked`), so such a
+  redelivery, or one after a SIGKILL, is recognised the same way;
 - :meth:`IngestClient.pause_acks` stops taking and acknowledging messages at once
   (shutting down: the broker keeps what arrives for the next start);
 - with ``max_packet_size`` set, a PUBLISH whose packet is larger is never buffered:
