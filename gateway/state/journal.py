@@ -60,8 +60,10 @@ ROTATE_BYTES = 16 * 1024 * 1024
 MAX_BUFFERED = 200_000
 """Lines held in memory while the journal cannot be written (a full disk); past that
 the oldest are dropped (they are still counted in memory, only not crash-safe)."""
-MAX_ACKS = 4096
-"""Acknowledged messages handed back to the MQTT client at start (newest kept)."""
+MAX_ACKS = 1024
+"""Acknowledged messages handed back to the MQTT client at start (newest kept).  A
+broker resends only the messages in flight when the connection ended: at most its
+``max_inflight_messages`` (mosquitto: 20 by default)."""
 
 _READING, _ACK, _CARRY = 0, 1, 2
 _NAME = re.compile(r"readings-(\d{1,18})\.journal")
