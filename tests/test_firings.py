@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import sqlite3
 import threading
 import time
 import tomllib
@@ -35,7 +36,15 @@ from gateway.rules.firings import WINDOW, FiringQueue, RuleDispatch
 from gateway.rules.triggers import MessageRules, decode_event
 from gateway.runtime.loading import validate_config
 from gateway.state.store import StateStore
-from tests.gwutil import archive_posts, event_rules, publish, start_gateway, wait_until
+from tests.gwutil import (
+    archive_posts,
+    event_rules,
+    fill,
+    publish,
+    start_gateway,
+    tmpfs,
+    wait_until,
+)
 from tests.mediautil import scene_jpeg
 from tests.test_durability import StderrLines
 
@@ -174,6 +183,28 @@ def test_the_queue_survives_a_restart_and_recognises_a_redelivery(tmp_path: Path
     assert fired == [1, 2]
     assert queue.open_count() == 0
     queue.close()
+
+
+def test_firings_held_on_a_full_disk_post_once_it_frees_and_a_stop_says_what_it_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk (a real tmpfs): firings are held in memory, written by the first
+    commit after space returns; a stop while it is still full logs how many are lost."""
+    with tmpfs(tmp_path / "disk", "size=2m") as disk:
+        queue = FiringQueue(disk / "gateway.db")
+        filler = fill(disk)
+        queue.add("ev", MessageEvent("cam/events", {"n": 1}), None)
+        with pytest.raises(sqlite3.Error):
+            queue.commit()
+        filler.unlink()
+        (disk / "filler2").unlink(missing_ok=True)
+        assert queue.commit() == 1  # held, then written once space returned
+        filler = fill(disk)
+        queue.add("ev", MessageEvent("cam/events", {"n": 2}), None)
+        queue.add("ev", MessageEvent("cam/events", {"n": 3}), None)
+        with caplog.at_level("ERROR", logger="gateway.rules.firings"):
+            queue.close()
+        assert "2 event firings held in memory could not be written at stop" in caplog.text
 
 
 def event_config(broker: Broker, state: Path, topic: str, extra: str = "") -> str:

@@ -209,9 +209,16 @@ class FiringQueue:
         return int(row[0])
 
     def close(self) -> None:
-        """Write what is held, then close the connection."""
-        with contextlib.suppress(sqlite3.Error):
+        """Write what is held, then close the connection.  Firings still held then (the
+        database cannot be written: a full disk) are lost, and the log says how many."""
+        try:
             self.commit()
+        except sqlite3.Error as exc:
+            log.error(
+                "%d event firings held in memory could not be written at stop and are lost: %s",
+                len(self._pending),
+                exc,
+            )
         with self._lock:
             self._closed = True
             self._conn.close()
