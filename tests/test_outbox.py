@@ -365,3 +365,39 @@ def test_retention_deletes_nothing_when_the_outbox_cannot_be_read(
     assert job.runs == 1
     assert "retention of" in caplog.text
     assert "skipped" in caplog.text
+
+
+def test_a_full_disk_under_the_outbox_logs_one_line_and_the_delivery_goes_once_freed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker's database writes fail on a full disk (a real tmpfs): one log line a
+    minute and no traceback, and the delivery is sent once space returns."""
+    from tests.gwutil import fill, tmpfs
+
+    with tmpfs(tmp_path / "disk", "size=2m") as disk:
+        outbox = Outbox(disk / "gateway.db")
+        post = make_post()
+        outbox.add(post, {"a": "x"})
+        filler = fill(disk)
+        publisher = Recorder("a")
+        worker = DeliveryWorker(outbox, publisher)
+        with caplog.at_level("ERROR", logger="gateway.outbox.delivery"):
+            worker.start()
+            try:
+                deadline = time.monotonic() + 10
+                while "database error" not in caplog.text and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                filler.unlink()
+                (disk / "filler2").unlink(missing_ok=True)
+                worker.wake()
+                deadline = time.monotonic() + 15
+                while outbox.open_deliveries() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            finally:
+                worker.request_stop()
+                worker.stop(5)
+        assert caplog.text.count("database error (retrying)") == 1
+        assert "Traceback" not in caplog.text
+        assert "unexpected error" not in caplog.text
+        assert not outbox.open_deliveries()
+        assert len(publisher.calls) >= 1

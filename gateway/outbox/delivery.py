@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from gateway.model import PermanentError, RetryableError
 from gateway.outbox.store import Delivery, Outbox
 from gateway.publishers.base import Publisher
 from gateway.publishers.threads import publish_thread
+from gateway.support.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,7 @@ class DeliveryWorker:
         self._clock = clock
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._db_log = RateLimitedLog(log)
         self._thread: threading.Thread | None = None
         self.sent = 0
         self.failures = 0
@@ -180,7 +183,15 @@ class DeliveryWorker:
             self.busy_since = time.monotonic()
             try:
                 wait = self.step()
-            except Exception:  # the worker must survive anything, even a database hiccup
+            except sqlite3.Error as exc:  # a full disk, a locked or damaged database
+                self._db_log.error(
+                    "db",
+                    "delivery worker %s: database error (retrying): %s",
+                    self.publisher.id,
+                    exc,
+                )
+                wait = 5.0
+            except Exception:  # the worker must survive anything
                 log.exception("delivery worker %s: unexpected error", self.publisher.id)
                 wait = 5.0
             finally:
