@@ -837,6 +837,18 @@ def test_a_connection_closed_mid_batch_gets_every_puback_first(
     assert read_until_eof(s.server) == b"".join(puback(i + 1) for i in range(n))
 
 
+def assert_redelivery_of_mid_10_recognised(s2: Scripted) -> None:
+    """The broker resends mid 10 ("22.0") with DUP, then a new message: the redelivery
+    is acknowledged without being handled, the new one is handled."""
+    dup = bytearray(publish_packet(b"d/x", b"22.0", qos=1, mid=10))
+    dup[0] |= 0x08
+    s2.server.sendall(bytes(dup) + publish_packet(b"d/x", b"22.5", qos=1, mid=11))
+    s2.read_once()
+    assert [d.payload for d in s2.inbox.items] == [b"22.5"]
+    assert s2.ingest.duplicates == 1
+    assert s2.acks(2) == [puback(10), puback(11)]  # the redelivery is acknowledged
+
+
 def test_a_redelivery_of_a_message_whose_puback_was_lost_is_not_handled_twice(
     scripted: Callable[..., Scripted], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -858,13 +870,7 @@ def test_a_redelivery_of_a_message_whose_puback_was_lost_is_not_handled_twice(
     # The same client connects again; the broker resends mid 10 with DUP, then a new one.
     s2 = scripted(V311, IngestClient)
     s2.ingest._lost = dict(s.ingest._lost)
-    dup = bytearray(publish_packet(b"d/x", b"22.0", qos=1, mid=10))
-    dup[0] |= 0x08
-    s2.server.sendall(bytes(dup) + publish_packet(b"d/x", b"22.5", qos=1, mid=11))
-    s2.read_once()
-    assert [d.payload for d in s2.inbox.items] == [b"22.5"]
-    assert s2.ingest.duplicates == 1
-    assert s2.acks(2) == [puback(10), puback(11)]  # the redelivery is acknowledged
+    assert_redelivery_of_mid_10_recognised(s2)
 
 
 def test_a_restarted_client_recognises_a_redelivery_it_acknowledged_before(
@@ -882,13 +888,7 @@ def test_a_restarted_client_recognises_a_redelivery_it_acknowledged_before(
     assert acked == [(10, zlib.crc32(b"22.0", zlib.crc32(b"d/x")))]
     s2 = scripted(V311, IngestClient)
     s2.ingest.remember_acked(dict(acked))
-    dup = bytearray(publish_packet(b"d/x", b"22.0", qos=1, mid=10))
-    dup[0] |= 0x08
-    s2.server.sendall(bytes(dup) + publish_packet(b"d/x", b"22.5", qos=1, mid=11))
-    s2.read_once()
-    assert [d.payload for d in s2.inbox.items] == [b"22.5"]
-    assert s2.ingest.duplicates == 1
-    assert s2.acks(2) == [puback(10), puback(11)]
+    assert_redelivery_of_mid_10_recognised(s2)
 
 
 def test_a_dup_flag_alone_does_not_drop_a_message(scripted: Callable[..., Scripted]) -> None:
