@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.demo.broker import Broker
@@ -153,3 +154,34 @@ def test_a_session_takeover_is_detected_and_shown_by_status(broker: Broker, tmp_
     assert "another client uses the gateway's client id" in report
     assert "MQTT SESSION TAKEN OVER" in err
     assert err.count("MQTT SESSION TAKEN OVER") == 1  # loud, but once a minute
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_restart_does_not_mistake_its_own_last_offline_for_another_client(
+    broker: Broker, tmp_path: Path, persistent: bool
+) -> None:
+    """The last run's own ``offline`` (retained, or queued for a persistent session)
+    comes back at the next start before the new ``online``: that is not a hostile
+    client, and a restart logs no warning about it."""
+    name = "restarted" + ("p" if persistent else "")
+    config, gateway = start_online(broker, tmp_path, name)
+    if persistent:
+        text = config.read_text(encoding="utf-8").replace(
+            "persistent_session = false",
+            f'persistent_session = true\nclient_id = "{name}-gw"',
+        )
+        config.write_text(text, encoding="utf-8")
+    errs = []
+    for _run in range(3):
+        gateway.send_signal(signal.SIGTERM)
+        _out, err = gateway.communicate(timeout=30)
+        assert gateway.returncode == 0, err
+        errs.append(err)
+        gateway = start_gateway(config)
+        status = f"{name}-status/{name}/status"
+        wait_until(lambda: retained(broker, status, 0.3) == b"online")  # noqa: B023
+        time.sleep(1)
+    gateway.send_signal(signal.SIGTERM)
+    _out, err = gateway.communicate(timeout=30)
+    errs.append(err)
+    assert not [e for e in errs if "another client" in e], errs

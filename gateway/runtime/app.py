@@ -230,6 +230,7 @@ class Gateway:
             state_dir=self.state_dir,
         )
         self.guard.publish = self.ingest.publish
+        self.guard.connection = lambda: self.ingest.stats.connects
         self.shutdown_hooks: list[tuple[str, ShutdownHook]] = []
         self._stopped = threading.Event()
 

@@ -48,6 +48,14 @@ class RetainedGuard:
         self.stopping = False
         """Set before the gateway writes ``offline`` itself: nothing is re-asserted then."""
         self.reasserted = 0
+        self._armed: set[str] = set()
+        """Topics whose own value has come back since the connection began: what
+        arrives before it is history (the last run's own ``offline``, queued for a
+        persistent session or retained), and the gateway's publish follows it anyway."""
+        self.connection: Callable[[], int] | None = None
+        """The ingest's connection count: a new connection re-arms nothing until each
+        topic's own value is back (the broker's LWT ``offline`` comes first)."""
+        self._connection = -1
         self._last: dict[str, float] = {}
         self._clock = clock
         self._ratelog = RateLimitedLog(log)
@@ -60,7 +68,16 @@ class RetainedGuard:
     def on_message(self, topic: str, payload: bytes) -> None:
         """A message on a watched topic: re-publish ours if it is not what we wrote."""
         wanted = self.expected.get(topic)
-        if wanted is None or payload == wanted or self.stopping or self.publish is None:
+        if wanted is None or self.stopping or self.publish is None:
+            return
+        connection = self.connection() if self.connection is not None else 0
+        if connection != self._connection:
+            self._connection = connection
+            self._armed.clear()
+        if payload == wanted:
+            self._armed.add(topic)
+            return
+        if topic not in self._armed:
             return
         now = self._clock()
         if now - self._last.get(topic, float("-inf")) < REASSERT_EVERY:
