@@ -346,14 +346,13 @@ class Gateway:
         self.journal.open(restored.mark)
         self.state.journal = self.journal
         replayed = restored.journal
-        if replayed.files:
-            self.ingest.remember_acked(restored.acks)
+        self.ingest.remember_acked(restored.acks)
+        if replayed.readings or replayed.carried or replayed.bad_lines:
             log.info(
                 "the last run ended without writing %d readings to the history: counted"
-                " them from its journal (%d files%s)",
+                " them from its journal%s",
                 replayed.readings + replayed.carried,
-                replayed.files,
-                f", {replayed.bad_lines} damaged lines skipped" if replayed.bad_lines else "",
+                f" ({replayed.bad_lines} damaged lines skipped)" if replayed.bad_lines else "",
             )
         data = restored.snapshot
         if data is None:
