@@ -28,7 +28,7 @@ Line format (UTF-8, tab-separated, each line ending with a tab and a newline, so
 torn by a crash or a full disk is recognised and skipped)::
 
     s <id> <sensor as JSON>                    the file's number for a sensor
-    r <id> <t> <value>                         a reading (epoch seconds, float)
+    r <id> <t> <value>                         a reading (epoch milliseconds, float)
     c <id> <minute> <count> <sum> <min> <max> <first> <first_t> <last> <last_t>
     a <packet id> <digest>                     an acknowledged QoS 1 message
 """
@@ -163,7 +163,7 @@ class ReadingJournal:
             for kind, sensor, fields in _records(path, done):
                 try:
                     if kind == "r":
-                        t, value = float(fields[0]), float(fields[1])
+                        t, value = int(fields[0]) / 1000, float(fields[1])
                         if add(sensor, value, t):
                             done.readings += 1
                             done.last[sensor] = (t, value)
@@ -182,9 +182,12 @@ class ReadingJournal:
     # -- running ----------------------------------------------------------------------
 
     def add(self, sensor: str, value: float, t: float) -> None:
-        """Journal one counted reading (written at the next :meth:`write`)."""
-        with self._lock:
-            self._pending.append((_READING, sensor, t, value))
+        """Journal one counted reading (written at the next :meth:`write`).
+
+        Called for every reading, so it takes no lock of its own: readings come from
+        paho's thread under the state's lock, which :meth:`rotate` holds too, and
+        :meth:`write` runs in that same thread (or under that lock)."""
+        self._pending.append((_READING, sensor, t, value))
 
     def ack(self, keys: Iterable[tuple[int, int]]) -> None:
         """Journal acknowledged QoS 1 messages: ``(packet id, digest)`` (0: no digest)."""
@@ -285,8 +288,8 @@ class ReadingJournal:
             if sid is None:
                 sid = ids[sensor] = len(ids)
                 append(f"s\t{sid}\t{json.dumps(sensor, ensure_ascii=False)}\t\n")
-            if kind == _READING:
-                append(f"r\t{sid}\t{a!r}\t{b!r}\t\n")
+            if kind == _READING:  # the time to the millisecond, as the windows keep it
+                append(f"r\t{sid}\t{round(a * 1000)}\t{b!r}\t\n")
             else:
                 minute, count, *rest = a
                 append(f"c\t{sid}\t{minute}\t{count}\t")
