@@ -276,18 +276,22 @@ class ReadingJournal:
             self.write_errors += 1
             self._rate_log.warning("open", "readings journal not opened: %s", exc)
 
-    def _format(self, ids: dict[str, int]) -> str:
-        """The pending records as lines; sensors new to this file get an ``s`` line."""
+    def _format(self, new: dict[str, int]) -> str:
+        """The pending records as lines; sensors new to this file get an ``s`` line (and
+        a number in ``new``, kept once the lines are written)."""
         out: list[str] = []
         append = out.append
+        ids = self._ids
         for kind, sensor, a, b in self._pending:
             if kind == _ACK:
                 append(f"a\t{a}\t{b}\t\n")
                 continue
             sid = ids.get(sensor)
             if sid is None:
-                sid = ids[sensor] = len(ids)
-                append(f"s\t{sid}\t{json.dumps(sensor, ensure_ascii=False)}\t\n")
+                sid = new.get(sensor)
+                if sid is None:
+                    sid = new[sensor] = len(ids) + len(new)
+                    append(f"s\t{sid}\t{json.dumps(sensor, ensure_ascii=False)}\t\n")
             if kind == _READING:  # the time to the millisecond, as the windows keep it
                 append(f"r\t{sid}\t{round(a * 1000)}\t{b!r}\t\n")
             else:
@@ -304,8 +308,8 @@ class ReadingJournal:
             if self._fd is None:
                 self._bound()
                 return
-        ids = dict(self._ids)
-        data = self._format(ids).encode()
+        new: dict[str, int] = {}
+        data = self._format(new).encode()
         try:
             written = 0
             while written < len(data):
@@ -317,7 +321,7 @@ class ReadingJournal:
             self._bound()
             return
         self._size += len(data)
-        self._ids = ids
+        self._ids.update(new)
         self._pending = []
 
     def _undo_partial(self) -> None:
