@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.model import PermanentError, Post, RetryableError, new_post_id
+from gateway.model import Post, PublisherPausedError, RetryableError, new_post_id
 from gateway.publishers import build_publisher
 from gateway.publishers.base import MemoryStore, Publisher, PublisherContext
 from gateway.publishers.bluesky import BlueskyConfig, BlueskyPublisher, record_key, text_facets
@@ -252,12 +252,12 @@ def test_rate_limit_uses_ratelimit_reset(
     assert 295 <= caught.value.retry_after <= 300
 
 
-def test_wrong_app_password_is_permanent_and_secret_free(
+def test_wrong_app_password_pauses_and_is_secret_free(
     server: FakePds, tmp_path: Path, store: MemoryStore
 ) -> None:
     server.password = "something-else"
     publisher = build(server, tmp_path, store)
-    with pytest.raises(PermanentError, match="Invalid identifier or password") as caught:
+    with pytest.raises(PublisherPausedError, match="Invalid identifier or password") as caught:
         publisher.publish(a_post(tmp_path, 0), "x", (), "k")
     publisher.close()
     assert PASSWORD not in str(caught.value)
@@ -305,4 +305,21 @@ def test_mentions_resolve_through_the_pds_and_are_cached(
                 }
             ],
         }
+    ]
+
+
+def test_a_revoked_app_password_pauses_after_the_session_ends(
+    server: FakePds, tmp_path: Path, store: MemoryStore
+) -> None:
+    publisher = build(server, tmp_path, store)
+    publisher.publish(a_post(tmp_path, 0), "one", (), "k1")
+    server.revoke_app_password("a-new-app-password")
+    # the access token stops working, the refresh token too, and the login is refused
+    with pytest.raises(PublisherPausedError, match="refused the login"):
+        publisher.publish(a_post(tmp_path, 0), "two", (), "k2")
+    publisher.close()
+    assert [c.path for c in server.calls("xrpc")][-3:] == [
+        "/xrpc/com.atproto.repo.createRecord",
+        "/xrpc/com.atproto.server.refreshSession",
+        "/xrpc/com.atproto.server.createSession",
     ]

@@ -6,15 +6,17 @@ Steps of one post:
    kept in the gateway's store, and a later process renews them with
    ``com.atproto.server.refreshSession`` (logging in for every post runs into the
    service's tight login limits).  An ``ExpiredToken`` answer renews the session and
-   repeats the call once.
+   repeats the call once.  A login the PDS refuses (a revoked app password) pauses
+   the publisher (``PublisherPausedError``) until a reload brings a new one.
 2. ``com.atproto.repo.uploadBlob`` per image (raw bytes).
 3. ``com.atproto.repo.createRecord`` of an ``app.bsky.feed.post`` with ``langs``,
    mention, link and hashtag facets detected as the official client does
    (``facets.py``; UTF-8 byte offsets; a mention's handle resolved to its DID with
-   ``com.atproto.identity.resolveHandle``, cached for an hour) and an ``app.bsky.embed.images`` embed (alt
-   text, ``aspectRatio``).  The record key is a TID derived from the post id, so a
-   retried create cannot make a second post: when a create fails, the record is looked
-   up with ``com.atproto.repo.getRecord`` and, if it is there, that is the receipt.
+   ``com.atproto.identity.resolveHandle``, cached for an hour) and an
+   ``app.bsky.embed.images`` embed (alt text, ``aspectRatio``).  The record key is a
+   TID derived from the post id, so a retried create cannot make a second post: when
+   a create fails, the record is looked up with ``com.atproto.repo.getRecord`` and,
+   if it is there, that is the receipt.
 
 A thread (``publish_thread``) creates one record per part; each later part carries
 ``reply: {root, parent}`` (the first part's and the previous part's ``{uri, cid}``)
@@ -37,7 +39,14 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.config.publishers import BlueskyConfig
-from gateway.model import MediaItem, PermanentError, Post, PublishError, Receipt
+from gateway.model import (
+    MediaItem,
+    PermanentError,
+    Post,
+    PublisherPausedError,
+    PublishError,
+    Receipt,
+)
 from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
 from gateway.publishers.facets import detect_facets, resolve_mentions
 from gateway.publishers.http import ServiceError
@@ -50,7 +59,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 POST_COLLECTION = "app.bsky.feed.post"
-RENEW_ERRORS = frozenset({"ExpiredToken", "InvalidToken"})
+RENEW_ERRORS = frozenset({"ExpiredToken", "InvalidToken", "AuthenticationRequired"})
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _BASE32_SORTABLE = "234567abcdefghijklmnopqrstuvwxyz"
 HANDLE_CACHE_SECONDS = 3600.0
@@ -177,14 +186,23 @@ class BlueskyPublisher:
         return self._save(self._session_from(answer))
 
     def _create_session(self) -> Session:
-        answer = self._api.json(
-            "POST",
-            "/xrpc/com.atproto.server.createSession",
-            json={
-                "identifier": self._config.handle,
-                "password": self._config.app_password.get_secret_value(),
-            },
-        )
+        try:
+            answer = self._api.json(
+                "POST",
+                "/xrpc/com.atproto.server.createSession",
+                json={
+                    "identifier": self._config.handle,
+                    "password": self._config.app_password.get_secret_value(),
+                },
+            )
+        except ServiceError as exc:
+            if exc.status == 401 or exc.code in ("AuthenticationRequired", "AccountTakedown"):
+                # A revoked app password: every post would fail the same way until the
+                # config has a new one, so the publisher pauses (until a reload).
+                raise PublisherPausedError(
+                    f"bluesky: the PDS refused the login: {exc.detail}"
+                ) from None
+            raise
         return self._save(self._session_from(answer))
 
     def _session_from(self, answer: dict[str, Any]) -> Session:

@@ -49,6 +49,12 @@ class FakePds(FakeServer):
             ("GET", x + r"identity\.resolveHandle", self._resolve_handle),
         ]
 
+    def revoke_app_password(self, new_password: str) -> None:
+        """Revoke the app password (and with it every session) and create a new one."""
+        self.password = new_password
+        self.access.clear()
+        self.refresh.clear()
+
     def expire_access_tokens(self) -> None:
         """Make every access token issued so far expired."""
         self.access.clear()
