@@ -253,7 +253,7 @@ class DeliveryWorker:
             self._give_up(delivery, f"permanent: {exc}")
             return
         except RateLimitedError as exc:
-            self._wait(delivery, str(exc), self._clock() + max(0.0, exc.wait))
+            self._wait(delivery, str(exc), self._clock() + max(exc.wait, self.policy.base_delay))
             return
         except PublisherPausedError as exc:
             self._pause(delivery, str(exc))

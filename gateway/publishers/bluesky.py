@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 POST_COLLECTION = "app.bsky.feed.post"
-RENEW_ERRORS = frozenset({"ExpiredToken", "InvalidToken", "AuthenticationRequired"})
+RENEW_ERRORS = frozenset({"ExpiredToken", "InvalidToken"})
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _BASE32_SORTABLE = "234567abcdefghijklmnopqrstuvwxyz"
 HANDLE_CACHE_SECONDS = 3600.0
