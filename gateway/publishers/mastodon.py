@@ -246,7 +246,7 @@ class MastodonPublisher:
         if self._config.spoiler_text:
             body["spoiler_text"] = self._config.spoiler_text
         if post.lang:
-            body["language"] = post.lang
+            body["language"] = mastodon_language(post.lang)
         status = self._api.json(
             "POST", "/api/v1/statuses", json=body, headers={"Idempotency-Key": idempotency_key}
         )
@@ -271,6 +271,31 @@ class MastodonPublisher:
         self._api.close()
 
 
+MASTODON_REGIONAL = frozenset({"zh-CN", "zh-HK", "zh-TW", "zh-YUE"})
+"""The only regional languages a status may carry (Mastodon's LanguagesHelper
+``ISO_639_1_REGIONAL``); any other tag it cuts to its first subtag itself."""
+
+
+def mastodon_language(tag: str) -> str:
+    """A BCP 47 tag in the form Mastodon's ``language`` takes: an ISO 639 code, or one
+    of its Chinese variants (``zh-Hant-TW`` → ``zh-TW``, ``zh-Hans`` → ``zh-CN``,
+    ``sr-Latn`` → ``sr``, ``es-419`` → ``es``)."""
+    subtags = tag.split("-")
+    language = subtags[0].lower()
+    if language == "zh":
+        rest = [s.upper() for s in subtags[1:]]
+        for region in ("TW", "HK", "CN"):
+            if region in rest:
+                return f"zh-{region}"
+        if "YUE" in rest:
+            return "zh-YUE"
+        if "HANT" in rest:
+            return "zh-TW"
+        if "HANS" in rest:
+            return "zh-CN"
+    return language
+
+
 def _json_or_none(response: Any) -> Any:
     from gateway.publishers.http import loads_bounded
 
@@ -280,4 +305,4 @@ def _json_or_none(response: Any) -> Any:
         return None
 
 
-__all__ = ["InstanceLimits", "MastodonConfig", "MastodonPublisher", "build"]
+__all__ = ["InstanceLimits", "MastodonConfig", "MastodonPublisher", "build", "mastodon_language"]
