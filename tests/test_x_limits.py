@@ -26,13 +26,7 @@ from gateway.publishers.x import XConfig, XPublisher
 from tests.fakeclock import EpochClock, drain
 from tests.fakes import Fault
 from tests.fakes.x import FakeX
-
-KEYS = {
-    "consumer_key": "ck-app-key-1234",
-    "consumer_secret": "cs-app-secret-do-not-log",
-    "access_token": "at-1234-user-token",
-    "access_token_secret": "ats-user-secret-do-not-log",
-}
+from tests.test_publisher_x import KEYS
 
 
 @pytest.fixture
@@ -72,14 +66,20 @@ def deliveries(outbox: Outbox) -> dict[str, dict[str, object]]:
     return {e["id"]: e["deliveries"]["x"] for e in outbox.history(20)}
 
 
-def test_a_text_already_on_the_account_is_dead_not_sent(server: FakeX, tmp_path: Path) -> None:
-    clock = EpochClock()
-    worker, outbox = worker_for(server, tmp_path, clock)
-    first, second = add(outbox, "Water 24 °C"), add(outbox, "Water 24 °C")
+def run(worker: DeliveryWorker, outbox: Outbox, clock: EpochClock) -> dict[str, dict[str, object]]:
+    """Deliver everything, close up, and return each post's delivery."""
     drain(worker, outbox, clock, "x")
     worker.publisher.close()
     found = deliveries(outbox)
     outbox.close()
+    return found
+
+
+def test_a_text_already_on_the_account_is_dead_not_sent(server: FakeX, tmp_path: Path) -> None:
+    clock = EpochClock()
+    worker, outbox = worker_for(server, tmp_path, clock)
+    first, second = add(outbox, "Water 24 °C"), add(outbox, "Water 24 °C")
+    found = run(worker, outbox, clock)
     assert found[first.id]["status"] == "sent"
     assert found[second.id]["status"] == "dead"
     assert "duplicate content" in str(found[second.id]["last_error"])
@@ -92,10 +92,7 @@ def test_a_duplicate_after_a_lost_answer_is_sent(server: FakeX, tmp_path: Path) 
     worker, outbox = worker_for(server, tmp_path, clock)
     post = add(outbox, "Water 25 °C")
     server.fail_next(Fault("reset_after", path="/2/tweets"))  # posted, answer lost
-    drain(worker, outbox, clock, "x")
-    worker.publisher.close()
-    found = deliveries(outbox)
-    outbox.close()
+    found = run(worker, outbox, clock)
     assert found[post.id]["status"] == "sent"
     assert len(server.tweets) == 1
 
@@ -105,10 +102,7 @@ def test_a_thread_repeating_an_earlier_threads_parts_is_dead(server: FakeX, tmp_
     worker, outbox = worker_for(server, tmp_path, clock)
     earlier = add(outbox, "A B C", ("part A 1/3", "part B 2/3", "part C 3/3"))
     later = add(outbox, "A2 B C", ("part A2 1/3", "part B 2/3", "part C 3/3"))
-    drain(worker, outbox, clock, "x")
-    worker.publisher.close()
-    found = deliveries(outbox)
-    outbox.close()
+    found = run(worker, outbox, clock)
     assert found[earlier.id]["status"] == "sent"
     assert found[later.id]["status"] == "dead"
     assert "duplicate content" in str(found[later.id]["last_error"])
