@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from gateway.demo.broker import Broker
+from gateway.model import Post, new_post_id
+from gateway.outbox.delivery import DeliveryWorker, RetryPolicy
+from gateway.outbox.store import Outbox
+from gateway.publishers import build_publisher
+from gateway.publishers.base import MemoryStore, PublisherContext
+from gateway.publishers.bluesky import BlueskyConfig
+from tests.fakeclock import EpochClock
 from tests.fakes.bluesky import FakePds
 from tests.gwutil import base_config, cli, start_gateway, wait_until
 
@@ -94,3 +102,43 @@ def test_a_revoked_app_password_pauses_until_a_reload(
     assert err.count("publisher sky paused") == 1  # logged once
     assert OLD_PASSWORD not in err
     assert NEW_PASSWORD not in err
+
+
+def test_paused_deliveries_wait_without_attempts_until_give_up_after(
+    tmp_path: Path, pds: FakePds
+) -> None:
+    config = BlueskyConfig.model_validate(
+        {
+            "id": "sky",
+            "type": "bluesky",
+            "handle": "poolcam.test",
+            "app_password": OLD_PASSWORD,
+            "service": pds.url,
+        }
+    )
+    publisher = build_publisher(config, PublisherContext(tmp_path, "pool", store=MemoryStore()))
+    outbox = Outbox(tmp_path / "gateway.db")
+    for n in range(2):
+        post = Post(new_post_id(), "r", datetime.now(UTC), f"tick {n}", (), "en")
+        outbox.add(post, {"sky": post.text})
+    clock = EpochClock()
+    clock.now += 1
+    worker = DeliveryWorker(outbox, publisher, RetryPolicy(max_age=3600, jitter=0), clock=clock)
+    worker.step()  # the login is refused: paused
+    assert worker.paused is not None
+    for _ in range(5):
+        clock.now += worker.step()  # paused: nothing is tried
+    assert len(pds.calls("createSession")) == 1
+    assert {d["status"] for e in outbox.history(5) for d in e["deliveries"].values()} == {
+        "failed",
+        "pending",
+    }
+    clock.now += 3600  # past give_up_after
+    for _ in range(3):
+        worker.step()
+    publisher.close()
+    deliveries = [e["deliveries"]["sky"] for e in outbox.history(5)]
+    outbox.close()
+    assert [d["status"] for d in deliveries] == ["dead", "dead"]
+    assert all(d["attempts"] == 0 for d in deliveries)
+    assert all("paused" in str(d["last_error"]) for d in deliveries)
