@@ -9,6 +9,7 @@ real outbox in SQLite.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from gateway.demo.broker import Broker
 from gateway.model import MediaItem, Post, new_post_id
 from gateway.outbox.delivery import DeliveryWorker, RetryPolicy
 from gateway.outbox.store import Outbox
@@ -26,6 +28,7 @@ from gateway.publishers.x import XConfig, XPublisher
 from tests.fakeclock import EpochClock, drain
 from tests.fakes import Fault
 from tests.fakes.x import FakeX
+from tests.gwutil import base_config, cli, start_gateway, wait_until
 from tests.test_publisher_x import KEYS
 
 
@@ -173,3 +176,50 @@ def test_a_gif_goes_through_the_chunked_upload_as_tweet_gif(server: FakeX, tmp_p
     assert server.media[media_id]["alt"] == "Pool, last hour"
     assert server.tweets[str(receipt.remote_id)]["media_ids"] == [media_id]
     assert server.signature_failures == 0
+
+
+def test_status_and_outbox_show_the_wait_for_a_daily_cap(
+    broker: Broker, tmp_path: Path, server: FakeX
+) -> None:
+    server.user_cap = 0  # the day's posts are used up
+    state = tmp_path / "state"
+    path = tmp_path / "gw.toml"
+    keys = "\n".join(f'{k} = "{v}"' for k, v in KEYS.items())
+    path.write_text(
+        base_config(broker, state)
+        + f"""
+[health]
+interval = "1s"
+
+[[rules]]
+id = "tick"
+every = "2s"
+text = "Pool tick {{{{ now.strftime('%H:%M:%S') }}}}"
+publish_to = ["x"]
+
+[[publishers]]
+id = "x"
+type = "x"
+api_base = "{server.url}"
+{keys}
+""",
+        encoding="utf-8",
+    )
+    gateway = start_gateway(path)
+    try:
+        status = wait_until(
+            lambda: (out := cli("status", "-c", str(path)).stdout) and "24-hour cap" in out and out,
+            timeout=30,
+            interval=0.5,
+        )
+        outbox = cli("outbox", "-c", str(path)).stdout
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        _out, err = gateway.communicate(timeout=30)
+    assert gateway.returncode == 0, err
+    assert "waiting until" in status
+    assert "user 24-hour cap" in outbox
+    assert "attempts=0" in outbox
+    assert len(server.calls("/2/tweets")) == 1  # one refusal, then it waits for the reset
+    for secret in KEYS.values():
+        assert secret not in err
