@@ -36,7 +36,9 @@ def pds() -> Iterator[FakePds]:
         yield fake
 
 
-def write_config(path: Path, broker: Broker, state: Path, pds: FakePds, password: str) -> Path:
+def tick_config(path: Path, broker: Broker, state: Path, publisher: str) -> Path:
+    """A config whose rule ``tick`` posts every 2 s to its one publisher (``publisher``:
+    the keys of its ``[[publishers]]`` table, ``id`` first), health written every second."""
     path.write_text(
         base_config(broker, state)
         + f"""
@@ -47,19 +49,28 @@ interval = "1s"
 id = "tick"
 every = "2s"
 text = "Pool tick {{{{ now.strftime('%H:%M:%S') }}}}"
-publish_to = ["sky"]
+publish_to = [{publisher.splitlines()[0].split("=")[1].strip()}]
 
 [[publishers]]
-id = "sky"
-type = "bluesky"
-handle = "poolcam.test"
-app_password = "{password}"
-service = "{pds.url}"
-timeout = 3
+{publisher}
 """,
         encoding="utf-8",
     )
     return path
+
+
+def write_config(path: Path, broker: Broker, state: Path, pds: FakePds, password: str) -> Path:
+    return tick_config(
+        path,
+        broker,
+        state,
+        f"""id = "sky"
+type = "bluesky"
+handle = "poolcam.test"
+app_password = "{password}"
+service = "{pds.url}"
+timeout = 3""",
+    )
 
 
 def test_a_revoked_app_password_pauses_until_a_reload(

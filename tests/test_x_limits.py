@@ -28,7 +28,8 @@ from gateway.publishers.x import XConfig, XPublisher
 from tests.fakeclock import EpochClock, drain
 from tests.fakes import Fault
 from tests.fakes.x import FakeX
-from tests.gwutil import base_config, cli, start_gateway, wait_until
+from tests.gwutil import cli, start_gateway, wait_until
+from tests.test_publisher_pause import tick_config
 from tests.test_publisher_x import KEYS
 
 
@@ -183,27 +184,12 @@ def test_status_and_outbox_show_the_wait_for_a_daily_cap(
 ) -> None:
     server.user_cap = 0  # the day's posts are used up
     state = tmp_path / "state"
-    path = tmp_path / "gw.toml"
     keys = "\n".join(f'{k} = "{v}"' for k, v in KEYS.items())
-    path.write_text(
-        base_config(broker, state)
-        + f"""
-[health]
-interval = "1s"
-
-[[rules]]
-id = "tick"
-every = "2s"
-text = "Pool tick {{{{ now.strftime('%H:%M:%S') }}}}"
-publish_to = ["x"]
-
-[[publishers]]
-id = "x"
-type = "x"
-api_base = "{server.url}"
-{keys}
-""",
-        encoding="utf-8",
+    path = tick_config(
+        tmp_path / "gw.toml",
+        broker,
+        state,
+        f'id = "x"\ntype = "x"\napi_base = "{server.url}"\n{keys}',
     )
     gateway = start_gateway(path)
     try:
