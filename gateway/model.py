@@ -110,6 +110,24 @@ class RetryableError(PublishError):
         self.retry_after = retry_after
 
 
+class RateLimitedError(RetryableError):
+    """A service's cap is used up (a daily limit, a rate-limit window): try again after
+    ``retry_after`` seconds.  Waiting for a cap is no failed attempt: it does not count
+    toward ``max_attempts`` (``give_up_after`` still applies)."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.wait = retry_after
+
+
+class PublisherPausedError(PublishError):
+    """The publisher cannot post until its config changes (a revoked credential).
+
+    Its deliveries keep waiting (within ``give_up_after``), no attempt counted, until
+    a reload brings a new credential.
+    """
+
+
 class PermanentError(PublishError):
     """Trying again cannot help (bad credentials, rejected content)."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.model import PermanentError, Post, RetryableError, new_post_id
+from gateway.model import Post, PublisherPausedError, RetryableError, new_post_id
 from gateway.publishers import build_publisher
 from gateway.publishers.base import MemoryStore, Publisher, PublisherContext
 from gateway.publishers.bluesky import BlueskyConfig, BlueskyPublisher, record_key, text_facets
@@ -133,7 +133,8 @@ def test_text_facets_edge_cases() -> None:
     found = [(f["features"][0].get("uri") or f["features"][0]["tag"]) for f in text_facets(text)]
     assert found == [
         "start",
-        "https://en.wikipedia.org/wiki/Pool_(game)",
+        # as the official client: a ")" after a URL holding a "(" stays in the link
+        "https://en.wikipedia.org/wiki/Pool_(game))",
         "https://x.io/#frag",
         "ok",
     ]
@@ -251,12 +252,12 @@ def test_rate_limit_uses_ratelimit_reset(
     assert 295 <= caught.value.retry_after <= 300
 
 
-def test_wrong_app_password_is_permanent_and_secret_free(
+def test_wrong_app_password_pauses_and_is_secret_free(
     server: FakePds, tmp_path: Path, store: MemoryStore
 ) -> None:
     server.password = "something-else"
     publisher = build(server, tmp_path, store)
-    with pytest.raises(PermanentError, match="Invalid identifier or password") as caught:
+    with pytest.raises(PublisherPausedError, match="Invalid identifier or password") as caught:
         publisher.publish(a_post(tmp_path, 0), "x", (), "k")
     publisher.close()
     assert PASSWORD not in str(caught.value)
@@ -273,3 +274,52 @@ def test_session_repr_hides_tokens(server: FakePds, tmp_path: Path, store: Memor
     assert server.did in text
     assert saved["access_jwt"] not in text
     assert saved["refresh_jwt"] not in text
+
+
+def test_mentions_resolve_through_the_pds_and_are_cached(
+    server: FakePds, tmp_path: Path, store: MemoryStore
+) -> None:
+    server.handles["sensor.bsky.social"] = "did:plc:sensor0000000000000000000"
+    publisher = build(server, tmp_path, store)
+    now = [1000.0]
+    publisher._clock = lambda: now[0]
+    text = "Hi @sensor.bsky.social and @gone.bsky.social: 24°"
+    for n in range(2):
+        post = Post(new_post_id(), "r", datetime(2026, 7, 1, 12, n, tzinfo=UTC), text, (), "en")
+        publisher.publish(post, text, (), "k")
+    assert len(server.calls("resolveHandle")) == 2  # one per handle, then cached
+    now[0] += 3601  # past the cache lifetime: asked again
+    post = Post(new_post_id(), "r", datetime(2026, 7, 1, 12, 5, tzinfo=UTC), text, (), "en")
+    publisher.publish(post, text, (), "k")
+    publisher.close()
+    assert len(server.calls("resolveHandle")) == 4
+    record = server.calls("createRecord")[-1].json()["record"]
+    # only the handle the PDS knows is a mention; the other stays plain text
+    assert record["facets"] == [
+        {
+            "index": {"byteStart": 3, "byteEnd": 22},
+            "features": [
+                {
+                    "$type": "app.bsky.richtext.facet#mention",
+                    "did": "did:plc:sensor0000000000000000000",
+                }
+            ],
+        }
+    ]
+
+
+def test_a_revoked_app_password_pauses_after_the_session_ends(
+    server: FakePds, tmp_path: Path, store: MemoryStore
+) -> None:
+    publisher = build(server, tmp_path, store)
+    publisher.publish(a_post(tmp_path, 0), "one", (), "k1")
+    server.revoke_app_password("a-new-app-password")
+    # the access token stops working, the refresh token too, and the login is refused
+    with pytest.raises(PublisherPausedError, match="refused the login"):
+        publisher.publish(a_post(tmp_path, 0), "two", (), "k2")
+    publisher.close()
+    assert [c.path for c in server.calls("xrpc")][-3:] == [
+        "/xrpc/com.atproto.repo.createRecord",
+        "/xrpc/com.atproto.server.refreshSession",
+        "/xrpc/com.atproto.server.createSession",
+    ]

@@ -10,6 +10,7 @@ context variable set for the duration of one validation (:func:`checking_with`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -21,6 +22,42 @@ from pydantic_core import PydanticCustomError
 
 from gateway.config.durations import Duration
 from gateway.config.sections import Identifier, Section
+
+_LANGUAGE_TAG = re.compile(
+    r"""
+    (?P<language>[a-z]{2,3}(?:-[a-z]{3}){0,3})
+    (?:-(?P<script>[a-z]{4}))?
+    (?:-(?P<region>[a-z]{2}|[0-9]{3}))?
+    (?:-(?:[a-z0-9]{5,8}|[0-9][a-z0-9]{3}))*
+    (?:-[0-9a-wy-z](?:-[a-z0-9]{2,8})+)*
+    (?:-x(?:-[a-z0-9]{1,8})+)?
+    """,
+    re.VERBOSE | re.IGNORECASE,
+)
+"""A well-formed BCP 47 ``langtag`` (RFC 5646 section 2.1): language (with extended
+subtags), script, region, variants, extensions, private use.  The reserved 4-letter and
+registered 5-8 letter primary subtags are left out: none is in use, and ``english`` is
+a mistake, not a tag."""
+
+
+def language_tag(value: str) -> str:
+    """``value`` as a well-formed BCP 47 tag in its conventional case (``zh-Hant-TW``).
+
+    Raises ValueError for a tag that is not well-formed.
+    """
+    match = _LANGUAGE_TAG.fullmatch(value)
+    if match is None:
+        raise ValueError(f"not a BCP 47 language tag: {value!r} (e.g. en, pt-BR, zh-Hant-TW)")
+    out, singleton = [], False
+    for n, subtag in enumerate(value.split("-")):
+        singleton = singleton or len(subtag) == 1
+        if n and not singleton and len(subtag) == 4 and subtag.isalpha():
+            out.append(subtag.title())  # script
+        elif n and not singleton and len(subtag) == 2:
+            out.append(subtag.upper())  # region
+        else:
+            out.append(subtag.lower())
+    return "-".join(out)
 
 
 class ImageSpec(Section):
@@ -194,8 +231,15 @@ class RuleConfig(Section):
     timelapse: TimelapseSpec | None = Field(default=None, description="A timelapse to attach.")
     publish_to: tuple[str, ...] = Field(min_length=1, description="Publisher ids.")
     language: str | None = Field(
-        default=None, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]+)?\Z", description="BCP-47 language tag."
+        default=None,
+        pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z",
+        description="BCP 47 language tag (en, pt-BR, zh-Hant-TW, sr-Latn, es-419).",
     )
+
+    @field_validator("language")
+    @classmethod
+    def _language_tag(cls, value: str | None) -> str | None:
+        return None if value is None else language_tag(value)
 
     @field_validator("when", "clear_when")
     @classmethod

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
 from gateway.config import PublisherConfig
-from gateway.model import PermanentError, RetryableError
+from gateway.model import PermanentError, PublisherPausedError, RateLimitedError, RetryableError
 from gateway.outbox.store import Delivery, Outbox
 from gateway.publishers.base import Publisher
 from gateway.publishers.threads import publish_thread
@@ -141,6 +141,10 @@ class DeliveryWorker:
         self.failures = 0
         self.busy_since: float | None = None
         """Monotonic time the current step began, None while idle (for the watchdog)."""
+        self.paused: str | None = None
+        """Why the publisher is paused (a revoked credential) until a reload; None if not."""
+        self.waiting: tuple[str, float] | None = None
+        """``(reason, until)`` while a service's rate limit or cap holds deliveries back."""
 
     def start(self) -> None:
         """Start the worker thread."""
@@ -218,8 +222,16 @@ class DeliveryWorker:
         if delivery is None:
             return 60.0
         now = self._clock()
+        if self.paused is not None:
+            # Nothing is sent until a reload brings a new credential; give_up_after holds.
+            if now - delivery.post.created_at.timestamp() >= self.policy.max_age:
+                self._give_up(delivery, f"gave up while the publisher was paused: {self.paused}")
+                return 0.0
+            return 60.0
         if delivery.next_attempt_at > now:
             return delivery.next_attempt_at - now
+        if self.waiting is not None and self.waiting[1] <= now:
+            self.waiting = None
         if self.budget is not None:
             held = self.budget.wait(self.outbox, self.publisher.id, now)
             if held is not None:
@@ -251,6 +263,12 @@ class DeliveryWorker:
         except PermanentError as exc:
             self._give_up(delivery, f"permanent: {exc}")
             return
+        except RateLimitedError as exc:
+            self._wait(delivery, str(exc), self._clock() + max(exc.wait, self.policy.base_delay))
+            return
+        except PublisherPausedError as exc:
+            self._pause(delivery, str(exc))
+            return
         except RetryableError as exc:
             self._failed(delivery, attempts, str(exc), exc.retry_after)
             return
@@ -259,6 +277,7 @@ class DeliveryWorker:
             self._failed(delivery, attempts, f"{type(exc).__name__}: {exc}", None)
             return
         self.outbox.mark_sent(delivery, receipt)
+        self.waiting = None
         self.sent += 1
         log.info(
             "post %s sent to %s%s",
@@ -285,6 +304,29 @@ class DeliveryWorker:
             error,
         )
         self.outbox.mark_failed(delivery, error, self._clock() + delay)
+
+    def _wait(self, delivery: Delivery, reason: str, until: float) -> None:
+        """A service's cap: wait until it resets, without counting the attempt."""
+        if until - delivery.post.created_at.timestamp() >= self.policy.max_age:
+            self._give_up(delivery, f"gave up: {reason} (past give_up_after)")
+            return
+        at = datetime.fromtimestamp(until).astimezone().isoformat(timespec="minutes")
+        reason = f"waiting until {at}: {reason}"
+        if self.waiting is None or self.waiting[0] != reason:
+            log.warning("post %s to %s %s", delivery.post.id, self.publisher.id, reason)
+        self.waiting = (reason, until)
+        self.outbox.mark_waiting(delivery, reason, until)
+
+    def _pause(self, delivery: Delivery, reason: str) -> None:
+        """A credential the service refuses: stop posting until a reload (logged once)."""
+        if self.paused is None:
+            log.error(
+                "publisher %s paused until a reload with a new credential: %s",
+                self.publisher.id,
+                reason,
+            )
+        self.paused = reason
+        self.outbox.mark_waiting(delivery, f"paused: {reason}", self._clock())
 
     def _give_up(self, delivery: Delivery, error: str) -> None:
         self.failures += 1

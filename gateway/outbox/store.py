@@ -247,6 +247,19 @@ class Outbox:
             next_attempt_at=next_attempt_at,
         )
 
+    def mark_waiting(self, delivery: Delivery, reason: str, next_attempt_at: float) -> None:
+        """Hold a delivery back until ``next_attempt_at`` without counting the attempt
+        just made (a rate limit, a daily cap, a paused publisher): ``failed`` with the
+        reason, so ``outbox`` and ``status`` show why it waits."""
+        self._update(
+            delivery.post.id,
+            delivery.publisher,
+            status="failed",
+            attempts=delivery.attempts,
+            last_error=redact(reason),
+            next_attempt_at=next_attempt_at,
+        )
+
     def mark_dead(self, delivery: Delivery, error: str) -> None:
         """Give up on a delivery, keeping the last error."""
         self._update(delivery.post.id, delivery.publisher, status="dead", last_error=redact(error))

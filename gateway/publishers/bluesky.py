@@ -6,13 +6,17 @@ Steps of one post:
    kept in the gateway's store, and a later process renews them with
    ``com.atproto.server.refreshSession`` (logging in for every post runs into the
    service's tight login limits).  An ``ExpiredToken`` answer renews the session and
-   repeats the call once.
+   repeats the call once.  A login the PDS refuses (a revoked app password) pauses
+   the publisher (``PublisherPausedError``) until a reload brings a new one.
 2. ``com.atproto.repo.uploadBlob`` per image (raw bytes).
-3. ``com.atproto.repo.createRecord`` of an ``app.bsky.feed.post`` with ``langs``, link
-   and hashtag facets (UTF-8 byte offsets) and an ``app.bsky.embed.images`` embed (alt
-   text, ``aspectRatio``).  The record key is a TID derived from the post id, so a
-   retried create cannot make a second post: when a create fails, the record is looked
-   up with ``com.atproto.repo.getRecord`` and, if it is there, that is the receipt.
+3. ``com.atproto.repo.createRecord`` of an ``app.bsky.feed.post`` with ``langs``,
+   mention, link and hashtag facets detected as the official client does
+   (``facets.py``; UTF-8 byte offsets; a mention's handle resolved to its DID with
+   ``com.atproto.identity.resolveHandle``, cached for an hour) and an
+   ``app.bsky.embed.images`` embed (alt text, ``aspectRatio``).  The record key is a
+   TID derived from the post id, so a retried create cannot make a second post: when
+   a create fails, the record is looked up with ``com.atproto.repo.getRecord`` and,
+   if it is there, that is the receipt.
 
 A thread (``publish_thread``) creates one record per part; each later part carries
 ``reply: {root, parent}`` (the first part's and the previous part's ``{uri, cid}``)
@@ -27,16 +31,24 @@ import functools
 import hashlib
 import json
 import logging
-import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.config.publishers import BlueskyConfig
-from gateway.model import MediaItem, PermanentError, Post, PublishError, Receipt
+from gateway.model import (
+    MediaItem,
+    PermanentError,
+    Post,
+    PublisherPausedError,
+    PublishError,
+    Receipt,
+)
 from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
+from gateway.publishers.facets import detect_facets, resolve_mentions
 from gateway.publishers.http import ServiceError
 from gateway.publishers.threads import PostedPart, ThreadLog, post_parts
 
@@ -50,9 +62,8 @@ POST_COLLECTION = "app.bsky.feed.post"
 RENEW_ERRORS = frozenset({"ExpiredToken", "InvalidToken"})
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _BASE32_SORTABLE = "234567abcdefghijklmnopqrstuvwxyz"
-_URL = re.compile(r"https?://[^\s<>\"]+")
-_TAG = re.compile(r"(?:^|(?<=\s))[#＃]([^\s#＃]+)")
-_TRAILING = ".,;:!?…'\"”’)]}"
+HANDLE_CACHE_SECONDS = 3600.0
+"""How long a handle's DID (or that it has none) is kept before asking the PDS again."""
 
 
 def build(config: BlueskyConfig, ctx: PublisherContext) -> BlueskyPublisher:
@@ -98,13 +109,15 @@ class BlueskyPublisher:
         self._store = store
         self._lock = threading.Lock()
         self._session: Session | None = None
+        self._handles: dict[str, tuple[str | None, float]] = {}
+        self._clock = time.monotonic
 
     def publish(
         self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
     ) -> Receipt:
         """Upload the images and create the post record; raise Retryable/PermanentError."""
         blobs = [self._authed(functools.partial(self._upload_blob, item=item)) for item in media]
-        record = post_record(post, text, media, blobs)
+        record = post_record(post, text, media, blobs, self._resolve_handle)
         rkey = record_key(post.id)
         return self._authed(lambda token: self._create_record(token, rkey, record)).receipt
 
@@ -122,7 +135,7 @@ class BlueskyPublisher:
             blobs = [
                 self._authed(functools.partial(self._upload_blob, item=item)) for item in part_media
             ]
-            record = post_record(post, text, part_media, blobs)
+            record = post_record(post, text, part_media, blobs, self._resolve_handle)
             if earlier:
                 record["reply"] = {
                     "root": _strong_ref(earlier[0]),
@@ -173,14 +186,23 @@ class BlueskyPublisher:
         return self._save(self._session_from(answer))
 
     def _create_session(self) -> Session:
-        answer = self._api.json(
-            "POST",
-            "/xrpc/com.atproto.server.createSession",
-            json={
-                "identifier": self._config.handle,
-                "password": self._config.app_password.get_secret_value(),
-            },
-        )
+        try:
+            answer = self._api.json(
+                "POST",
+                "/xrpc/com.atproto.server.createSession",
+                json={
+                    "identifier": self._config.handle,
+                    "password": self._config.app_password.get_secret_value(),
+                },
+            )
+        except ServiceError as exc:
+            if exc.status == 401 or exc.code in ("AuthenticationRequired", "AccountTakedown"):
+                # A revoked app password: every post would fail the same way until the
+                # config has a new one, so the publisher pauses (until a reload).
+                raise PublisherPausedError(
+                    f"bluesky: the PDS refused the login: {exc.detail}"
+                ) from None
+            raise
         return self._save(self._session_from(answer))
 
     def _session_from(self, answer: dict[str, Any]) -> Session:
@@ -209,6 +231,31 @@ class BlueskyPublisher:
         }
         self._store.set(self._session_key, json.dumps(fields))
         return session
+
+    # -- mentions -------------------------------------------------------------
+
+    def _resolve_handle(self, handle: str) -> str | None:
+        """The DID of ``handle`` (``com.atproto.identity.resolveHandle``), cached a while.
+
+        A handle the PDS cannot resolve (4xx) is None: the mention stays plain text.
+        A PDS that cannot answer now raises RetryableError: the post waits for it.
+        """
+        now = self._clock()
+        cached = self._handles.get(handle)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        try:
+            answer = self._api.json(
+                "GET", "/xrpc/com.atproto.identity.resolveHandle", params={"handle": handle}
+            )
+        except ServiceError as exc:
+            log.info("%s: @%s stays plain text (%s)", self.id, handle, exc.code or exc.status)
+            did = None
+        else:
+            found = answer.get("did")
+            did = found if isinstance(found, str) and found.startswith("did:") else None
+        self._handles[handle] = (did, now + HANDLE_CACHE_SECONDS)
+        return did
 
     # -- repository calls ----------------------------------------------------
 
@@ -267,7 +314,11 @@ class BlueskyPublisher:
 
 
 def post_record(
-    post: Post, text: str, media: tuple[MediaItem, ...], blobs: list[dict[str, Any]]
+    post: Post,
+    text: str,
+    media: tuple[MediaItem, ...],
+    blobs: list[dict[str, Any]],
+    resolve: Callable[[str], str | None] | None = None,
 ) -> dict[str, Any]:
     """The ``app.bsky.feed.post`` record for one post."""
     created = post.created_at.astimezone(UTC).isoformat(timespec="milliseconds")
@@ -278,7 +329,7 @@ def post_record(
     }
     if post.lang:
         record["langs"] = [post.lang]
-    facets = text_facets(text)
+    facets = text_facets(text, resolve)
     if facets:
         record["facets"] = facets
     if blobs:
@@ -296,40 +347,15 @@ def post_record(
     return record
 
 
-def text_facets(text: str) -> list[dict[str, Any]]:
-    """Link and hashtag facets, with the UTF-8 byte ranges AT Protocol counts in."""
-    facets = []
-    for match in _URL.finditer(text):
-        uri = _trim(match.group())
-        start = match.start()
-        facets.append(_facet(text, start, start + len(uri), "link", uri=uri))
-    for match in _TAG.finditer(text):
-        tag = _trim(match.group(1))
-        if not tag or tag.isdigit() or len(tag) > 64:
-            continue
-        start = match.start()
-        facets.append(_facet(text, start, start + 1 + len(tag), "tag", tag=tag))
-    return sorted(facets, key=lambda f: f["index"]["byteStart"])
+def text_facets(
+    text: str, resolve: Callable[[str], str | None] | None = None
+) -> list[dict[str, Any]]:
+    """Mention, link and hashtag facets as the official client detects them (UTF-8 ranges).
 
-
-def _trim(token: str) -> str:
-    trimmed = token.rstrip(_TRAILING)
-    # Keep a closing parenthesis that closes one inside the token (Wikipedia links).
-    while (
-        trimmed != token and token[len(trimmed)] == ")" and trimmed.count("(") > trimmed.count(")")
-    ):
-        trimmed += ")"
-    return trimmed
-
-
-def _facet(text: str, start: int, end: int, kind: str, **value: str) -> dict[str, Any]:
-    return {
-        "index": {
-            "byteStart": len(text[:start].encode("utf-8")),
-            "byteEnd": len(text[:end].encode("utf-8")),
-        },
-        "features": [{"$type": f"app.bsky.richtext.facet#{kind}", **value}],
-    }
+    ``resolve`` turns a handle into its DID; a mention it cannot resolve (or every
+    mention, without it) stays plain text.
+    """
+    return resolve_mentions(detect_facets(text), resolve or (lambda _handle: None))
 
 
 def _strong_ref(part: PostedPart) -> dict[str, Any]:

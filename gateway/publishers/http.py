@@ -33,7 +33,7 @@ from pydantic import SecretStr
 from gateway import __version__
 from gateway.config.publishers import HttpConfig
 from gateway.config.secrets import MASK, register_secret
-from gateway.model import PermanentError, PublishError, RetryableError
+from gateway.model import PermanentError, PublishError, RateLimitedError, RetryableError
 
 if TYPE_CHECKING:
     import httpx
@@ -49,6 +49,12 @@ MAX_REPLY_BYTES = 1024 * 1024
 """A service's answer is read up to this size; the rest is dropped unread."""
 MAX_JSON_DEPTH = 64
 """Deeper JSON in an answer is refused as not JSON (never a RecursionError)."""
+MAX_CAP_WAIT = 86400.0 + 300.0
+"""The longest wait a rate-limit answer can ask for (X's 24-hour caps, and a margin)."""
+MIN_CAP_WAIT = 1.0
+"""A reset sooner than this is no credible wait for a rate limit (a plain retry)."""
+DAILY_CAPS = ("x-user-limit-24hour", "x-app-limit-24hour")
+"""X's 24-hour caps on posting (per user, per app): ``-remaining`` and ``-reset``."""
 
 
 class ServiceError(PermanentError):
@@ -120,6 +126,8 @@ class ApiClient:
         secrets: Iterable[SecretStr | str | None] = (),
     ) -> None:
         self.service = service
+        self.last_headers: Mapping[str, str] = {}
+        """The headers of the last answer (rate-limit counters), read by the backend."""
         self._client = make_client(base_url, timeout=timeout, headers=headers, auth=auth)
         # Longest first, so a whole URL is scrubbed before the token inside it.
         self._secrets: tuple[str, ...] = tuple(
@@ -159,6 +167,7 @@ class ApiClient:
             raise RetryableError(
                 f"{self.service}: connection failed ({type(exc).__name__})"
             ) from None
+        self.last_headers = response.headers
         if response.is_success:
             return response
         raise self._scrub(error_for_response(self.service, response))
@@ -238,8 +247,16 @@ def error_for_response(
     status = response.status_code
     code, detail = service_error_text(response)
     message = f"{service}: HTTP {status}" + (f": {detail}" if detail else "")
+    if status == 429:
+        cap, wait = rate_limit_wait(response.headers, now)
+        if wait is not None and MIN_CAP_WAIT <= wait <= MAX_CAP_WAIT:
+            # A rate limit or cap with a credible reset: waiting for it is no failed
+            # attempt.  A reset now, past or years away is a plain retry (the backoff
+            # and max_attempts hold against a confused or hostile server).
+            return RateLimitedError(f"{message} ({cap})", retry_after=wait)
+        return RetryableError(message, retry_after=wait)
     if status >= 500 or status in RETRYABLE_STATUSES:
-        wait = retry_after(response.headers, now) if status in (429, 503) else None
+        wait = retry_after(response.headers, now) if status == 503 else None
         return RetryableError(message, retry_after=wait)
     return ServiceError(message, status=status, code=code, detail=detail)
 
@@ -306,6 +323,28 @@ def json_depth(raw: bytes) -> int:
         elif byte in (0x5D, 0x7D):
             depth -= 1
     return deepest
+
+
+def rate_limit_wait(
+    headers: Mapping[str, str], now: float | None = None
+) -> tuple[str, float | None]:
+    """Which limit a 429 hit and how long until it resets: ``(name, seconds)``.
+
+    X sends its 24-hour caps (``x-user-limit-24hour-*``, ``x-app-limit-24hour-*``)
+    beside the 15-minute window (``x-rate-limit-*``); a used-up daily cap resets at its
+    own time, hours after the window.  Otherwise the reset headers of
+    :func:`retry_after`.
+    """
+    now = time.time() if now is None else now
+    lowered = {k.lower(): v for k, v in headers.items()}
+    for cap in DAILY_CAPS:
+        if lowered.get(f"{cap}-remaining", "").strip() == "0":
+            at = _parse_instant(lowered.get(f"{cap}-reset", "").strip(), now)
+            if at is not None:
+                return cap.replace("x-", "", 1).replace("-limit-24hour", " 24-hour cap"), max(
+                    0.0, round(at - now, 3)
+                )
+    return "rate limit", retry_after(headers, now)
 
 
 def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:

@@ -9,6 +9,15 @@ Steps of one post:
    ``spoiler_text``, ``language`` and the delivery's ``Idempotency-Key`` header, so a
    retried request returns the status the first one created.
 
+Between attempts of one delivery the store keeps its first try's time and its media
+ids: a retry reuses the uploads while ``GET /api/v1/media/:id`` still finds them
+(unattached media are deleted after about a day), and a retry after the server has
+forgotten the Idempotency-Key (it keeps keys about an hour) first looks for the
+status among the account's own since the first try (same text) and takes it as
+sent.  ``X-RateLimit-Remaining``/``-Reset`` of each answer are kept per bucket
+(requests, media uploads): a post that would run into the limit waits for its reset
+(``RateLimitedError``: no attempt counted) instead of meeting the 429.
+
 A thread (``publish_thread``) posts each later part as a reply (``in_reply_to_id`` =
 the previous part's status), with the same visibility, content warning and language
 and no media; each part has its own Idempotency-Key and its status id is recorded in
@@ -35,7 +44,14 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.config.publishers import MastodonConfig
-from gateway.model import MediaItem, PermanentError, Post, Receipt, RetryableError
+from gateway.model import (
+    MediaItem,
+    PermanentError,
+    Post,
+    RateLimitedError,
+    Receipt,
+    RetryableError,
+)
 from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
 from gateway.publishers.threads import PostedPart, ThreadLog, part_key, post_parts
 
@@ -45,6 +61,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LIMITS_RETRY_SECONDS = 300.0
+MEDIA_REUSE_SECONDS = 20 * 3600.0
+"""Media ids of an earlier attempt are reused this long (unattached media live a day)."""
+KEY_LOOKUP_AFTER = 3600.0 - 300.0
+"""Mastodon keeps an Idempotency-Key about an hour: a retry after (nearly) that long
+looks for the status among the account's own before posting again."""
+STATUS_LOOKUP_PAGES = 5
+"""Pages of 40 own statuses looked through at most."""
 
 
 def build(config: MastodonConfig, ctx: PublisherContext) -> MastodonPublisher:
@@ -126,6 +149,10 @@ class MastodonPublisher:
         self._limits_fresh = False
         self._next_fetch = 0.0
         self._pinned: Capabilities | None = None
+        self._now: Callable[[], float] = time.time
+        self._rate: dict[str, tuple[int, float]] = {}
+        """Rate-limit bucket → (requests remaining, epoch of its reset)."""
+        self._account_id: str | None = None
 
     @property
     def capabilities(self) -> Capabilities:
@@ -184,7 +211,11 @@ class MastodonPublisher:
     ) -> Receipt:
         """Upload the images, then create the status; raise RetryableError/PermanentError."""
         self.limits()
-        media_ids = [self._upload(item) for item in media]
+        self._check_rate_limits(uploads=len(media))
+        found = self._posted_before(idempotency_key, text)
+        if found is not None:
+            return found
+        media_ids = self._media_ids(idempotency_key, media)
         return self._create_status(post, text, media_ids, idempotency_key)
 
     def publish_thread(
@@ -198,25 +229,169 @@ class MastodonPublisher:
         self.limits()
 
         def post_part(n: int, text: str, earlier: list[PostedPart]) -> PostedPart:
-            media_ids = [self._upload(item) for item in media] if n == 1 else []
+            part_media = media if n == 1 else ()
+            self._check_rate_limits(uploads=len(part_media))
             reply_to = earlier[-1].remote_id if earlier else None
             key = part_key(idempotency_key, n)
-            receipt = self._create_status(post, text, media_ids, key, reply_to)
+            receipt = self._posted_before(key, text)
+            if receipt is None:
+                media_ids = self._media_ids(key, part_media)
+                receipt = self._create_status(post, text, media_ids, key, reply_to)
             return PostedPart(receipt.remote_id, receipt.url)
 
         return post_parts(parts, ThreadLog(self._store, self.id, post.id), post_part)
 
+    # -- what a delivery keeps between attempts -------------------------------
+
+    @property
+    def _attempts_key(self) -> str:
+        return f"{self.id}:mastodon:attempts"
+
+    def _attempts(self) -> dict[str, Any]:
+        """Per idempotency key of an unfinished delivery: its first try, its media ids."""
+        try:
+            stored = json.loads(self._store.get(self._attempts_key) or "{}")
+        except ValueError:
+            return {}
+        return stored if isinstance(stored, dict) else {}
+
+    def _attempt(self, key: str) -> dict[str, Any]:
+        entry = self._attempts().get(key)
+        return entry if isinstance(entry, dict) else {}
+
+    def _save_attempt(self, key: str, entry: dict[str, Any] | None) -> None:
+        attempts = self._attempts()
+        if entry is None:
+            attempts.pop(key, None)
+        else:
+            attempts[key] = entry
+        self._store.set(self._attempts_key, json.dumps(attempts))
+
+    # -- media -------------------------------------------------------------------
+
+    def _media_ids(self, key: str, media: tuple[MediaItem, ...]) -> list[str]:
+        """The delivery's media ids: those an earlier attempt uploaded while the server
+        still has them (unattached media live about a day), else new uploads."""
+        entry = self._attempt(key)
+        kept = entry.get("media")
+        known: list[list[Any]] = kept if isinstance(kept, list) else []
+        ids: list[str] = []
+        for n, item in enumerate(media):
+            reused = known[n] if n < len(known) and isinstance(known[n], list) else None
+            if reused and self._still_there(str(reused[0]), float(reused[1])):
+                ids.append(str(reused[0]))
+                continue
+            ids.append(self._upload(item))
+            known = [*known[:n], [ids[-1], self._now()], *known[n + 1 :]]
+            entry["media"] = known
+            self._save_attempt(key, entry)  # kept at once: a later failure keeps it
+        return ids
+
+    def _still_there(self, media_id: str, uploaded_at: float) -> bool:
+        """Whether an uploaded, unattached file can still be attached."""
+        if self._now() - uploaded_at >= MEDIA_REUSE_SECONDS:
+            return False
+        try:
+            response = self._api.request("GET", f"/api/v1/media/{media_id}")
+        except PermanentError:
+            # 404: removed (unattached media are deleted after about a day)
+            log.info("%s: media %s is gone; uploading again", self.id, media_id)
+            return False
+        if response.status_code == 206:
+            self._wait_processed(media_id)
+        log.info("%s: reusing media %s uploaded by an earlier attempt", self.id, media_id)
+        return True
+
     def _upload(self, item: MediaItem) -> str:
-        attachment = self._api.json(
-            "POST",
-            "/api/v2/media",
-            files={"file": (item.path.name, item.path.read_bytes(), item.mime)},
-            data={"description": item.alt} if item.alt else {},
-        )
+        try:
+            attachment = self._api.json(
+                "POST",
+                "/api/v2/media",
+                files={"file": (item.path.name, item.path.read_bytes(), item.mime)},
+                data={"description": item.alt} if item.alt else {},
+            )
+        finally:
+            self._note_rate_limit("media uploads")
         media_id = str(self._api.pick(attachment, "id"))
         if attachment.get("url") is None:
             self._wait_processed(media_id)
         return media_id
+
+    # -- rate limits ---------------------------------------------------------------
+
+    def _note_rate_limit(self, bucket: str) -> None:
+        """Keep what ``X-RateLimit-Remaining``/``-Reset`` of the last answer said."""
+        from gateway.publishers.http import retry_after
+
+        headers = {k.lower(): v for k, v in self._api.last_headers.items()}
+        try:
+            remaining = int(headers["x-ratelimit-remaining"])
+        except (KeyError, ValueError):
+            return
+        wait = retry_after({"x-ratelimit-reset": headers.get("x-ratelimit-reset", "")})
+        if wait is not None:
+            self._rate[bucket] = (remaining, self._now() + wait)
+
+    def _check_rate_limits(self, uploads: int) -> None:
+        """Wait for a limit's reset before a post would run into it (no 429, no attempt)."""
+        needs = {"media uploads": uploads, "requests": 1 + 2 * uploads}
+        now = self._now()
+        for bucket, needed in needs.items():
+            remaining, reset = self._rate.get(bucket, (needed, 0.0))
+            if needed and remaining < needed and reset > now:
+                # Waited for once: the next try's answer tells the counters anew.
+                del self._rate[bucket]
+                raise RateLimitedError(
+                    f"mastodon: {remaining} {bucket} left in the rate limit; slowing down",
+                    retry_after=reset - now,
+                )
+
+    # -- idempotency beyond the key's lifetime ---------------------------------------
+
+    def _posted_before(self, key: str, text: str) -> Receipt | None:
+        """The status an earlier attempt of this delivery created, looked up among the
+        account's own recent statuses once the server has forgotten the key (an hour)."""
+        first = self._attempt(key).get("first")
+        if not isinstance(first, int | float) or self._now() - first < KEY_LOOKUP_AFTER:
+            return None
+        wanted = _plain(text)
+        for status in self._own_statuses_since(first - 60):
+            if _plain(_html_text(str(status.get("content") or ""))) == wanted:
+                log.info("%s: found status %s from an earlier attempt", self.id, status["id"])
+                self._save_attempt(key, None)
+                return Receipt(remote_id=str(status["id"]), url=status.get("url") or None)
+        return None
+
+    def _own_statuses_since(self, since: float) -> list[dict[str, Any]]:
+        """The account's statuses created after ``since`` (epoch), newest first."""
+        from datetime import datetime
+
+        if self._account_id is None:
+            me = self._api.json("GET", "/api/v1/accounts/verify_credentials")
+            self._account_id = str(self._api.pick(me, "id"))
+        out: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 40, "exclude_reblogs": "true"}
+        for _ in range(STATUS_LOOKUP_PAGES):
+            response = self._api.request(
+                "GET", f"/api/v1/accounts/{self._account_id}/statuses", params=params
+            )
+            page = _json_or_none(response)
+            if not isinstance(page, list) or not page:
+                return out
+            for status in page:
+                if not isinstance(status, dict) or "id" not in status:
+                    continue
+                try:
+                    created = datetime.fromisoformat(
+                        str(status.get("created_at")).replace("Z", "+00:00")
+                    ).timestamp()
+                except ValueError:
+                    continue
+                if created < since:
+                    return out
+                out.append(status)
+            params["max_id"] = str(page[-1].get("id"))
+        return out
 
     def _wait_processed(self, media_id: str) -> None:
         deadline = self._clock() + self._config.media_timeout
@@ -246,11 +421,22 @@ class MastodonPublisher:
         if self._config.spoiler_text:
             body["spoiler_text"] = self._config.spoiler_text
         if post.lang:
-            body["language"] = post.lang
-        status = self._api.json(
-            "POST", "/api/v1/statuses", json=body, headers={"Idempotency-Key": idempotency_key}
-        )
+            body["language"] = mastodon_language(post.lang)
+        entry = self._attempt(idempotency_key)
+        if "first" not in entry:
+            entry["first"] = self._now()  # before the request: its answer may be lost
+            self._save_attempt(idempotency_key, entry)
+        try:
+            status = self._api.json(
+                "POST",
+                "/api/v1/statuses",
+                json=body,
+                headers={"Idempotency-Key": idempotency_key},
+            )
+        finally:
+            self._note_rate_limit("requests")
         status_id = str(self._api.pick(status, "id"))
+        self._save_attempt(idempotency_key, None)
         return Receipt(remote_id=status_id, url=status.get("url") or status.get("uri"))
 
     @property
@@ -271,6 +457,46 @@ class MastodonPublisher:
         self._api.close()
 
 
+MASTODON_REGIONAL = frozenset({"zh-CN", "zh-HK", "zh-TW", "zh-YUE"})
+"""The only regional languages a status may carry (Mastodon's LanguagesHelper
+``ISO_639_1_REGIONAL``); any other tag it cuts to its first subtag itself."""
+
+
+def mastodon_language(tag: str) -> str:
+    """A BCP 47 tag in the form Mastodon's ``language`` takes: an ISO 639 code, or one
+    of its Chinese variants (``zh-Hant-TW`` → ``zh-TW``, ``zh-Hans`` → ``zh-CN``,
+    ``sr-Latn`` → ``sr``, ``es-419`` → ``es``)."""
+    subtags = tag.split("-")
+    language = subtags[0].lower()
+    if language == "zh":
+        rest = [s.upper() for s in subtags[1:]]
+        for region in ("TW", "HK", "CN"):
+            if region in rest:
+                return f"zh-{region}"
+        if "YUE" in rest:
+            return "zh-YUE"
+        if "HANT" in rest:
+            return "zh-TW"
+        if "HANS" in rest:
+            return "zh-CN"
+    return language
+
+
+def _html_text(html: str) -> str:
+    """The text of a status's HTML ``content`` (paragraphs and line breaks kept)."""
+    import html as html_module
+    import re
+
+    text = re.sub(r"<br\s*/?>", "\n", html)
+    text = re.sub(r"</p>\s*<p>", "\n\n", text)
+    return html_module.unescape(re.sub(r"<[^>]*>", "", text))
+
+
+def _plain(text: str) -> str:
+    """Text compared without regard to whitespace."""
+    return " ".join(text.split())
+
+
 def _json_or_none(response: Any) -> Any:
     from gateway.publishers.http import loads_bounded
 
@@ -280,4 +506,4 @@ def _json_or_none(response: Any) -> Any:
         return None
 
 
-__all__ = ["InstanceLimits", "MastodonConfig", "MastodonPublisher", "build"]
+__all__ = ["InstanceLimits", "MastodonConfig", "MastodonPublisher", "build", "mastodon_language"]

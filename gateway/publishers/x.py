@@ -3,37 +3,46 @@
 Steps of one post:
 
 1. ``POST /2/media/upload`` per image (multipart ``media`` + ``media_category=tweet_image``)
-   → ``{"data": {"id", "media_key", ...}}``;
+   → ``{"data": {"id", "media_key", ...}}``; an animated GIF goes through the chunked
+   upload as ``tweet_gif``: ``command=INIT`` (``media_type``, ``total_bytes``,
+   ``media_category``), ``APPEND`` per 1 MB segment, ``FINALIZE``, then ``GET
+   ?command=STATUS`` while ``processing_info.state`` is pending or in progress;
 2. ``POST /2/media/metadata`` with ``{"id", "metadata": {"alt_text": {"text"}}}`` when the
    image has alt text;
 3. ``POST /2/tweets`` with ``{"text", "media": {"media_ids"}}`` → 201 ``{"data": {"id", "text"}}``.
 
 Every request is signed by oauthlib (HMAC-SHA1, Authorization header); JSON and
 multipart bodies are not part of an OAuth 1.0a signature.  X has no idempotency key:
-a retry of a post that did go out is refused as duplicate content (403), which means
-the post is already there, so it returns a receipt (with the id remembered from the
-first attempt when there is one).
+a retry of a post that did go out is refused as duplicate content (403).  Each create
+is recorded as tried (in the store) before it is sent, so a duplicate refusal is a
+receipt only when an earlier attempt of the same delivery may have posted it (with
+the id remembered from that attempt when there is one); a first attempt refused as
+a duplicate is a permanent failure: that text is already there from another post.
+A 429 from a used-up 24-hour cap (``x-user-limit-24hour-*``, ``x-app-limit-24hour-*``)
+waits until that cap's reset, no attempt counted (``gateway/publishers/http.py``).
 
 A thread (``publish_thread``) posts each later part as a reply (``"reply":
 {"in_reply_to_tweet_id": <previous part>}``), without media.  Each part's id is
 recorded in the store as soon as it is posted, so a retry skips the parts already
-out.  A duplicate refusal of a part also counts as posted; when its id was never
-recorded (a crash between posting and recording), the next part replies to the
-last part whose id is known, so the thread still hangs together.
+out.  A duplicate refusal of a part an earlier attempt tried also counts as posted;
+when its id was never recorded (a crash between posting and recording), the next
+part replies to the last part whose id is known, so the thread still hangs together.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
 from gateway.config.publishers import XConfig
-from gateway.model import MediaItem, Post, Receipt
+from gateway.model import MediaItem, PermanentError, Post, Receipt, RetryableError
 from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
 from gateway.publishers.http import ServiceError
-from gateway.publishers.threads import PostedPart, ThreadLog, post_parts
+from gateway.publishers.threads import PostedPart, ThreadLog, part_key, post_parts
 
 if TYPE_CHECKING:
     import httpx
@@ -41,6 +50,10 @@ if TYPE_CHECKING:
     from gateway.publishers.http import ApiClient
 
 DUPLICATE_MARKERS = ("duplicate content", "status is a duplicate")
+TRIED_KEYS_KEPT = 200
+"""How many recent posts (and thread parts) remember that a create was attempted."""
+CHUNK_BYTES = 1024 * 1024
+"""APPEND segment size of a chunked upload (X takes up to 5 MB per segment)."""
 
 
 def build(config: XConfig, ctx: PublisherContext) -> XPublisher:
@@ -101,22 +114,32 @@ class XPublisher:
         supports_language=False,
     )
 
-    def __init__(self, config: XConfig, api: ApiClient, store: KeyValueStore) -> None:
+    def __init__(
+        self,
+        config: XConfig,
+        api: ApiClient,
+        store: KeyValueStore,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.id = config.id
         self._config = config
         self._api = api
         self._store = store
+        self._sleep = sleep
 
     def publish(
         self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
     ) -> Receipt:
-        """Upload the images and create the post; a duplicate refusal counts as sent."""
+        """Upload the images and create the post.
+
+        A duplicate refusal counts as sent only when an earlier attempt of this delivery
+        may have posted it (its answer lost); otherwise the text was posted before by
+        something else and this post is refused for good.
+        """
         media_ids = [self._upload(item) for item in media]
-        try:
-            tweet_id = self._create_post(text, media_ids)
-        except ServiceError as exc:
-            if not is_duplicate(exc):
-                raise
+        tweet_id = self._create_once(idempotency_key, text, media_ids)
+        if tweet_id is None:
             return self._receipt(self._remembered(idempotency_key))
         self._remember(idempotency_key, tweet_id)
         return self._receipt(tweet_id)
@@ -134,32 +157,117 @@ class XPublisher:
         def post_part(n: int, text: str, earlier: list[PostedPart]) -> PostedPart:
             media_ids = [self._upload(item) for item in media] if n == 1 else []
             known = [p.remote_id for p in earlier if p.remote_id is not None]
-            try:
-                tweet_id: str | None = self._create_post(
-                    text, media_ids, known[-1] if known else None
-                )
-            except ServiceError as exc:
-                if not is_duplicate(exc):
-                    raise
-                # Posted by an attempt that stopped before recording it: its id is unknown.
-                tweet_id = None
+            reply_to = known[-1] if known else None
+            # None: posted by an attempt that stopped before recording it; id unknown.
+            tweet_id = self._create_once(part_key(idempotency_key, n), text, media_ids, reply_to)
             receipt = self._receipt(tweet_id)
             return PostedPart(receipt.remote_id, receipt.url)
 
         return post_parts(parts, thread_log, post_part)
 
+    def _create_once(
+        self, key: str, text: str, media_ids: list[str], reply_to: str | None = None
+    ) -> str | None:
+        """Create the post; None when X refuses it as a duplicate of an earlier attempt.
+
+        Before the request, ``key`` is recorded as tried: a later attempt of the same
+        delivery then knows the first one may have gone out with its answer lost.
+        """
+        tried_before = self._tried(key)
+        if not tried_before:
+            self._mark_tried(key)
+        try:
+            return self._create_post(text, media_ids, reply_to)
+        except ServiceError as exc:
+            if not is_duplicate(exc):
+                raise
+            if not tried_before:
+                raise PermanentError(
+                    f"x: refused as duplicate content: the same text is already on the"
+                    f" account from an earlier post ({exc.detail})"
+                ) from None
+            return None
+
+    @property
+    def _tried_key(self) -> str:
+        return f"{self.id}:x:tried"
+
+    def _tried_keys(self) -> list[str]:
+        try:
+            keys = json.loads(self._store.get(self._tried_key) or "[]")
+        except ValueError:
+            return []
+        return [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
+
+    def _tried(self, key: str) -> bool:
+        return key in self._tried_keys()
+
+    def _mark_tried(self, key: str) -> None:
+        keys = [*self._tried_keys(), key][-TRIED_KEYS_KEPT:]
+        self._store.set(self._tried_key, json.dumps(keys))
+
     def _upload(self, item: MediaItem) -> str:
-        answer = self._api.json(
-            "POST",
-            "/2/media/upload",
-            files={"media": (item.path.name, item.path.read_bytes(), item.mime)},
-            data={"media_category": "tweet_image", "media_type": item.mime},
-        )
-        media_id = str(self._api.pick(answer, "data", "id"))
+        if item.mime == "image/gif":
+            media_id = self._upload_chunked(item, "tweet_gif")
+        else:
+            answer = self._api.json(
+                "POST",
+                "/2/media/upload",
+                files={"media": (item.path.name, item.path.read_bytes(), item.mime)},
+                data={"media_category": "tweet_image", "media_type": item.mime},
+            )
+            media_id = str(self._api.pick(answer, "data", "id"))
         if item.alt:
             metadata = {"id": media_id, "metadata": {"alt_text": {"text": item.alt}}}
             self._api.request("POST", "/2/media/metadata", json=metadata)
         return media_id
+
+    def _upload_chunked(self, item: MediaItem, category: str) -> str:
+        """INIT, APPEND per chunk, FINALIZE, then STATUS until processed (GIFs, video)."""
+        data = item.path.read_bytes()
+        init = self._api.json(
+            "POST",
+            "/2/media/upload",
+            files={
+                "command": (None, "INIT"),
+                "media_type": (None, item.mime),
+                "total_bytes": (None, str(len(data))),
+                "media_category": (None, category),
+            },
+        )
+        media_id = str(self._api.pick(init, "data", "id"))
+        for index, start in enumerate(range(0, len(data), CHUNK_BYTES)):
+            self._api.request(
+                "POST",
+                "/2/media/upload",
+                files={
+                    "command": (None, "APPEND"),
+                    "media_id": (None, media_id),
+                    "segment_index": (None, str(index)),
+                    "media": (item.path.name, data[start : start + CHUNK_BYTES], item.mime),
+                },
+            )
+        answer = self._api.json(
+            "POST",
+            "/2/media/upload",
+            files={"command": (None, "FINALIZE"), "media_id": (None, media_id)},
+        )
+        deadline = time.monotonic() + self._config.timeout * 10
+        while True:
+            info = (answer.get("data") or {}).get("processing_info")
+            state = info.get("state") if isinstance(info, dict) else "succeeded"
+            if state == "succeeded":
+                return media_id
+            if state == "failed":
+                error = info.get("error") if isinstance(info, dict) else None
+                raise PermanentError(f"x: media processing failed: {error}")
+            if time.monotonic() >= deadline:
+                raise RetryableError(f"x: media {media_id} still processing")
+            wait = info.get("check_after_secs") if isinstance(info, dict) else None
+            self._sleep(min(float(wait) if isinstance(wait, int | float) else 1.0, 30.0))
+            answer = self._api.json(
+                "GET", "/2/media/upload", params={"command": "STATUS", "media_id": media_id}
+            )
 
     def _create_post(self, text: str, media_ids: list[str], reply_to: str | None = None) -> str:
         body: dict[str, Any] = {"text": text}

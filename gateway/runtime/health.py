@@ -122,6 +122,7 @@ def _stable_part(body: dict[str, Any]) -> dict[str, Any]:
             rule: (item.get("failing_since"), item.get("last_error"))
             for rule, item in body.get("rules", {}).items()
         },
+        "publishers": body.get("publishers"),
     }
 
 
@@ -150,8 +151,20 @@ def health_body(gateway: Gateway, *, started_at: datetime, low_disk: bool) -> di
         "rejected": gateway.ingest.stats.rejected,
         "sensors": sensors,
         "rules": rule_health(gateway),
+        "publishers": publisher_holds(gateway),
         "low_disk": low_disk,
     }
+
+
+def publisher_holds(gateway: Gateway) -> dict[str, str]:
+    """Publishers paused (a refused credential) or waiting for a service's cap, and why."""
+    holds = {}
+    for publisher_id, worker in gateway.workers.items():
+        if worker.paused is not None:
+            holds[publisher_id] = f"PAUSED until a reload with a new credential: {worker.paused}"
+        elif worker.waiting is not None:
+            holds[publisher_id] = worker.waiting[0]
+    return holds
 
 
 def takeover_body(gateway: Gateway) -> dict[str, Any]:

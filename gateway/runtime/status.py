@@ -81,7 +81,8 @@ def status_report(config: GatewayConfig, now: datetime | None = None) -> list[st
         lines.extend(_health_lines(health, pid is not None, now))
     rules = health.get("rules") if health else None
     lines.extend(_rule_lines(config, summary, rules if isinstance(rules, dict) else {}, now))
-    lines.extend(_outbox_lines(config, summary))
+    holds = health.get("publishers") if health and pid is not None else None
+    lines.extend(_outbox_lines(config, summary, holds if isinstance(holds, dict) else {}))
     return lines
 
 
@@ -140,7 +141,9 @@ def _rule_lines(
     return lines
 
 
-def _outbox_lines(config: GatewayConfig, summary: OutboxSummary) -> list[str]:
+def _outbox_lines(
+    config: GatewayConfig, summary: OutboxSummary, holds: dict[str, object]
+) -> list[str]:
     lines = [f"outbox: {summary.depth} waiting, {summary.dead} given up"]
     for publisher in config.publishers:
         counts = summary.per_publisher.get(publisher.id, {})
@@ -152,4 +155,6 @@ def _outbox_lines(config: GatewayConfig, summary: OutboxSummary) -> list[str]:
             lines.append(f"  {publisher.id}: disabled{left}")
             continue
         lines.append(f"  {publisher.id}: {waiting} waiting ({detail})")
+        if publisher.id in holds:  # paused, or waiting for a rate limit or daily cap
+            lines.append(f"    {holds[publisher.id]}")
     return lines

@@ -4,7 +4,8 @@ Shapes follow the com.atproto lexicons: createSession → ``{accessJwt, refreshJ
 handle, did}``; refreshSession with the refresh token as bearer (the old refresh
 token stops working); an expired access token → 400 ``ExpiredToken``; uploadBlob →
 ``{blob}``; createRecord → ``{uri, cid}``, and a second create at the same rkey → 500,
-as today's PDS answers; getRecord → ``{uri, cid, value}`` or 400 ``RecordNotFound``.
+as today's PDS answers; getRecord → ``{uri, cid, value}`` or 400 ``RecordNotFound``; resolveHandle →
+``{did}`` or 400 ``InvalidRequest`` "Unable to resolve handle".
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class FakePds(FakeServer):
         self.refresh: set[str] = set()
         self.blobs: dict[str, tuple[str, bytes]] = {}
         self.records: dict[str, dict[str, Any]] = {}
+        self.handles: dict[str, str] = {handle: self.did}
+        """Handles com.atproto.identity.resolveHandle knows, with their DIDs."""
         super().__init__()
 
     def routes(self) -> list[tuple[str, str, Route]]:
@@ -43,7 +46,14 @@ class FakePds(FakeServer):
             ("POST", x + r"repo\.uploadBlob", self._upload_blob),
             ("POST", x + r"repo\.createRecord", self._create_record),
             ("GET", x + r"repo\.getRecord", self._get_record),
+            ("GET", x + r"identity\.resolveHandle", self._resolve_handle),
         ]
+
+    def revoke_app_password(self, new_password: str) -> None:
+        """Revoke the app password (and with it every session) and create a new one."""
+        self.password = new_password
+        self.access.clear()
+        self.refresh.clear()
 
     def expire_access_tokens(self) -> None:
         """Make every access token issued so far expired."""
@@ -121,3 +131,10 @@ class FakePds(FakeServer):
             message = f"Could not locate record: {uri}"
             return Reply(400, {"error": "RecordNotFound", "message": message})
         return Reply(200, self.records[uri])
+
+    def _resolve_handle(self, request: Recorded, match: re.Match[str]) -> Reply:
+        handle = request.query.get("handle", [""])[0]
+        if handle not in self.handles:
+            # what a PDS answers for a handle it cannot resolve
+            return Reply(400, {"error": "InvalidRequest", "message": "Unable to resolve handle"})
+        return Reply(200, {"did": self.handles[handle]})

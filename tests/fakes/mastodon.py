@@ -7,6 +7,15 @@ Shapes follow docs.joinmastodon.org (methods/media, methods/statuses, entities/I
 for a repeated ``Idempotency-Key``; a reply (``in_reply_to_id``) to an unknown status
 answers 404.
 
+Learned behaviours: ``GET /api/v1/media/:id`` answers 404 once a file is attached or
+removed (``expire_unattached_media``: Mastodon deletes unattached uploads after about
+a day); an Idempotency-Key is remembered for ``key_lifetime`` (an hour); with
+``request_limit``/``media_limit`` set, every answer carries ``X-RateLimit-Limit``,
+``-Remaining`` (counting down) and ``-Reset`` (ISO 8601) of its bucket, and a request
+over the limit answers 429; ``content`` is HTML as Mastodon renders it; the account's
+own statuses are listed newest first (``verify_credentials``,
+``/api/v1/accounts/:id/statuses`` with ``max_id``).
+
 ``version`` picks the server generation: Mastodon 3.x has no ``/api/v2/instance``
 (404) and answers ``GET /api/v1/instance`` (with ``configuration`` from 3.4 on);
 ``v1_instance=False`` makes that a 404 too, as on a stripped-down server.
@@ -14,10 +23,13 @@ answers 404.
 
 from __future__ import annotations
 
+import html
 import re
+import time
+from datetime import UTC, datetime
 from typing import Any
 
-from tests.fakes.server import FakeServer, Recorded, Reply, Route
+from tests.fakes.server import FakeServer, Fault, Recorded, Reply, Route
 
 UNAUTHORIZED = Reply(401, {"error": "The access token is invalid"})
 NOT_FOUND = Reply(404, b"<!DOCTYPE html><html><body>The page you are looking for isn't here.")
@@ -56,8 +68,21 @@ class FakeMastodon(FakeServer):
         """How many 206 answers each upload gets before it is processed (0: sync 200)."""
         self.media: dict[str, dict[str, Any]] = {}
         self.statuses: dict[str, dict[str, Any]] = {}
-        self._by_key: dict[str, dict[str, Any]] = {}
+        self._by_key: dict[str, tuple[float, dict[str, Any]]] = {}
         self._polls_left: dict[str, int] = {}
+        self.now = time.time
+        """The server's clock (a test moves it to age keys and media)."""
+        self.key_lifetime = 3600.0
+        """How long an Idempotency-Key is remembered (Mastodon: about an hour)."""
+        self.media_lifetime = 86400.0
+        """How long unattached media are kept (Mastodon removes them after about a day)."""
+        self.uploaded_at: dict[str, float] = {}
+        self.attached: set[str] = set()
+        self.request_limit: int | None = None
+        """Requests per 5 minutes (``X-RateLimit-*`` on every answer; None: no headers)."""
+        self.media_limit: int | None = None
+        """Media uploads per 30 minutes (their own ``X-RateLimit-*``)."""
+        self._windows: dict[str, tuple[float, int]] = {}
         super().__init__()
 
     def routes(self) -> list[tuple[str, str, Route]]:
@@ -68,7 +93,61 @@ class FakeMastodon(FakeServer):
             ("POST", r"/api/v2/media", self._upload),
             ("GET", r"/api/v1/media/(\w+)", self._media),
             ("POST", r"/api/v1/statuses", self._status),
+            ("GET", r"/api/v1/accounts/verify_credentials", self._me),
+            ("GET", r"/api/v1/accounts/(\w+)/statuses", self._account_statuses),
         ]
+
+    def dispatch(self, request: Recorded) -> Reply | Fault:
+        """Answer, with the rate-limit headers of the request's bucket when enabled
+        (a request over the limit is refused with 429 and has no effect)."""
+        media = request.method == "POST" and request.path == "/api/v2/media"
+        bucket, limit, window = (
+            ("media", self.media_limit, 1800.0)
+            if media
+            else ("requests", self.request_limit, 300.0)
+        )
+        if limit is None or not self._authorized(request):
+            return super().dispatch(request)
+        start, used = self._windows.get(bucket, (self.now(), 0))
+        if self.now() - start >= window:
+            start, used = self.now(), 0
+        used += 1
+        self._windows[bucket] = (start, used)
+        reset = datetime.fromtimestamp(start + window, UTC).isoformat().replace("+00:00", "Z")
+        headers = {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": str(max(0, limit - used)),
+            "X-RateLimit-Reset": reset,  # ISO 8601, as Mastodon sends it
+        }
+        if used > limit:
+            with self._lock:
+                self.requests.append(request)
+            return Reply(429, {"error": "Too many requests"}, headers)
+        answer = super().dispatch(request)
+        if not isinstance(answer, Reply):
+            return answer
+        return Reply(answer.status, answer.body, {**answer.headers, **headers})
+
+    def expire_unattached_media(self) -> None:
+        """Remove every unattached upload, as Mastodon's cleanup does after a day."""
+        for media_id in list(self.media):
+            if media_id not in self.attached:
+                del self.media[media_id]
+
+    def _me(self, request: Recorded, match: re.Match[str]) -> Reply:
+        if not self._authorized(request):
+            return UNAUTHORIZED
+        return Reply(200, {"id": "109000000000000001", "username": "bot", "acct": "bot"})
+
+    def _account_statuses(self, request: Recorded, match: re.Match[str]) -> Reply:
+        if not self._authorized(request) or match.group(1) != "109000000000000001":
+            return Reply(404, {"error": "Record not found"})
+        query = {k: v[0] for k, v in request.query.items()}
+        limit = min(int(query.get("limit", "20")), 40)
+        newest_first = sorted(self.statuses.values(), key=lambda s: int(s["id"]), reverse=True)
+        if "max_id" in query:
+            newest_first = [s for s in newest_first if int(s["id"]) < int(query["max_id"])]
+        return Reply(200, newest_first[:limit])
 
     def _authorized(self, request: Recorded) -> bool:
         return request.header("authorization") == f"Bearer {self.token}"
@@ -100,7 +179,7 @@ class FakeMastodon(FakeServer):
         parts = {p.name: p for p in request.parts}
         if "file" not in parts or not parts["file"].content_type:
             return Reply(422, {"error": "Validation failed: File content type is invalid"})
-        media_id = str(100 + len(self.media))
+        media_id = str(100 + len(self.uploaded_at))
         url = f"{self.url}/media/{media_id}.jpg"
         description = parts["description"].text if "description" in parts else None
         attachment: dict[str, Any] = {
@@ -112,6 +191,7 @@ class FakeMastodon(FakeServer):
             "meta": {},
         }
         self.media[media_id] = attachment
+        self.uploaded_at[media_id] = self.now()
         self._polls_left[media_id] = self.processing_polls
         if self.processing_polls:
             return Reply(202, {**attachment, "url": None})
@@ -121,7 +201,7 @@ class FakeMastodon(FakeServer):
         if not self._authorized(request):
             return UNAUTHORIZED
         media_id = match.group(1)
-        if media_id not in self.media:
+        if media_id not in self.media or media_id in self.attached:
             return Reply(404, {"error": "Record not found"})
         if self._polls_left[media_id] > 0:
             self._polls_left[media_id] -= 1
@@ -133,9 +213,13 @@ class FakeMastodon(FakeServer):
             return UNAUTHORIZED
         key = request.header("idempotency-key")
         if key and key in self._by_key:
-            return Reply(200, self._by_key[key])
+            remembered_at, remembered = self._by_key[key]
+            if self.now() - remembered_at < self.key_lifetime:
+                return Reply(200, remembered)
         body = request.json()
         media_ids = [str(m) for m in body.get("media_ids", [])]
+        if any(m not in self.media or m in self.attached for m in media_ids):
+            return Reply(422, {"error": "Validation failed: media not found"})
         if any(self._polls_left.get(m, 1) > 0 for m in media_ids):
             return Reply(
                 422,
@@ -148,11 +232,13 @@ class FakeMastodon(FakeServer):
         if reply_to is not None and str(reply_to) not in self.statuses:
             return Reply(404, {"error": "Record not found"})
         status_id = str(110000000000000000 + len(self.statuses))
+        created = datetime.fromtimestamp(self.now(), UTC).isoformat(timespec="milliseconds")
         status = {
             "id": status_id,
+            "created_at": created.replace("+00:00", "Z"),
             "uri": f"{self.url}/users/bot/statuses/{status_id}",
             "url": f"{self.url}/@bot/{status_id}",
-            "content": f"<p>{body['status']}</p>",
+            "content": _html(body["status"]),
             "visibility": body.get("visibility", "public"),
             "spoiler_text": body.get("spoiler_text", ""),
             "language": body.get("language"),
@@ -160,6 +246,25 @@ class FakeMastodon(FakeServer):
             "media_attachments": [self.media[m] for m in media_ids],
         }
         self.statuses[status_id] = status
+        self.attached.update(media_ids)
         if key:
-            self._by_key[key] = status
+            self._by_key[key] = (self.now(), status)
         return Reply(200, status)
+
+
+def _html(text: str) -> str:
+    """A status's text as Mastodon renders ``content``: escaped, paragraphs and breaks,
+    links wrapped with their scheme hidden."""
+    paragraphs = []
+    for paragraph in html.escape(text, quote=False).split("\n\n"):
+        linked = re.sub(
+            r"https?://[^\s<]+",
+            lambda m: (
+                f'<a href="{m.group()}" rel="nofollow noopener" target="_blank">'
+                f'<span class="invisible">{m.group().split("//")[0]}//</span>'
+                f'<span class="">{m.group().split("//", 1)[1]}</span></a>'
+            ),
+            paragraph,
+        )
+        paragraphs.append("<p>" + linked.replace("\n", "<br />") + "</p>")
+    return "".join(paragraphs)

@@ -6,7 +6,11 @@ request reached, rebuilt from its Host header), with nonce replay detection.
 Shapes follow docs.x.com: upload → ``{"data": {"id", "media_key", ...}}``; create
 post → 201 ``{"data": {"id", "text"}}``; the same text twice → 403 "You are not
 allowed to create a Tweet with duplicate content."; a reply to an unknown post → 400;
-a bad signature → 401.
+a bad signature → 401.  Each post answer carries the 15-minute window headers
+(``x-rate-limit-*``) and, with ``user_cap``/``app_cap`` set, the 24-hour cap headers
+(``x-user-limit-24hour-*``, ``x-app-limit-24hour-*``), counting down; a used-up cap
+answers 429 with them.  The chunked upload (``command=INIT/APPEND/FINALIZE``, ``GET
+?command=STATUS``) answers with ``processing_info`` as docs.x.com shows.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ from __future__ import annotations
 import io
 import re
 import string
+import time
 from typing import Any
 
 from oauthlib.oauth1 import RequestValidator, SignatureOnlyEndpoint  # type: ignore[import-untyped]
 from PIL import Image
 
-from tests.fakes.server import FakeServer, Recorded, Reply, Route
+from tests.fakes.server import FakeServer, Part, Recorded, Reply, Route
 
 UNAUTHORIZED = Reply(
     401, {"title": "Unauthorized", "type": "about:blank", "status": 401, "detail": "Unauthorized"}
@@ -86,12 +91,24 @@ class FakeX(FakeServer):
         self.media: dict[str, dict[str, Any]] = {}
         self.tweets: dict[str, dict[str, Any]] = {}
         self.signature_failures = 0
+        self.user_cap: int | None = None
+        """Posts a day the user may make (``x-user-limit-24hour-*``; None: no cap)."""
+        self.app_cap: int | None = None
+        """Posts a day the app may make (``x-app-limit-24hour-*``; None: no cap)."""
+        self.cap_reset = int(time.time()) + 86400
+        """When the 24-hour caps reset (epoch seconds)."""
+        self.window_limit = 100
+        """Requests to /2/tweets per 15-minute window (``x-rate-limit-*``)."""
+        self.processing_checks = 2
+        """STATUS answers ``in_progress`` this often before a GIF is processed."""
+        self.chunked: dict[str, dict[str, Any]] = {}
         super().__init__()
 
     def routes(self) -> list[tuple[str, str, Route]]:
         """The endpoints this fake serves."""
         return [
             ("POST", r"/2/media/upload", self._signed(self._upload)),
+            ("GET", r"/2/media/upload", self._signed(self._status)),
             ("POST", r"/2/media/metadata", self._signed(self._metadata)),
             ("POST", r"/2/tweets", self._signed(self._tweet)),
         ]
@@ -112,6 +129,8 @@ class FakeX(FakeServer):
 
     def _upload(self, request: Recorded, match: re.Match[str]) -> Reply:
         parts = {p.name: p for p in request.parts}
+        if "command" in parts:
+            return self._chunked_command(parts)
         if "media" not in parts or parts.get("media_category") is None:
             return Reply(
                 400,
@@ -137,6 +156,79 @@ class FakeX(FakeServer):
             },
         )
 
+    def _chunked_command(self, parts: dict[str, Part]) -> Reply:
+        """INIT / APPEND / FINALIZE of the chunked upload (docs.x.com, media-upload-chunked)."""
+        command = parts["command"].text
+        if command == "INIT":
+            if not all(k in parts for k in ("media_type", "total_bytes", "media_category")):
+                return Reply(400, {"title": "Invalid Request", "detail": "INIT fields missing"})
+            media_id = str(1880028106020515840 + len(self.media))
+            self.chunked[media_id] = {
+                "type": parts["media_type"].text,
+                "total": int(parts["total_bytes"].text),
+                "segments": {},
+                "checks": 0,
+            }
+            self.media[media_id] = {"category": parts["media_category"].text, "alt": None}
+            return Reply(
+                202,
+                {
+                    "data": {
+                        "id": media_id,
+                        "media_key": f"3_{media_id}",
+                        "expires_after_secs": 86400,
+                    }
+                },
+            )
+        media_id = parts["media_id"].text if "media_id" in parts else ""
+        upload = self.chunked.get(media_id)
+        if upload is None:
+            return Reply(400, {"title": "Invalid Request", "detail": "unknown media id"})
+        if command == "APPEND":
+            upload["segments"][int(parts["segment_index"].text)] = parts["media"].data
+            return Reply(204, None)
+        if command == "FINALIZE":
+            data = b"".join(upload["segments"][i] for i in sorted(upload["segments"]))
+            if len(data) != upload["total"]:
+                return Reply(400, {"title": "Invalid Request", "detail": "size mismatch"})
+            with Image.open(io.BytesIO(data)) as image:
+                upload["frames"] = getattr(image, "n_frames", 1)
+            info = {"state": "pending", "check_after_secs": 1}
+            return Reply(
+                200,
+                {"data": {"id": media_id, "size": len(data), "processing_info": info}},
+            )
+        return Reply(400, {"title": "Invalid Request", "detail": f"bad command {command}"})
+
+    def _status(self, request: Recorded, match: re.Match[str]) -> Reply:
+        query = {k: v[0] for k, v in request.query.items()}
+        upload = self.chunked.get(query.get("media_id", ""))
+        if query.get("command") != "STATUS" or upload is None or "frames" not in upload:
+            return Reply(400, {"title": "Invalid Request", "detail": "bad STATUS"})
+        upload["checks"] += 1
+        done = upload["checks"] > self.processing_checks
+        info = (
+            {"state": "succeeded", "progress_percent": 100}
+            if done
+            else {"state": "in_progress", "check_after_secs": 1, "progress_percent": 50}
+        )
+        return Reply(200, {"data": {"id": query["media_id"], "processing_info": info}})
+
+    def _limit_headers(self) -> dict[str, str]:
+        """The 15-minute window and 24-hour cap headers X sends with each post."""
+        posted = len(self.tweets)
+        headers = {
+            "x-rate-limit-limit": str(self.window_limit),
+            "x-rate-limit-remaining": str(max(0, self.window_limit - posted)),
+            "x-rate-limit-reset": str(int(time.time()) + 900),
+        }
+        for name, cap in (("user", self.user_cap), ("app", self.app_cap)):
+            if cap is not None:
+                headers[f"x-{name}-limit-24hour-limit"] = str(cap)
+                headers[f"x-{name}-limit-24hour-remaining"] = str(max(0, cap - posted))
+                headers[f"x-{name}-limit-24hour-reset"] = str(self.cap_reset)
+        return headers
+
     def _metadata(self, request: Recorded, match: re.Match[str]) -> Reply:
         body = request.json()
         if body.get("id") not in self.media:
@@ -149,6 +241,11 @@ class FakeX(FakeServer):
 
     def _tweet(self, request: Recorded, match: re.Match[str]) -> Reply:
         body = request.json()
+        headers = self._limit_headers()
+        caps = [c for c in (self.user_cap, self.app_cap) if c is not None]
+        if any(len(self.tweets) >= cap for cap in caps):
+            too_many = {"title": "Too Many Requests", "detail": "Too Many Requests"}
+            return Reply(429, {**too_many, "type": "about:blank", "status": 429}, headers)
         if any(t["text"] == body["text"] for t in self.tweets.values()):
             return DUPLICATE
         media_ids = body.get("media", {}).get("media_ids", [])
@@ -162,4 +259,5 @@ class FakeX(FakeServer):
         return Reply(
             201,
             {"data": {"id": tweet_id, "text": body["text"], "edit_history_tweet_ids": [tweet_id]}},
+            self._limit_headers(),
         )
