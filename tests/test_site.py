@@ -258,7 +258,13 @@ def test_status_masks_secrets_and_shows_hostile_values_as_text(site: Path) -> No
         assert HOSTILE not in html
         assert "&lt;script&gt;" in html
         assert "hunter2" not in html
-        assert 'http-equiv="refresh"' in html
+        assert "refresh=off" in html
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
+            assert r.headers["Refresh"] == "30"  # refreshing itself, without JavaScript
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/kiosk", timeout=5) as r:
+            assert r.headers["Refresh"] == "60"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status?refresh=off") as r:
+            assert r.headers["Refresh"] is None
         kiosk = raw_get(port, "/kiosk")[1].decode()
         assert HOSTILE not in kiosk
         assert 'src="/media/post00002-0.jpg"' in kiosk

@@ -54,7 +54,7 @@ header h1 { font-size: 1.4rem; margin: 0 0 1rem; }
 article { background: var(--card); border-radius: .75rem; padding: .75rem 1rem;
   margin: 0 0 1rem; }
 article p { margin: .25rem 0 .5rem; white-space: pre-wrap; overflow-wrap: anywhere; }
-article img, article video { display: block; max-width: 100%; height: auto;
+article img, article video { display: block; width: 100%; height: auto;
   border-radius: .5rem; margin: .5rem 0; }
 .meta { color: var(--muted); font-size: .875rem; }
 nav { display: flex; justify-content: space-between; margin: 1rem 0; }
@@ -157,6 +157,7 @@ def page_html(title: str, body: str, prefix: str, *, lang: str = "en", extra_hea
     return (
         f'<!DOCTYPE html>\n<html lang="{_esc(lang)}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<link rel="icon" href="data:,">'
         f"<title>{_esc(title)}</title>"
         f'<link rel="stylesheet" href="{prefix}style.css">'
         f'<link rel="alternate" type="application/atom+xml" href="{prefix}feed.xml" title="Atom">'

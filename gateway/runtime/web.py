@@ -273,6 +273,31 @@ def metrics_text(
     return "\n".join(lines) + "\n"
 
 
+def remote_links(config: GatewayConfig, post_id: str) -> list[tuple[str, str]]:
+    """(publisher, http(s) URL) of each service a post reached, from the outbox."""
+    db = database_path(config)
+    if not db.exists():
+        return []
+    local = {p.id for p in config.publishers if isinstance(p, FileConfig)}
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = conn.execute(
+                "SELECT publisher, url FROM deliveries WHERE post_id = ? AND status = 'sent'"
+                " AND url IS NOT NULL ORDER BY publisher",
+                (post_id,),
+            ).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []  # the page without the links rather than no page
+    return [
+        (str(pub), str(url))
+        for pub, url in rows
+        if pub not in local and str(url).startswith(("https://", "http://"))
+    ]
+
+
 def _health(conn: sqlite3.Connection) -> dict[str, Any]:
     row = conn.execute("SELECT value FROM kv WHERE key=?", (HEALTH_KEY,)).fetchone()
     return dict(json.loads(row[0])) if row else {}
@@ -298,11 +323,16 @@ def _esc(value: object) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _page(title: str, body: str, refresh: int, extra_style: str = "") -> str:
+STATUS_REFRESH = 30
+KIOSK_REFRESH = 60
+
+
+def _page(title: str, body: str, extra_style: str = "") -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<meta http-equiv="refresh" content="{refresh}"><title>{_esc(title)}</title>'
+        '<link rel="icon" href="data:,">'
+        f"<title>{_esc(title)}</title>"
         '<link rel="stylesheet" href="/style.css">'
         f"<style>table{{border-collapse:collapse}}td,th{{padding:.2rem .6rem;text-align:left}}"
         f"{extra_style}</style></head><body><main>{body}</main></body></html>\n"
@@ -331,7 +361,8 @@ def status_html(data: dict[str, Any]) -> str:
     body = (
         f"<h1>{_esc(data['gateway'])}: {run}, broker {mqtt}</h1>"
         '<p><a href="/">Timeline</a> · <a href="/kiosk">Kiosk</a> · '
-        '<a href="/status.json">JSON</a> · <a href="/metrics">Metrics</a></p>'
+        '<a href="/status.json">JSON</a> · <a href="/metrics">Metrics</a> · '
+        f'<a href="/status?refresh=off">Stop refreshing (every {STATUS_REFRESH} s)</a></p>'
         "<h2>Sensors</h2><table><tr><th>sensor</th><th>value</th><th>age</th><th>state</th>"
         f"</tr>{rows}</table>"
         "<h2>Rules</h2><table><tr><th>rule</th><th>last post</th><th>next due</th></tr>"
@@ -339,7 +370,7 @@ def status_html(data: dict[str, Any]) -> str:
         "<h2>Publishers</h2><table><tr><th>publisher</th><th>pending</th><th>failed</th>"
         f"<th>dead</th><th>last error</th></tr>{pubs}</table>"
     )
-    return _page(f"{data['gateway']} status", body, 30)
+    return _page(f"{data['gateway']} status", body)
 
 
 def _ago(seconds: float | None) -> str:
@@ -386,7 +417,7 @@ def kiosk_html(data: dict[str, Any], site: Path | None) -> str:
         f'<h1 style="position:absolute;left:-9999px">{_esc(data["gateway"])}</h1>'
         f'{photo}<div id="values">{values}</div>'
     )
-    return _page(f"{data['gateway']}", body, 60, style)
+    return _page(f"{data['gateway']}", body, style)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -448,7 +479,11 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if path in routes:
             kind, body = routes[path]()
-            self._send(200, kind, body, head, cache="no-store")
+            # An HTTP Refresh header, not <meta refresh>: ?refresh=off stops it (WCAG 2.2.1)
+            every = {"/status": STATUS_REFRESH, "/kiosk": KIOSK_REFRESH}.get(path)
+            if "refresh=off" in urlsplit(self.path).query:
+                every = None
+            self._send(200, kind, body, head, cache="no-store", refresh=every)
             return
         target = self._resolve(path)
         if target is None:
@@ -457,7 +492,25 @@ class _Handler(BaseHTTPRequestHandler):
         kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         if kind.startswith("text/") or kind.endswith(("json", "xml")):
             kind += "; charset=utf-8"
-        self._send(200, kind, target.read_bytes(), head)
+        body = target.read_bytes()
+        if target.parent == self.server.real_root / "posts" and target.suffix == ".html":
+            body = self._with_remote_links(target.stem, body)
+        self._send(200, kind, body, head)
+
+    def _with_remote_links(self, post_id: str, page: bytes) -> bytes:
+        """A permalink page plus links to the same post on each service it reached.
+
+        The archive is written before the other services answer, so their links come
+        from the outbox when the page is served."""
+        links = remote_links(self.server.config, post_id)
+        if not links:
+            return page
+        items = " · ".join(
+            f'<a href="{_esc(url)}" rel="nofollow noopener">on {_esc(pub)}</a>'
+            for pub, url in links
+        )
+        nav = f'<p class="meta remote">Also {items}</p>'.encode()
+        return page.replace(b"</main>", nav + b"</main>", 1)
 
     def _allowed(self, path: str) -> bool:
         password = self.server.password
@@ -503,8 +556,18 @@ class _Handler(BaseHTTPRequestHandler):
                 return None  # no directory listing
         return real if real.is_file() else None
 
-    def _send(self, code: int, kind: str, body: bytes, head: bool, cache: str = "") -> None:
+    def _send(
+        self,
+        code: int,
+        kind: str,
+        body: bytes,
+        head: bool,
+        cache: str = "",
+        refresh: int | None = None,
+    ) -> None:
         self.send_response(code)
+        if refresh:
+            self.send_header("Refresh", str(refresh))
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Content-Type-Options", "nosniff")
