@@ -324,11 +324,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the site of the archive, the live status and the metrics over HTTP."""
-    from gateway.runtime.status import running_pid
     from gateway.runtime.web import serve
 
-    config = _load(args, "warn")
-    return serve(config, running=lambda: running_pid(config) is not None)
+    return serve(_load(args, "warn"))
 
 
 def cmd_preview(args: argparse.Namespace) -> int:

@@ -405,6 +405,13 @@ port = {port}
         proc.wait(20)
 
 
+def test_the_server_reads_the_daemons_database() -> None:
+    from gateway.runtime import app, daemon, web
+
+    assert web.DB_FILE == app.DB_NAME
+    assert web.PID_FILE == daemon.PID_FILE
+
+
 def test_serve_command_prints_its_url(site: Path, tmp_path: Path) -> None:
     import subprocess
     import sys

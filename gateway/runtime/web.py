@@ -34,13 +34,17 @@ from urllib.parse import unquote, urlsplit
 
 from gateway.config import FileConfig, GatewayConfig, RuleConfig
 from gateway.config.secrets import redact
-from gateway.runtime.app import database_path
 from gateway.runtime.health import HEALTH_KEY, HealthStore
 from gateway.state.snapshot import SNAPSHOT_NAME, read_snapshot
 
 if TYPE_CHECKING:
     from gateway.runtime.app import Gateway
 
+DB_FILE = "gateway.db"
+"""``gateway.runtime.app.DB_NAME``, not imported: the whole daemon would come with it
+(20 MB more for a process that only reads)."""
+PID_FILE = "things-gateway.pid"
+"""``gateway.runtime.daemon.PID_FILE``, for the same reason."""
 MAX_BODY = 64 * 1024
 """Largest request body accepted (none is needed: every route is a GET)."""
 REQUEST_TIMEOUT = 10.0
@@ -49,6 +53,20 @@ LATENCY_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
 PUBLIC = ("/", "/index.html", "/feed.xml", "/feed.json", "/style.css")
 PUBLIC_PREFIXES = ("/page/", "/posts/", "/media/")
 STALE_GRACE = timedelta(minutes=10)
+
+
+def database_path(config: GatewayConfig) -> Path:
+    """The daemon's SQLite file, read here read-only."""
+    return config.gateway.resolved_state_dir() / DB_FILE
+
+
+def daemon_running(config: GatewayConfig) -> bool:
+    """Whether the daemon's PID file names a live gateway process."""
+    try:
+        pid = int((config.gateway.resolved_state_dir() / PID_FILE).read_text().strip())
+        return b"gateway" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return False
 
 
 def site_folder(config: GatewayConfig) -> Path | None:
@@ -623,9 +641,9 @@ class WebServer(ThreadingHTTPServer):
         return f"http://{host!s}:{port}/"
 
 
-def serve(config: GatewayConfig, running: Callable[[], bool]) -> int:
-    """Run the server until interrupted (``running``: is the daemon alive?)."""
-    server = WebServer(config, running=running)
+def serve(config: GatewayConfig) -> int:
+    """Run the server beside the daemon until interrupted."""
+    server = WebServer(config, running=lambda: daemon_running(config))
     print(f"serving {config.gateway.name} at {server.url}", flush=True)
     if server.site is None:
         print("no file publisher has site = true: only /status, /kiosk and /metrics", flush=True)
