@@ -136,7 +136,7 @@ class FileConfig(PublisherConfig):
     per_page: int = Field(default=20, ge=1, le=500, description="Posts per site page.")
     site_url: str = Field(
         default="",
-        pattern=r"^(https?://\S+)?$",
+        pattern=r"^(https?://\S+)?\Z",
         description="Public address of the archive folder; makes feed links absolute.",
     )
 

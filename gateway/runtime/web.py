@@ -504,6 +504,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, kind, body, head, cache="no-store", refresh=every)
             return
         target = self._resolve(path)
+        if target is None and path in ("/", "/index.html"):
+            # the site is written with the first post; until then, say so
+            title = html.escape(self.server.config.gateway.name)
+            body = (
+                f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+                f'<link rel="icon" href="data:,"><title>{title}</title></head>'
+                f"<body><main><h1>{title}</h1><p>No posts yet.</p></main></body></html>\n"
+            ).encode()
+            self._send(200, "text/html; charset=utf-8", body, head, cache="no-store")
+            return
         if target is None:
             self._send(404, "text/plain; charset=utf-8", b"not found\n", head)
             return
