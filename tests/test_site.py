@@ -131,6 +131,14 @@ def test_feeds_parse_and_validate(site: Path) -> None:
 # -- the server ---------------------------------------------------------------------
 
 
+SITE_PUBLISHER = """[[publishers]]
+id = "archive"
+type = "file"
+path = "posts"
+site = true
+"""
+
+
 def _config(state: Path, extra: str = "") -> str:
     return f"""
 [gateway]
@@ -148,11 +156,7 @@ every = "1h"
 text = "Water {{{{ water }}}}"
 publish_to = ["archive"]
 
-[[publishers]]
-id = "archive"
-type = "file"
-path = "posts"
-site = true
+{SITE_PUBLISHER}
 {extra}
 """
 
@@ -340,12 +344,7 @@ on_message = {{ topic = "{mqtt_topic}/events" }}
 text = "Event {{{{ event.n }}}} water {{{{ water }}}}"
 publish_to = ["archive"]
 
-[[publishers]]
-id = "archive"
-type = "file"
-path = "posts"
-site = true
-
+{SITE_PUBLISHER}
 [web]
 enabled = true
 port = {port}
@@ -435,3 +434,31 @@ def test_serve_command_prints_its_url(site: Path, tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_timelapse_plays_inline_and_threads_show_every_part() -> None:
+    from gateway.publishers.site import post_html
+
+    record = {
+        "id": "t1",
+        "rule": "timelapse",
+        "created_at": "2026-07-01T21:00:00+01:00",
+        "text": "part 1",
+        "thread": ["part 1", "part 2"],
+        "lang": "en",
+        "media": [
+            {
+                "file": "media/t1-0.mp4",
+                "mime": "video/mp4",
+                "width": 640,
+                "height": 480,
+                "bytes": 1000,
+                "alt": "The day at the pool",
+            },
+        ],
+    }
+    html = post_html(record, "")
+    assert '<video src="media/t1-0.mp4" width="640" height="480" autoplay muted loop' in html
+    assert 'aria-label="The day at the pool"' in html
+    assert "part 2" in html
+    assert "2026-07-01 21:00" in html  # the post's own local time
