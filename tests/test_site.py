@@ -462,3 +462,15 @@ def test_a_timelapse_plays_inline_and_threads_show_every_part() -> None:
     assert 'aria-label="The day at the pool"' in html
     assert "part 2" in html
     assert "2026-07-01 21:00" in html  # the post's own local time
+
+
+def test_the_daemon_does_not_load_the_web_server_unless_asked() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gateway.cli, gateway.runtime.daemon, gateway.runtime.app;"
+        "print('gateway.runtime.web' in sys.modules, 'http.server' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
