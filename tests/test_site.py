@@ -411,6 +411,35 @@ def test_the_server_reads_the_daemons_database() -> None:
     assert web.PID_FILE == daemon.PID_FILE
 
 
+def test_a_taken_web_port_is_logged_and_the_daemon_still_posts(
+    broker: Broker, tmp_path: Path, mqtt_topic: str
+) -> None:
+    from tests.gwutil import StderrLines, event_rules
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "gateway.toml"
+        config.write_text(
+            base_config(broker, tmp_path / "state")
+            + event_rules(mqtt_topic)
+            + f"\n[web]\nenabled = true\nport = {port}\n",
+            encoding="utf-8",
+        )
+        proc = start_gateway(config)
+        stderr = StderrLines(proc)
+        try:
+            wait_until(lambda: stderr.has("[web]: cannot listen on 127.0.0.1"))
+            wait_until(lambda: stderr.has("connected to MQTT broker"), timeout=60)
+            publish(broker, [(f"{mqtt_topic}/events", '{"n": 7}')])
+            posts = wait_until(lambda: read_archive(tmp_path / "state" / "posts" / "posts.jsonl"))
+            assert posts[0]["text"] == "Event 7"
+        finally:
+            proc.terminate()
+            proc.wait(20)
+
+
 def test_serve_command_prints_its_url(site: Path, tmp_path: Path) -> None:
     import subprocess
     import sys

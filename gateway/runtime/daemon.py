@@ -161,9 +161,14 @@ class Daemon:
             # imported only when asked for: no HTTP server in memory otherwise
             from gateway.runtime.web import WebServer
 
-            self._web = WebServer(config, gateway=self.gateway)
-            self._web.start_thread()
-            log.info("serving the thing's page at %s", self._web.url)
+            try:
+                self._web = WebServer(config, gateway=self.gateway)
+            except OSError as exc:  # the page is extra: posting goes on without it
+                web = config.web
+                log.error("[web]: cannot listen on %s:%d: %s", web.bind, web.port, exc)
+            else:
+                self._web.start_thread()
+                log.info("serving the thing's page at %s", self._web.url)
 
     def _stop_gateway(self) -> None:
         if self._web is not None:
