@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         "status", parents=[common], help="summary of the running daemon: broker, sensors, outbox"
     )
     sub.add_parser("check-config", parents=[common], help="validate the config; exit 78 on errors")
+    sub.add_parser(
+        "serve", parents=[common], help="serve the thing's page, /status and /metrics ([web])"
+    )
     preview = sub.add_parser(
         "preview", parents=[common], help="render a rule's post now, publish nothing"
     )
@@ -319,6 +322,13 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the site of the archive, the live status and the metrics over HTTP."""
+    from gateway.runtime.web import serve
+
+    return serve(_load(args, "warn"))
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     """Render a rule now from saved state or sample values, per publisher; publish nothing."""
     from gateway.runtime.preview import preview_rule
@@ -352,6 +362,7 @@ COMMANDS = {
     "history": cmd_history,
     "outbox": cmd_outbox,
     "demo": cmd_demo,
+    "serve": cmd_serve,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -105,3 +106,45 @@ def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
     noisy = [line for line in output.splitlines() if " WARNING " in line or " ERROR " in line]
     assert not noisy, output
     assert "posts shown are archived" in output
+
+
+def test_demo_serves_its_page_and_prints_the_address_first(tmp_path: Path) -> None:
+    import urllib.request
+
+    from tests.gwutil import wait_until
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "demo",
+            "--duration",
+            "20",
+            "--state-dir",
+            str(tmp_path / "demo"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("things-gateway demo: its page is at http://127.0.0.1:")
+        url = first.rsplit(" ", 1)[1].strip()
+
+        def timeline() -> str | None:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                page = response.read().decode()
+            return page if "<article" in page and "<img" in page else None
+
+        page = wait_until(timeline, timeout=30)
+        assert "Demo pool" in page
+        with urllib.request.urlopen(url + "status.json", timeout=5) as response:
+            status = json.loads(response.read())
+        assert status["running"] is True
+        assert status["mqtt_connected"] is True
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)

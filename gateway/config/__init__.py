@@ -79,6 +79,7 @@ from gateway.config.sections import (
     Size,
     StateSection,
     TlsSection,
+    WebSection,
     parse_size,
 )
 from gateway.config.sensors import SensorConfig, SensorFormat, id_pattern, topic_captures
@@ -132,6 +133,7 @@ __all__ = [
     "StateSection",
     "TimelapseSpec",
     "TlsSection",
+    "WebSection",
     "WebhookConfig",
     "XConfig",
     "config_path",

@@ -128,6 +128,17 @@ class FileConfig(PublisherConfig):
         default="posts",
         description="Archive folder; relative paths are under the gateway's state_dir.",
     )
+    site: bool = Field(
+        default=False,
+        description="Also keep a static site (index, permalinks, feeds) in the archive folder.",
+    )
+    site_title: str = Field(default="", max_length=200, description="The site's title.")
+    per_page: int = Field(default=20, ge=1, le=500, description="Posts per site page.")
+    site_url: str = Field(
+        default="",
+        pattern=r"^(https?://\S+)?\Z",
+        description="Public address of the archive folder; makes feed links absolute.",
+    )
 
 
 def filters_overlap(a: str, b: str) -> bool:

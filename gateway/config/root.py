@@ -52,6 +52,7 @@ from gateway.config.sections import (
     MediaSection,
     MqttSection,
     StateSection,
+    WebSection,
 )
 from gateway.config.sensors import SensorConfig
 
@@ -99,6 +100,7 @@ class GatewayConfig(BaseSettings):
     homeassistant: HomeAssistantSection = Field(
         default_factory=HomeAssistantSection, description="[homeassistant]"
     )
+    web: WebSection = Field(default_factory=WebSection, description="[web]")
 
     @classmethod
     def settings_customise_sources(

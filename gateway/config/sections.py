@@ -304,6 +304,27 @@ class HealthSection(Section):
     )
 
 
+class WebSection(Section):
+    """``[web]``: the thing's page and live status over HTTP (in the daemon, or
+    ``things-gateway serve`` beside it)."""
+
+    enabled: bool = Field(default=False, description="Serve from the daemon itself (live values).")
+
+    bind: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8080, ge=1, le=65535, description="TCP port.")
+    user: str = Field(default="admin", max_length=64, description="Basic auth user name.")
+    password: SecretStr | None = Field(
+        default=None,
+        description="Basic auth password (a `${NAME}` credential) for everything but the"
+        " public timeline and feeds; unset: no auth.",
+    )
+    site: str | None = Field(
+        default=None,
+        description="Id of the `file` publisher with `site = true` to serve (default: the"
+        " first one).",
+    )
+
+
 class HomeAssistantSection(Section):
     """``[homeassistant]``: MQTT discovery of the gateway's own health."""
 

@@ -25,6 +25,7 @@ from gateway.publishers.file import ARCHIVE_NAME, read_archive_ids
 from gateway.runtime.app import DB_NAME, Gateway
 from gateway.runtime.loading import validate_config
 from gateway.runtime.logs import setup_logging
+from gateway.runtime.web import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,11 @@ def run_demo(
     deadline = None if duration is None else time.monotonic() + duration
     started = datetime.now(UTC)
     with handle:
+        config = demo_config(handle.port, state_dir)
+        gateway = Gateway(config)
+        web = start_web(config, gateway)
+        print(f"things-gateway demo: its page is at {web.url}", flush=True)
         log.info("demo broker: %s on %s:%d", handle.kind, handle.host, handle.port)
-        gateway = Gateway(demo_config(handle.port, state_dir))
         simulator = Simulator(
             handle.host, handle.port, prefix="demo", interval=2.0, camera_interval=5.0
         )
@@ -74,7 +78,18 @@ def run_demo(
         finally:
             simulator.stop()
             gateway.stop()
+            web.stop()
     return report_archive(gateway.state_dir, since=started)
+
+
+def start_web(config: GatewayConfig, gateway: Gateway) -> WebServer:
+    """The demo's page on 127.0.0.1:8080, or on a free port when 8080 is taken."""
+    try:
+        web = WebServer(config, gateway=gateway)
+    except OSError:
+        web = WebServer(config, ("127.0.0.1", 0), gateway=gateway)
+    web.start_thread()
+    return web
 
 
 def report_archive(state_dir: Path, since: datetime) -> int:

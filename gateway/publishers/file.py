@@ -15,6 +15,7 @@ after a crash is harmless.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -28,9 +29,11 @@ from gateway.publishers.base import (
     OneMessageThread,
     PublisherContext,
 )
+from gateway.publishers.site import SiteBuilder
 from gateway.support.files import atomic_copy, fsync_dir
 
 ARCHIVE_NAME = "posts.jsonl"
+_log = logging.getLogger(__name__)
 
 
 def build(config: FileConfig, ctx: PublisherContext) -> FilePublisher:
@@ -38,7 +41,11 @@ def build(config: FileConfig, ctx: PublisherContext) -> FilePublisher:
     folder = Path(config.path)
     if not folder.is_absolute():
         folder = ctx.state_dir / folder
-    return FilePublisher(config.id, folder)
+    site = None
+    if config.site:
+        title = config.site_title or ctx.gateway_name
+        site = SiteBuilder(folder, title=title, per_page=config.per_page, base_url=config.site_url)
+    return FilePublisher(config.id, folder, site=site)
 
 
 class FilePublisher(OneMessageThread):
@@ -46,16 +53,21 @@ class FilePublisher(OneMessageThread):
 
     capabilities = Capabilities(max_images=16)
 
-    def __init__(self, publisher_id: str, folder: Path) -> None:
+    def __init__(self, publisher_id: str, folder: Path, site: SiteBuilder | None = None) -> None:
         self.id = publisher_id
         self.folder = folder
         self.archive = folder / ARCHIVE_NAME
+        self.site = site
         self._lock = threading.Lock()
         self._ids: set[str] | None = None
 
     def _known_ids(self) -> set[str]:
         if self._ids is None:
-            self._ids = set(read_archive_ids(self.archive))
+            records = read_archive(self.archive)
+            self._ids = {r["id"] for r in records}
+            if self.site is not None:
+                # once per start: the site catches up with the archive if it fell behind
+                self.site.sync(records)
         return self._ids
 
     def publish_thread(
@@ -74,6 +86,11 @@ class FilePublisher(OneMessageThread):
             record = archive_record(post, parts[0], entries, parts)
             self._append(json.dumps(record, ensure_ascii=False))
             self._known_ids().add(post.id)
+            if self.site is not None:
+                try:
+                    self.site.add(record)
+                except OSError as exc:  # the archive has the post; the next start rebuilds
+                    _log.warning("site not updated for post %s: %s", post.id, exc)
         return Receipt(remote_id=post.id, url=self.archive.as_uri())
 
     def _store_media(self, post_id: str, n: int, item: MediaItem) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from gateway.config import ConfigError, GatewayConfig
 from gateway.rules.scheduler import Plan
@@ -33,6 +34,9 @@ from gateway.runtime.loading import load_config
 from gateway.runtime.memory import trim_malloc
 from gateway.runtime.sdnotify import Notifier, watchdog_interval
 from gateway.support.ratelog import RateLimitedLog
+
+if TYPE_CHECKING:
+    from gateway.runtime.web import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,7 @@ class Daemon:
         self._wake = threading.Event()
         self._rate_log = RateLimitedLog(log, interval=300)
         self.gateway: Gateway | None = None
+        self._web: WebServer | None = None
 
     # -- signals ------------------------------------------------------------------------
 
@@ -152,8 +157,23 @@ class Daemon:
                 log.info("reload: %s keep their next run time", ", ".join(kept))
         self.gateway.start()
         self._write_pid_file()
+        if config.web.enabled:
+            # imported only when asked for: no HTTP server in memory otherwise
+            from gateway.runtime.web import WebServer
+
+            try:
+                self._web = WebServer(config, gateway=self.gateway)
+            except OSError as exc:  # the page is extra: posting goes on without it
+                web = config.web
+                log.error("[web]: cannot listen on %s:%d: %s", web.bind, web.port, exc)
+            else:
+                self._web.start_thread()
+                log.info("serving the thing's page at %s", self._web.url)
 
     def _stop_gateway(self) -> None:
+        if self._web is not None:
+            self._web.stop()
+            self._web = None
         if self.gateway is not None:
             self.gateway.stop()
             pid_file(self.gateway.config).unlink(missing_ok=True)
