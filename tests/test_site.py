@@ -373,6 +373,7 @@ port = {port}
             [
                 (f"{mqtt_topic}/water", "21.5"),
                 (f"{mqtt_topic}/water", "22.5"),
+                (f"{mqtt_topic}/water", "warm"),  # rejected: counted for its sensor
                 (f"{mqtt_topic}/water", "23.5"),
             ],
         )
@@ -388,7 +389,8 @@ port = {port}
         )
         assert found["gateway_posts_total,rule=ev"] == 2
         assert found["gateway_outbox_depth"] == 0
-        assert found["gateway_rejected_payloads_total"] == 0
+        assert found["gateway_rejected_payloads_total"] == 1
+        assert found["gateway_sensor_rejected_payloads_total,sensor=water"] == 1
         assert found["gateway_delivery_latency_seconds_count"] == 2
         assert found["gateway_delivery_latency_seconds_bucket,le=+Inf"] == 2
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/status.json", timeout=5) as r:
@@ -503,3 +505,53 @@ def test_the_daemon_does_not_load_the_web_server_unless_asked() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_a_slow_client_is_cut_off_and_a_crowd_gets_503(tmp_path: Path) -> None:
+    """One byte every second holds a request no longer than its deadline; past
+    MAX_CONNECTIONS requests at once, the next is answered 503 at once."""
+    import socket as socket_module
+
+    import gateway.runtime.web as web
+
+    deadline, cap = web.REQUEST_DEADLINE, web.MAX_CONNECTIONS
+    web.REQUEST_DEADLINE, web.MAX_CONNECTIONS = 2.0, 2
+    server = _server(tmp_path / "state")
+    host, port = server.server_address[:2]
+    slow = [socket_module.create_connection((str(host), port)) for _ in range(2)]
+    try:
+        for s in slow:
+            s.sendall(b"GET / HTTP/1.1\r\n")
+        time.sleep(0.3)
+        with socket_module.create_connection((str(host), port)) as third:
+            third.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert third.recv(100).startswith(b"HTTP/1.1 503")
+        started = time.monotonic()
+        s = slow[0]
+        s.settimeout(10)
+        while True:  # trickle header lines until the server hangs up
+            try:
+                s.sendall(b"X-Slow: 1\r\n")
+                if not s.recv(1, socket_module.MSG_PEEK | socket_module.MSG_DONTWAIT):
+                    break
+            except BlockingIOError:
+                pass
+            except OSError:
+                break
+            time.sleep(0.5)
+            assert time.monotonic() - started < 8, "the slow request was never cut off"
+        # both slow requests were cut off: their slots are free, a normal request is served
+
+        def served() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/status.json", timeout=5):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(served, timeout=5)
+    finally:
+        for s in slow:
+            s.close()
+        server.stop()
+        web.REQUEST_DEADLINE, web.MAX_CONNECTIONS = deadline, cap

@@ -10,7 +10,8 @@ from the database the daemon writes (read-only) and ``state.json``:
 - ``/kiosk``: the newest photo full-screen with the current values large.
 
 The standard library's ``ThreadingHTTPServer``: GET and HEAD only, request bodies
-refused, a per-connection timeout, no directory listing; a path that leaves the site
+refused, a timeout per read and a deadline per request, at most
+:data:`MAX_CONNECTIONS` requests at once, no directory listing; a path that leaves the site
 folder (``..``, ``%2e%2e``, absolute paths, symlinks pointing out) is a 404.  With
 ``[web] password`` set, everything but the public timeline and feeds asks for basic
 auth, compared in constant time.
@@ -19,11 +20,14 @@ auth, compared in constant time.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import html
 import json
 import mimetypes
+import socket
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -48,7 +52,12 @@ PID_FILE = "things-gateway.pid"
 MAX_BODY = 64 * 1024
 """Largest request body accepted (none is needed: every route is a GET)."""
 REQUEST_TIMEOUT = 10.0
-"""Seconds a connection may take to send its request."""
+"""Seconds one read or write of a connection may wait."""
+REQUEST_DEADLINE = 30.0
+"""Seconds a whole request may take, however slowly its bytes arrive: then the
+connection is shut (a client sending one byte every few seconds holds no thread long)."""
+MAX_CONNECTIONS = 16
+"""Requests served at once; one more gets 503 at once (each holds a thread)."""
 LATENCY_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
 PUBLIC = ("/", "/index.html", "/feed.xml", "/feed.json", "/style.css")
 PUBLIC_PREFIXES = ("/page/", "/posts/", "/media/")
@@ -254,10 +263,13 @@ def metrics_text(
         finally:
             conn.close()
     connected = running and bool((health.get("mqtt") or {}).get("connected"))
+    rejected: list[tuple[str, float]] = []
     if gateway is not None:
         stats = gateway.ingest.stats
         health = {"readings": stats.readings, "rejected": stats.rejected}
         connected = gateway.ingest.connected.is_set()
+        counters = sorted(gateway.state.counters().items())
+        rejected = [(f'{{sensor="{_label(k)}"}}', float(c.rejected)) for k, c in counters]
     metric(
         "gateway_readings_total",
         "counter",
@@ -269,6 +281,12 @@ def metrics_text(
         "counter",
         "Payloads rejected (bad input) since the daemon started.",
         [("", float(health.get("rejected") or 0))],
+    )
+    metric(
+        "gateway_sensor_rejected_payloads_total",
+        "counter",
+        "Payloads rejected per sensor since the daemon started ([web] in the daemon only).",
+        rejected,
     )
     metric(
         "gateway_sensor_readings_total",
@@ -447,6 +465,23 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the daemon's journal is not for page views."""
 
+    def setup(self) -> None:
+        """Start the request's deadline (:data:`REQUEST_DEADLINE`)."""
+        super().setup()
+        self._deadline = threading.Timer(REQUEST_DEADLINE, self._expire)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def finish(self) -> None:
+        """Cancel the deadline."""
+        self._deadline.cancel()
+        super().finish()
+
+    def _expire(self) -> None:
+        """The request took too long: shut the connection (its reads and writes end)."""
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
     def do_POST(self) -> None:
         self._refuse_body()
 
@@ -613,6 +648,34 @@ class WebServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 16
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (or was cut off) is no error worth a traceback."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve in a thread if fewer than :data:`MAX_CONNECTIONS` are busy, else 503."""
+        if not self._slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                    b"Retry-After: 1\r\nConnection: close\r\n\r\n"
+                )
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """One request in its thread; its slot is given back when it ends."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
     def __init__(
         self,
         config: GatewayConfig,
@@ -624,6 +687,7 @@ class WebServer(ThreadingHTTPServer):
         self.config = config
         self.gateway = gateway
         self.running = running
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.site = site_folder(config)
         self.real_root = self.site.resolve() if self.site else Path("/nonexistent")
         secret = config.web.password
