@@ -83,3 +83,57 @@ access_token = "{MASTODON_TOKEN}"
     assert texts[0].endswith("…</p>")  # fitted to 500 before the server answered
     assert len(texts[0]) < 510
     assert texts[1] == f"<p>{'word ' * 140}end</p>"  # 703 characters: fits the server's 1000
+
+
+def test_the_static_site_links_each_post_to_where_it_was_sent(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """The archive is written before Mastodon answers; once it does, the post's static
+    permalink and the index link the status (no server needed: it works from file://)."""
+    from gateway.publishers.file import read_archive
+
+    with FakeMastodon(MASTODON_TOKEN) as mastodon:
+        path = tmp_path / "gateway.toml"
+        path.write_text(
+            base_config(broker, tmp_path / "state")
+            + f"""
+[[rules]]
+id = "hello"
+every = "1h"
+text = "hello from the pool"
+publish_to = ["archive", "masto"]
+
+[[publishers]]
+id = "archive"
+type = "file"
+path = "posts"
+site = true
+
+[[publishers]]
+id = "masto"
+type = "mastodon"
+base_url = "{mastodon.url}"
+access_token = "{MASTODON_TOKEN}"
+""",
+            encoding="utf-8",
+        )
+        gateway = Gateway(load_config(path))
+        try:
+            gateway.start()
+            post = gateway.fire("hello")
+            assert post is not None
+            wait_until(lambda: len(mastodon.statuses) == 1, timeout=15)
+            (status,) = mastodon.statuses.values()
+            site = tmp_path / "state" / "posts"
+            permalink = site / "posts" / f"{post.id}.html"
+            wait_until(lambda: status["url"] in permalink.read_text(encoding="utf-8"), timeout=10)
+        finally:
+            gateway.stop()
+        assert status["url"] in (site / "index.html").read_text(encoding="utf-8")
+        assert [r["id"] for r in read_archive(site / "posts.jsonl")] == [post.id]
+        # a restart keeps the links (site.json) and the archive stays as it was written
+        gateway = Gateway(load_config(path))
+        gateway.start()
+        gateway.stop()
+        assert status["url"] in (site / "index.html").read_text(encoding="utf-8")
+        assert "links" not in read_archive(site / "posts.jsonl")[0]

@@ -143,6 +143,9 @@ class DeliveryWorker:
         """Monotonic time the current step began, None while idle (for the watchdog)."""
         self.paused: str | None = None
         """Why the publisher is paused (a revoked credential) until a reload; None if not."""
+        self.on_sent: Callable[[str, str, str], object] | None = None
+        """``on_sent(post id, publisher id, url)`` after a delivery with a remote URL (the
+        static site links the post there); any thread's worker calls it."""
         self.waiting: tuple[str, float] | None = None
         """``(reason, until)`` while a service's rate limit or cap holds deliveries back."""
 
@@ -279,6 +282,11 @@ class DeliveryWorker:
         self.outbox.mark_sent(delivery, receipt)
         self.waiting = None
         self.sent += 1
+        if self.on_sent is not None and receipt.url:
+            try:
+                self.on_sent(delivery.post.id, self.publisher.id, receipt.url)
+            except Exception:  # the delivery is done whatever a listener does
+                log.exception("after post %s sent to %s", delivery.post.id, self.publisher.id)
         log.info(
             "post %s sent to %s%s",
             delivery.post.id,

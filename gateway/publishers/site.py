@@ -28,6 +28,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -128,7 +129,11 @@ def _media_html(item: dict[str, Any], prefix: str) -> str:
 def post_html(
     record: dict[str, Any], prefix: str, links: dict[str, str] | None = None, *, heading: str = "h2"
 ) -> str:
-    """One post as an ``<article>``; ``prefix`` leads from the page to the archive folder."""
+    """One post as an ``<article>``; ``prefix`` leads from the page to the archive folder;
+    ``links`` (default: the record's own, see :meth:`SiteBuilder.add_link`) lead to the
+    same post on other services."""
+    if links is None:
+        links = record.get("links")
     lang = _lang(record)
     lang_attr = f' lang="{_esc(lang)}"' if lang else ""
     parts = record.get("thread") or [record.get("text", "")]
@@ -192,6 +197,8 @@ class SiteBuilder:
         self._count = 0
         self._recent: list[dict[str, Any]] = []  # oldest first
         self._loaded = False
+        self._lock = threading.Lock()
+        """The file publisher's worker adds posts, other workers add their links."""
 
     @property
     def keep(self) -> int:
@@ -215,6 +222,8 @@ class SiteBuilder:
 
     def rebuild(self, records: Sequence[dict[str, Any]]) -> None:
         """Write every page from scratch (first start, or a lost ``site.json``)."""
+        links = {r["id"]: r["links"] for r in self._recent if r.get("links")}
+        records = [{**r, "links": links[r["id"]]} if r.get("id") in links else r for r in records]
         self._prepare()
         for n in range(len(records) // self.per_page):
             chunk = records[n * self.per_page : (n + 1) * self.per_page]
@@ -228,6 +237,27 @@ class SiteBuilder:
 
     def add(self, record: dict[str, Any]) -> None:
         """One more post (already appended to the archive): O(1) files rewritten."""
+        with self._lock:
+            self._add(record)
+
+    def add_link(self, post_id: str, service: str, url: str) -> bool:
+        """The post reached ``service`` at ``url``: its permalink, the index and the
+        feeds link it there (a full older page, written once, does not change).
+        False when the post is not among the newest the site keeps."""
+        if not url.startswith(("https://", "http://")):
+            return False
+        with self._lock:
+            for record in reversed(self._recent):
+                if record.get("id") == post_id:
+                    links = dict(record.get("links") or {})
+                    links[service] = url
+                    record["links"] = links
+                    self._write_permalink(record)
+                    self._write_front()
+                    return True
+        return False
+
+    def _add(self, record: dict[str, Any]) -> None:
         if not self._loaded:
             self._prepare()
             self._loaded = True

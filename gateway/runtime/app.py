@@ -178,6 +178,15 @@ class Gateway:
             )
             for p in enabled
         }
+        # The static site links each post to where it went, as each delivery is sent.
+        sites = [
+            p.site
+            for p in self.publishers.values()
+            if isinstance(p, FilePublisher) and p.site is not None
+        ]
+        if sites:
+            for worker in self.workers.values():
+                worker.on_sent = lambda post, pub, url: [s.add_link(post, pub, url) for s in sites]
         self.runner = RuleRunner(
             config=config,
             composer=Composer(

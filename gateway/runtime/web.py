@@ -565,7 +565,12 @@ class _Handler(BaseHTTPRequestHandler):
 
         The archive is written before the other services answer, so their links come
         from the outbox when the page is served."""
-        links = remote_links(self.server.config, post_id)
+        # the daemon writes the links it learns into the page; add those it has not
+        links = [
+            (pub, url)
+            for pub, url in remote_links(self.server.config, post_id)
+            if _esc(url).encode() not in page
+        ]
         if not links:
             return page
         items = " · ".join(
