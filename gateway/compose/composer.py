@@ -28,8 +28,9 @@ from gateway.media.attachments import (
     MissingMediaError,
     smallest_budget,
 )
-from gateway.media.fitting import MediaFitter
+from gateway.media.fitting import MediaFitter, limits_for
 from gateway.media.frames import FrameStore
+from gateway.media.images import ImageLimits
 from gateway.media.sources import CameraFrames
 from gateway.model import MediaItem, Post, Value, new_post_id
 from gateway.state.store import UNKNOWN_TIME, SensorSnapshot, StateStore
@@ -446,7 +447,8 @@ class Composer:
             raise ComposeError("the text template rendered to nothing")
         post_id = new_post_id()
         budgets = {pid: caps.max_image_bytes for pid, caps in (targets or {}).items()}
-        media = self._attachments(rule, post_id, ctx, now, smallest_budget(budgets))
+        limits = [limits_for(caps) for caps in (targets or {}).values()]
+        media = self._attachments(rule, post_id, ctx, now, smallest_budget(budgets), limits)
         return Post(
             id=post_id, rule=rule.id, created_at=now, text=text, media=media, lang=rule.language
         )
@@ -464,13 +466,15 @@ class Composer:
         ctx: Mapping[str, Any],
         now: datetime,
         budget: int | None,
+        limits: list[ImageLimits],
     ) -> tuple[MediaItem, ...]:
         makers: list[Callable[[], MediaItem]] = []
         markup = rule.allow_markup
         for n, image in enumerate(rule.images):
             caption = render(image.caption, ctx, allow_markup=markup) if image.caption else None
             alt = render(image.alt, ctx, allow_markup=markup)
-            makers.append(partial(self._media.photo, post_id, n, image.camera, caption, alt, now))
+            photo = partial(self._media.photo, post_id, n, image.camera, caption, alt, now)
+            makers.append(partial(photo, limits))
         for n, chart in enumerate(rule.charts, start=len(rule.images)):
             alt = render(chart.alt, ctx, allow_markup=markup)
             makers.append(partial(self._media.chart, post_id, n, chart, alt, now))

@@ -45,6 +45,8 @@ class RenderedChart(RenderedImage):
     """The value axis's tick labels, bottom to top."""
     marks: tuple[str, ...] = ()
     """The readings written on it: the latest (with its unit), then ``max ...``, ``min ...``."""
+
+
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 
@@ -217,9 +219,7 @@ def _plot_frame(
     w, h = size
     widest = max(draw.textlength(text, font=label) for text in scale.labels)
     left = int(widest + w * 0.03)
-    return _Frame(
-        left, int(h * 0.2), int(w * 0.97), int(h * 0.86), *t_range, scale.low, scale.high
-    )
+    return _Frame(left, int(h * 0.2), int(w * 0.97), int(h * 0.86), *t_range, scale.low, scale.high)
 
 
 def _draw_axes(
@@ -363,6 +363,4 @@ def render_chart(
     im.save(buf, "PNG", optimize=False, compress_level=6)
     data = buf.getvalue()
     atomic_write(dest, data)
-    return RenderedChart(
-        dest, "image/png", size[0], size[1], len(data), scale.labels, tuple(marks)
-    )
+    return RenderedChart(dest, "image/png", size[0], size[1], len(data), scale.labels, tuple(marks))
