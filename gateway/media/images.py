@@ -169,10 +169,12 @@ def fit_size(size: tuple[int, int], limits: ImageLimits) -> tuple[int, int]:
 
 
 def _fit_within(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
-    scale = min(1.0, box[0] / size[0], box[1] / size[1])
-    if scale >= 1.0:
+    if size[0] <= box[0] and size[1] <= box[1]:
         return size
-    return max(1, min(box[0], round(size[0] * scale))), max(1, min(box[1], round(size[1] * scale)))
+    # the limiting side gets the box's length exactly; the other is rounded
+    if box[0] * size[1] <= box[1] * size[0]:
+        return box[0], max(1, min(box[1], round(size[1] * box[0] / size[0])))
+    return max(1, min(box[0], round(size[0] * box[1] / size[1]))), box[1]
 
 
 _ONE_BYTE_MODES = frozenset({"1", "L", "P"})
