@@ -3,7 +3,7 @@
 Usage::
 
     python bench/ingest.py            # 10,000 and 50,000 sensors, 3 runs of each case
-    python bench/ingest.py --quick    # 10,000 sensors, 50,000 messages, 2 runs
+    python bench/ingest.py --quick    # 10,000 sensors, 100,000 messages, 2 runs
 
 For each number of sensors, MQTT protocol (3.1.1 and 5) and broker setting
 (mosquitto's default ``max_inflight_messages 20``, and a tuned 1000), two consumers
@@ -33,6 +33,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -120,19 +121,19 @@ def paho_consumer(port: int, protocol: Protocol, client_id: str, subscribe_only:
             clean_session=False,
         )  # fmt: skip
     count = 0
+    done = False
 
     def on_connect(c: mqtt.Client, *_args: object) -> None:
         c.subscribe([("bench/#", 1), (MARKER, 1)])
 
     def on_subscribe(c: mqtt.Client, *_args: object) -> None:
-        if subscribe_only:
-            c.disconnect()
+        nonlocal done
+        done = done or subscribe_only
 
     def on_message(c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        nonlocal count
+        nonlocal count, done
         count += 1
-        if msg.topic == MARKER:
-            c.disconnect()
+        done = done or msg.topic == MARKER  # acknowledged before we disconnect
 
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
@@ -143,12 +144,18 @@ def paho_consumer(port: int, protocol: Protocol, client_id: str, subscribe_only:
         client.connect("127.0.0.1", port, clean_start=False, properties=props)
     else:
         client.connect("127.0.0.1", port)
-    client.loop_forever()
+    while not done:
+        client.loop(0.1)
+    client.loop(0.05)  # the last PUBACK goes out
+    client.disconnect()
     print(count)
 
 
-def run_paho(port: int, protocol: Protocol, client_id: str, subscribe_only: bool = False) -> float:
-    """Seconds a bare paho consumer process takes, from its start to the marker."""
+def run_paho(
+    port: int, protocol: Protocol, client_id: str, subscribe_only: bool = False
+) -> tuple[float, int]:
+    """Seconds a bare paho consumer process takes, from its start to the marker, and the
+    messages it saw."""
     began = time.perf_counter()
     command = [
         sys.executable,
@@ -158,9 +165,9 @@ def run_paho(port: int, protocol: Protocol, client_id: str, subscribe_only: bool
         str(int(protocol)),
         client_id,
     ]
-    subprocess.run([*command, *(["--subscribe-only"] if subscribe_only else [])], check=True,
-                   stdout=subprocess.DEVNULL, timeout=600)  # fmt: skip
-    return time.perf_counter() - began
+    out = subprocess.run([*command, *(["--subscribe-only"] if subscribe_only else [])],
+                         check=True, capture_output=True, text=True, timeout=600)  # fmt: skip
+    return time.perf_counter() - began, int(out.stdout.split()[-1])
 
 
 # -- the daemon -----------------------------------------------------------------------------
@@ -195,31 +202,39 @@ def vm_kb(pid: int, field: str) -> int:
     return 0
 
 
-def run_daemon(config: Path, posts_before: int, subscribe_only: bool = False) -> tuple[float, int]:
-    """Seconds from starting ``things-gateway run`` to the marker's post; its VmHWM (kB)."""
+def run_daemon(
+    config: Path, posts_before: int, subscribe_only: bool = False
+) -> tuple[float, int, int]:
+    """Seconds from starting ``things-gateway run`` to the marker's post; its VmHWM (kB);
+    the readings it took (from its "ingest totals" line at stop)."""
     archive = config.parent / "state" / "posts" / "posts.jsonl"
-    log = (config.parent / "daemon.log").open("ab")
+    log_path = config.parent / "daemon.log"
+    log_path.write_bytes(b"")
+    log = log_path.open("ab")
     began = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "-c", str(config)],
                             stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+    elapsed, peak = 0.0, 0
     try:
         deadline = began + 600
         while True:
             if subscribe_only:
-                text = (config.parent / "daemon.log").read_text(errors="replace")
-                if "connected to MQTT broker" in text:
+                if "connected to MQTT broker" in log_path.read_text(errors="replace"):
                     time.sleep(1.0)  # its SUBSCRIBE is out right after
-                    return time.perf_counter() - began, 0
+                    break
             elif archive.exists() and archive.read_bytes().count(b"\n") > posts_before:
                 elapsed = time.perf_counter() - began
-                return elapsed, vm_kb(proc.pid, "VmHWM")
+                peak = vm_kb(proc.pid, "VmHWM")
+                break
             if proc.poll() is not None or time.perf_counter() > deadline:
-                raise SystemExit(f"the daemon stopped or timed out; see {log.name}")
+                raise SystemExit(f"the daemon stopped or timed out; see {log_path}")
             time.sleep(0.005)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
         log.close()
+    totals = re.findall(r"ingest totals: \d+ messages, (\d+) readings", log_path.read_text())
+    return elapsed, peak, int(totals[-1]) if totals else -1
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -253,8 +268,13 @@ def case(args: argparse.Namespace, sensors: int, protocol: str, inflight: int) -
         for _ in range(args.runs):
             for messages, suffix in ((args.messages, ""), (0, "-empty")):
                 flood(broker.port, sensors, messages)  # queued for both sessions
-                times["paho" + suffix].append(run_paho(broker.port, PROTOCOLS[protocol], pid))
-                elapsed, peak = run_daemon(config, posts)
+                seconds, seen = run_paho(broker.port, PROTOCOLS[protocol], pid)
+                times["paho" + suffix].append(seconds)
+                if seen != messages + 1:
+                    print(f"  paho saw {seen} messages, not {messages + 1}: its figure is off")
+                elapsed, peak, readings = run_daemon(config, posts)
+                if readings != messages:
+                    print(f"  the daemon took {readings} readings, not {messages}")
                 posts += 1
                 times["daemon" + suffix].append(elapsed)
                 if not suffix:
@@ -291,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.sensors, args.messages, args.runs = [10_000], 50_000, 2
+        args.sensors, args.messages, args.runs = [10_000], 100_000, 2
     print(
         f"bench/ingest.py: seconds from starting a consumer to its handling the last of "
         f"{args.messages:,} queued QoS 1 readings (Tasmota JSON): the daemon (things-gateway "
