@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,12 @@ from gateway.support.database import MIGRATIONS
 from tests.gwutil import archive_posts
 from tests.mediautil import deliver_all, image_size, make_gateway, noisy_jpeg, scene_jpeg  # noqa: F401
 
-FOUR_PUBLISHERS = """
+
+def photo_post(*paths: str, archive: bool = False) -> str:
+    """A camera, a rule posting its captioned photo hourly to file publishers writing to
+    ``paths`` (and to ``archive``, a file publisher with its default path, if asked)."""
+    ids = [*paths, *(["archive"] if archive else [])]
+    text = f"""
 [[cameras]]
 id = "cam"
 topic = "pool/cam"
@@ -27,28 +33,17 @@ topic = "pool/cam"
 id = "photo"
 every = "1h"
 text = "The pool"
-images = [{ camera = "cam", caption = "24.5 °C", alt = "The pool" }]
-publish_to = ["small", "large", "large_too", "archive"]
-
-[[publishers]]
-id = "small"
-type = "file"
-path = "small"
-
-[[publishers]]
-id = "large"
-type = "file"
-path = "large"
-
-[[publishers]]
-id = "large_too"
-type = "file"
-path = "large_too"
-
-[[publishers]]
-id = "archive"
-type = "file"
+images = [{{ camera = "cam", caption = "24.5 °C", alt = "The pool" }}]
+publish_to = {json.dumps(ids)}
 """
+    for path in paths:
+        text += f'\n[[publishers]]\nid = "{path}"\ntype = "file"\npath = "{path}"\n'
+    if archive:
+        text += '\n[[publishers]]\nid = "archive"\ntype = "file"\n'
+    return text
+
+
+FOUR_PUBLISHERS = photo_post("small", "large", "large_too", archive=True)
 
 
 def pin_capabilities(gateway, caps: dict[str, Capabilities]) -> None:
@@ -246,33 +241,7 @@ def test_deliveries_media_migration_keeps_old_rows(tmp_path: Path) -> None:
         outbox.close()
 
 
-TWO_BUDGETS = """
-[[cameras]]
-id = "cam"
-topic = "pool/cam"
-
-[[rules]]
-id = "photo"
-every = "1h"
-text = "The pool"
-images = [{ camera = "cam", caption = "24.5 °C", alt = "The pool" }]
-publish_to = ["big", "big_too", "small"]
-
-[[publishers]]
-id = "big"
-type = "file"
-path = "big"
-
-[[publishers]]
-id = "big_too"
-type = "file"
-path = "big_too"
-
-[[publishers]]
-id = "small"
-type = "file"
-path = "small"
-"""
+TWO_BUDGETS = photo_post("big", "big_too", "small")
 
 
 def _sideways_photo() -> bytes:
