@@ -1,369 +1,329 @@
-"""Ingest benchmark: the gateway's message path against a bare paho subscriber.
+"""Ingest benchmark: the real daemon draining a flood, end to end, beside bare paho.
 
 Usage::
 
-    python bench/ingest.py [--sensors 1000] [--messages 100000] [--publishers 4]
+    python bench/ingest.py            # 10,000 and 50,000 sensors, 3 runs of each case
+    python bench/ingest.py --quick    # 10,000 sensors, 100,000 messages, 2 runs
 
-It starts a private mosquitto and, for QoS 0 and QoS 1, measures two consumers
-the same way:
+For each number of sensors, MQTT protocol (3.1.1 and 5) and broker setting
+(mosquitto's default ``max_inflight_messages 20``, and a tuned 1000), two consumers
+drain the same queued flood the same way:
 
-1. the consumer connects with a persistent session, subscribes, and leaves;
-2. several publisher *processes* flood the broker with Tasmota-style JSON readings
-   for ``--sensors`` sensors (mosquitto queues them for the absent consumer);
-3. the consumer comes back in a fresh process and drains the queue as fast as it
-   can; the rate is messages / (last message - first message).
+1. the consumer connects with a persistent session, subscribes (QoS 1), and leaves;
+2. publisher processes flood the broker with Tasmota-style JSON readings
+   round-robin over the sensors (mosquitto queues them: ``max_queued_messages 0``),
+   then one marker message;
+3. the consumer is started as a new process, and the clock runs from its start to
+   the moment the marker was handled.
 
-So the subscriber, not the publishers, is the bottleneck.  Consumer (a) is a bare
-paho client that only counts; consumer (b) is :class:`gateway.ingest.mqtt.MqttIngest`
-(route lookup, JSON decode, range/transform, state update with rolling windows and
-per-minute buckets, and an event-rule check hook).  The target compares (b) with (a).
-
-(b) reads through :class:`gateway.ingest.fastclient.IngestClient`, which is faster than
-paho's own inbound path, so (b)/(a) alone would hide what the handler costs.  Consumer
-(c) is that client counting and nothing else: (b)/(c) is the share of the client's
-ceiling that the gateway keeps after decoding and updating state.
-
-Each consumer runs in its own process, whose peak RSS (VmHWM) is reported, plus its
-RSS before connecting; the gateway's modules are byte-compiled first, as an installed
-package's are.  The gateway's consumer then goes on to the worst point of its
-steady state: every sensor's rolling windows in use, and a whole history-flush interval
-(10 minutes) of finished per-minute rows waiting in memory for the SQLite writer.
+Consumer "paho" is a bare paho subscriber that counts and exits on the marker.
+Consumer "daemon" is ``things-gateway run`` with every sensor declared
+(``max_sensors`` raised to fit) and an ``on_message`` rule on the marker topic posting
+to a file archive: the clock stops when that post is in ``posts.jsonl``, so every
+reading before it went through the daemon's ingest (decode, state, windows).  Both
+include interpreter start-up and connecting; each is also run with an empty queue
+(only the marker) in the same run, and the drain rate is messages / (time - that).
+The daemon's peak RSS (VmHWM) is read before it is stopped.  Figures are medians with
+their range; the machine is shared, so expect noise.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
+import re
+import signal
+import statistics
 import subprocess
 import sys
-import threading
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import MQTTProtocolVersion as Protocol
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import paho.mqtt.client as mqtt  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
-from paho.mqtt.packettypes import PacketTypes  # noqa: E402
-from paho.mqtt.properties import Properties  # noqa: E402
+from gateway.demo.broker import Broker, start_broker  # noqa: E402
 
-BROKER_CONFIG = [
-    "max_queued_messages 0",  # queue everything for the absent consumer
-    "max_inflight_messages 0",
-    "queue_qos0_messages true",  # ... QoS 0 too
-]
-TOPIC = "bench/{sensor}/SENSOR"
-
-
-def vm_kb(field: str) -> int:
-    """A ``Vm*`` line of /proc/self/status, in kB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
+TOPIC = "bench/s{sensor}/SENSOR"
+MARKER = "benchmark/marker"
+BROKERS = {"inflight 20 (default)": 20, "inflight 1000 (tuned)": 1000}
+PROTOCOLS = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
 
 
 def payload(sensor: int, n: int) -> bytes:
     """A Tasmota SENSOR message."""
     temp = 15.0 + (sensor % 100) / 10 + (n % 50) / 100
-    return json.dumps(
-        {
-            "Time": "2026-05-01T12:00:00",
-            "SI7021": {"Temperature": round(temp, 2), "Humidity": 40 + n % 20},
-            "TempUnit": "C",
-        },
-        separators=(",", ":"),
-    ).encode()
+    body = {"Time": "2026-05-01T12:00:00", "SI7021": {"Temperature": round(temp, 2)}}
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
-# -- publishers ------------------------------------------------------------------------------
-
-
-def publish_share(port: int, qos: int, sensors: int, start: int, stop: int) -> None:
-    """Publish messages ``start..stop`` (round-robin over sensors) and wait until sent."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+def publish_share(port: int, sensors: int, start: int, stop: int) -> None:
+    """Publish messages ``start..stop`` (round-robin over sensors) at QoS 1, all acknowledged."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     client.connect("127.0.0.1", port)
     client.loop_start()
     infos = [
-        client.publish(TOPIC.format(sensor=f"s{n % sensors}"), payload(n % sensors, n), qos=qos)
+        client.publish(TOPIC.format(sensor=n % sensors), payload(n % sensors, n), qos=1)
         for n in range(start, stop)
     ]
-    for info in infos[-1000:] if qos == 0 else infos:
-        info.wait_for_publish(60)
+    for info in infos:
+        info.wait_for_publish(120)
     client.disconnect()
     client.loop_stop()
 
 
-def flood(port: int, qos: int, sensors: int, messages: int, publishers: int) -> float:
-    import multiprocessing  # here, not at the top: consumers' RSS is the gateway's alone
-
-    """Publish ``messages`` from several processes; returns the seconds it took."""
-    began = time.perf_counter()
-    step = -(-messages // publishers)
+def flood(port: int, sensors: int, messages: int, publishers: int = 2) -> None:
+    """``messages`` readings from ``publishers`` processes, then the marker."""
+    step = -(-messages // publishers) if messages else 0
     procs = [
         multiprocessing.Process(
             target=publish_share,
-            args=(port, qos, sensors, i * step, min(messages, (i + 1) * step)),
+            args=(port, sensors, i * step, min(messages, (i + 1) * step)),
         )
-        for i in range(publishers)
+        for i in range(publishers if messages else 0)
     ]
     for proc in procs:
         proc.start()
     for proc in procs:
         proc.join()
-    return time.perf_counter() - began
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    client.publish(MARKER, '{"done": 1}', qos=1).wait_for_publish(30)
+    client.disconnect()
+    client.loop_stop()
 
 
-# -- consumers (each in its own process) -----------------------------------------------------
+# -- bare paho: runs as `python bench/ingest.py --paho-consumer ...` -----------------------
 
 
-class Clock:
-    """First and last message times, and an event when ``total`` messages were seen."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.count = 0
-        self.first = self.last = 0.0
-        self.first_cpu = self.last_cpu = 0.0
-        self.done = threading.Event()
-
-    def tick(self) -> None:
-        """Count one message."""
-        self.count += 1
-        if self.count == 1:
-            self.first, self.first_cpu = time.perf_counter(), time.process_time()
-        if self.count == self.total:
-            self.last, self.last_cpu = time.perf_counter(), time.process_time()
-            self.done.set()
-
-
-def counting_consumer(
-    port: int, qos: int, client_id: str, clock: Clock | None, *, fast: bool = False
-) -> mqtt.Client:
-    """A subscriber that counts and does nothing else: bare paho (a), or with ``fast``
-    the gateway's :class:`IngestClient` (c)."""
-    args = (CallbackAPIVersion.VERSION2,)
-    client: mqtt.Client
-    if fast:  # imported only here, so (a) loads nothing of the gateway
-        from gateway.ingest.fastclient import IngestClient
-
-        fast_client = IngestClient(*args, client_id=client_id, protocol=mqtt.MQTTv5)
-        if clock is not None:
-            fast_client.on_fast_message = lambda *_: clock.tick()
-        client = fast_client
+def paho_consumer(port: int, protocol: Protocol, client_id: str, subscribe_only: bool) -> None:
+    """Subscribe with a persistent session; count until the marker (or just subscribe)."""
+    if protocol == mqtt.MQTTv5:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
     else:
-        client = mqtt.Client(*args, client_id=client_id, protocol=mqtt.MQTTv5)
-    client.on_connect = lambda c, *_: c.subscribe("bench/#", qos)
-    if clock is not None:
-        client.on_message = lambda *_: clock.tick()
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    props.SessionExpiryInterval = 3600
-    client.connect("127.0.0.1", port, clean_start=False, properties=props)
-    return client
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
+            clean_session=False,
+        )  # fmt: skip
+    count = 0
+    done = False
 
+    def on_connect(c: mqtt.Client, *_args: object) -> None:
+        c.subscribe([("bench/#", 1), (MARKER, 1)])
 
-def gateway_consumer(port: int, qos: int, client_id: str, sensors: int, clock: Clock | None) -> Any:
-    """The gateway's ingest with 1 000 sensors and a cheap event-rule hook."""
-    from gateway.config import validate_config
-    from gateway.ingest.mqtt import MqttIngest
-    from gateway.media.frames import FrameStore
-    from gateway.state.store import SensorSnapshot, StateStore
+    def on_subscribe(c: mqtt.Client, *_args: object) -> None:
+        nonlocal done
+        done = done or subscribe_only
 
-    config = validate_config(
-        {
-            "gateway": {"name": client_id, "state_dir": "/tmp/things-bench"},
-            "mqtt": {
-                "port": port,
-                "qos": qos,
-                "client_id": client_id,
-                "persistent_session": True,
-            },
-            "sensors": [
-                {
-                    "id": "temp_{device}",
-                    "topic": "bench/{device}/SENSOR",
-                    "format": "tasmota",
-                    "field": "SI7021.Temperature",
-                    "range": [-40, 85],
-                    "precision": 1,
-                    "max_instances": sensors,
-                }
-            ],
-        }
-    )
-    state = StateStore(windows=config.state.windows, max_sensors=config.state.max_sensors)
-    alerts = [0]
+    def on_message(c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        nonlocal count, done
+        count += 1
+        done = done or msg.topic == MARKER  # acknowledged before we disconnect
 
-    def event_rules(snapshot: SensorSnapshot) -> None:  # like `when = "temp > 30"`
-        value = snapshot.value
-        if isinstance(value, float) and value > 30.0:
-            alerts[0] += 1
-        if clock is not None:
-            clock.tick()
-
-    ingest = MqttIngest(config, state, FrameStore(Path("/nonexistent"), state), event_rules)
-    ingest.start()
-    return ingest, state, int(config.state.history_flush_interval.total_seconds() // 60)
-
-
-def fill_until_flush(state: Any, minutes: int) -> None:
-    """Give every sensor one reading a minute for ``minutes`` more minutes, so each has a
-    flush interval's worth of finished rows waiting for the history writer."""
-    from datetime import UTC, datetime
-
-    now = time.time()
-    for sensor, snap in state.sensors().items():
-        for k in range(1, minutes + 1):
-            t = now + 60 * k
-            value = snap.value + k / 10
-            state.record(sensor, value, snap.unit, datetime.fromtimestamp(t, UTC), snap.topic, t)
-
-
-def consume(args: argparse.Namespace) -> None:
-    """Run one consumer; print a JSON line with its rate and memory."""
-    baseline = 0
-    clock = None if args.phase == "subscribe" else Clock(args.messages)
-    stop: Callable[[], None]
-    if args.kind in ("paho", "client"):
-        fast = args.kind == "client"
-        client = counting_consumer(args.port, args.qos, args.client_id, clock, fast=fast)
-        baseline = vm_kb("VmRSS")
-        client.loop_start()
-
-        def stop() -> None:
-            client.disconnect()
-            client.loop_stop()
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    if protocol == mqtt.MQTTv5:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 3600
+        client.connect("127.0.0.1", port, clean_start=False, properties=props)
     else:
-        import gateway.config
-        import gateway.ingest.mqtt  # noqa: F401
-
-        baseline = vm_kb("VmRSS")
-        ingest, state, flush_minutes = gateway_consumer(
-            args.port, args.qos, args.client_id, args.sensors, clock
-        )
-        ready_kb = vm_kb("VmRSS")  # config validated, ingest built
-        stop = ingest.stop
-    if clock is None:
-        time.sleep(1.0)  # long enough to subscribe; then leave, keeping the session
-        stop()
-        return
-    ok = clock.done.wait(600)
-    stop()
-    drained_kb = vm_kb("VmRSS")
-    if args.kind == "gateway":
-        fill_until_flush(state, flush_minutes)
-    elapsed = (clock.last - clock.first) if ok else float("nan")
-    cpu = (clock.last_cpu - clock.first_cpu) if ok else float("nan")
-    result = {
-        "received": clock.count,
-        "rate": (clock.count - 1) / elapsed if ok and elapsed > 0 else 0.0,
-        "cpu_rate": (clock.count - 1) / cpu if ok and cpu > 0 else 0.0,
-        "vmhwm_kb": vm_kb("VmHWM"),
-        "baseline_kb": baseline,
-    }
-    if args.kind == "gateway":
-        result["sensors_in_state"] = len(state.sensors())
-        result["ready_kb"] = ready_kb
-        result["drained_kb"] = drained_kb
-        # finished minutes only: the one in progress is not waiting for the writer yet
-        result["waiting_rows"] = len(state.unwritten_minutes(next(iter(state.sensors())))) - 1
-    print(json.dumps(result))
+        client.connect("127.0.0.1", port)
+    while not done:
+        client.loop(0.1)
+    client.loop(0.05)  # the last PUBACK goes out
+    client.disconnect()
+    print(count)
 
 
-def run_consumer(
-    port: int, kind: str, qos: int, phase: str, args: argparse.Namespace, run: int = 0
-) -> Any:
-    """Run a consumer phase in a fresh process; the consume phase's JSON result."""
+def run_paho(
+    port: int, protocol: Protocol, client_id: str, subscribe_only: bool = False
+) -> tuple[float, int]:
+    """Seconds a bare paho consumer process takes, from its start to the marker, and the
+    messages it saw."""
+    began = time.perf_counter()
     command = [
-        sys.executable, __file__, "--consumer", kind, "--phase", phase, "--port", str(port),
-        "--qos", str(qos), "--client-id", f"bench-{kind}-q{qos}-{run}",
-        "--messages", str(args.messages), "--sensors", str(args.sensors),
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=900)
-    return json.loads(done.stdout.strip().splitlines()[-1]) if phase == "consume" else None
+        sys.executable,
+        __file__,
+        "--paho-consumer",
+        str(port),
+        str(int(protocol)),
+        client_id,
+    ]
+    out = subprocess.run([*command, *(["--subscribe-only"] if subscribe_only else [])],
+                         check=True, capture_output=True, text=True, timeout=600)  # fmt: skip
+    return time.perf_counter() - began, int(out.stdout.split()[-1])
 
 
-def measure(port: int, kind: str, qos: int, args: argparse.Namespace, run: int) -> dict[str, Any]:
-    """One round on a fresh session (client id), so nothing is left from an earlier round."""
-    run_consumer(port, kind, qos, "subscribe", args, run)
-    flood(port, qos, args.sensors, args.messages, args.publishers)
-    result: dict[str, Any] = run_consumer(port, kind, qos, "consume", args, run)
-    return result
+# -- the daemon -----------------------------------------------------------------------------
 
 
-def best_of(port: int, kind: str, qos: int, args: argparse.Namespace, runs: list[Any]) -> Any:
-    """The fastest of the runs so far (other load on the machine only ever slows a run)."""
-    runs.append(measure(port, kind, qos, args, len(runs)))
-    return max(runs, key=lambda r: r["rate"])
+def daemon_config(folder: Path, port: int, protocol: str, sensors: int) -> Path:
+    """Every sensor declared; a rule posting to a file archive when the marker arrives."""
+    parts = [
+        f'[gateway]\nname = "ingestbench"\nstate_dir = "{folder / "state"}"\nlog_level = "info"\n',
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nprotocol = {5 if protocol == "5" else 311}'
+        '\npersistent_session = true\nclient_id = "bench-daemon"\n',
+        f"[state]\nmax_sensors = {sensors + 10}\n",
+        '[[publishers]]\nid = "archive"\ntype = "file"\n',
+        f'[[rules]]\nid = "marker"\non_message = {{ topic = "{MARKER}" }}\n'
+        'text = "drained"\npublish_to = ["archive"]\n',
+    ]
+    parts += [
+        f'[[sensors]]\nid = "s{i}"\ntopic = "{TOPIC.format(sensor=i)}"\nformat = "tasmota"\n'
+        'field = "SI7021.Temperature"\n'
+        for i in range(sensors)
+    ]
+    path = folder / "gateway.toml"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
 
 
-def main() -> None:
-    """Benchmark both consumers at QoS 0 and 1 and print rates, ratios and memory."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sensors", type=int, default=1000)
-    parser.add_argument("--messages", type=int, default=100_000)
-    parser.add_argument("--publishers", type=int, default=4)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per consumer; best counts")
-    parser.add_argument("--consumer", choices=["paho", "client", "gateway"], help=argparse.SUPPRESS)
-    parser.add_argument("--phase", choices=["subscribe", "consume"], help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--qos", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--client-id", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.consumer:
-        args.kind = args.consumer
-        consume(args)
-        return
-    from gateway.demo.broker import start_broker
+def vm_kb(pid: int, field: str) -> int:
+    """A ``Vm*`` line of /proc/<pid>/status, in kB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
 
-    # As pip does when it installs the package: the consumers then load bytecode rather
-    # than compiling the gateway's sources at every start (an editable checkout under
-    # PYTHONDONTWRITEBYTECODE=1 would, and would count the compiler's memory as ours).
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "gateway")], check=True)
-    print(f"{args.messages} JSON readings for {args.sensors} sensors, {args.publishers} publishers")
-    with start_broker(prefer="mosquitto", extra_config=BROKER_CONFIG) as broker:
-        for qos in (0, 1):
-            paho_runs: list[Any] = []
-            client_runs: list[Any] = []
-            gw_runs: list[Any] = []
-            for _ in range(args.repeat):  # interleaved, so drifting load hits all alike
-                paho = best_of(broker.port, "paho", qos, args, paho_runs)
-                client = best_of(broker.port, "client", qos, args, client_runs)
-                gw = best_of(broker.port, "gateway", qos, args, gw_runs)
-            ratio = gw["rate"] / paho["rate"] if paho["rate"] else float("nan")
-            cpu_ratio = gw["cpu_rate"] / paho["cpu_rate"] if paho["cpu_rate"] else float("nan")
-            kept = gw["rate"] / client["rate"] if client["rate"] else float("nan")
-            print(
-                f"QoS {qos}: (a) bare paho {paho['rate']:9,.0f} msg/s | (b) gateway"
-                f" {gw['rate']:9,.0f} msg/s | (b)/(a) {ratio:6.1%} (target >= 90%)"
-                f" | received {paho['received']}/{gw['received']} (best of {args.repeat})"
-            )
-            print(
-                f"        per CPU-second of the consumer: paho {paho['cpu_rate']:9,.0f} msg"
-                f" | gateway {gw['cpu_rate']:9,.0f} msg | ratio {cpu_ratio:6.1%}"
-            )
-            print(
-                f"        (c) the gateway's client alone {client['rate']:9,.0f} msg/s"
-                f" ({client['rate'] / paho['rate']:.2f}x bare paho) | (b)/(c) {kept:6.1%}:"
-                " what decoding and state updates leave of the client's ceiling"
-            )
-            print(
-                f"        peak RSS: paho {paho['vmhwm_kb'] / 1024:.1f} MB"
-                f" (at start {paho['baseline_kb'] / 1024:.1f} MB);"
-                f" gateway {gw['vmhwm_kb'] / 1024:.1f} MB"
-                f" (after imports {gw['baseline_kb'] / 1024:.1f} MB, config validated and"
-                f" ingest built {gw['ready_kb'] / 1024:.1f} MB, drained"
-                f" {gw['drained_kb'] / 1024:.1f} MB; peak with {gw['sensors_in_state']} sensors"
-                f" and {gw['waiting_rows']} finished minutes each waiting for the history flush:"
-                f" +{(gw['vmhwm_kb'] - gw['ready_kb']) / 1024:.1f} MB over built; target < 45 MB)"
-            )
+
+def run_daemon(
+    config: Path, posts_before: int, subscribe_only: bool = False
+) -> tuple[float, int, int]:
+    """Seconds from starting ``things-gateway run`` to the marker's post; its VmHWM (kB);
+    the readings it took (from its "ingest totals" line at stop)."""
+    archive = config.parent / "state" / "posts" / "posts.jsonl"
+    log_path = config.parent / "daemon.log"
+    log_path.write_bytes(b"")
+    log = log_path.open("ab")
+    began = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "-c", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+    elapsed, peak = 0.0, 0
+    try:
+        deadline = began + 600
+        while True:
+            if subscribe_only:
+                if "connected to MQTT broker" in log_path.read_text(errors="replace"):
+                    time.sleep(1.0)  # its SUBSCRIBE is out right after
+                    break
+            elif archive.exists() and archive.read_bytes().count(b"\n") > posts_before:
+                elapsed = time.perf_counter() - began
+                peak = vm_kb(proc.pid, "VmHWM")
+                break
+            if proc.poll() is not None or time.perf_counter() > deadline:
+                raise SystemExit(f"the daemon stopped or timed out; see {log_path}")
+            time.sleep(0.005)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        log.close()
+    totals = re.findall(r"ingest totals: \d+ messages, (\d+) readings", log_path.read_text())
+    return elapsed, peak, int(totals[-1]) if totals else -1
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+@contextmanager
+def broker_with(inflight: int) -> Iterator[Broker]:
+    """A private mosquitto queueing everything for an absent persistent session."""
+    extra = ["max_queued_messages 0", f"max_inflight_messages {inflight}"]
+    with start_broker(prefer="mosquitto", extra_config=extra) as broker:
+        yield broker
+
+
+def summary(values: list[float], unit: str, scale: float = 1.0, digits: int = 2) -> str:
+    """Median and range."""
+    v = sorted(x * scale for x in values)
+    return f"{statistics.median(v):.{digits}f} {unit} ({v[0]:.{digits}f}-{v[-1]:.{digits}f})"
+
+
+def case(args: argparse.Namespace, sensors: int, protocol: str, inflight: int) -> None:
+    """Both consumers, ``args.runs`` times each, full and empty queue; one table row each."""
+    times: dict[str, list[float]] = {"paho": [], "daemon": [], "paho-empty": [], "daemon-empty": []}
+    peaks: list[float] = []
+    with broker_with(inflight) as broker, tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        config = daemon_config(folder, broker.port, protocol, sensors)
+        pid = f"bench-paho-{os.getpid()}"
+        run_paho(broker.port, PROTOCOLS[protocol], pid, subscribe_only=True)
+        run_daemon(config, 0, subscribe_only=True)
+        posts = 0
+        for _ in range(args.runs):
+            for messages, suffix in ((args.messages, ""), (0, "-empty")):
+                flood(broker.port, sensors, messages)  # queued for both sessions
+                seconds, seen = run_paho(broker.port, PROTOCOLS[protocol], pid)
+                times["paho" + suffix].append(seconds)
+                if seen != messages + 1:
+                    print(f"  paho saw {seen} messages, not {messages + 1}: its figure is off")
+                elapsed, peak, readings = run_daemon(config, posts)
+                if readings != messages:
+                    print(f"  the daemon took {readings} readings, not {messages}")
+                posts += 1
+                times["daemon" + suffix].append(elapsed)
+                if not suffix:
+                    peaks.append(peak / 1024)
+    setting = next(k for k, v in BROKERS.items() if v == inflight)
+    label = f"{sensors:>6} sensors, MQTT {protocol:<5}, {setting}"
+    rates = {}
+    for who in ("paho", "daemon"):
+        full, empty = times[who], times[who + "-empty"]
+        rates[who] = [args.messages / max(1e-3, f - statistics.median(empty)) for f in full]
+        print(f"{label} | {who:<6} {summary(full, 's')}  empty queue {summary(empty, 's')}"
+              f"  drain {summary(rates[who], 'k msg/s', 1e-3, 1)}")  # fmt: skip
+    ratio = statistics.median(rates["daemon"]) / statistics.median(rates["paho"])
+    print(
+        f"{label} | daemon/paho drain rate {ratio:.2f}x;"
+        f" daemon peak RSS {summary(peaks, 'MiB', digits=1)}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the flags and run every case (or be the paho consumer process)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--paho-consumer":
+        port, protocol, client_id = int(argv[1]), Protocol(int(argv[2])), argv[3]
+        paho_consumer(port, protocol, client_id, "--subscribe-only" in argv)
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sensors", type=int, nargs="+", default=[10_000, 50_000])
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
+    parser.add_argument(
+        "--quick", action="store_true", help="10,000 sensors, 50,000 messages, 2 runs"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sensors, args.messages, args.runs = [10_000], 100_000, 2
+    print(
+        f"bench/ingest.py: seconds from starting a consumer to its handling the last of "
+        f"{args.messages:,} queued QoS 1 readings (Tasmota JSON): the daemon (things-gateway "
+        f"run, every sensor declared) beside bare paho, same protocol and broker; "
+        f"median (range) of {args.runs} runs; 2 shared cores, noisy"
+    )
+    for sensors in args.sensors:
+        for protocol in args.protocols:
+            for inflight in BROKERS.values():
+                case(args, sensors, protocol, inflight)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from PIL import Image
+from PIL import ExifTags, Image
 
 from gateway.media.attachments import chart_gap
 from gateway.media.fitting import MediaFitter, fit_alt, limits_for
@@ -17,7 +19,12 @@ from gateway.support.database import MIGRATIONS
 from tests.gwutil import archive_posts
 from tests.mediautil import deliver_all, image_size, make_gateway, noisy_jpeg, scene_jpeg  # noqa: F401
 
-FOUR_PUBLISHERS = """
+
+def photo_post(*paths: str, archive: bool = False) -> str:
+    """A camera, a rule posting its captioned photo hourly to file publishers writing to
+    ``paths`` (and to ``archive``, a file publisher with its default path, if asked)."""
+    ids = [*paths, *(["archive"] if archive else [])]
+    text = f"""
 [[cameras]]
 id = "cam"
 topic = "pool/cam"
@@ -26,28 +33,17 @@ topic = "pool/cam"
 id = "photo"
 every = "1h"
 text = "The pool"
-images = [{ camera = "cam", caption = "24.5 °C", alt = "The pool" }]
-publish_to = ["small", "large", "large_too", "archive"]
-
-[[publishers]]
-id = "small"
-type = "file"
-path = "small"
-
-[[publishers]]
-id = "large"
-type = "file"
-path = "large"
-
-[[publishers]]
-id = "large_too"
-type = "file"
-path = "large_too"
-
-[[publishers]]
-id = "archive"
-type = "file"
+images = [{{ camera = "cam", caption = "24.5 °C", alt = "The pool" }}]
+publish_to = {json.dumps(ids)}
 """
+    for path in paths:
+        text += f'\n[[publishers]]\nid = "{path}"\ntype = "file"\npath = "{path}"\n'
+    if archive:
+        text += '\n[[publishers]]\nid = "archive"\ntype = "file"\n'
+    return text
+
+
+FOUR_PUBLISHERS = photo_post("small", "large", "large_too", archive=True)
 
 
 def pin_capabilities(gateway, caps: dict[str, Capabilities]) -> None:
@@ -243,3 +239,68 @@ def test_deliveries_media_migration_keeps_old_rows(tmp_path: Path) -> None:
         assert outbox.next_delivery("r").media_to_send == (fitted,)  # type: ignore[union-attr]
     finally:
         outbox.close()
+
+
+TWO_BUDGETS = photo_post("big", "big_too", "small")
+
+
+def _sideways_photo() -> bytes:
+    """A 12 MP camera JPEG stored sideways (EXIF orientation 6), with GPS in its EXIF:
+    red in the stored top-left corner, a grey field elsewhere."""
+    im = Image.new("RGB", (4056, 3040), (90, 90, 90))
+    im.paste((255, 0, 0), (0, 0, 600, 600))
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    exif.get_ifd(ExifTags.IFD.GPSInfo)[ExifTags.GPS.GPSLatitudeRef] = "N"
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=92, exif=exif)
+    return buf.getvalue()
+
+
+def test_a_photo_is_decoded_once_at_the_largest_target_size_and_captioned_there(
+    make_gateway,  # noqa: F811
+) -> None:
+    gateway = make_gateway(TWO_BUDGETS)
+    big = Capabilities(max_image_bytes=1_000_000, max_image_side=2048)
+    small = Capabilities(max_image_bytes=150_000, max_image_side=1024)
+    pin_capabilities(gateway, {"big": big, "big_too": big, "small": small})
+    gateway.state.set_frame(gateway.frames.store("cam", _sideways_photo(), datetime.now(UTC)))
+
+    post = gateway.fire("photo")
+    assert post is not None
+    (master,) = post.media
+    # not a 3040x4056 master: the DCT scale 1/2 (1520x2028) already serves 2048 px
+    assert (master.width, master.height) == (1520, 2028)
+    assert master.bytes <= 1_000_000
+    cache = gateway.runner.composer.fitter.cache
+    assert cache.renders == 1  # only the small budget is encoded again
+    deliver_all(gateway)
+
+    def archived(folder: str) -> Path:
+        (record,) = archive_posts(gateway.state_dir, folder)
+        (media,) = record["media"]
+        return gateway.state_dir / folder / str(media["file"])
+
+    assert archived("big").read_bytes() == master.path.read_bytes()
+    assert archived("big_too").read_bytes() == master.path.read_bytes()
+    small_file = archived("small")
+    assert small_file.stat().st_size <= 150_000
+    for path in (master.path, small_file):
+        with Image.open(path) as im:
+            assert not im.getexif()  # orientation applied, GPS gone
+            rgb = im.convert("RGB")
+            width, height = rgb.size
+            assert height > width  # upright portrait
+            # orientation 6: the stored top-left corner is now the top-right one
+            assert close_to(rgb.getpixel((width - 5, 5)), (255, 0, 0))
+            assert close_to(rgb.getpixel((5, 5)), (90, 90, 90))
+            # the caption (white text, dark outline) sits in the bottom band
+            band = rgb.crop((0, int(height * 0.85), width, height)).convert("L")
+            low, high = band.getextrema()
+            assert high > 200
+            assert low < 40
+
+
+def close_to(pixel: object, colour: tuple[int, int, int]) -> bool:
+    assert isinstance(pixel, tuple)
+    return all(abs(a - b) < 60 for a, b in zip(pixel, colour, strict=False))

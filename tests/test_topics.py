@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import tomllib
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import pytest
 from gateway.ingest.routes import RouteTable
 from gateway.ingest.topics import (
     TopicPattern,
+    TopicRouter,
     filter_covers,
+    is_filter,
     minimal_filters,
     safe_id_part,
     shared,
@@ -108,3 +111,57 @@ topic = "cams/front"
     assert [b.sensor for b in route.sensors] == ["bath", "bath_battery"]
     assert table.route("zigbee2mqtt/bath/availability").availability == ("bath", "bath_battery")
     assert table.route("elsewhere").empty
+
+
+def _pairwise_minimal(filters: list[str]) -> list[str]:
+    """The old quadratic algorithm, kept here as the reference."""
+    unique = list(dict.fromkeys(filters))
+    return [f for f in unique if not any(g != f and filter_covers(g, f) for g in unique)]
+
+
+def _random_filter(rng: random.Random) -> str:
+    levels = [rng.choice(["a", "b", "c", "+", "$SYS"]) for _ in range(rng.randint(1, 4))]
+    levels = [lv if lv != "$SYS" or i == 0 else "a" for i, lv in enumerate(levels)]
+    if rng.random() < 0.3:
+        levels[-1] = "#"
+    return "/".join(levels)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_trie_minimal_filters_equal_the_pairwise_ones(seed: int) -> None:
+    rng = random.Random(seed)
+    filters = [_random_filter(rng) for _ in range(rng.randint(1, 60))]
+    assert minimal_filters(filters) == _pairwise_minimal(filters), filters
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_router_trie_matches_like_topic_matches(seed: int) -> None:
+    rng = random.Random(seed)
+    filters = [_random_filter(rng) for _ in range(rng.randint(1, 40))]
+    router: TopicRouter[int] = TopicRouter()
+    for i, filter_ in enumerate(filters):
+        router.add(filter_, i)
+    for _ in range(50):
+        topic = "/".join(
+            rng.choice(["a", "b", "c", "$SYS"] if i == 0 else ["a", "b", "c"])
+            for i in range(rng.randint(1, 5))
+        )
+        expected = [i for i, f in enumerate(filters) if not is_filter(f) and f == topic] + [
+            i for i, f in enumerate(filters) if is_filter(f) and topic_matches(f, topic)
+        ]
+        assert router.match(topic) == expected, (filters, topic)
+
+
+def test_ten_thousand_sensors_subscribe_through_the_trie() -> None:
+    """10,000 exact topics under some room wildcards: only the uncovered ones remain
+    (the quadratic version took over a minute here, in the MQTT thread)."""
+    topics = [f"home/room{i // 10}/sensor{i % 10}" for i in range(10_000)]
+    topics += [f"home/room{i}/+" for i in range(0, 1000, 7)] + ["other/#"]
+    assert minimal_filters(topics) == _pairwise_minimal_fast_reference(topics)
+
+
+def _pairwise_minimal_fast_reference(filters: list[str]) -> list[str]:
+    # Same answer as the pairwise check for this shape, computed from its structure:
+    # "home/roomN/+" covers that room's sensors, nothing else overlaps.
+    wild_rooms = {f.split("/")[1] for f in filters if f.endswith("/+")}
+    return [f for f in filters if f.endswith(("/+", "#")) or f.split("/")[1] not in wild_rooms]

@@ -22,21 +22,16 @@ from gateway.compose.checking import stat_names, template_names, template_source
 from gateway.compose.filters import FILTERS, defuse_markup
 from gateway.compose.sandbox import BoundedSandbox, RenderLimitError, render_bounded
 from gateway.config.sensors import id_pattern
-from gateway.media.attachments import (
-    HistorySource,
-    MediaBuilder,
-    MissingMediaError,
-    smallest_budget,
-)
-from gateway.media.fitting import MediaFitter
 from gateway.media.frames import FrameStore
-from gateway.media.sources import CameraFrames
 from gateway.model import MediaItem, Post, Value, new_post_id
 from gateway.state.store import UNKNOWN_TIME, SensorSnapshot, StateStore
 from gateway.support.text import clean_text
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, RuleConfig, SensorConfig
+    from gateway.media.attachments import HistorySource, MediaBuilder
+    from gateway.media.fitting import MediaFitter
+    from gateway.media.images import ImageLimits
     from gateway.model import Capabilities
 
 log = logging.getLogger(__name__)
@@ -323,10 +318,32 @@ class Composer:
         """Sensor id → the ``{capture}`` entry that made it (None: no such entry)."""
         self._used: dict[str, set[str]] = {}
         """Rule id → the captured sensor names its templates use (``temp_kitchen``)."""
-        store = frames or FrameStore(media_dir / "frames", state)
-        cameras = CameraFrames(config.cameras, state, store)
-        self._media = MediaBuilder(config, cameras, store, history, media_dir)
-        self.fitter = fitter or MediaFitter()
+        self._frames = frames or FrameStore(media_dir / "frames", state)
+        self._history = history
+        self._builder: MediaBuilder | None = None
+        self._fitter = fitter
+
+    # Pillow, the chart and caption code load with the first post that has an image.
+    @property
+    def _media(self) -> MediaBuilder:
+        if self._builder is None:
+            from gateway.media.attachments import MediaBuilder
+            from gateway.media.sources import CameraFrames
+
+            cameras = CameraFrames(self._config.cameras, self._state, self._frames)
+            self._builder = MediaBuilder(
+                self._config, cameras, self._frames, self._history, self._media_dir
+            )
+        return self._builder
+
+    @property
+    def fitter(self) -> MediaFitter:
+        """Fits a post's images to each publisher (made on first use)."""
+        if self._fitter is None:
+            from gateway.media.fitting import MediaFitter
+
+            self._fitter = MediaFitter()
+        return self._fitter
 
     def is_stale(self, sensor: str, now: datetime) -> bool:
         """True when a sensor has no fresh reading."""
@@ -445,8 +462,7 @@ class Composer:
         if not text:
             raise ComposeError("the text template rendered to nothing")
         post_id = new_post_id()
-        budgets = {pid: caps.max_image_bytes for pid, caps in (targets or {}).items()}
-        media = self._attachments(rule, post_id, ctx, now, smallest_budget(budgets))
+        media = self._attachments(rule, post_id, ctx, now, targets or {})
         return Post(
             id=post_id, rule=rule.id, created_at=now, text=text, media=media, lang=rule.language
         )
@@ -455,6 +471,8 @@ class Composer:
         self, post: Post, targets: Mapping[str, Capabilities]
     ) -> dict[str, tuple[MediaItem, ...]]:
         """Each target's copy of the post's images, fitted to its limits."""
+        if not post.media:
+            return {pid: () for pid in targets}
         return self.fitter.fit_post(post, targets)
 
     def _attachments(
@@ -463,14 +481,22 @@ class Composer:
         post_id: str,
         ctx: Mapping[str, Any],
         now: datetime,
-        budget: int | None,
+        targets: Mapping[str, Capabilities],
     ) -> tuple[MediaItem, ...]:
+        if not (rule.images or rule.charts or rule.timelapse):
+            return ()
+        from gateway.media.attachments import smallest_budget
+        from gateway.media.fitting import limits_for
+
+        limits: list[ImageLimits] = [limits_for(caps) for caps in targets.values()]
+        budget = smallest_budget({pid: caps.max_image_bytes for pid, caps in targets.items()})
         makers: list[Callable[[], MediaItem]] = []
         markup = rule.allow_markup
         for n, image in enumerate(rule.images):
             caption = render(image.caption, ctx, allow_markup=markup) if image.caption else None
             alt = render(image.alt, ctx, allow_markup=markup)
-            makers.append(partial(self._media.photo, post_id, n, image.camera, caption, alt, now))
+            photo = partial(self._media.photo, post_id, n, image.camera, caption, alt, now)
+            makers.append(partial(photo, limits))
         for n, chart in enumerate(rule.charts, start=len(rule.images)):
             alt = render(chart.alt, ctx, allow_markup=markup)
             makers.append(partial(self._media.chart, post_id, n, chart, alt, now))
@@ -481,6 +507,8 @@ class Composer:
 
     @staticmethod
     def _attach(rule_id: str, make: Callable[[], MediaItem]) -> MediaItem | None:
+        from gateway.media.attachments import MissingMediaError
+
         try:
             return make()
         except MissingMediaError as exc:

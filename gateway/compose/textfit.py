@@ -31,6 +31,7 @@ import importlib.resources
 import sys
 import types
 from collections.abc import Callable, Iterator
+from functools import cache
 from itertools import pairwise
 from typing import Any
 
@@ -69,8 +70,13 @@ def _load_twitter_text() -> types.ModuleType:
             sys.modules["pkg_resources"] = None  # type: ignore[assignment]
 
 
-_twitter_text = _load_twitter_text()
-_TWITTER_V3: dict[str, Any] = importlib.import_module("twitter_text.config").config["version3"]
+@cache
+def _twitter() -> tuple[types.ModuleType, dict[str, Any]]:
+    """twitter-text and its v3 config, imported on first use (about 8 MB and 0.1 s:
+    a gateway whose posts need no URL or X counting never loads it)."""
+    module = _load_twitter_text()
+    return module, importlib.import_module("twitter_text.config").config["version3"]
+
 
 __all__ = [
     "BLUESKY",
@@ -115,7 +121,7 @@ def graphemes(text: str) -> list[str]:
 
 
 def _twitter_spans(text: str, *, bare_domains: bool) -> list[Span]:
-    found: list[dict[str, Any]] = _twitter_text.extract_urls_with_indices(text, bare_domains)
+    found: list[dict[str, Any]] = _twitter()[0].extract_urls_with_indices(text, bare_domains)
     return [(int(u["indices"][0]), int(u["indices"][1])) for u in found]
 
 
@@ -145,8 +151,9 @@ def _merge(spans: list[Span]) -> list[Span]:
 
 
 def _weighted_length(text: str, url_length: int) -> int:
-    options = dict(_TWITTER_V3, transformed_url_length=url_length)
-    return int(_twitter_text.parse_tweet(text, options).weightedLength)
+    twitter_text, v3 = _twitter()
+    options = dict(v3, transformed_url_length=url_length)
+    return int(twitter_text.parse_tweet(text, options).weightedLength)
 
 
 def _countable_text(text: str, caps: Capabilities) -> str:

@@ -88,6 +88,13 @@ class IngestStats:
     """Messages skipped because one like them stopped a previous run."""
     takeovers: int = 0
     """Session takeovers: another client connected with the gateway's client id."""
+    broker_dropped: int | None = None
+    """Messages the broker says it dropped (all clients: queue or in-flight limits), from
+    :data:`BROKER_DROPPED`; None while the broker has not told (no $SYS, or not allowed)."""
+
+
+BROKER_DROPPED = "$SYS/broker/publish/messages/dropped"
+"""mosquitto's count of messages dropped over its queue limits (``sys_interval``)."""
 
 
 def heartbeat_topic(config: GatewayConfig) -> str:
@@ -132,6 +139,7 @@ class MqttIngest:
         self.ready = threading.Event()
         self.connected = threading.Event()
         self._pending_subs: set[int] = set()
+        self._sys_mid: int | None = None
         self._paused = False
         """Set once by pause()/stop(); a plain flag, read for every message."""
         self.heartbeat = time.monotonic()
@@ -250,11 +258,17 @@ class MqttIngest:
         result, mid = client.subscribe([(t, int(self._config.mqtt.qos)) for t in topics])
         if result == mqtt.MQTT_ERR_SUCCESS and mid is not None:
             self._pending_subs.add(mid)
+        # apart, so a broker without $SYS (or an ACL refusing it) delays nothing
+        result, self._sys_mid = client.subscribe(BROKER_DROPPED, 0)
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any
     ) -> None:
         failed = [r for r in reasons if r.is_failure]
+        if mid == self._sys_mid:
+            if failed:
+                log.info("the broker does not let us read %s: %s", BROKER_DROPPED, failed)
+            return
         if failed:
             log.error("broker refused %d subscription(s): %s", len(failed), failed)
         self._pending_subs.discard(mid)
@@ -388,6 +402,9 @@ class MqttIngest:
         if self._extra_topics and self._on_extra is not None:
             self._maybe_event(topic, payload)
         if route.empty:
+            if topic == BROKER_DROPPED:
+                self._broker_dropped(payload)
+                return
             self.stats.unrouted += 1
             return
         if route.cameras:
@@ -400,6 +417,23 @@ class MqttIngest:
                 self._readings(route, payload, at, t, retained)
         if route.availability:
             self._availability(route, topic, payload)
+
+    def _broker_dropped(self, payload: bytes) -> None:
+        self.stats.messages -= 1  # the broker's own counter, not a message on our topics
+        try:
+            dropped = int(payload)
+        except ValueError:
+            return
+        previous = self.stats.broker_dropped
+        self.stats.broker_dropped = dropped
+        if previous is not None and dropped > previous:
+            self._rate_log.warning(
+                "broker-dropped",
+                "the broker dropped %d messages (%d in all) over its queue limits: readings"
+                " may be lost; see config/mosquitto.conf",
+                dropped - previous,
+                dropped,
+            )
 
     def _maybe_event(self, topic: str, payload: bytes) -> None:
         """Hand messages on ``on_message`` rules' topics to their hook (it only queues work)."""

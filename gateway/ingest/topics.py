@@ -63,15 +63,75 @@ def filter_covers(wide: str, narrow: str) -> bool:
     return len(w_parts) == len(n_parts)
 
 
+class _Node:
+    """One level of a topic trie: children by level text, and the filter ending here."""
+
+    __slots__ = ("children", "end")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.end = False
+
+
+def _trie(filters: Iterable[str]) -> _Node:
+    root = _Node()
+    for filter_ in filters:
+        node = root
+        for level in filter_.split("/"):
+            child = node.children.get(level)
+            if child is None:
+                child = node.children[level] = _Node()
+            node = child
+        node.end = True
+    return root
+
+
+def _covered(root: _Node, levels: list[str]) -> bool:
+    """True when a filter other than ``levels`` in the trie covers ``levels``.
+
+    Walks only the branches that can cover (the literal level, ``+``, ``#``), so a
+    filter costs its depth times the wildcard fan-out, not a pass over every filter.
+    """
+    dollar = levels[0].startswith("$")
+    # (node, depth, whether the path so far differs from ``levels`` itself)
+    stack: list[tuple[_Node, int, bool]] = [(root, 0, False)]
+    while stack:
+        node, i, other = stack.pop()
+        wildcards_allowed = not (dollar and i == 0)
+        hash_ = node.children.get("#")
+        # "#" here covers the rest; it is ``levels`` itself only if that ends in "#" here
+        itself = not other and i == len(levels) - 1 and levels[i] == "#"
+        if wildcards_allowed and hash_ is not None and hash_.end and not itself:
+            return True
+        if i == len(levels):
+            if node.end and other:
+                return True
+            continue
+        level = levels[i]
+        if level == "#":
+            continue  # only a "#" covers a "#"
+        plus = node.children.get("+") if wildcards_allowed else None
+        if plus is not None:
+            stack.append((plus, i + 1, other or level != "+"))
+        if level != "+":
+            literal = node.children.get(level)
+            if literal is not None:
+                stack.append((literal, i + 1, other))
+    return False
+
+
 def minimal_filters(filters: Iterable[str]) -> list[str]:
     """The filters not covered by another one, in order.
 
     Overlapping subscriptions would make an MQTT 5 broker deliver a message once
     per matching filter (and a shared subscription could hand each copy to a
-    different gateway); the router matches every target anyway.
+    different gateway); the router matches every target anyway.  A topic trie keeps
+    this linear in the number of filters: 10,000 declared sensors are checked on
+    every (re)connect, in the MQTT thread.
     """
     unique = list(dict.fromkeys(filters))
-    return [f for f in unique if not any(g != f and filter_covers(g, f) for g in unique)]
+    root = _trie(unique)
+    return [f for f in unique if not _covered(root, f.split("/"))]
 
 
 def shared(filter_: str, group: str | None) -> str:
@@ -134,26 +194,70 @@ class TopicPattern:
             return None
 
 
+class _MatchNode(Generic[T]):
+    """One level of the router's filter trie: children by level, targets ending here."""
+
+    __slots__ = ("children", "targets")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _MatchNode[T]] = {}
+        self.targets: list[tuple[int, T]] = []
+
+
 @dataclass
 class TopicRouter(Generic[T]):
-    """Maps incoming topics to the targets (sensor or camera specs) subscribed to them."""
+    """Maps incoming topics to the targets (sensor or camera specs) subscribed to them.
+
+    Filters sit in a trie, so the first message on a topic costs its depth times the
+    wildcard fan-out rather than one test per declared filter.
+    """
 
     _exact: dict[str, list[T]] = field(default_factory=dict)
     _filters: list[tuple[str, T]] = field(default_factory=list)
+    _root: _MatchNode[T] = field(default_factory=_MatchNode)
 
     def add(self, topic: str, target: T) -> None:
         """Route ``topic`` (exact or a filter) to ``target``."""
-        if is_filter(topic):
-            self._filters.append((topic, target))
-        else:
+        if not is_filter(topic):
             self._exact.setdefault(topic, []).append(target)
+            return
+        node = self._root
+        for level in topic.split("/"):
+            child = node.children.get(level)
+            if child is None:
+                child = node.children[level] = _MatchNode()
+            node = child
+        node.targets.append((len(self._filters), target))
+        self._filters.append((topic, target))
 
     def match(self, topic: str) -> list[T]:
-        """Every target whose topic or filter matches ``topic``."""
+        """Every target whose topic or filter matches ``topic`` (exact ones first, then
+        filters in the order they were added)."""
         found = list(self._exact.get(topic, ()))
-        for filter_, target in self._filters:
-            if topic_matches(filter_, topic):
-                found.append(target)
+        if not self._filters:
+            return found
+        levels = topic.split("/")
+        dollar = topic.startswith("$")
+        hits: list[tuple[int, T]] = []
+        stack: list[tuple[_MatchNode[T], int]] = [(self._root, 0)]
+        while stack:
+            node, i = stack.pop()
+            wildcards_allowed = not (dollar and i == 0)
+            if wildcards_allowed:
+                rest = node.children.get("#")
+                if rest is not None:
+                    hits.extend(rest.targets)
+            if i == len(levels):
+                hits.extend(node.targets)
+                continue
+            literal = node.children.get(levels[i])
+            if literal is not None:
+                stack.append((literal, i + 1))
+            plus = node.children.get("+") if wildcards_allowed else None
+            if plus is not None and levels[i] != "+":
+                stack.append((plus, i + 1))
+        hits.sort(key=lambda hit: hit[0])
+        found.extend(target for _, target in hits)
         return found
 
     def subscriptions(self) -> list[str]:

@@ -1,10 +1,14 @@
 """The images a rule attaches to a post: camera photos, charts and timelapses.
 
-Each is made once per post as a *master* under ``<media>/posts/<post id>/``
-(photos captioned at full resolution); :mod:`gateway.media.fitting` then derives
-each publisher's copy.  Templates are rendered by :mod:`gateway.compose.composer`; this
-module gets their text.  A photo or timelapse that cannot be made raises
-:class:`MissingMediaError`, carrying the camera's ``on_missing`` choice.
+Each is made once per post as a *master* under ``<media>/posts/<post id>/``;
+:mod:`gateway.media.fitting` then derives each publisher's copy.  A photo is decoded
+once, at the largest size its post's publishers take (a JPEG at the DCT scale that
+covers it), captioned at that size and encoded within the largest of their byte
+budgets, so the publisher with the largest limits posts the master itself; only
+when a publisher takes images of any size is the master kept at full resolution.
+Templates are rendered by :mod:`gateway.compose.composer`; this module gets
+their text.  A photo or timelapse that cannot be made raises :class:`MissingMediaError`,
+carrying the camera's ``on_missing`` choice.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Literal, Protocol
@@ -27,6 +31,7 @@ from gateway.media.images import (
     ImageError,
     ImageLimits,
     RenderedImage,
+    fit_size,
     render_image,
 )
 from gateway.media.sources import CameraFrames
@@ -58,6 +63,27 @@ class MissingMediaError(Exception):
     def __init__(self, reason: str, on_missing: OnMissing) -> None:
         super().__init__(reason)
         self.on_missing = on_missing
+
+
+def master_limits(size: tuple[int, int], targets: Iterable[ImageLimits]) -> ImageLimits:
+    """The limits a photo's master is rendered to: the largest any target needs.
+
+    ``size`` is the photo's upright size.  With no targets, or a target with no size
+    limit, the master is as large as :data:`MASTER_LIMITS` allows (and has no byte
+    budget when a target has none).
+    """
+    wanted = list(targets)
+    budgets = [t.max_bytes for t in wanted]
+    max_bytes = max(b for b in budgets if b is not None) if wanted and None not in budgets else None
+    if not wanted or any(t.max_side is None and t.max_pixels is None for t in wanted):
+        return ImageLimits(
+            max_bytes=max_bytes,
+            max_pixels=MASTER_LIMITS.max_pixels,
+            max_side=MASTER_LIMITS.max_side,
+        )
+    capped = fit_size(size, MASTER_LIMITS)
+    largest = max((fit_size(capped, t) for t in wanted), key=lambda wh: wh[0] * wh[1])
+    return ImageLimits(max_bytes=max_bytes, max_side=max(largest))
 
 
 def _item(out: RenderedImage, alt: str) -> MediaItem:
@@ -98,9 +124,17 @@ class MediaBuilder:
         self.fonts = Fonts(config.media.caption_font, config.media.emoji_font)
 
     def photo(
-        self, post_id: str, n: int, camera: str, caption: str | None, alt: str, now: datetime
+        self,
+        post_id: str,
+        n: int,
+        camera: str,
+        caption: str | None,
+        alt: str,
+        now: datetime,
+        targets: Sequence[ImageLimits] = (),
     ) -> MediaItem:
-        """The camera's current frame, captioned; MissingMediaError when there is none."""
+        """The camera's current frame, captioned, as large as the largest of ``targets``
+        takes (see :func:`master_limits`); MissingMediaError when there is none."""
         on_missing = self._config.camera(camera).on_missing
         result = self._frames.current(camera, now)
         if result.frame is None:
@@ -111,7 +145,7 @@ class MediaBuilder:
                 out = render_image(
                     result.frame.path,
                     dest,
-                    limits=MASTER_LIMITS,
+                    limits=master_limits((result.frame.width, result.frame.height), targets),
                     caption=Caption(caption, fonts=self.fonts) if caption else None,
                 )
         except (ImageError, OSError) as exc:

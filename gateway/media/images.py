@@ -169,10 +169,12 @@ def fit_size(size: tuple[int, int], limits: ImageLimits) -> tuple[int, int]:
 
 
 def _fit_within(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
-    scale = min(1.0, box[0] / size[0], box[1] / size[1])
-    if scale >= 1.0:
+    if size[0] <= box[0] and size[1] <= box[1]:
         return size
-    return max(1, min(box[0], round(size[0] * scale))), max(1, min(box[1], round(size[1] * scale)))
+    # the limiting side gets the box's length exactly; the other is rounded
+    if box[0] * size[1] <= box[1] * size[0]:
+        return box[0], max(1, min(box[1], round(size[1] * box[0] / size[0])))
+    return max(1, min(box[0], round(size[0] * box[1] / size[1]))), box[1]
 
 
 _ONE_BYTE_MODES = frozenset({"1", "L", "P"})
@@ -218,11 +220,22 @@ def _over_budget(cost: int, budget: int, what: str) -> ImageError:
     )
 
 
+DRAFT_SLACK = 0.98
+"""A DCT scale whose size reaches this share of the target is decoded and used as is:
+a 4056 px photo fitted to 2048 px decodes at 1/2 (2028 px, 4x fewer pixels) and
+needs no resize, rather than a full decode for 1% more pixels."""
+
+
+def _nearly_covers(size: tuple[int, int], box: tuple[int, int]) -> bool:
+    """True when ``size`` reaches ``box`` on one side, or comes within 2% of it."""
+    return max(size[0] / box[0], size[1] / box[1]) >= DRAFT_SLACK
+
+
 def _jpeg_scale(im: Image.Image, box: tuple[int, int], budget: int) -> tuple[int, int]:
     """The size to ``draft()`` a JPEG to: covering ``box`` when the budget allows."""
     width, height = im.size
     scaled = {s: (math.ceil(width / s), math.ceil(height / s)) for s in (1, 2, 4, 8)}
-    covering = max(s for s, (w, h) in scaled.items() if s == 1 or (w >= box[0] and h >= box[1]))
+    covering = max(s for s, size in scaled.items() if s == 1 or _nearly_covers(size, box))
     for s in (1, 2, 4, 8):
         if s < covering:
             continue

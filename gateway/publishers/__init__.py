@@ -3,33 +3,56 @@
 To add a backend, write ``gateway/publishers/<type>.py`` with a publisher class
 satisfying :class:`gateway.publishers.base.Publisher` and a ``build(config, ctx)``
 function, add its config class to :mod:`gateway.config.publishers`, and add its
-``build`` to :data:`BUILDERS` below.  Backends never import each other; what they
-share is in :mod:`~gateway.publishers.base`, :mod:`~gateway.publishers.http`,
-:mod:`~gateway.publishers.payload` and :mod:`~gateway.publishers.threads`.
-Backend modules import nothing heavy at module level: their dependencies (httpx,
-oauthlib, apprise, ...) load inside ``build()``, only when the backend is configured.
+module name to :data:`MODULES` below.  A backend's module is imported when a
+publisher of its type is built, so a gateway loads only the backends it configures;
+backend modules import nothing heavy at module level either: their dependencies
+(httpx, oauthlib, apprise, ...) load inside ``build()``.  Backends never import each
+other; what they share is in :mod:`~gateway.publishers.base`,
+:mod:`~gateway.publishers.http`, :mod:`~gateway.publishers.payload` and
+:mod:`~gateway.publishers.threads`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from gateway.config.publishers import PUBLISHER_TYPES, AnyPublisherConfig, PublisherConfigs
-from gateway.publishers import apprise, bluesky, console, file, mastodon, mqtt, webhook, x
 from gateway.publishers.base import Capabilities, Publisher, PublisherContext
 
-BUILDERS: dict[str, Callable[[Any, PublisherContext], Publisher]] = {
-    "console": console.build,
-    "file": file.build,
-    "webhook": webhook.build,
-    "mqtt": mqtt.build,
-    "mastodon": mastodon.build,
-    "bluesky": bluesky.build,
-    "x": x.build,
-    "apprise": apprise.build,
+Builder = Callable[[Any, PublisherContext], Publisher]
+
+MODULES: dict[str, str] = {
+    "console": "gateway.publishers.console",
+    "file": "gateway.publishers.file",
+    "webhook": "gateway.publishers.webhook",
+    "mqtt": "gateway.publishers.mqtt",
+    "mastodon": "gateway.publishers.mastodon",
+    "bluesky": "gateway.publishers.bluesky",
+    "x": "gateway.publishers.x",
+    "apprise": "gateway.publishers.apprise",
 }
-"""Each ``type``'s ``build(config, ctx)``."""
+"""Each ``type``'s module, which has its ``build(config, ctx)``."""
+
+
+class _Builders(Mapping[str, Builder]):
+    """``type`` → ``build``, importing a backend's module on first lookup."""
+
+    def __getitem__(self, kind: str) -> Builder:
+        module = importlib.import_module(MODULES[kind])
+        builder: Builder = module.build
+        return builder
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(MODULES)
+
+    def __len__(self) -> int:
+        return len(MODULES)
+
+
+BUILDERS: Mapping[str, Builder] = _Builders()
+"""Each ``type``'s ``build(config, ctx)``; its module is imported when first looked up."""
 
 
 def build_publisher(config: AnyPublisherConfig, ctx: PublisherContext) -> Publisher:

@@ -115,6 +115,8 @@ def _stable_part(body: dict[str, Any]) -> dict[str, Any]:
     return {
         "pid": body.get("pid"),
         "connected": body.get("mqtt", {}).get("connected"),
+        # at most once an `interval` while a broker drops messages: worth a (no-fsync) write
+        "broker_dropped": body.get("mqtt", {}).get("broker_dropped"),
         "stale": {k: v.get("stale") for k, v in body.get("sensors", {}).items()},
         "low_disk": body.get("low_disk"),
         # not the failure count: a rule failing every minute must not write every minute
@@ -146,6 +148,7 @@ def health_body(gateway: Gateway, *, started_at: datetime, low_disk: bool) -> di
             "port": gateway.config.mqtt.port,
             "connected": gateway.ingest.connected.is_set(),
             **takeover_body(gateway),
+            **broker_dropped_body(gateway),
         },
         "readings": gateway.ingest.stats.readings,
         "rejected": gateway.ingest.stats.rejected,
@@ -165,6 +168,12 @@ def publisher_holds(gateway: Gateway) -> dict[str, str]:
         elif worker.waiting is not None:
             holds[publisher_id] = worker.waiting[0]
     return holds
+
+
+def broker_dropped_body(gateway: Gateway) -> dict[str, Any]:
+    """The broker's dropped-message counter, when it reports one ($SYS)."""
+    dropped = gateway.ingest.stats.broker_dropped
+    return {} if dropped is None else {"broker_dropped": dropped}
 
 
 def takeover_body(gateway: Gateway) -> dict[str, Any]:

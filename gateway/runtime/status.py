@@ -93,6 +93,12 @@ def _health_lines(health: dict[str, object], running: bool, now: datetime) -> li
         state = "connected" if mqtt.get("connected") else "NOT connected"
         as_of = "" if running else " (when it last ran)"
         lines.append(f"broker {mqtt.get('host')}:{mqtt.get('port')}: {state}{as_of}")
+        dropped = mqtt.get("broker_dropped")
+        if isinstance(dropped, int) and dropped:
+            lines.append(
+                f"BROKER DROPPED {dropped} messages over its queue limits (all clients, since"
+                " it started): readings may be lost; see config/mosquitto.conf"
+            )
         takeovers = mqtt.get("takeovers")
         if isinstance(takeovers, int) and takeovers:
             last = _ago(str(mqtt.get("takeover_at")), now)
