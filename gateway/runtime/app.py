@@ -179,14 +179,14 @@ class Gateway:
             for p in enabled
         }
         # The static site links each post to where it went, as each delivery is sent.
-        sites = [
+        self._sites = [
             p.site
             for p in self.publishers.values()
             if isinstance(p, FilePublisher) and p.site is not None
         ]
-        if sites:
+        if self._sites:
             for worker in self.workers.values():
-                worker.on_sent = lambda post, pub, url: [s.add_link(post, pub, url) for s in sites]
+                worker.on_sent = self._link_on_sites
         self.runner = RuleRunner(
             config=config,
             composer=Composer(
@@ -242,6 +242,11 @@ class Gateway:
         self.guard.connection = lambda: self.ingest.stats.connects
         self.shutdown_hooks: list[tuple[str, ShutdownHook]] = []
         self._stopped = threading.Event()
+
+    def _link_on_sites(self, post_id: str, publisher_id: str, url: str) -> None:
+        """A delivery worker's ``on_sent``: each static site links the post there."""
+        for site in self._sites:
+            site.add_link(post_id, publisher_id, url)
 
     def _batch_end(self) -> None:
         """Before a batch's PUBACKs (paho's thread): its event firings committed, then

@@ -49,7 +49,7 @@ from typing import Any
 from gateway.state.windows import FullRow
 from gateway.support.ratelog import RateLimitedLog
 
-__all__ = ["MARK_KEY", "ReadingJournal", "Replayed", "journal_files"]
+__all__ = ["MARK_KEY", "ReadingJournal", "Replayed", "journal_files", "replay"]
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class Replayed:
 class ReadingJournal:
     """The append-only journal of one gateway's counted readings (see the module doc).
 
-    :meth:`open` (at start) replays nothing by itself; :meth:`replay` reads the files
+    :meth:`open` (at start) replays nothing by itself; :func:`replay` reads the files
     newer than the flushed mark.  :meth:`add` is called for every counted reading (under
     the state's lock), :meth:`write` at the end of every MQTT batch, :meth:`rotate` by
     the history writer under the state's lock, :meth:`flushed` after its commit.
@@ -125,59 +125,17 @@ class ReadingJournal:
 
     # -- start ----------------------------------------------------------------------
 
-    def open(self, flushed: int) -> list[tuple[int, Path]]:
-        """Delete the files whose readings are in the history (generation ≤ ``flushed``)
-        and start a new generation; returns the files still to replay, oldest first."""
-        pending = []
+    def open(self, flushed: int) -> None:
+        """Delete the files whose readings are in the history (generation ≤ ``flushed``;
+        the others were replayed, see :func:`replay`) and start a new generation."""
         newest = flushed
         for gen, path in journal_files(self.folder):
             newest = max(newest, gen)
             if gen <= flushed:
                 _unlink(path)
-            else:
-                pending.append((gen, path))
         with self._lock:
             self._open_locked(newest + 1)
             self.opened = True
-        return pending
-
-    def replay(
-        self,
-        files: Iterable[tuple[int, Path]],
-        flushed: int,
-        add: Callable[[str, float, float], bool],
-        carry: Callable[[str, FullRow], bool],
-    ) -> tuple[Replayed, dict[int, int]]:
-        """Feed the files' readings to ``add(sensor, value, t)`` and carried minutes to
-        ``carry(sensor, row)`` (each returns False for a sensor it cannot keep), in order.
-
-        Returns what was replayed and the acknowledged messages (packet id → digest).
-        """
-        done = Replayed()
-        acks: dict[int, int] = {}
-        previous = flushed
-        for gen, path in files:
-            use_carry = previous <= flushed  # the file before was flushed: its carry counts
-            previous = gen
-            done.files += 1
-            for kind, sensor, fields in _records(path, done):
-                try:
-                    if kind == "r":
-                        t, value = int(fields[0]) / 1000, float(fields[1])
-                        if add(sensor, value, t):
-                            done.readings += 1
-                            done.last[sensor] = (t, value)
-                    elif kind == "c" and use_carry:
-                        row = _carried_row(fields)
-                        if carry(sensor, row):
-                            done.carried += row[1]
-                    elif kind == "a":
-                        acks[int(fields[0])] = int(fields[1])
-                        if len(acks) > MAX_ACKS:
-                            del acks[next(iter(acks))]
-                except (ValueError, IndexError):
-                    done.bad_lines += 1
-        return done, acks
 
     # -- running ----------------------------------------------------------------------
 
@@ -339,6 +297,44 @@ class ReadingJournal:
         if excess > 0:
             del self._pending[:excess]
             self.dropped += excess
+
+
+def replay(
+    files: Iterable[tuple[int, Path]],
+    flushed: int,
+    add: Callable[[str, float, float], bool],
+    carry: Callable[[str, FullRow], bool],
+) -> tuple[Replayed, dict[int, int]]:
+    """Feed the files' readings to ``add(sensor, value, t)`` and carried minutes to
+    ``carry(sensor, row)`` (each returns False for a sensor it cannot keep), in order.
+
+    Returns what was replayed and the acknowledged messages (packet id → digest).
+    """
+    done = Replayed()
+    acks: dict[int, int] = {}
+    previous = flushed
+    for gen, path in files:
+        use_carry = previous <= flushed  # the file before was flushed: its carry counts
+        previous = gen
+        done.files += 1
+        for kind, sensor, fields in _records(path, done):
+            try:
+                if kind == "r":
+                    t, value = int(fields[0]) / 1000, float(fields[1])
+                    if add(sensor, value, t):
+                        done.readings += 1
+                        done.last[sensor] = (t, value)
+                elif kind == "c" and use_carry:
+                    row = _carried_row(fields)
+                    if carry(sensor, row):
+                        done.carried += row[1]
+                elif kind == "a":
+                    acks[int(fields[0])] = int(fields[1])
+                    if len(acks) > MAX_ACKS:
+                        del acks[next(iter(acks))]
+            except (ValueError, IndexError):
+                done.bad_lines += 1
+    return done, acks
 
 
 def _carried_row(fields: list[str]) -> FullRow:

@@ -26,7 +26,7 @@ from typing import Any
 from gateway.config import GatewayConfig
 from gateway.model import Frame, Value
 from gateway.state.history import HistoryStore
-from gateway.state.journal import ReadingJournal, Replayed, journal_files
+from gateway.state.journal import Replayed, journal_files, replay
 from gateway.state.store import SensorSnapshot, StateStore
 from gateway.support.files import atomic_write
 from gateway.support.ratelog import RateLimitedLog
@@ -231,7 +231,7 @@ def restore_state(
                 ids.add(sensor)
             return True
 
-        restored.journal, restored.acks = ReadingJournal(state_dir).replay(
+        restored.journal, restored.acks = replay(
             files,
             mark,
             lambda sensor, value, t: known(sensor) and state.replay_reading(sensor, value, t),
