@@ -166,6 +166,21 @@ def test_open_image_with_target_fits_the_box() -> None:
     assert not im.info
 
 
+def test_a_dct_scale_just_short_of_the_target_is_decoded_and_enlarged_to_it() -> None:
+    # 4056 px for 2048: the 1/2 scale (2028 px) is 99% of the target, so the JPEG is
+    # decoded at 1/2 and enlarged to exactly 2048, not decoded whole and shrunk
+    data = jpeg_bytes(photo((4056, 3040)))
+    im = open_image(data, target=(2048, 2048))
+    assert im.size == (2048, 1535)
+    with Image.open(io.BytesIO(data)) as half:
+        half.draft("RGB", (2028, 1520))
+        assert half.size == (2028, 1520)
+        expected = half.convert("RGB").resize((2048, 1535), Image.Resampling.BICUBIC)
+    assert ImageChops.difference(im, expected).getbbox() is None
+    # a scale further off (1/4 = 1014 px for 1100) is not enlarged: decoded at 1/2, shrunk
+    assert open_image(data, target=(1100, 1100)).size == (1100, 824)
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     width=st.integers(8, 320),

@@ -406,13 +406,6 @@ port = {port}
         proc.wait(20)
 
 
-def test_the_server_reads_the_daemons_database() -> None:
-    from gateway.runtime import app, daemon, web
-
-    assert web.DB_FILE == app.DB_NAME
-    assert web.PID_FILE == daemon.PID_FILE
-
-
 def test_a_taken_web_port_is_logged_and_the_daemon_still_posts(
     broker: Broker, tmp_path: Path, mqtt_topic: str
 ) -> None:

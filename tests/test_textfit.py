@@ -327,3 +327,36 @@ def test_imports_without_pkg_resources() -> None:
         "assert sys.modules['pkg_resources'] is None\n"
     )
     subprocess.run([sys.executable, "-W", "error", "-c", code], check=True)
+
+
+URLISH = st.tuples(
+    st.sampled_from(["", "see ", "é", "1", "@", "#", "a."]),
+    st.sampled_from(["", "http://", "https://", "www.", "ftp://"]),
+    st.sampled_from(["example", "a", "t", "xn--p1ai", "münchen", "1", "é"]),
+    st.sampled_from([".", "．", "。", "｡", ""]),
+    st.sampled_from(["com", "co", "org", "xyz", "みんな", "de", "1", "notatld", ""]),
+    st.sampled_from(["", "/", "/path?q=1", ".", " and", ")", ":8080"]),
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=URLISH)
+def test_the_quick_no_url_check_never_hides_a_url_twitter_text_finds(text: str) -> None:
+    import gateway.compose.textfit as textfit
+
+    full = textfit._twitter_spans(text, bare_domains=True) or list(
+        textfit._LOOSE_URL.finditer(text)
+    )
+    if full:
+        assert find_urls(text), text
+
+
+def test_rendering_readings_without_links_does_not_load_twitter_text() -> None:
+    code = (
+        "import sys; from gateway.compose.filters import defuse_markup;"
+        "[defuse_markup(v) for v in ('24.3', 'n/a', '-3.5 °C', 'open', '12:00')];"
+        "assert 'twitter_text' not in sys.modules;"
+        "assert defuse_markup('see example.com') != 'see example.com';"
+        "assert 'twitter_text' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

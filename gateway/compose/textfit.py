@@ -100,6 +100,8 @@ _GRAPHEME = regex.compile(r"\X")
 _WORD_BOUNDARY = regex.compile(r"\b", flags=regex.WORD | regex.V1)
 # Catches http(s) links twitter-text rejects (unknown TLDs) so they are still never cut.
 _LOOSE_URL = regex.compile(r"https?://[^\s<>\"'`]+")
+# Every URL twitter-text finds has a scheme or a dot before its (alphabetic) TLD.
+_MAYBE_URL = regex.compile(r"://|[.\uff0e\u3002\uff61]\p{L}")
 _LOOSE_URL_TAIL = regex.compile(r"[.,;:!?…)\]}»”’]+$")
 _HASHTAG = regex.compile(r"[#＃][\p{L}\p{M}\p{Nd}_\u200c\u200d]+")
 _MENTION = regex.compile(r"@\w+(?:[.-]+\w+)*(?:@[\w.-]+\w)?")
@@ -132,6 +134,8 @@ def find_urls(text: str) -> list[tuple[int, int]]:
     ``example.com``, as X counts them), plus any other ``http(s)://`` token so that a
     link with an unusual TLD is still treated as one unit.
     """
+    if not _MAYBE_URL.search(text):
+        return []  # a reading like "24.3" or "n/a": no need to load twitter-text
     spans = _twitter_spans(text, bare_domains=True)
     for match in _LOOSE_URL.finditer(text):
         tail = _LOOSE_URL_TAIL.search(match.group())

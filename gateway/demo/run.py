@@ -22,9 +22,10 @@ from gateway.config import GatewayConfig, read_toml
 from gateway.demo.broker import BrokerStartError, BrokerUnavailable, start_broker
 from gateway.outbox.store import Outbox
 from gateway.publishers.file import ARCHIVE_NAME, read_archive_ids
-from gateway.runtime.app import DB_NAME, Gateway
+from gateway.runtime.app import Gateway
 from gateway.runtime.loading import validate_config
 from gateway.runtime.logs import setup_logging
+from gateway.runtime.paths import DB_NAME
 from gateway.runtime.web import WebServer
 
 log = logging.getLogger(__name__)

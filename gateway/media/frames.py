@@ -138,9 +138,11 @@ class FrameStore:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
-        from PIL import Image  # here, not at import: the MQTT side never decodes images
-
         while (job := self._queue.get()) is not None:
+            # here, with the first frame: the MQTT side never decodes images, and a
+            # gateway without cameras never loads Pillow
+            from PIL import Image
+
             try:
                 frame = self._take(job)
             except (OSError, ValueError, Image.DecompressionBombError) as exc:

@@ -221,9 +221,11 @@ def _over_budget(cost: int, budget: int, what: str) -> ImageError:
 
 
 DRAFT_SLACK = 0.98
-"""A DCT scale whose size reaches this share of the target is decoded and used as is:
-a 4056 px photo fitted to 2048 px decodes at 1/2 (2028 px, 4x fewer pixels) and
-needs no resize, rather than a full decode for 1% more pixels."""
+"""A DCT scale whose size reaches this share of the target is decoded, then enlarged by
+the last few percent: a 4056 px photo fitted to 2048 px decodes at 1/2 (2028 px, 4x
+fewer pixels) and is resized up to 2048 px, rather than decoded whole and shrunk. That
+takes under half the time (``bench/images.py --exact-2048``), and the result is within
+a PSNR of about 43 dB of the whole decode shrunk with Lanczos: invisible."""
 
 
 def _nearly_covers(size: tuple[int, int], box: tuple[int, int]) -> bool:
@@ -253,6 +255,7 @@ def _decode(
     orientation = _orientation(im)
     # the target is upright; the stored pixels may be sideways
     box = im.size if not target else (target[1], target[0]) if orientation >= 5 else target
+    wanted = _fit_within(im.size, box)
     if im.format in ("JPEG", "MPO"):
         im.draft("RGB", _jpeg_scale(im, box, budget))
     cost = decode_cost(im, im.size, _fit_within(im.size, box))
@@ -260,6 +263,8 @@ def _decode(
         raise _over_budget(cost, budget, f"a {im.width}x{im.height} {im.format or ''} {im.mode}")
     im.load()
     size = _fit_within(im.size, box)
+    if size != wanted and _nearly_covers(im.size, wanted):
+        size = wanted  # a DCT scale just short of the target: make up the last 2%
     if size != im.size:  # in the decoded mode: a one-byte PNG is shrunk before it grows
         # after draft() the remaining factor is below 2, where bicubic matches
         # Lanczos by eye and costs less

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from gateway.compose.composer import Composer
 from gateway.config import GatewayConfig, MqttConfig
@@ -42,6 +41,7 @@ from gateway.rules.triggers import (
     decode_event,
 )
 from gateway.runtime.guard import RetainedGuard
+from gateway.runtime.paths import DB_NAME
 from gateway.state.history import HistoryStore, HistoryWriter
 from gateway.state.journal import ReadingJournal
 from gateway.state.snapshot import (
@@ -55,7 +55,6 @@ from gateway.state.store import SensorSnapshot, StateStore
 
 log = logging.getLogger(__name__)
 
-DB_NAME = "gateway.db"
 RETAINED_WAIT = 10.0
 """Seconds event firings wait at most for the broker's SUBACK at start."""
 DISPATCH_DRAIN = 1.0
@@ -63,11 +62,6 @@ DISPATCH_DRAIN = 1.0
 RETAINED_GRACE = 1.0
 """Seconds after the SUBACK for retained messages (sent right after it) to be taken."""
 ShutdownHook = Callable[[], None]
-
-
-def database_path(config: GatewayConfig) -> Path:
-    """Where the outbox / local log lives."""
-    return config.gateway.resolved_state_dir() / DB_NAME
 
 
 def chart_horizon(config: GatewayConfig) -> timedelta:

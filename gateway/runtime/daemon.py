@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING
 
 from gateway.config import ConfigError, GatewayConfig
 from gateway.rules.scheduler import Plan
-from gateway.runtime.app import Gateway, database_path
+from gateway.runtime.app import Gateway
 from gateway.runtime.hass import discovery_messages, health_topic, state_payload
 from gateway.runtime.health import HealthStore, RateMeter, free_bytes, health_body, status_line
 from gateway.runtime.loading import load_config
 from gateway.runtime.memory import trim_malloc
+from gateway.runtime.paths import database_path, pid_file
 from gateway.runtime.sdnotify import Notifier, watchdog_interval
 from gateway.support.ratelog import RateLimitedLog
 
@@ -40,17 +41,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PID_FILE = "things-gateway.pid"
 READY_TIMEOUT = 60.0
 """Without a broker after this long, READY=1 is sent anyway (systemd would kill us)."""
 LOW_DISK_BYTES = 5 * 1024 * 1024
 TRIM_EVERY = 60.0
 """Seconds between returns of free heap memory to the system (see runtime/memory.py)."""
-
-
-def pid_file(config: GatewayConfig) -> Path:
-    """Where the running daemon writes its process id."""
-    return config.gateway.resolved_state_dir() / PID_FILE
 
 
 class Periodic:
@@ -231,7 +226,8 @@ class Daemon:
                     self._deliver.clear()
                     gateway.wake_deliveries()
                 session.tick()
-                self._wake.wait(1.0)
+                # until READY=1 is out, look often: systemd (and `After=` units) wait for it
+                self._wake.wait(1.0 if session.ready_sent else 0.02)
                 self._wake.clear()
         finally:
             session.close()

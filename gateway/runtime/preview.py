@@ -28,7 +28,7 @@ from gateway.publishers import build_publisher
 from gateway.publishers.base import Capabilities, PublisherContext
 from gateway.rules.runner import fit_post
 from gateway.rules.triggers import decode_event
-from gateway.runtime.app import database_path
+from gateway.runtime.paths import database_path
 from gateway.state.history import HistoryStore
 from gateway.state.snapshot import SNAPSHOT_NAME, rebuild_windows, restore_state
 from gateway.state.store import StateStore

@@ -13,9 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.config import GatewayConfig
-from gateway.runtime.app import database_path
-from gateway.runtime.daemon import pid_file
 from gateway.runtime.health import HealthStore, OutboxSummary
+from gateway.runtime.paths import database_path, pid_file
 
 
 def running_pid(config: GatewayConfig) -> int | None:

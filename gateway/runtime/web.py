@@ -39,16 +39,12 @@ from urllib.parse import unquote, urlsplit
 from gateway.config import FileConfig, GatewayConfig, RuleConfig
 from gateway.config.secrets import redact
 from gateway.runtime.health import HEALTH_KEY, HealthStore
+from gateway.runtime.paths import database_path, pid_file
 from gateway.state.snapshot import SNAPSHOT_NAME, read_snapshot
 
 if TYPE_CHECKING:
     from gateway.runtime.app import Gateway
 
-DB_FILE = "gateway.db"
-"""``gateway.runtime.app.DB_NAME``, not imported: the whole daemon would come with it
-(20 MB more for a process that only reads)."""
-PID_FILE = "things-gateway.pid"
-"""``gateway.runtime.daemon.PID_FILE``, for the same reason."""
 MAX_BODY = 64 * 1024
 """Largest request body accepted (none is needed: every route is a GET)."""
 REQUEST_TIMEOUT = 10.0
@@ -64,15 +60,10 @@ PUBLIC_PREFIXES = ("/page/", "/posts/", "/media/")
 STALE_GRACE = timedelta(minutes=10)
 
 
-def database_path(config: GatewayConfig) -> Path:
-    """The daemon's SQLite file, read here read-only."""
-    return config.gateway.resolved_state_dir() / DB_FILE
-
-
 def daemon_running(config: GatewayConfig) -> bool:
     """Whether the daemon's PID file names a live gateway process."""
     try:
-        pid = int((config.gateway.resolved_state_dir() / PID_FILE).read_text().strip())
+        pid = int(pid_file(config).read_text().strip())
         return b"gateway" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return False
