@@ -355,8 +355,9 @@ def test_rendering_readings_without_links_does_not_load_twitter_text() -> None:
     code = (
         "import sys; from gateway.compose.filters import defuse_markup;"
         "[defuse_markup(v) for v in ('24.3', 'n/a', '-3.5 °C', 'open', '12:00')];"
-        "assert 'twitter_text' not in sys.modules;"
+        "assert 'twitter_text.extract_urls' not in sys.modules;"
         "assert defuse_markup('see example.com') != 'see example.com';"
-        "assert 'twitter_text' in sys.modules"
+        "assert 'twitter_text.extract_urls' in sys.modules;"
+        "assert 'twitter_text.parse_tweet' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.resources
+import importlib.util
 import sys
 import types
 from collections.abc import Callable, Iterator
@@ -47,8 +48,30 @@ def _resource_string(module_name: str, name: str) -> bytes:
     return importlib.resources.files(package).joinpath(name).read_bytes()
 
 
-def _load_twitter_text() -> types.ModuleType:
-    """Import twitter-text-parser, which reads its emoji table via ``pkg_resources``.
+def _twitter_text_package() -> None:
+    """Put the ``twitter_text`` package in ``sys.modules`` without running its
+    ``__init__``, which imports everything: its emoji table alone is 4 MB, and only X's
+    weighted count needs it.  Its submodules then import one by one."""
+    if "twitter_text" in sys.modules:
+        return
+    spec = importlib.util.find_spec("twitter_text")
+    if spec is None:
+        raise ModuleNotFoundError("twitter-text-parser is not installed", name="twitter_text")
+    sys.modules["twitter_text"] = importlib.util.module_from_spec(spec)
+
+
+@cache
+def _url_extractor() -> Callable[[str, bool], list[dict[str, Any]]]:
+    """twitter-text's URL extraction, imported on first use (about 1.3 MB)."""
+    _twitter_text_package()
+    module = importlib.import_module("twitter_text.extract_urls")
+    extract: Callable[[str, bool], list[dict[str, Any]]] = module.extract_urls_with_indices
+    return extract
+
+
+def _import_with_pkg_resources(name: str) -> types.ModuleType:
+    """Import ``name`` from twitter-text-parser, which reads its emoji table via
+    ``pkg_resources``.
 
     ``pkg_resources`` left setuptools in v81 (and is slow and warns before that), but
     the package only calls ``resource_string`` once, at import. A stand-in module is
@@ -56,13 +79,13 @@ def _load_twitter_text() -> types.ModuleType:
     restored, so nothing else ever sees it.
     """
     if sys.modules.get("pkg_resources") is not None:
-        return importlib.import_module("twitter_text")
+        return importlib.import_module(name)
     missing = "pkg_resources" not in sys.modules
     stand_in = types.ModuleType("pkg_resources")
     stand_in.__dict__["resource_string"] = _resource_string
     sys.modules["pkg_resources"] = stand_in
     try:
-        return importlib.import_module("twitter_text")
+        return importlib.import_module(name)
     finally:
         if missing:
             del sys.modules["pkg_resources"]
@@ -71,11 +94,12 @@ def _load_twitter_text() -> types.ModuleType:
 
 
 @cache
-def _twitter() -> tuple[types.ModuleType, dict[str, Any]]:
-    """twitter-text and its v3 config, imported on first use (about 8 MB and 0.1 s:
-    a gateway whose posts need no URL or X counting never loads it)."""
-    module = _load_twitter_text()
-    return module, importlib.import_module("twitter_text.config").config["version3"]
+def _tweet_parser() -> tuple[Callable[..., Any], dict[str, Any]]:
+    """twitter-text's ``parse_tweet`` and its v3 config, imported on first use (about
+    6 MB and 0.1 s: only a gateway posting to X loads it)."""
+    _twitter_text_package()
+    module = _import_with_pkg_resources("twitter_text.parse_tweet")
+    return module.parse_tweet, importlib.import_module("twitter_text.config").config["version3"]
 
 
 __all__ = [
@@ -123,7 +147,7 @@ def graphemes(text: str) -> list[str]:
 
 
 def _twitter_spans(text: str, *, bare_domains: bool) -> list[Span]:
-    found: list[dict[str, Any]] = _twitter()[0].extract_urls_with_indices(text, bare_domains)
+    found = _url_extractor()(text, bare_domains)
     return [(int(u["indices"][0]), int(u["indices"][1])) for u in found]
 
 
@@ -155,9 +179,9 @@ def _merge(spans: list[Span]) -> list[Span]:
 
 
 def _weighted_length(text: str, url_length: int) -> int:
-    twitter_text, v3 = _twitter()
+    parse_tweet, v3 = _tweet_parser()
     options = dict(v3, transformed_url_length=url_length)
-    return int(twitter_text.parse_tweet(text, options).weightedLength)
+    return int(parse_tweet(text, options).weightedLength)
 
 
 def _countable_text(text: str, caps: Capabilities) -> str:
