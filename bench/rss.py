@@ -13,9 +13,10 @@ suite's), then runs ``things-gateway run`` from that venv with each configuratio
 For each: VmRSS once it is connected and idle (``--idle`` seconds after start-up),
 then VmRSS and VmHWM after ``--posts`` posts reached every publisher while 1,000
 readings a second arrive.  Beside them, the same run's baselines: a bare
-interpreter of that venv (``python -c pass``) and one that imports paho and
-pydantic.  Wall time of ``--version`` and ``status`` is measured the same way.
-Figures are medians with their range over ``--runs`` runs.
+interpreter of that venv (``python -c pass``) and one that imports paho-mqtt and
+pydantic-settings, the floor any config of the daemon starts from.  Wall time of
+``--version`` and ``status`` is measured the same way.  Figures are medians with
+their range over ``--runs`` runs.
 """
 
 from __future__ import annotations
@@ -262,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         exe = str(venv / "bin/things-gateway")
         for run in range(args.runs):
             bare.append(baseline_rss(venv, "pass"))
-            libs.append(baseline_rss(venv, "import paho.mqtt.client, pydantic"))
+            libs.append(baseline_rss(venv, "import paho.mqtt.client, pydantic_settings"))
             times["python -c pass"].append(wall([str(venv / "bin/python"), "-c", "pass"]))
             times["--version"].append(wall([exe, "--version"]))
             times["status"].append(wall([exe, "status", "-c", str(status_config)]))
@@ -273,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for key, value in found.items():
                     results[name].setdefault(key, []).append(value)
     print(f"\nbaseline: bare interpreter {summary(bare, 'MiB')}; "
-          f"with paho + pydantic imported {summary(libs, 'MiB')}")  # fmt: skip
+          f"with paho-mqtt + pydantic-settings imported {summary(libs, 'MiB')}")  # fmt: skip
     print(f"{'configuration':<20} {'idle RSS':>22} {'RSS under load':>22} {'peak (VmHWM)':>22}")
     for name, measured in results.items():
         cells = [summary(measured[k], "MiB") for k in ("idle", "load", "peak")]
