@@ -184,7 +184,13 @@ def daemon_config(folder: Path, port: int, protocol: str, sensors: int) -> Path:
         f'[[rules]]\nid = "marker"\non_message = {{ topic = "{MARKER}" }}\n'
         'text = "drained"\npublish_to = ["archive"]\n',
     ]
-    parts += [
+    return write_config(folder, parts, sensors)
+
+
+def write_config(folder: Path, parts: list[str], sensors: int) -> Path:
+    """``folder/gateway.toml``: ``parts`` and ``sensors`` Tasmota sensors on ``TOPIC``
+    (also used by bench/startup.py)."""
+    parts = parts + [
         f'[[sensors]]\nid = "s{i}"\ntopic = "{TOPIC.format(sensor=i)}"\nformat = "tasmota"\n'
         'field = "SI7021.Temperature"\n'
         for i in range(sensors)

@@ -44,7 +44,9 @@ if str(ROOT) not in sys.path:
 
 from gateway.demo.broker import find_free_port, find_mosquitto  # noqa: E402
 
-TOPIC = "bench/s{sensor}/SENSOR"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest import write_config  # noqa: E402  (the same sensors as the ingest bench)
+
 DAEMON_ID = "bench-daemon"
 PAHO_ID = "bench-paho"
 
@@ -141,14 +143,7 @@ def daemon_config(folder: Path, port: int, sensors: int) -> Path:
         f"[state]\nmax_sensors = {sensors + 10}\n",
         '[[publishers]]\nid = "console"\ntype = "console"\n',
     ]
-    parts += [
-        f'[[sensors]]\nid = "s{i}"\ntopic = "{TOPIC.format(sensor=i)}"\nformat = "tasmota"\n'
-        'field = "SI7021.Temperature"\n'
-        for i in range(sensors)
-    ]
-    path = folder / "gateway.toml"
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
+    return write_config(folder, parts, sensors)
 
 
 PAHO_CLIENT = """
