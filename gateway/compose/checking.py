@@ -81,6 +81,8 @@ def template_sources(rule: RuleConfig) -> list[tuple[str, str]]:
     sources += [(f"charts[{i}].alt", chart.alt) for i, chart in enumerate(rule.charts)]
     if rule.timelapse is not None:
         sources.append(("timelapse.alt", rule.timelapse.alt))
+        if rule.timelapse.caption:
+            sources.append(("timelapse.caption", rule.timelapse.caption))
     return sources
 
 

@@ -501,8 +501,10 @@ class Composer:
             alt = render(chart.alt, ctx, allow_markup=markup)
             makers.append(partial(self._media.chart, post_id, n, chart, alt, now))
         if rule.timelapse is not None:
-            alt = render(rule.timelapse.alt, ctx, allow_markup=markup)
-            makers.append(partial(self._media.timelapse, post_id, rule.timelapse, alt, now, budget))
+            lapse = rule.timelapse
+            alt = render(lapse.alt, ctx, allow_markup=markup)
+            caption = render(lapse.caption, ctx, allow_markup=markup) if lapse.caption else None
+            makers.append(partial(self._media.timelapse, post_id, lapse, alt, now, budget, caption))
         return tuple(item for make in makers if (item := self._attach(rule.id, make)))
 
     @staticmethod

@@ -85,8 +85,15 @@ class TimelapseSpec(Section):
     camera: Identifier = Field(description="Camera id.")
     window: Duration = Field(default=timedelta(hours=24), description="How far back to look.")
     frames: int = Field(default=48, ge=2, le=300, description="Frames in the animation (at most).")
-    format: Literal["webp", "gif"] = Field(
-        default="webp", description="webp (smaller) or gif (where a service needs it)."
+    format: Literal["webp", "gif", "mp4"] = Field(
+        default="webp",
+        description=(
+            "webp (smaller), gif (where a service needs it) or mp4 (H.264 video, re-encoded"
+            " to each service's video limits; services without video get its poster frame)."
+        ),
+    )
+    caption: str | None = Field(
+        default=None, description="Template drawn on every frame (mp4 only)."
     )
     fps: float = Field(default=8, gt=0, le=30, description="Frames per second.")
     max_side: int = Field(default=640, ge=160, le=2048, description="Longest side in pixels.")

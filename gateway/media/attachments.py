@@ -36,6 +36,7 @@ from gateway.media.images import (
 )
 from gateway.media.sources import CameraFrames
 from gateway.media.timelapse import build_timelapse, evenly_spaced
+from gateway.media.video import VideoError, VideoInfo, encode_frames, write_poster
 from gateway.model import MediaItem
 
 log = logging.getLogger(__name__)
@@ -181,11 +182,15 @@ class MediaBuilder:
         alt: str,
         now: datetime,
         max_bytes: int | None = None,
+        caption: str | None = None,
     ) -> MediaItem:
-        """An animation of the camera's archived frames within ``spec.window``."""
+        """An animation (or an MP4) of the camera's archived frames within ``spec.window``;
+        ``caption`` (rendered) is drawn on every frame of an MP4."""
         on_missing = self._config.camera(spec.camera).on_missing
         paths = self._store.archived(spec.camera, now - spec.window, now)
         chosen = evenly_spaced(paths, spec.frames)
+        if spec.format == "mp4":
+            return self._video_timelapse(post_id, spec, chosen, alt, caption)
         fmt: Literal["WEBP", "GIF"] = "GIF" if spec.format == "gif" else "WEBP"
         dest = self._media_dir / post_id / f"timelapse-{spec.camera}.{spec.format}"
         try:
@@ -201,6 +206,46 @@ class MediaBuilder:
         except (ImageError, OSError) as exc:
             raise MissingMediaError(f"timelapse of {spec.camera}: {exc}", on_missing) from exc
         return _item(out, alt)
+
+    def _video_timelapse(
+        self,
+        post_id: str,
+        spec: TimelapseSpec,
+        chosen: Sequence[Path],
+        alt: str,
+        caption: str | None,
+    ) -> MediaItem:
+        """An H.264 MP4 of ``chosen`` and its poster frame (publishers fit it later)."""
+        on_missing = self._config.camera(spec.camera).on_missing
+        dest = self._media_dir / post_id / f"timelapse-{spec.camera}.mp4"
+        try:
+            with RENDER_LOCK:
+                out = encode_frames(
+                    chosen,
+                    dest,
+                    fps=spec.fps,
+                    max_side=spec.max_side,
+                    caption=Caption(caption, fonts=self.fonts) if caption else None,
+                )
+                poster = write_poster(dest, dest.with_suffix(".poster.jpg"))
+        except (VideoError, ImageError, OSError) as exc:
+            raise MissingMediaError(f"timelapse of {spec.camera}: {exc}", on_missing) from exc
+        return video_item(out, poster, alt)
+
+
+def video_item(out: VideoInfo, poster: Path, alt: str) -> MediaItem:
+    """The post's media item of an encoded video."""
+    return MediaItem(
+        out.path,
+        out.mime,
+        out.width,
+        out.height,
+        out.bytes,
+        alt,
+        poster=poster,
+        duration=out.duration,
+        fps=out.fps,
+    )
 
 
 def smallest_budget(budgets: Mapping[str, int | None]) -> int | None:

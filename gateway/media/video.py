@@ -1,0 +1,344 @@
+"""H.264 MP4 video (timelapses and clips) with PyAV, whose wheels carry FFmpeg.
+
+Every file this module writes is what all the services take: H.264 (libx264) in
+an MP4, ``yuv420p``, even width and height, a constant frame rate, the ``moov``
+atom at the front (``movflags=+faststart``, so a player starts before the whole
+file is loaded) and no audio.  Frames are streamed through the encoder one at a
+time: a source is decoded, fitted, captioned and encoded, then dropped, so a
+48-frame 1080p timelapse never holds more than one decoded frame.
+
+:func:`encode_frames` makes a video from still frames (a camera's archive, or the
+frames that arrived during a clip's window); :func:`fit_video` re-encodes a video
+into a service's :class:`VideoBudget` (duration, bytes, side, frame rate), and
+:func:`write_poster` keeps a JPEG of the first frame for previews, the archive and
+services that take no video.  Files are written beside ``dest`` and renamed into
+place, so a crash never leaves half a video under its final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from gateway.media.captions import Caption, draw_caption
+from gateway.media.images import ImageError, open_image
+from gateway.model import VideoLimits
+
+log = logging.getLogger(__name__)
+
+MIME = "video/mp4"
+CODEC = "libx264"
+PIX_FMT = "yuv420p"
+MASTER_CRF = 23
+"""libx264's constant-quality level of a master (its default; lower is better)."""
+PRESET = "veryfast"
+"""Speed over the last percent of size on a Raspberry Pi."""
+MIN_BITRATE = 64_000
+MAX_FIT_ATTEMPTS = 4
+CONTAINER_OVERHEAD = 0.94
+"""Share of a byte budget left for the video stream (moov, headers, bitrate overshoot)."""
+
+
+class VideoError(Exception):
+    """A video could not be made (no readable frame, a broken source, nothing fits)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VideoInfo:
+    """A video written to disk."""
+
+    path: Path
+    width: int
+    height: int
+    frames: int
+    fps: float
+    duration: float
+    bytes: int
+    mime: str = MIME
+
+
+VideoBudget = VideoLimits
+"""A service's video limits (:class:`gateway.model.VideoLimits`)."""
+
+
+def even_size(size: tuple[int, int], max_side: int | None = None) -> tuple[int, int]:
+    """``size`` scaled to fit ``max_side`` (never up), both sides rounded down to even."""
+    w, h = size
+    if max_side is not None and max(w, h) > max_side:
+        scale = max_side / max(w, h)
+        w, h = max(2, math.floor(w * scale)), max(2, math.floor(h * scale))
+    return max(2, w - w % 2), max(2, h - h % 2)
+
+
+def _temp(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.{os.getpid()}.part")
+
+
+class _Writer:
+    """An MP4 being written: frames go in one at a time as RGB images."""
+
+    def __init__(
+        self,
+        dest: Path,
+        size: tuple[int, int],
+        fps: float,
+        *,
+        crf: int | None = MASTER_CRF,
+        bit_rate: int | None = None,
+    ) -> None:
+        import av
+
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = _temp(dest)
+        self.size = size
+        self.rate = Fraction(fps).limit_denominator(1001)
+        self.count = 0
+        self._container = av.open(
+            str(self.tmp), mode="w", format="mp4", options={"movflags": "+faststart"}
+        )
+        stream = self._container.add_stream(CODEC, rate=self.rate)
+        assert isinstance(stream, av.VideoStream)
+        stream.width, stream.height = size
+        stream.pix_fmt = PIX_FMT
+        options: dict[str, object] = {"preset": PRESET}
+        if bit_rate is not None:
+            stream.bit_rate = bit_rate
+            # a capped VBV keeps the size near the target without a second pass
+            options |= {"maxrate": str(bit_rate), "bufsize": str(bit_rate * 2)}
+        elif crf is not None:
+            options["crf"] = str(crf)
+        stream.options = options
+        stream.codec_context.time_base = 1 / self.rate
+        self._stream = stream
+
+    def add(self, im: Image.Image) -> None:
+        import av
+
+        if im.size != self.size:
+            im = ImageOps.fit(im, self.size, Image.Resampling.BILINEAR)
+        rgb = av.VideoFrame.from_image(im.convert("RGB"))  # type: ignore[no-untyped-call]
+        frame = rgb.reformat(format=PIX_FMT)
+        frame.pts = self.count
+        frame.time_base = 1 / self.rate
+        self._container.mux(self._stream.encode(frame))
+        self.count += 1
+
+    def finish(self, dest: Path) -> VideoInfo:
+        self._container.mux(self._stream.encode(None))
+        self._container.close()
+        os.replace(self.tmp, dest)
+        fps = float(self.rate)
+        return VideoInfo(dest, *self.size, self.count, fps, self.count / fps, dest.stat().st_size)
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):  # the partial file is removed below either way
+            self._container.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def _readable(paths: Iterable[Path], max_side: int) -> Iterator[Image.Image]:
+    for path in paths:
+        try:
+            im = open_image(path, target=(max_side, max_side))
+        except (ImageError, OSError) as exc:
+            log.warning("video: skipping frame %s: %s", path.name, exc)
+            continue
+        yield im.convert("RGB") if im.mode != "RGB" else im
+
+
+def encode_frames(
+    frames: Iterable[Path | Image.Image],
+    dest: Path,
+    *,
+    fps: float = 8,
+    max_side: int = 1280,
+    caption: Caption | None = None,
+    crf: int = MASTER_CRF,
+    min_frames: int = 2,
+) -> VideoInfo:
+    """Encode ``frames`` (paths or images, oldest first) to an H.264 MP4 at ``dest``.
+
+    The first readable frame sets the size (fitted to ``max_side``, even); later
+    frames of another size are cropped to it.  Unreadable files are skipped.
+    ``caption`` is drawn on every frame.  Raises :class:`VideoError` with fewer than
+    ``min_frames`` readable frames.
+    """
+    writer: _Writer | None = None
+    source = (
+        im
+        for item in frames
+        for im in ([item] if isinstance(item, Image.Image) else _readable([item], max_side))
+    )
+    try:
+        for im in source:
+            if writer is None:
+                writer = _Writer(dest, even_size(im.size, max_side), fps, crf=crf)
+            if caption is not None:
+                im = im.copy() if im.readonly else im
+                draw_caption(im, caption)
+            writer.add(im)
+        if writer is None or writer.count < min_frames:
+            got = 0 if writer is None else writer.count
+            raise VideoError(f"a video needs {min_frames} readable frames, got {got}")
+        return writer.finish(dest)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+
+
+def probe(path: Path) -> VideoInfo:
+    """Size, frame rate, frame count and duration of an MP4 (reads its header only)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate or stream.guessed_rate or 0) or 1.0
+            frames = stream.frames
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            else:
+                duration = float(container.duration or 0) / 1_000_000
+            if not frames:
+                frames = round(duration * rate)
+            return VideoInfo(
+                path,
+                stream.codec_context.width,
+                stream.codec_context.height,
+                frames,
+                rate,
+                duration,
+                path.stat().st_size,
+            )
+    except (av.FFmpegError, IndexError) as exc:
+        raise VideoError(f"{path.name}: not a readable video: {exc}") from exc
+
+
+def decoded_frames(path: Path, *, max_duration: float | None = None) -> Iterator[Image.Image]:
+    """The frames of a video as RGB images, one at a time (up to ``max_duration``)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                late = frame.time is not None and frame.time >= (max_duration or 0) - 1e-6
+                if max_duration is not None and late:
+                    return
+                yield frame.to_image()  # type: ignore[no-untyped-call]
+    except av.FFmpegError as exc:
+        raise VideoError(f"{path.name}: cannot decode: {exc}") from exc
+
+
+def write_poster(video: Path, dest: Path, *, quality: int = 85) -> Path:
+    """A JPEG of the video's first frame at ``dest`` (for previews and the archive)."""
+    from gateway.support.files import atomic_write
+
+    first = next(decoded_frames(video), None)
+    if first is None:
+        raise VideoError(f"{video.name}: no frame for a poster")
+    import io
+
+    buf = io.BytesIO()
+    first.save(buf, "JPEG", quality=quality)
+    atomic_write(dest, buf.getvalue())
+    return dest
+
+
+def _thinned(frames: Iterator[Image.Image], src_fps: float, fps: float) -> Iterator[Image.Image]:
+    """Every frame of a ``src_fps`` video that a ``fps`` one shows (constant rate)."""
+    shown = 0
+    for n, im in enumerate(frames):
+        if math.floor(n * fps / src_fps + 1e-9) >= shown:
+            shown += 1
+            yield im
+
+
+def fit_video(src: Path, dest: Path, budget: VideoBudget) -> VideoInfo:
+    """``src`` re-encoded within ``budget``; ``src`` itself when it already fits.
+
+    The duration is cut to ``max_duration``, the size fitted to ``max_side`` and
+    ``max_pixels``, the frame rate lowered to ``max_fps`` (frames dropped evenly),
+    and the bitrate set from ``max_bytes`` over the duration; an encode still over
+    the byte budget is repeated at a bitrate lowered by its overshoot, then at a
+    smaller size.  Raises :class:`VideoError` when nothing fits.
+    """
+    info = probe(src)
+    if budget.admits(info.width, info.height, info.duration, info.bytes, info.fps):
+        return info
+    fps = min(info.fps, budget.max_fps) if budget.max_fps else info.fps
+    duration = min(info.duration, budget.max_duration) if budget.max_duration else info.duration
+    side = max(info.width, info.height)
+    if budget.max_side is not None:
+        side = min(side, budget.max_side)
+    if budget.max_pixels is not None:
+        area = info.width * info.height
+        side = min(side, math.floor(side * math.sqrt(budget.max_pixels / area)))
+    bit_rate: int | None = None
+    if budget.max_bytes is not None:
+        bit_rate = max(MIN_BITRATE, int(budget.max_bytes * 8 * CONTAINER_OVERHEAD / duration))
+    for _ in range(MAX_FIT_ATTEMPTS):
+        size = even_size((info.width, info.height), side)
+        writer = _Writer(dest, size, fps, crf=None if bit_rate else MASTER_CRF, bit_rate=bit_rate)
+        try:
+            frames = _thinned(decoded_frames(src, max_duration=duration), info.fps, fps)
+            for im in frames:
+                writer.add(im)
+            out = writer.finish(dest)
+        except BaseException:
+            writer.abort()
+            raise
+        if budget.max_bytes is None or out.bytes <= budget.max_bytes:
+            return out
+        assert bit_rate is not None
+        if bit_rate > MIN_BITRATE:
+            bit_rate = max(MIN_BITRATE, int(bit_rate * budget.max_bytes / out.bytes * 0.9))
+        else:
+            side = max(16, int(side * 0.7))
+    dest.unlink(missing_ok=True)
+    raise VideoError(f"{src.name}: cannot fit {budget}")
+
+
+def moov_before_mdat(path: Path) -> bool:
+    """True when the MP4's ``moov`` atom precedes its ``mdat`` (a fast-start file)."""
+    with path.open("rb") as f:
+        while True:
+            header = f.read(8)
+            if len(header) < 8:
+                return False
+            size = int.from_bytes(header[:4], "big")
+            kind = header[4:8]
+            if kind == b"moov":
+                return True
+            if kind == b"mdat":
+                return False
+            if size == 1:
+                size = int.from_bytes(f.read(8), "big") - 8
+            if size < 8:
+                return False
+            f.seek(size - 8, os.SEEK_CUR)
+
+
+__all__ = [
+    "MIME",
+    "VideoBudget",
+    "VideoError",
+    "VideoInfo",
+    "decoded_frames",
+    "encode_frames",
+    "even_size",
+    "fit_video",
+    "moov_before_mdat",
+    "probe",
+    "write_poster",
+]
