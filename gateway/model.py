@@ -98,6 +98,9 @@ class VideoLimits:
     max_pixels: int | None = None
     min_duration: float | None = None
     """Shortest video, in seconds (X refuses under 0.5 s)."""
+    alone: bool = False
+    """A post with a video carries nothing else (Mastodon, Bluesky and X: one video,
+    or images); the video is kept and the images left out."""
 
     def admits(self, width: int, height: int, duration: float, size: int, fps: float) -> bool:
         """True when a video of these figures needs no re-encode."""

@@ -95,6 +95,10 @@ class MediaFitter:
             copy = self._fit_video(item, caps) if item.is_video else self._fit_one(item, limits)
             if copy is not None:
                 fitted.append(replace(copy, alt=fit_alt(item.alt, caps.max_alt_text)))
+        videos = [item for item in fitted if item.is_video]
+        if videos and caps.video is not None and caps.video.alone and len(fitted) > 1:
+            log.info("a video goes alone: %d other item(s) left out", len(fitted) - 1)
+            return (videos[0],)
         return tuple(fitted)
 
     def _fit_video(self, item: MediaItem, caps: Capabilities) -> MediaItem | None:
