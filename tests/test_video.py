@@ -273,3 +273,34 @@ def test_rule_posts_an_mp4_timelapse_to_the_archive(make_gateway) -> None:  # no
     with Image.open(folder / clip["poster"]) as im:
         assert im.format == "JPEG"
         assert im.size == (320, 240)
+
+
+def test_jpeg_frames_do_not_all_become_keyframes(tmp_path: Path) -> None:
+    # FFmpeg decodes a JPEG as an I picture; passed on as is, libx264 made every frame
+    # a keyframe (a 1080p timelapse 40x its size)
+    paths = make_frames(tmp_path, 24, size=(640, 360))
+    out = encode_frames(paths, tmp_path / "a.mp4", fps=8)
+    with av.open(str(out.path)) as container:
+        keys = [p.is_keyframe for p in container.demux(video=0) if p.size]
+    assert len(keys) == 24
+    assert sum(keys) == 1
+
+
+def test_exif_orientation_is_honoured(tmp_path: Path) -> None:
+    # the FFmpeg decoder ignores EXIF: such a JPEG goes through Pillow, turned upright
+    im = Image.new("RGB", (320, 160), (0, 0, 255))
+    ImageDraw.Draw(im).rectangle((0, 0, 160, 160), fill=(255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    paths = []
+    for n in range(2):
+        path = tmp_path / f"{n}.jpg"
+        im.save(path, exif=exif.tobytes())
+        paths.append(path)
+    out = encode_frames(paths, tmp_path / "a.mp4", fps=2)
+    assert (out.width, out.height) == (160, 320)
+    poster = write_poster(out.path, tmp_path / "p.jpg")
+    with Image.open(poster) as shown:
+        top = shown.getpixel((80, 40))
+        assert top[0] > 200  # red (the left half) is on top once turned upright
+        assert top[2] < 80
