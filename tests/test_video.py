@@ -304,3 +304,69 @@ def test_exif_orientation_is_honoured(tmp_path: Path) -> None:
         top = shown.getpixel((80, 40))
         assert top[0] > 200  # red (the left half) is on top once turned upright
         assert top[2] < 80
+
+
+def test_constant_rate_keeps_real_timing() -> None:
+    from gateway.media.video import constant_rate
+
+    start = datetime(2026, 7, 1, 12, tzinfo=UTC)
+    frames = [
+        (start + timedelta(seconds=0.2), Path("a")),
+        (start + timedelta(seconds=0.5), Path("b")),
+        (start + timedelta(seconds=2.0), Path("c")),
+    ]
+    shown = [p.name for p in constant_rate(frames, start, 3, 2)]
+    # ticks at 0, 0.5, 1, 1.5, 2, 2.5 s
+    assert shown == ["a", "b", "b", "b", "c", "c"]
+    assert list(constant_rate([], start, 3, 2)) == []
+
+
+CLIP_RULE = """
+[[cameras]]
+id = "bridge"
+topic = "river/bridge"
+on_missing = "skip_post"
+
+[[rules]]
+id = "opening"
+every = "1h"
+text = "The bridge is opening"
+clip = { camera = "bridge", seconds = 4, fps = 5, caption = "bridge", alt = "The bridge opening" }
+publish_to = ["archive"]
+
+[[publishers]]
+id = "archive"
+type = "file"
+"""
+
+
+def test_clip_from_the_frames_that_arrived_in_the_window(make_gateway) -> None:  # noqa: F811
+    gateway = make_gateway(CLIP_RULE)
+    now = datetime.now(UTC)
+    old = now - timedelta(seconds=30)  # before the window: not in the clip
+    gateway.frames.store("bridge", scene_jpeg(old, (320, 240)), old)
+    for k in range(8):  # two frames a second over the last 4 s
+        at = now - timedelta(seconds=4) + timedelta(seconds=0.5 * k)
+        gateway.frames.store("bridge", scene_jpeg(at, (320, 240)), at)
+    post = gateway.fire("opening")
+    assert post is not None
+    (item,) = post.media
+    assert item.mime == "video/mp4"
+    assert item.alt == "The bridge opening"
+    got = decoded(item.path)
+    assert got["frames"] == 20  # 4 s at 5 fps
+    assert got["rate"] == 5
+    assert got["duration"] == pytest.approx(4.0, abs=0.01)
+    assert moov_before_mdat(item.path)
+    deliver_all(gateway)
+    (record,) = archive_posts(gateway.state_dir)
+    assert record["media"][0]["mime"] == "video/mp4"
+
+
+def test_clip_without_frames_follows_on_missing(make_gateway) -> None:  # noqa: F811
+    gateway = make_gateway(CLIP_RULE)
+    assert gateway.fire("opening") is None  # skip_post: no frame arrived in the window
+    keeps = make_gateway(CLIP_RULE.replace('on_missing = "skip_post"', ""))
+    post = keeps.fire("opening")
+    assert post is not None
+    assert post.media == ()

@@ -83,6 +83,10 @@ def template_sources(rule: RuleConfig) -> list[tuple[str, str]]:
         sources.append(("timelapse.alt", rule.timelapse.alt))
         if rule.timelapse.caption:
             sources.append(("timelapse.caption", rule.timelapse.caption))
+    if rule.clip is not None:
+        sources.append(("clip.alt", rule.clip.alt))
+        if rule.clip.caption:
+            sources.append(("clip.caption", rule.clip.caption))
     return sources
 
 

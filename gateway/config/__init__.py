@@ -61,6 +61,7 @@ from gateway.config.root import (
 )
 from gateway.config.rules import (
     ChartSpec,
+    ClipSpec,
     ImageSpec,
     OnMessage,
     RuleChecks,
@@ -99,6 +100,7 @@ __all__ = [
     "CameraConfig",
     "CameraConfigs",
     "ChartSpec",
+    "ClipSpec",
     "CommandCameraConfig",
     "ConfigError",
     "ConsoleConfig",

@@ -100,6 +100,19 @@ class TimelapseSpec(Section):
     alt: str = Field(min_length=1, description="Alt-text template (required).")
 
 
+class ClipSpec(Section):
+    """A rule's clip: an MP4 of the last ``seconds`` of a camera's frames."""
+
+    camera: Identifier = Field(description="Camera id.")
+    seconds: float = Field(
+        default=10, gt=0, le=180, description="Length: the frames of the last this many seconds."
+    )
+    fps: float = Field(default=8, gt=0, le=30, description="Frames per second of the video.")
+    max_side: int = Field(default=1280, ge=160, le=2048, description="Longest side in pixels.")
+    caption: str | None = Field(default=None, description="Template drawn on every frame.")
+    alt: str = Field(min_length=1, description="Alt-text template (required).")
+
+
 class RuleChecks(Protocol):
     """What only the rule engine can judge: each method raises ValueError with the reason."""
 
@@ -236,6 +249,9 @@ class RuleConfig(Section):
     images: tuple[ImageSpec, ...] = Field(default=(), description="Images to attach.")
     charts: tuple[ChartSpec, ...] = Field(default=(), description="Charts to attach.")
     timelapse: TimelapseSpec | None = Field(default=None, description="A timelapse to attach.")
+    clip: ClipSpec | None = Field(
+        default=None, description="A clip (MP4) of the camera's last seconds to attach."
+    )
     publish_to: tuple[str, ...] = Field(min_length=1, description="Publisher ids.")
     language: str | None = Field(
         default=None,

@@ -21,10 +21,10 @@ from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Literal, Protocol
 
-from gateway.config import ChartSpec, GatewayConfig, OnMissing, TimelapseSpec
+from gateway.config import ChartSpec, ClipSpec, GatewayConfig, OnMissing, TimelapseSpec
 from gateway.media.charts import render_chart
 from gateway.media.fonts import Fonts
-from gateway.media.frames import FrameStore
+from gateway.media.frames import FrameStore, frame_time
 from gateway.media.images import (
     RENDER_LOCK,
     Caption,
@@ -36,7 +36,13 @@ from gateway.media.images import (
 )
 from gateway.media.sources import CameraFrames
 from gateway.media.timelapse import build_timelapse, evenly_spaced
-from gateway.media.video import VideoError, VideoInfo, encode_frames, write_poster
+from gateway.media.video import (
+    VideoError,
+    VideoInfo,
+    constant_rate,
+    encode_frames,
+    write_poster,
+)
 from gateway.model import MediaItem
 
 log = logging.getLogger(__name__)
@@ -206,6 +212,30 @@ class MediaBuilder:
         except (ImageError, OSError) as exc:
             raise MissingMediaError(f"timelapse of {spec.camera}: {exc}", on_missing) from exc
         return _item(out, alt)
+
+    def clip(
+        self, post_id: str, spec: ClipSpec, alt: str, now: datetime, caption: str | None = None
+    ) -> MediaItem:
+        """An MP4 of the frames the camera delivered in the last ``spec.seconds``
+        (pushed over MQTT, fetched over HTTP, read from files), at a constant rate."""
+        on_missing = self._config.camera(spec.camera).on_missing
+        since = now - timedelta(seconds=spec.seconds)
+        paths = self._store.archived(spec.camera, since, now)
+        timed = [(at, path) for path in paths if (at := frame_time(path)) is not None]
+        dest = self._media_dir / post_id / f"clip-{spec.camera}.mp4"
+        try:
+            with RENDER_LOCK:
+                out = encode_frames(
+                    constant_rate(timed, since, spec.seconds, spec.fps),
+                    dest,
+                    fps=spec.fps,
+                    max_side=spec.max_side,
+                    caption=Caption(caption, fonts=self.fonts) if caption else None,
+                )
+                poster = write_poster(dest, dest.with_suffix(".poster.jpg"))
+        except (VideoError, ImageError, OSError) as exc:
+            raise MissingMediaError(f"clip of {spec.camera}: {exc}", on_missing) from exc
+        return video_item(out, poster, alt)
 
     def _video_timelapse(
         self,

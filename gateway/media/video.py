@@ -23,8 +23,9 @@ import math
 import os
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -223,7 +224,11 @@ def _converted(
     (EXIF orientation) or cropping to the video's shape.
     """
     size: tuple[int, int] | None = None
+    last: tuple[Path, tuple[int, int], av.VideoFrame] | None = None
     for item in items:
+        if last is not None and item == last[0]:
+            yield last[1], last[2]  # a clip repeating a frame: converted once
+            continue
         if isinstance(item, Path):
             decoded = _jpeg_frame(item, max_side, size)
             if decoded is not None:
@@ -232,6 +237,7 @@ def _converted(
                 frame = decoded.reformat(width=size[0], height=size[1], format=PIX_FMT)
                 if caption is not None:
                     frame = _to_frame(draw_caption(frame.to_image(), caption))  # type: ignore[no-untyped-call]
+                last = (item, size, frame)
                 yield size, frame
                 continue
         for im in [item] if isinstance(item, Image.Image) else _readable([item], max_side):
@@ -242,7 +248,10 @@ def _converted(
             if caption is not None:
                 im = im.copy() if im.readonly else im
                 draw_caption(im, caption)
-            yield size, _to_frame(im)
+            frame = _to_frame(im)
+            if isinstance(item, Path):
+                last = (item, size, frame)
+            yield size, frame
 
 
 def _jpeg_frame(path: Path, max_side: int, size: tuple[int, int] | None) -> av.VideoFrame | None:
@@ -322,6 +331,24 @@ class _Prefetch:
         """Stop the helper thread (the consumer gave up)."""
         self._stop.set()
         self._thread.join()
+
+
+def constant_rate(
+    frames: Sequence[tuple[datetime, Path]], start: datetime, seconds: float, fps: float
+) -> Iterator[Path]:
+    """The frames (time, path; oldest first) a constant-rate clip of ``seconds`` from
+    ``start`` shows: at each tick, the latest frame taken by then (a frame is repeated
+    while no newer one came; ticks before the first frame show the first).  A clip of
+    frames that arrived unevenly keeps their real timing."""
+    if not frames:
+        return
+    ticks = max(1, round(seconds * fps))
+    n = 0
+    for k in range(ticks):
+        at = start + timedelta(seconds=k / fps)
+        while n + 1 < len(frames) and frames[n + 1][0] <= at:
+            n += 1
+        yield frames[n][1]
 
 
 def probe(path: Path) -> VideoInfo:
