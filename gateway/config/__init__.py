@@ -28,6 +28,7 @@ from gateway.config.cameras import (
     MqttCameraConfig,
     OnMissing,
     PicameraConfig,
+    StreamCameraConfig,
 )
 from gateway.config.durations import Duration, format_duration, parse_duration
 from gateway.config.publishers import (
@@ -133,6 +134,7 @@ __all__ = [
     "SensorFormat",
     "Size",
     "StateSection",
+    "StreamCameraConfig",
     "TimelapseSpec",
     "TlsSection",
     "WebSection",

@@ -21,7 +21,14 @@ from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Literal, Protocol
 
-from gateway.config import ChartSpec, ClipSpec, GatewayConfig, OnMissing, TimelapseSpec
+from gateway.config import (
+    ChartSpec,
+    ClipSpec,
+    GatewayConfig,
+    OnMissing,
+    StreamCameraConfig,
+    TimelapseSpec,
+)
 from gateway.media.charts import render_chart
 from gateway.media.fonts import Fonts
 from gateway.media.frames import FrameStore, frame_time
@@ -41,6 +48,7 @@ from gateway.media.video import (
     VideoInfo,
     constant_rate,
     encode_frames,
+    record_stream,
     write_poster,
 )
 from gateway.model import MediaItem
@@ -218,7 +226,10 @@ class MediaBuilder:
     ) -> MediaItem:
         """An MP4 of the frames the camera delivered in the last ``spec.seconds``
         (pushed over MQTT, fetched over HTTP, read from files), at a constant rate."""
-        on_missing = self._config.camera(spec.camera).on_missing
+        camera = self._config.camera(spec.camera)
+        on_missing = camera.on_missing
+        if isinstance(camera, StreamCameraConfig):
+            return self._recorded_clip(post_id, spec, camera, alt, caption)
         since = now - timedelta(seconds=spec.seconds)
         paths = self._store.archived(spec.camera, since, now)
         timed = [(at, path) for path in paths if (at := frame_time(path)) is not None]
@@ -235,6 +246,33 @@ class MediaBuilder:
                 poster = write_poster(dest, dest.with_suffix(".poster.jpg"))
         except (VideoError, ImageError, OSError) as exc:
             raise MissingMediaError(f"clip of {spec.camera}: {exc}", on_missing) from exc
+        return video_item(out, poster, alt)
+
+    def _recorded_clip(
+        self,
+        post_id: str,
+        spec: ClipSpec,
+        camera: StreamCameraConfig,
+        alt: str,
+        caption: str | None,
+    ) -> MediaItem:
+        """A clip recorded from an RTSP/V4L2 stream for ``spec.seconds`` from now."""
+        dest = self._media_dir / post_id / f"clip-{spec.camera}.mp4"
+        try:
+            out = record_stream(
+                camera.url.get_secret_value(),
+                dest,
+                seconds=spec.seconds,
+                fps=spec.fps,
+                max_side=spec.max_side,
+                caption=Caption(caption, fonts=self.fonts) if caption else None,
+                fmt=camera.format,
+                transport=camera.rtsp_transport,
+                timeout=camera.timeout.total_seconds(),
+            )
+            poster = write_poster(dest, dest.with_suffix(".poster.jpg"))
+        except (VideoError, ImageError, OSError) as exc:
+            raise MissingMediaError(f"clip of {spec.camera}: {exc}", camera.on_missing) from exc
         return video_item(out, poster, alt)
 
     def _video_timelapse(

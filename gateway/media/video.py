@@ -23,7 +23,8 @@ import math
 import os
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -38,6 +39,7 @@ from gateway.model import VideoLimits
 
 if TYPE_CHECKING:
     import av
+    import av.container
 
 log = logging.getLogger(__name__)
 
@@ -465,6 +467,115 @@ def fit_video(src: Path, dest: Path, budget: VideoBudget) -> VideoInfo:
     raise VideoError(f"{src.name}: cannot fit {budget}")
 
 
+def _stream_error(exc: BaseException) -> str:
+    """What went wrong with a stream, without its URL (it may carry a password)."""
+    reason = getattr(exc, "strerror", None) or type(exc).__name__
+    return str(reason)
+
+
+def open_stream(
+    url: str, *, fmt: str | None = None, transport: str = "tcp", timeout: float = 10.0
+) -> av.container.InputContainer:
+    """Open an RTSP/HTTP stream, a file or a V4L2 device (``fmt="v4l2"``) with PyAV.
+
+    ``timeout`` bounds the opening and every later read, so a dead or silent camera
+    is an error, never a hang.  Raises :class:`VideoError` (the URL is left out: it
+    may carry a password).
+    """
+    import av
+
+    options = {"rtsp_transport": transport} if url.startswith(("rtsp://", "rtsps://")) else {}
+    try:
+        return av.open(url, mode="r", format=fmt, options=options, timeout=(timeout, timeout))
+    except (av.FFmpegError, OSError) as exc:
+        raise VideoError(f"cannot open the stream: {_stream_error(exc)}") from None
+
+
+def stream_snapshot(
+    url: str, *, fmt: str | None = None, transport: str = "tcp", timeout: float = 10.0
+) -> bytes:
+    """One frame of a stream as JPEG bytes (a photo from an RTSP/V4L2 camera)."""
+    import io
+
+    import av
+
+    with open_stream(url, fmt=fmt, transport=transport, timeout=timeout) as container:
+        try:
+            frame = next(container.decode(video=0))
+        except (av.FFmpegError, OSError, StopIteration, IndexError) as exc:
+            raise VideoError(f"no frame from the stream: {_stream_error(exc)}") from None
+        buf = io.BytesIO()
+        frame.to_image().save(buf, "JPEG", quality=90)  # type: ignore[no-untyped-call]
+        return buf.getvalue()
+
+
+def record_stream(
+    url: str,
+    dest: Path,
+    *,
+    seconds: float,
+    fps: float = 8,
+    max_side: int = 1280,
+    caption: Caption | None = None,
+    fmt: str | None = None,
+    transport: str = "tcp",
+    timeout: float = 10.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> VideoInfo:
+    """Record ``seconds`` of a stream (RTSP, HTTP, a file, a V4L2 device) to an H.264
+    MP4 at a constant ``fps``: each tick shows the latest frame decoded by then (by
+    the stream's timestamps), so a camera's own rate does not matter.
+
+    Every read waits at most ``timeout``, and the whole recording at most ``seconds +
+    timeout`` of wall time.  A stream that ends early gives a shorter clip; one that
+    fails or stays silent raises :class:`VideoError`.
+    """
+    import av
+
+    ticks = max(1, round(seconds * fps))
+    deadline = clock() + seconds + timeout
+    writer: _Writer | None = None
+    try:
+        with open_stream(url, fmt=fmt, transport=transport, timeout=timeout) as container:
+            if not container.streams.video:
+                raise VideoError("the stream has no video")
+            size = (0, 0)
+            first: float | None = None
+            shown: av.VideoFrame | None = None
+            k = 0
+            try:
+                for frame in container.decode(video=0):
+                    at = float(frame.time) if frame.time is not None else clock()
+                    if writer is None:
+                        size = even_size((frame.width, frame.height), max_side)
+                        writer = _Writer(dest, size, fps)
+                        first = at
+                    assert first is not None
+                    current = frame.reformat(width=size[0], height=size[1], format=PIX_FMT)
+                    if caption is not None:
+                        image = current.to_image()  # type: ignore[no-untyped-call]
+                        current = _to_frame(draw_caption(image, caption))
+                    while k < ticks and first + k / fps < at - 1e-9:
+                        writer.add_frame(shown or current)
+                        k += 1
+                    shown = current
+                    if k >= ticks or at - first >= seconds or clock() > deadline:
+                        break
+            except av.FFmpegError as exc:
+                raise VideoError(f"the stream failed: {_stream_error(exc)}") from None
+            if writer is None or shown is None:
+                raise VideoError("no frame from the stream")
+            if k < ticks:
+                writer.add_frame(shown)  # the last frame gets its tick
+            if writer.count < 2:
+                raise VideoError(f"the stream gave {writer.count} frame(s) in {seconds:g} s")
+            return writer.finish(dest)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+
+
 def moov_before_mdat(path: Path) -> bool:
     """True when the MP4's ``moov`` atom precedes its ``mdat`` (a fast-start file)."""
     with path.open("rb") as f:
@@ -495,6 +606,9 @@ __all__ = [
     "even_size",
     "fit_video",
     "moov_before_mdat",
+    "open_stream",
     "probe",
+    "record_stream",
+    "stream_snapshot",
     "write_poster",
 ]
