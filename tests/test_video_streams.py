@@ -162,3 +162,37 @@ def test_rule_records_a_clip_and_takes_a_photo_from_a_stream_camera(
 def test_dead_stream_camera_follows_on_missing(make_gateway) -> None:  # noqa: F811
     url = f"rtsp://127.0.0.1:{free_port()}/stream1"
     assert make_gateway(stream_rule(url, "skip_post")).fire("opening") is None
+
+
+def test_preview_writes_the_mp4_and_reports_each_budget(stream_file: Path, tmp_path: Path) -> None:
+    from tests.gwutil import cli
+
+    body = stream_rule(str(stream_file)).replace(
+        'publish_to = ["archive"]', 'publish_to = ["archive", "console", "sky"]'
+    )
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[gateway]\nstate_dir = "{tmp_path / "state"}"\n'
+        + body
+        + '\n[[publishers]]\nid = "console"\ntype = "console"\n'
+        + '\n[[publishers]]\nid = "sky"\ntype = "bluesky"\nhandle = "a.test"\n'
+        + 'app_password = "app-pass-1234"\n',
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    result = cli("preview", "opening", "-c", str(config), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    (master,) = [line for line in lines if line.startswith("video: ") and "alt:" not in line]
+    assert "(320x240, " in master
+    assert "2.00 s at 5 fps" in master
+    written = list(out.rglob("clip-bridge.mp4"))
+    assert len(written) == 1
+    assert str(written[0]) in master
+    budgets = [line for line in lines if line.startswith("video budget: ")]
+    assert budgets == [
+        "video budget: no limit",
+        "video budget: takes no video: gets the poster frame",
+        "video budget: at most 100000000 bytes, 180 s; one video per post, nothing beside it",
+    ]
+    assert not (tmp_path / "state" / "gateway.db").exists()
