@@ -546,6 +546,8 @@ def record_stream(
             try:
                 for frame in container.decode(video=0):
                     at = float(frame.time) if frame.time is not None else clock()
+                    if frame.width * frame.height > DEFAULT_MAX_DECODE_PIXELS:
+                        raise VideoError(f"stream frames of {frame.width}x{frame.height} refused")
                     if writer is None:
                         size = even_size((frame.width, frame.height), max_side)
                         writer = _Writer(dest, size, fps)
