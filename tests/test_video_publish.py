@@ -12,27 +12,22 @@ from typing import Any
 
 import pytest
 
-from gateway.config.publishers import BlueskyConfig, MastodonConfig, WebhookConfig
+from gateway.config.publishers import BlueskyConfig, WebhookConfig
 from gateway.demo.broker import Broker
 from gateway.model import PermanentError, Post, VideoLimits, new_post_id
 from gateway.publishers import build_publisher
 from gateway.publishers.base import BrokerSettings, MemoryStore, PublisherContext
 from gateway.publishers.mastodon import MastodonPublisher
 from gateway.publishers.mqtt import MqttConfig
-from gateway.publishers.x import XConfig, XPublisher
+from gateway.publishers.x import XPublisher
+from tests.fakes.backends import X_KEYS
 from tests.fakes.bluesky import FakePds
 from tests.fakes.mastodon import FakeMastodon
 from tests.fakes.media import jpeg, mp4, video_facts
 from tests.fakes.webhook import FakeWebhook
 from tests.fakes.x import FakeX
+from tests.test_publisher_mastodon import TOKEN
 
-X_KEYS = {
-    "consumer_key": "ck-app-key-1234",
-    "consumer_secret": "cs-app-secret-do-not-log",
-    "access_token": "at-1234-user-token",
-    "access_token_secret": "ats-user-secret-do-not-log",
-}
-TOKEN = "mastodon-token-abcdef"
 PASSWORD = "app-pass-1234"
 
 
@@ -51,18 +46,9 @@ def mastodon() -> Iterator[FakeMastodon]:
 
 
 def mastodon_publisher(server: FakeMastodon, tmp_path: Path) -> MastodonPublisher:
-    config = MastodonConfig.model_validate(
-        {
-            "id": "masto",
-            "type": "mastodon",
-            "base_url": server.url,
-            "access_token": TOKEN,
-            "timeout": 2,
-            "media_poll_interval": 0.01,
-            "media_timeout": 5,
-        }
-    )
-    return build_publisher(config, PublisherContext(tmp_path, "pool", store=MemoryStore()))
+    from tests.test_publisher_mastodon import build
+
+    return build(server, tmp_path)
 
 
 def test_mastodon_uploads_the_video_with_its_thumbnail_and_waits_for_processing(
@@ -161,15 +147,12 @@ def x_server() -> Iterator[FakeX]:
         yield fake
 
 
-def x_publisher(server: FakeX, tmp_path: Path, store: MemoryStore | None = None) -> XPublisher:
-    config = XConfig.model_validate(
-        {"id": "x", "type": "x", "api_base": server.url, "timeout": 2, **X_KEYS}
-    )
-    publisher = build_publisher(
-        config, PublisherContext(tmp_path, "pool", store=store or MemoryStore())
-    )
-    publisher._sleep = lambda seconds: None
-    return publisher
+def x_publisher(server: FakeX, tmp_path: Path) -> XPublisher:
+    from tests.test_x_limits import publisher
+
+    built = publisher(server, tmp_path)
+    built._sleep = lambda seconds: None
+    return built
 
 
 def test_x_uploads_video_in_chunks_as_tweet_video(

@@ -13,10 +13,11 @@ carrying the camera's ``on_missing`` choice.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Literal, Protocol
@@ -224,56 +225,43 @@ class MediaBuilder:
     def clip(
         self, post_id: str, spec: ClipSpec, alt: str, now: datetime, caption: str | None = None
     ) -> MediaItem:
-        """An MP4 of the frames the camera delivered in the last ``spec.seconds``
+        """An MP4 of the camera's last ``spec.seconds``: recorded from the stream of a
+        ``stream`` camera, else made of the frames the camera delivered in that window
         (pushed over MQTT, fetched over HTTP, read from files), at a constant rate."""
         camera = self._config.camera(spec.camera)
-        on_missing = camera.on_missing
+        drawn = Caption(caption, fonts=self.fonts) if caption else None
+        dest = self._media_dir / post_id / f"clip-{spec.camera}.mp4"
         if isinstance(camera, StreamCameraConfig):
-            return self._recorded_clip(post_id, spec, camera, alt, caption)
+            stream = camera  # the narrowed type, for the closure
+            return self._video(
+                f"clip of {spec.camera}",
+                camera.on_missing,
+                alt,
+                lambda: record_stream(
+                    stream.url.get_secret_value(),
+                    dest,
+                    seconds=spec.seconds,
+                    fps=spec.fps,
+                    max_side=spec.max_side,
+                    caption=drawn,
+                    fmt=stream.format,
+                    transport=stream.rtsp_transport,
+                    timeout=stream.timeout.total_seconds(),
+                ),
+                locked=False,  # recording waits on the camera: other renders go on
+            )
         since = now - timedelta(seconds=spec.seconds)
         paths = self._store.archived(spec.camera, since, now)
         timed = [(at, path) for path in paths if (at := frame_time(path)) is not None]
-        dest = self._media_dir / post_id / f"clip-{spec.camera}.mp4"
-        try:
-            with RENDER_LOCK:
-                out = encode_frames(
-                    constant_rate(timed, since, spec.seconds, spec.fps),
-                    dest,
-                    fps=spec.fps,
-                    max_side=spec.max_side,
-                    caption=Caption(caption, fonts=self.fonts) if caption else None,
-                )
-                poster = write_poster(dest, dest.with_suffix(".poster.jpg"))
-        except (VideoError, ImageError, OSError) as exc:
-            raise MissingMediaError(f"clip of {spec.camera}: {exc}", on_missing) from exc
-        return video_item(out, poster, alt)
-
-    def _recorded_clip(
-        self,
-        post_id: str,
-        spec: ClipSpec,
-        camera: StreamCameraConfig,
-        alt: str,
-        caption: str | None,
-    ) -> MediaItem:
-        """A clip recorded from an RTSP/V4L2 stream for ``spec.seconds`` from now."""
-        dest = self._media_dir / post_id / f"clip-{spec.camera}.mp4"
-        try:
-            out = record_stream(
-                camera.url.get_secret_value(),
-                dest,
-                seconds=spec.seconds,
-                fps=spec.fps,
-                max_side=spec.max_side,
-                caption=Caption(caption, fonts=self.fonts) if caption else None,
-                fmt=camera.format,
-                transport=camera.rtsp_transport,
-                timeout=camera.timeout.total_seconds(),
-            )
-            poster = write_poster(dest, dest.with_suffix(".poster.jpg"))
-        except (VideoError, ImageError, OSError) as exc:
-            raise MissingMediaError(f"clip of {spec.camera}: {exc}", camera.on_missing) from exc
-        return video_item(out, poster, alt)
+        frames = constant_rate(timed, since, spec.seconds, spec.fps)
+        return self._video(
+            f"clip of {spec.camera}",
+            camera.on_missing,
+            alt,
+            lambda: encode_frames(
+                frames, dest, fps=spec.fps, max_side=spec.max_side, caption=drawn
+            ),
+        )
 
     def _video_timelapse(
         self,
@@ -284,20 +272,34 @@ class MediaBuilder:
         caption: str | None,
     ) -> MediaItem:
         """An H.264 MP4 of ``chosen`` and its poster frame (publishers fit it later)."""
-        on_missing = self._config.camera(spec.camera).on_missing
         dest = self._media_dir / post_id / f"timelapse-{spec.camera}.mp4"
+        drawn = Caption(caption, fonts=self.fonts) if caption else None
+        return self._video(
+            f"timelapse of {spec.camera}",
+            self._config.camera(spec.camera).on_missing,
+            alt,
+            lambda: encode_frames(
+                chosen, dest, fps=spec.fps, max_side=spec.max_side, caption=drawn
+            ),
+        )
+
+    @staticmethod
+    def _video(
+        what: str,
+        on_missing: OnMissing,
+        alt: str,
+        make: Callable[[], VideoInfo],
+        *,
+        locked: bool = True,
+    ) -> MediaItem:
+        """Run ``make`` (under the render lock unless told not to), then write the
+        poster frame; a failure is a MissingMediaError carrying ``on_missing``."""
         try:
-            with RENDER_LOCK:
-                out = encode_frames(
-                    chosen,
-                    dest,
-                    fps=spec.fps,
-                    max_side=spec.max_side,
-                    caption=Caption(caption, fonts=self.fonts) if caption else None,
-                )
-                poster = write_poster(dest, dest.with_suffix(".poster.jpg"))
+            with RENDER_LOCK if locked else contextlib.nullcontext():
+                out = make()
+                poster = write_poster(out.path, out.path.with_suffix(".poster.jpg"))
         except (VideoError, ImageError, OSError) as exc:
-            raise MissingMediaError(f"timelapse of {spec.camera}: {exc}", on_missing) from exc
+            raise MissingMediaError(f"{what}: {exc}", on_missing) from exc
         return video_item(out, poster, alt)
 
 

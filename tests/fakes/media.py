@@ -22,24 +22,14 @@ def mp4(
     folder: Path, name: str, alt: str, *, frames: int = 12, size: tuple[int, int] = (160, 90)
 ) -> MediaItem:
     """Encode a real H.264 MP4 (and its poster) with the gateway's encoder."""
+    from gateway.media.attachments import video_item
     from gateway.media.video import encode_frames, write_poster
 
     images = (
         Image.linear_gradient("L").resize(size).convert("RGB").rotate(n * 10) for n in range(frames)
     )
     out = encode_frames(images, folder / name, fps=4)
-    poster = write_poster(out.path, (folder / name).with_suffix(".poster.jpg"))
-    return MediaItem(
-        out.path,
-        out.mime,
-        out.width,
-        out.height,
-        out.bytes,
-        alt,
-        poster=poster,
-        duration=out.duration,
-        fps=out.fps,
-    )
+    return video_item(out, write_poster(out.path, out.path.with_suffix(".poster.jpg")), alt)
 
 
 def video_facts(data: bytes) -> tuple[int, dict[str, object]]:
