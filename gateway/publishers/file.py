@@ -32,6 +32,7 @@ from gateway.publishers.base import (
     OneMessageThread,
     PublisherContext,
 )
+from gateway.publishers.payload import media_entry
 from gateway.publishers.site import SiteBuilder
 from gateway.support.files import atomic_copy, fsync_dir
 
@@ -98,23 +99,14 @@ class FilePublisher(OneMessageThread):
         return Receipt(remote_id=post.id, url=self.archive.as_uri())
 
     def _store_media(self, post_id: str, n: int, item: MediaItem) -> dict[str, Any]:
-        name = f"{post_id}-{n}{item.path.suffix or '.bin'}"
+        entry = media_entry(post_id, n, item)
+        name = entry.pop("filename")
         atomic_copy(item.path, self.folder / "media" / name)
-        entry: dict[str, Any] = {
-            "file": f"media/{name}",
-            "mime": item.mime,
-            "width": item.width,
-            "height": item.height,
-            "bytes": item.bytes,
-            "alt": item.alt,
-        }
-        if item.is_video:
-            entry["duration"] = item.duration
-            if item.poster is not None and item.poster.exists():
-                poster = f"{post_id}-{n}.poster.jpg"
-                atomic_copy(item.poster, self.folder / "media" / poster)
-                entry["poster"] = f"media/{poster}"
-        return entry
+        poster = entry.pop("poster", None)
+        if poster is not None and item.poster is not None and item.poster.exists():
+            atomic_copy(item.poster, self.folder / "media" / poster)
+            entry["poster"] = f"media/{poster}"
+        return {"file": f"media/{name}", **entry}
 
     def _append(self, line: str) -> None:
         new_file = not self.archive.exists()
