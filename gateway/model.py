@@ -107,6 +107,7 @@ class VideoLimits:
         return (
             (self.max_bytes is None or size <= self.max_bytes)
             and (self.max_duration is None or duration <= self.max_duration + 1e-6)
+            and (self.min_duration is None or duration >= self.min_duration - 1e-6)
             and (self.max_side is None or max(width, height) <= self.max_side)
             and (self.max_fps is None or fps <= self.max_fps + 1e-6)
             and (self.max_pixels is None or width * height <= self.max_pixels)

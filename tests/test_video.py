@@ -370,3 +370,15 @@ def test_clip_without_frames_follows_on_missing(make_gateway) -> None:  # noqa: 
     post = keeps.fire("opening")
     assert post is not None
     assert post.media == ()
+
+
+def test_too_short_a_video_plays_slower_to_reach_min_duration(tmp_path: Path) -> None:
+    # two frames at 8 fps last 0.25 s; X takes 0.5 s at least
+    paths = make_frames(tmp_path, 2)
+    short = encode_frames(paths, tmp_path / "short.mp4", fps=8)
+    assert short.duration == pytest.approx(0.25)
+    out = fit_video(short.path, tmp_path / "long.mp4", VideoLimits(min_duration=0.5))
+    got = decoded(out.path)
+    assert got["frames"] == 2
+    assert got["rate"] == 4
+    assert out.duration == pytest.approx(0.5)

@@ -425,7 +425,8 @@ def _thinned(frames: Iterator[Image.Image], src_fps: float, fps: float) -> Itera
 def fit_video(src: Path, dest: Path, budget: VideoBudget) -> VideoInfo:
     """``src`` re-encoded within ``budget``; ``src`` itself when it already fits.
 
-    The duration is cut to ``max_duration``, the size fitted to ``max_side`` and
+    The duration is cut to ``max_duration`` (a video shorter than ``min_duration``
+    plays its frames slower instead), the size fitted to ``max_side`` and
     ``max_pixels``, the frame rate lowered to ``max_fps`` (frames dropped evenly),
     and the bitrate set from ``max_bytes`` over the duration; an encode still over
     the byte budget is repeated at a bitrate lowered by its overshoot, then at a
@@ -436,6 +437,11 @@ def fit_video(src: Path, dest: Path, budget: VideoBudget) -> VideoInfo:
         return info
     fps = min(info.fps, budget.max_fps) if budget.max_fps else info.fps
     duration = min(info.duration, budget.max_duration) if budget.max_duration else info.duration
+    slowed = budget.min_duration is not None and info.duration < budget.min_duration
+    if slowed:  # too short (X takes 0.5 s at least): every frame shown longer
+        assert budget.min_duration is not None
+        fps = info.frames / budget.min_duration
+        duration = info.duration
     side = max(info.width, info.height)
     if budget.max_side is not None:
         side = min(side, budget.max_side)
@@ -449,7 +455,9 @@ def fit_video(src: Path, dest: Path, budget: VideoBudget) -> VideoInfo:
         size = even_size((info.width, info.height), side)
         writer = _Writer(dest, size, fps, crf=None if bit_rate else MASTER_CRF, bit_rate=bit_rate)
         try:
-            frames = _thinned(decoded_frames(src, max_duration=duration), info.fps, fps)
+            frames = decoded_frames(src, max_duration=duration)
+            if not slowed:
+                frames = _thinned(frames, info.fps, fps)
             for im in frames:
                 writer.add(im)
             out = writer.finish(dest)
