@@ -45,7 +45,7 @@ class Frame:
 
 @dataclass(frozen=True, slots=True)
 class MediaItem:
-    """An image attached to a post, already rendered to a file."""
+    """An image or video attached to a post, already rendered to a file."""
 
     path: Path
     mime: str
@@ -53,6 +53,17 @@ class MediaItem:
     height: int
     bytes: int
     alt: str
+    poster: Path | None = None
+    """A video's poster frame (JPEG): previews, the archive, services that take no video."""
+    duration: float | None = None
+    """A video's length in seconds."""
+    fps: float | None = None
+    """A video's (constant) frame rate."""
+
+    @property
+    def is_video(self) -> bool:
+        """True for a video (an MP4)."""
+        return self.mime.startswith("video/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +84,34 @@ class Receipt:
 
     remote_id: str | None = None
     url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VideoLimits:
+    """What a service takes as video; ``None`` is no limit."""
+
+    max_bytes: int | None = None
+    max_duration: float | None = None
+    """Longest video, in seconds."""
+    max_side: int | None = None
+    max_fps: float | None = None
+    max_pixels: int | None = None
+    min_duration: float | None = None
+    """Shortest video, in seconds (X refuses under 0.5 s)."""
+    alone: bool = False
+    """A post with a video carries nothing else (Mastodon, Bluesky and X: one video,
+    or images); the video is kept and the images left out."""
+
+    def admits(self, width: int, height: int, duration: float, size: int, fps: float) -> bool:
+        """True when a video of these figures needs no re-encode."""
+        return (
+            (self.max_bytes is None or size <= self.max_bytes)
+            and (self.max_duration is None or duration <= self.max_duration + 1e-6)
+            and (self.min_duration is None or duration >= self.min_duration - 1e-6)
+            and (self.max_side is None or max(width, height) <= self.max_side)
+            and (self.max_fps is None or fps <= self.max_fps + 1e-6)
+            and (self.max_pixels is None or width * height <= self.max_pixels)
+        )
 
 
 TextCounting = Literal["chars", "graphemes", "weighted", "bytes"]
@@ -96,6 +135,8 @@ class Capabilities:
     max_image_side: int | None = None
     max_alt_text: int | None = None
     supports_language: bool = False
+    video: VideoLimits | None = None
+    """The service's video limits; ``None``: it takes no video (it gets the poster frame)."""
 
 
 class PublishError(Exception):

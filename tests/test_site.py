@@ -483,6 +483,9 @@ def test_a_timelapse_plays_inline_and_threads_show_every_part() -> None:
     }
     html = post_html(record, "")
     assert '<video src="media/t1-0.mp4" width="640" height="480" autoplay muted loop' in html
+    record["media"][0]["poster"] = "media/t1-0.poster.jpg"  # type: ignore[index]
+    with_poster = post_html(record, "../")
+    assert 'height="480" poster="../media/t1-0.poster.jpg" autoplay' in with_poster
     assert 'aria-label="The day at the pool"' in html
     assert "part 2" in html
     assert "2026-07-01 21:00" in html  # the post's own local time

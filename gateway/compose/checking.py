@@ -81,6 +81,12 @@ def template_sources(rule: RuleConfig) -> list[tuple[str, str]]:
     sources += [(f"charts[{i}].alt", chart.alt) for i, chart in enumerate(rule.charts)]
     if rule.timelapse is not None:
         sources.append(("timelapse.alt", rule.timelapse.alt))
+        if rule.timelapse.caption:
+            sources.append(("timelapse.caption", rule.timelapse.caption))
+    if rule.clip is not None:
+        sources.append(("clip.alt", rule.clip.alt))
+        if rule.clip.caption:
+            sources.append(("clip.caption", rule.clip.caption))
     return sources
 
 

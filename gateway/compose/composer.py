@@ -483,7 +483,7 @@ class Composer:
         now: datetime,
         targets: Mapping[str, Capabilities],
     ) -> tuple[MediaItem, ...]:
-        if not (rule.images or rule.charts or rule.timelapse):
+        if not (rule.images or rule.charts or rule.timelapse or rule.clip):
             return ()
         from gateway.media.attachments import smallest_budget
         from gateway.media.fitting import limits_for
@@ -501,8 +501,15 @@ class Composer:
             alt = render(chart.alt, ctx, allow_markup=markup)
             makers.append(partial(self._media.chart, post_id, n, chart, alt, now))
         if rule.timelapse is not None:
-            alt = render(rule.timelapse.alt, ctx, allow_markup=markup)
-            makers.append(partial(self._media.timelapse, post_id, rule.timelapse, alt, now, budget))
+            lapse = rule.timelapse
+            alt = render(lapse.alt, ctx, allow_markup=markup)
+            caption = render(lapse.caption, ctx, allow_markup=markup) if lapse.caption else None
+            makers.append(partial(self._media.timelapse, post_id, lapse, alt, now, budget, caption))
+        if rule.clip is not None:
+            clip = rule.clip
+            alt = render(clip.alt, ctx, allow_markup=markup)
+            caption = render(clip.caption, ctx, allow_markup=markup) if clip.caption else None
+            makers.append(partial(self._media.clip, post_id, clip, alt, now, caption))
         return tuple(item for make in makers if (item := self._attach(rule.id, make)))
 
     @staticmethod

@@ -28,6 +28,7 @@ from gateway.config.cameras import (
     MqttCameraConfig,
     OnMissing,
     PicameraConfig,
+    StreamCameraConfig,
 )
 from gateway.config.durations import Duration, format_duration, parse_duration
 from gateway.config.publishers import (
@@ -61,6 +62,7 @@ from gateway.config.root import (
 )
 from gateway.config.rules import (
     ChartSpec,
+    ClipSpec,
     ImageSpec,
     OnMessage,
     RuleChecks,
@@ -99,6 +101,7 @@ __all__ = [
     "CameraConfig",
     "CameraConfigs",
     "ChartSpec",
+    "ClipSpec",
     "CommandCameraConfig",
     "ConfigError",
     "ConsoleConfig",
@@ -131,6 +134,7 @@ __all__ = [
     "SensorFormat",
     "Size",
     "StateSection",
+    "StreamCameraConfig",
     "TimelapseSpec",
     "TlsSection",
     "WebSection",

@@ -102,12 +102,38 @@ class PicameraConfig(CameraConfig):
     )
 
 
+class StreamCameraConfig(CameraConfig):
+    """``source = "stream"``: an RTSP/HTTP video stream or a V4L2 device, opened with
+    PyAV; a photo is one decoded frame, a clip is recorded from the stream."""
+
+    source: Literal["stream"] = Field(description="Selects this source.")
+    url: SecretStr = Field(
+        description=(
+            'rtsp://user:pass@cam.lan/stream1, http://…, or a device such as "/dev/video0"'
+            ' (with format = "v4l2"); never logged.'
+        )
+    )
+    format: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9_]{1,32}\Z",
+        description='FFmpeg input format, e.g. "v4l2"; default: guessed from the URL.',
+    )
+    rtsp_transport: Literal["tcp", "udp"] = Field(
+        default="tcp", description="RTSP over TCP (default: through NAT and Wi-Fi) or UDP."
+    )
+    timeout: Duration = Field(
+        default=timedelta(seconds=10),
+        description="Opening, and waiting for each frame, gives up after this long.",
+    )
+
+
 _CAMERA_CLASSES: dict[str, type[CameraConfig]] = {
     "mqtt": MqttCameraConfig,
     "http": HttpCameraConfig,
     "file": FileCameraConfig,
     "command": CommandCameraConfig,
     "picamera": PicameraConfig,
+    "stream": StreamCameraConfig,
 }
 CAMERA_SOURCES: tuple[str, ...] = tuple(_CAMERA_CLASSES)
 """Every ``source`` value, used to drop the union tag from error paths."""
@@ -121,7 +147,12 @@ def _camera_source(value: Any) -> str:
 
 
 AnyCameraConfig = (
-    MqttCameraConfig | HttpCameraConfig | FileCameraConfig | CommandCameraConfig | PicameraConfig
+    MqttCameraConfig
+    | HttpCameraConfig
+    | FileCameraConfig
+    | CommandCameraConfig
+    | PicameraConfig
+    | StreamCameraConfig
 )
 """Every camera source's config class."""
 
@@ -130,11 +161,12 @@ CameraConfigs = Annotated[
     | Annotated[HttpCameraConfig, Tag("http")]
     | Annotated[FileCameraConfig, Tag("file")]
     | Annotated[CommandCameraConfig, Tag("command")]
-    | Annotated[PicameraConfig, Tag("picamera")],
+    | Annotated[PicameraConfig, Tag("picamera")]
+    | Annotated[StreamCameraConfig, Tag("stream")],
     Discriminator(
         _camera_source,
         custom_error_type="camera_source",
-        custom_error_message="source must be one of: mqtt, http, file, command, picamera",
+        custom_error_message="source must be one of: mqtt, http, file, command, picamera, stream",
     ),
 ]
 """The ``[[cameras]]`` entries: a union keyed by ``source`` (default mqtt)."""

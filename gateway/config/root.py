@@ -210,6 +210,8 @@ def _reference_problems(config: GatewayConfig) -> Iterator[str]:
                 yield f"rules[{r}].charts[{i}].sensor: no sensor with id {chart.sensor!r}"
         if rule.timelapse is not None and rule.timelapse.camera not in cameras:
             yield f"rules[{r}].timelapse.camera: no camera with id {rule.timelapse.camera!r}"
+        if rule.clip is not None and rule.clip.camera not in cameras:
+            yield f"rules[{r}].clip.camera: no camera with id {rule.clip.camera!r}"
     for p, publisher in enumerate(config.publishers):
         if publisher.enabled:
             yield from (f"publishers[{p}]: {m}" for m in publisher.missing_dependencies())

@@ -85,11 +85,31 @@ class TimelapseSpec(Section):
     camera: Identifier = Field(description="Camera id.")
     window: Duration = Field(default=timedelta(hours=24), description="How far back to look.")
     frames: int = Field(default=48, ge=2, le=300, description="Frames in the animation (at most).")
-    format: Literal["webp", "gif"] = Field(
-        default="webp", description="webp (smaller) or gif (where a service needs it)."
+    format: Literal["webp", "gif", "mp4"] = Field(
+        default="webp",
+        description=(
+            "webp (smaller), gif (where a service needs it) or mp4 (H.264 video, re-encoded"
+            " to each service's video limits; services without video get its poster frame)."
+        ),
+    )
+    caption: str | None = Field(
+        default=None, description="Template drawn on every frame (mp4 only)."
     )
     fps: float = Field(default=8, gt=0, le=30, description="Frames per second.")
     max_side: int = Field(default=640, ge=160, le=2048, description="Longest side in pixels.")
+    alt: str = Field(min_length=1, description="Alt-text template (required).")
+
+
+class ClipSpec(Section):
+    """A rule's clip: an MP4 of the last ``seconds`` of a camera's frames."""
+
+    camera: Identifier = Field(description="Camera id.")
+    seconds: float = Field(
+        default=10, gt=0, le=180, description="Length: the frames of the last this many seconds."
+    )
+    fps: float = Field(default=8, gt=0, le=30, description="Frames per second of the video.")
+    max_side: int = Field(default=1280, ge=160, le=2048, description="Longest side in pixels.")
+    caption: str | None = Field(default=None, description="Template drawn on every frame.")
     alt: str = Field(min_length=1, description="Alt-text template (required).")
 
 
@@ -229,6 +249,9 @@ class RuleConfig(Section):
     images: tuple[ImageSpec, ...] = Field(default=(), description="Images to attach.")
     charts: tuple[ChartSpec, ...] = Field(default=(), description="Charts to attach.")
     timelapse: TimelapseSpec | None = Field(default=None, description="A timelapse to attach.")
+    clip: ClipSpec | None = Field(
+        default=None, description="A clip (MP4) of the camera's last seconds to attach."
+    )
     publish_to: tuple[str, ...] = Field(min_length=1, description="Publisher ids.")
     language: str | None = Field(
         default=None,

@@ -13,18 +13,26 @@ carrying the camera's ``on_missing`` choice.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Literal, Protocol
 
-from gateway.config import ChartSpec, GatewayConfig, OnMissing, TimelapseSpec
+from gateway.config import (
+    ChartSpec,
+    ClipSpec,
+    GatewayConfig,
+    OnMissing,
+    StreamCameraConfig,
+    TimelapseSpec,
+)
 from gateway.media.charts import render_chart
 from gateway.media.fonts import Fonts
-from gateway.media.frames import FrameStore
+from gateway.media.frames import FrameStore, frame_time
 from gateway.media.images import (
     RENDER_LOCK,
     Caption,
@@ -36,6 +44,14 @@ from gateway.media.images import (
 )
 from gateway.media.sources import CameraFrames
 from gateway.media.timelapse import build_timelapse, evenly_spaced
+from gateway.media.video import (
+    VideoError,
+    VideoInfo,
+    constant_rate,
+    encode_frames,
+    record_stream,
+    write_poster,
+)
 from gateway.model import MediaItem
 
 log = logging.getLogger(__name__)
@@ -181,11 +197,15 @@ class MediaBuilder:
         alt: str,
         now: datetime,
         max_bytes: int | None = None,
+        caption: str | None = None,
     ) -> MediaItem:
-        """An animation of the camera's archived frames within ``spec.window``."""
+        """An animation (or an MP4) of the camera's archived frames within ``spec.window``;
+        ``caption`` (rendered) is drawn on every frame of an MP4."""
         on_missing = self._config.camera(spec.camera).on_missing
         paths = self._store.archived(spec.camera, now - spec.window, now)
         chosen = evenly_spaced(paths, spec.frames)
+        if spec.format == "mp4":
+            return self._video_timelapse(post_id, spec, chosen, alt, caption)
         fmt: Literal["WEBP", "GIF"] = "GIF" if spec.format == "gif" else "WEBP"
         dest = self._media_dir / post_id / f"timelapse-{spec.camera}.{spec.format}"
         try:
@@ -201,6 +221,101 @@ class MediaBuilder:
         except (ImageError, OSError) as exc:
             raise MissingMediaError(f"timelapse of {spec.camera}: {exc}", on_missing) from exc
         return _item(out, alt)
+
+    def clip(
+        self, post_id: str, spec: ClipSpec, alt: str, now: datetime, caption: str | None = None
+    ) -> MediaItem:
+        """An MP4 of the camera's last ``spec.seconds``: recorded from the stream of a
+        ``stream`` camera, else made of the frames the camera delivered in that window
+        (pushed over MQTT, fetched over HTTP, read from files), at a constant rate."""
+        camera = self._config.camera(spec.camera)
+        drawn = Caption(caption, fonts=self.fonts) if caption else None
+        dest = self._media_dir / post_id / f"clip-{spec.camera}.mp4"
+        if isinstance(camera, StreamCameraConfig):
+            stream = camera  # the narrowed type, for the closure
+            return self._video(
+                f"clip of {spec.camera}",
+                camera.on_missing,
+                alt,
+                lambda: record_stream(
+                    stream.url.get_secret_value(),
+                    dest,
+                    seconds=spec.seconds,
+                    fps=spec.fps,
+                    max_side=spec.max_side,
+                    caption=drawn,
+                    fmt=stream.format,
+                    transport=stream.rtsp_transport,
+                    timeout=stream.timeout.total_seconds(),
+                ),
+                locked=False,  # recording waits on the camera: other renders go on
+            )
+        since = now - timedelta(seconds=spec.seconds)
+        paths = self._store.archived(spec.camera, since, now)
+        timed = [(at, path) for path in paths if (at := frame_time(path)) is not None]
+        frames = constant_rate(timed, since, spec.seconds, spec.fps)
+        return self._video(
+            f"clip of {spec.camera}",
+            camera.on_missing,
+            alt,
+            lambda: encode_frames(
+                frames, dest, fps=spec.fps, max_side=spec.max_side, caption=drawn
+            ),
+        )
+
+    def _video_timelapse(
+        self,
+        post_id: str,
+        spec: TimelapseSpec,
+        chosen: Sequence[Path],
+        alt: str,
+        caption: str | None,
+    ) -> MediaItem:
+        """An H.264 MP4 of ``chosen`` and its poster frame (publishers fit it later)."""
+        dest = self._media_dir / post_id / f"timelapse-{spec.camera}.mp4"
+        drawn = Caption(caption, fonts=self.fonts) if caption else None
+        return self._video(
+            f"timelapse of {spec.camera}",
+            self._config.camera(spec.camera).on_missing,
+            alt,
+            lambda: encode_frames(
+                chosen, dest, fps=spec.fps, max_side=spec.max_side, caption=drawn
+            ),
+        )
+
+    @staticmethod
+    def _video(
+        what: str,
+        on_missing: OnMissing,
+        alt: str,
+        make: Callable[[], VideoInfo],
+        *,
+        locked: bool = True,
+    ) -> MediaItem:
+        """Run ``make`` (under the render lock unless told not to), then write the
+        poster frame; a failure is a MissingMediaError carrying ``on_missing``."""
+        try:
+            with RENDER_LOCK if locked else contextlib.nullcontext():
+                out = make()
+                poster = write_poster(out.path, out.path.with_suffix(".poster.jpg"))
+        except (VideoError, ImageError, OSError) as exc:
+            raise MissingMediaError(f"{what}: {exc}", on_missing) from exc
+        return video_item(out, poster, alt)
+
+
+def video_item(out: VideoInfo, poster: Path, alt: str) -> MediaItem:
+    """The post's media item of an encoded video."""
+    return MediaItem(
+        out.path,
+        out.mime,
+        out.width,
+        out.height,
+        out.bytes,
+        alt,
+        poster=poster,
+        duration=out.duration,
+        fps=out.fps,
+    )
 
 
 def smallest_budget(budgets: Mapping[str, int | None]) -> int | None:

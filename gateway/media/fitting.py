@@ -6,11 +6,18 @@ instance says).  Copies are made through a :class:`RenderCache`, so publishers
 with the same limits share one file, and a master that already fits is used as
 is, so nothing is re-encoded for nothing.  An animation (a timelapse) cannot be
 re-encoded as a still: a publisher whose limits it exceeds goes without it.
+
+A video (an MP4) is re-encoded within a publisher's ``Capabilities.video`` limits
+(duration, bytes, side, frame rate; copies shared by publishers with the same
+limits); a publisher that takes no video (``video`` is ``None``) gets the video's
+poster frame as a photo, fitted like any other image.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -18,10 +25,12 @@ from pathlib import Path
 from PIL import Image
 
 from gateway.media.images import ImageError, ImageLimits, RenderCache
-from gateway.model import Capabilities, MediaItem, Post
+from gateway.model import Capabilities, MediaItem, Post, VideoLimits
 
 log = logging.getLogger(__name__)
 
+VIDEO_CACHE_ENTRIES = 64
+"""Fitted videos remembered (per master and limits) before the memo starts over."""
 FITTED_DIR = "fitted"
 """Per-publisher copies go into this folder beside the post's masters."""
 
@@ -51,6 +60,12 @@ def fit_alt(alt: str, limit: int | None) -> str:
     return alt[: max(0, limit - 1)].rstrip() + "…"
 
 
+def probe_size(path: Path) -> tuple[int, int]:
+    """An image's width and height (reads the header only)."""
+    with Image.open(path) as im:
+        return im.size
+
+
 def is_animated(path: Path) -> bool:
     """True for an animated GIF or WebP (reads the header only)."""
     try:
@@ -65,6 +80,8 @@ class MediaFitter:
 
     def __init__(self, cache: RenderCache | None = None) -> None:
         self.cache = cache or RenderCache()
+        self._video_lock = threading.Lock()
+        self._videos: dict[tuple[Path, VideoLimits], MediaItem] = {}
 
     def fit(self, media: tuple[MediaItem, ...], caps: Capabilities) -> tuple[MediaItem, ...]:
         """The copies of ``media`` one publisher gets (at most ``caps.max_images``)."""
@@ -75,10 +92,56 @@ class MediaFitter:
                 left_out = len(media) - len(fitted)
                 log.info("%d image(s) over the publisher's limit left out", left_out)
                 break
-            copy = self._fit_one(item, limits)
+            copy = self._fit_video(item, caps) if item.is_video else self._fit_one(item, limits)
             if copy is not None:
                 fitted.append(replace(copy, alt=fit_alt(item.alt, caps.max_alt_text)))
+        videos = [item for item in fitted if item.is_video]
+        if videos and caps.video is not None and caps.video.alone and len(fitted) > 1:
+            log.info("a video goes alone: %d other item(s) left out", len(fitted) - 1)
+            return (videos[0],)
         return tuple(fitted)
+
+    def _fit_video(self, item: MediaItem, caps: Capabilities) -> MediaItem | None:
+        from gateway.media.video import VideoError, fit_video
+
+        if caps.video is None:
+            if item.poster is None or not item.poster.exists():
+                log.warning("%s: the publisher takes no video and there is no poster", item.path)
+                return None
+            w, h = probe_size(item.poster)
+            size = item.poster.stat().st_size
+            still = MediaItem(item.poster, "image/jpeg", w, h, size, item.alt)
+            return self._fit_one(still, limits_for(caps))
+        limits = caps.video
+        if item.duration is not None and limits.admits(
+            item.width, item.height, item.duration, item.bytes, item.fps or 0.0
+        ):
+            return item
+        key = repr(limits).encode()
+        tag = hashlib.sha256(key).hexdigest()[:12]
+        dest = item.path.parent / FITTED_DIR / f"{item.path.stem}-{tag}.mp4"
+        with self._video_lock:
+            cached = self._videos.get((item.path, limits))
+            if cached is not None and cached.path.exists():
+                return replace(cached, alt=item.alt)
+            try:
+                out = fit_video(item.path, dest, limits)
+            except (VideoError, OSError) as exc:
+                log.warning("%s cannot be fitted: %s", item.path.name, exc)
+                return None
+            copy = replace(
+                item,
+                path=out.path,
+                width=out.width,
+                height=out.height,
+                bytes=out.bytes,
+                duration=out.duration,
+                fps=out.fps,
+            )
+            if len(self._videos) >= VIDEO_CACHE_ENTRIES:
+                self._videos.clear()
+            self._videos[(item.path, limits)] = copy
+            return copy
 
     def _fit_one(self, item: MediaItem, limits: ImageLimits) -> MediaItem | None:
         if fits(item, limits):

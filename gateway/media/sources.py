@@ -24,6 +24,7 @@ from gateway.config import (
     FileCameraConfig,
     HttpCameraConfig,
     PicameraConfig,
+    StreamCameraConfig,
 )
 from gateway.media.cameras import (
     FrameSourceError,
@@ -126,4 +127,16 @@ def fetch_frame_bytes(camera: AnyCameraConfig) -> bytes:
         )
     if isinstance(camera, PicameraConfig):
         return capture_picamera(camera.resolution)
+    if isinstance(camera, StreamCameraConfig):
+        from gateway.media.video import VideoError, stream_snapshot
+
+        try:
+            return stream_snapshot(
+                camera.url.get_secret_value(),
+                fmt=camera.format,
+                transport=camera.rtsp_transport,
+                timeout=camera.timeout.total_seconds(),
+            )
+        except VideoError as exc:
+            raise FrameSourceError(f"camera {camera.id}: {exc}") from None
     raise FrameSourceError(f"camera {camera.id} is not pulled")

@@ -62,6 +62,9 @@ def _media_to_json(media: tuple[MediaItem, ...]) -> str:
                 "height": m.height,
                 "bytes": m.bytes,
                 "alt": m.alt,
+                **({"poster": str(m.poster)} if m.poster is not None else {}),
+                **({"duration": m.duration} if m.duration is not None else {}),
+                **({"fps": m.fps} if m.fps is not None else {}),
             }
             for m in media
         ],
@@ -71,7 +74,17 @@ def _media_to_json(media: tuple[MediaItem, ...]) -> str:
 
 def _media_from_json(raw: str) -> tuple[MediaItem, ...]:
     return tuple(
-        MediaItem(Path(m["path"]), m["mime"], m["width"], m["height"], m["bytes"], m["alt"])
+        MediaItem(
+            Path(m["path"]),
+            m["mime"],
+            m["width"],
+            m["height"],
+            m["bytes"],
+            m["alt"],
+            poster=Path(m["poster"]) if m.get("poster") else None,
+            duration=m.get("duration"),
+            fps=m.get("fps"),
+        )
         for m in json.loads(raw)
     )
 
@@ -346,7 +359,9 @@ class Outbox:
         # A post's list repeats once per open delivery; a sent delivery's own copies are
         # left out (done with), and a copy it shares with an open one is listed there too.
         lists = {raw for row in rows for raw in row if raw is not None}
-        return {m.path.resolve() for raw in lists for m in _media_from_json(raw)}
+        media = [m for raw in lists for m in _media_from_json(raw)]
+        # a video's poster goes with it (a publisher without video posts the poster)
+        return {p.resolve() for m in media for p in (m.path, m.poster) if p is not None}
 
     def history(self, limit: int = 20) -> list[dict[str, Any]]:
         """Newest posts first, each with its deliveries (the ``history --json`` contract)."""

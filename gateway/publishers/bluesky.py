@@ -8,7 +8,9 @@ Steps of one post:
    service's tight login limits).  An ``ExpiredToken`` answer renews the session and
    repeats the call once.  A login the PDS refuses (a revoked app password) pauses
    the publisher (``PublisherPausedError``) until a reload brings a new one.
-2. ``com.atproto.repo.uploadBlob`` per image (raw bytes).
+2. ``com.atproto.repo.uploadBlob`` per image (raw bytes); a video (MP4) is a blob
+   through the PDS too, embedded as ``app.bsky.embed.video`` (alt text,
+   ``aspectRatio``; a post has one video and then no images).
 3. ``com.atproto.repo.createRecord`` of an ``app.bsky.feed.post`` with ``langs``,
    mention, link and hashtag facets detected as the official client does
    (``facets.py``; UTF-8 byte offsets; a mention's handle resolved to its DID with
@@ -46,6 +48,7 @@ from gateway.model import (
     PublisherPausedError,
     PublishError,
     Receipt,
+    VideoLimits,
 )
 from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
 from gateway.publishers.facets import detect_facets, resolve_mentions
@@ -62,6 +65,13 @@ POST_COLLECTION = "app.bsky.feed.post"
 RENEW_ERRORS = frozenset({"ExpiredToken", "InvalidToken"})
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _BASE32_SORTABLE = "234567abcdefghijklmnopqrstuvwxyz"
+BLUESKY_VIDEO = VideoLimits(
+    alone=True,  # one video, or images
+    # app.bsky.embed.video lexicon: the video blob's maxSize is 100000000 bytes, MP4;
+    # Bluesky's announcement of 2025-03-12: videos up to 3 minutes, 100 MB.
+    max_bytes=100_000_000,
+    max_duration=180.0,
+)
 HANDLE_CACHE_SECONDS = 3600.0
 """How long a handle's DID (or that it has none) is kept before asking the PDS again."""
 
@@ -100,6 +110,7 @@ class BlueskyPublisher:
         max_image_bytes=1_000_000,
         max_alt_text=2000,
         supports_language=True,
+        video=BLUESKY_VIDEO,
     )
 
     def __init__(self, config: BlueskyConfig, api: ApiClient, store: KeyValueStore) -> None:
@@ -116,6 +127,7 @@ class BlueskyPublisher:
         self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
     ) -> Receipt:
         """Upload the images and create the post record; raise Retryable/PermanentError."""
+        media = one_embed(media)
         blobs = [self._authed(functools.partial(self._upload_blob, item=item)) for item in media]
         record = post_record(post, text, media, blobs, self._resolve_handle)
         rkey = record_key(post.id)
@@ -131,7 +143,7 @@ class BlueskyPublisher:
         """Create one record per part, each replying to the previous; skip parts already out."""
 
         def post_part(n: int, text: str, earlier: list[PostedPart]) -> PostedPart:
-            part_media = media if n == 1 else ()
+            part_media = one_embed(media) if n == 1 else ()
             blobs = [
                 self._authed(functools.partial(self._upload_blob, item=item)) for item in part_media
             ]
@@ -332,7 +344,10 @@ def post_record(
     facets = text_facets(text, resolve)
     if facets:
         record["facets"] = facets
-    if blobs:
+    video = next((pair for pair in zip(media, blobs, strict=True) if pair[0].is_video), None)
+    if video is not None:
+        record["embed"] = video_embed(*video)
+    elif blobs:
         record["embed"] = {
             "$type": "app.bsky.embed.images",
             "images": [
@@ -345,6 +360,28 @@ def post_record(
             ],
         }
     return record
+
+
+def one_embed(media: tuple[MediaItem, ...]) -> tuple[MediaItem, ...]:
+    """What one post can carry: its first video alone (a post has one embed: a video
+    or images), else the images."""
+    videos = [item for item in media if item.is_video]
+    if videos and len(media) > 1:
+        log.info("bluesky: a post takes one video and no images; %d left out", len(media) - 1)
+    return (videos[0],) if videos else media
+
+
+def video_embed(item: MediaItem, blob: dict[str, Any]) -> dict[str, Any]:
+    """An ``app.bsky.embed.video`` of an uploaded MP4 blob, with its alt text and
+    ``aspectRatio`` (the app sizes the player from it before the video loads)."""
+    embed: dict[str, Any] = {
+        "$type": "app.bsky.embed.video",
+        "video": blob,
+        "aspectRatio": {"width": item.width, "height": item.height},
+    }
+    if item.alt:
+        embed["alt"] = item.alt
+    return embed
 
 
 def text_facets(

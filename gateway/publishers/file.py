@@ -5,6 +5,9 @@ Layout (a contract, see DESIGN.md)::
     <state_dir>/<path>/posts.jsonl      one JSON object per post
     <state_dir>/<path>/media/<file>     images referenced by ``media[].file``
 
+A video (MP4) entry also has ``duration`` (seconds) and ``poster`` (its JPEG poster
+frame, ``media/<post id>-<n>.poster.jpg``).
+
 A thread (``overflow = "thread"``) is one record: ``text`` is its first part and an
 extra ``thread`` field lists every part, in order; single posts have no ``thread``.
 
@@ -23,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config.publishers import FileConfig
-from gateway.model import MediaItem, Post, Receipt
+from gateway.model import MediaItem, Post, Receipt, VideoLimits
 from gateway.publishers.base import (
     Capabilities,
     OneMessageThread,
     PublisherContext,
 )
+from gateway.publishers.payload import media_entry
 from gateway.publishers.site import SiteBuilder
 from gateway.support.files import atomic_copy, fsync_dir
 
@@ -51,7 +55,8 @@ def build(config: FileConfig, ctx: PublisherContext) -> FilePublisher:
 class FilePublisher(OneMessageThread):
     """Appends posts to ``posts.jsonl``; idempotent by post id."""
 
-    capabilities = Capabilities(max_images=16)
+    capabilities = Capabilities(max_images=16, video=VideoLimits())
+    """Any image, any video: the archive keeps the masters (a video with its poster)."""
 
     def __init__(self, publisher_id: str, folder: Path, site: SiteBuilder | None = None) -> None:
         self.id = publisher_id
@@ -94,16 +99,14 @@ class FilePublisher(OneMessageThread):
         return Receipt(remote_id=post.id, url=self.archive.as_uri())
 
     def _store_media(self, post_id: str, n: int, item: MediaItem) -> dict[str, Any]:
-        name = f"{post_id}-{n}{item.path.suffix or '.bin'}"
+        entry = media_entry(post_id, n, item)
+        name = entry.pop("filename")
         atomic_copy(item.path, self.folder / "media" / name)
-        return {
-            "file": f"media/{name}",
-            "mime": item.mime,
-            "width": item.width,
-            "height": item.height,
-            "bytes": item.bytes,
-            "alt": item.alt,
-        }
+        poster = entry.pop("poster", None)
+        if poster is not None and item.poster is not None and item.poster.exists():
+            atomic_copy(item.poster, self.folder / "media" / poster)
+            entry["poster"] = f"media/{poster}"
+        return {"file": f"media/{name}", **entry}
 
     def _append(self, line: str) -> None:
         new_file = not self.archive.exists()

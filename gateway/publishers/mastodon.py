@@ -2,9 +2,11 @@
 
 Steps of one post:
 
-1. ``POST /api/v2/media`` per image (multipart ``file`` + ``description`` as alt text).
+1. ``POST /api/v2/media`` per image or video (multipart ``file`` + ``description`` as
+   alt text; a video's poster frame as ``thumbnail``).
    The server answers 200 with a ``url``, or 202 with ``url: null`` while it processes
-   the file; then ``GET /api/v1/media/:id`` is polled (206 while processing, 200 done).
+   the file; then ``GET /api/v1/media/:id`` is polled (206 while processing, 200 done,
+   422 when processing failed: a PermanentError, that file will not do).
 2. ``POST /api/v1/statuses`` with ``status``, ``media_ids``, ``visibility``,
    ``spoiler_text``, ``language`` and the delivery's ``Idempotency-Key`` header, so a
    retried request returns the status the first one created.
@@ -51,6 +53,7 @@ from gateway.model import (
     RateLimitedError,
     Receipt,
     RetryableError,
+    VideoLimits,
 )
 from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
 from gateway.publishers.threads import PostedPart, ThreadLog, part_key, post_parts
@@ -94,6 +97,14 @@ class InstanceLimits:
     image_size_limit: int = 10_485_760
     image_matrix_limit: int = 16_777_216
     description_limit: int = 1500
+    # Video limits of /api/v2/instance ``configuration.media_attachments``
+    # (docs.joinmastodon.org/entities/Instance): mastodon.social answers
+    # video_size_limit 103809024 (99 MiB), video_frame_rate_limit 120 and
+    # video_matrix_limit 8294400 (3840x2160); a server that leaves them out (an older
+    # Mastodon, Pleroma) gets the 40 MB / 60 fps / 2304000 px (1920x1200) of Mastodon 3.x.
+    video_size_limit: int = 41_943_040
+    video_frame_rate_limit: int = 60
+    video_matrix_limit: int = 2_304_000
 
     @classmethod
     def from_instance(cls, instance: dict[str, Any]) -> InstanceLimits:
@@ -109,6 +120,9 @@ class InstanceLimits:
             "image_size_limit": media.get("image_size_limit"),
             "image_matrix_limit": media.get("image_matrix_limit"),
             "description_limit": media.get("description_limit"),
+            "video_size_limit": media.get("video_size_limit"),
+            "video_frame_rate_limit": media.get("video_frame_rate_limit"),
+            "video_matrix_limit": media.get("video_matrix_limit"),
         }
         return cls(**{k: v for k, v in found.items() if isinstance(v, int) and v > 0})
 
@@ -123,6 +137,13 @@ class InstanceLimits:
             max_image_pixels=self.image_matrix_limit,
             max_alt_text=self.description_limit,
             supports_language=True,
+            video=VideoLimits(
+                # PostStatusService: a status has images or one video, not both
+                alone=True,
+                max_bytes=self.video_size_limit,
+                max_fps=self.video_frame_rate_limit,
+                max_pixels=self.video_matrix_limit,
+            ),
         )
 
 
@@ -307,7 +328,7 @@ class MastodonPublisher:
             attachment = self._api.json(
                 "POST",
                 "/api/v2/media",
-                files={"file": (item.path.name, item.path.read_bytes(), item.mime)},
+                files=media_files(item),
                 data={"description": item.alt} if item.alt else {},
             )
         finally:
@@ -455,6 +476,15 @@ class MastodonPublisher:
     def close(self) -> None:
         """Close the HTTP connections."""
         self._api.close()
+
+
+def media_files(item: MediaItem) -> dict[str, tuple[str, bytes, str]]:
+    """The multipart files of one upload: the ``file``, and a video's poster frame as
+    its ``thumbnail`` (the still Mastodon shows before the video plays)."""
+    files = {"file": (item.path.name, item.path.read_bytes(), item.mime)}
+    if item.is_video and item.poster is not None and item.poster.exists():
+        files["thumbnail"] = (item.poster.name, item.poster.read_bytes(), "image/jpeg")
+    return files
 
 
 MASTODON_REGIONAL = frozenset({"zh-CN", "zh-HK", "zh-TW", "zh-YUE"})

@@ -4,6 +4,8 @@ The post goes to ``topic`` (a template: ``{rule}`` and ``{gateway}`` are filled 
 e.g. ``things/{rule}/post``) as the same JSON object the webhook sends, plus a
 ``topic`` per image.  With ``images = "separate"`` each image is first published as
 a binary message on ``<topic>/image/<n>``; with ``"omit"`` only its metadata travels.
+A video is never sent as bytes: its entry carries ``path`` (and ``poster_path``), the
+files on the gateway's disk.
 
 The publisher has its own paho client (the ingest client stays subscribe-only),
 connecting to the gateway's ``[mqtt]`` broker unless ``host`` is set.  It connects
@@ -23,7 +25,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from gateway.config.publishers import MqttConfig
-from gateway.model import MediaItem, Post, Receipt, RetryableError
+from gateway.model import MediaItem, Post, Receipt, RetryableError, VideoLimits
 from gateway.publishers.base import (
     BrokerSettings,
     Capabilities,
@@ -52,7 +54,9 @@ class MqttPublisher(OneMessageThread):
         self, config: MqttConfig, broker: BrokerSettings, client_id: str, gateway: str
     ) -> None:
         self.id = config.id
-        self.capabilities = Capabilities(max_images=config.max_images, supports_language=True)
+        self.capabilities = Capabilities(
+            max_images=config.max_images, supports_language=True, video=VideoLimits()
+        )
         self._config = config
         self._broker = broker
         self._client_id = client_id
@@ -121,7 +125,9 @@ class MqttPublisher(OneMessageThread):
         payload = post_payload(post, parts[0], media, idempotency_key, self._gateway, parts)
         separate = self._config.images == "separate"
         for n, (entry, item) in enumerate(zip(payload["media"], media, strict=True)):
-            if separate:
+            if item.is_video:
+                add_video_paths(entry, item)
+            elif separate:
                 entry["topic"] = f"{topic}/image/{n}"
                 self._send(client, entry["topic"], item.path.read_bytes())
         self._send(client, topic, json.dumps(payload, ensure_ascii=False).encode())
@@ -144,6 +150,14 @@ class MqttPublisher(OneMessageThread):
             self._client.disconnect()
             self._client.loop_stop()
             self._client = None
+
+
+def add_video_paths(entry: dict[str, Any], item: MediaItem) -> None:
+    """A video travels as its file's path (and its poster's), never as bytes: a broker
+    and its subscribers are not made for megabytes of MP4 in one message."""
+    entry["path"] = str(item.path.resolve())
+    if item.poster is not None:
+        entry["poster_path"] = str(item.poster.resolve())
 
 
 __all__ = ["MqttConfig", "MqttPublisher", "build"]

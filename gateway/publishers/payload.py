@@ -3,7 +3,8 @@
 Both send the same fields so a subscriber can move from one transport to the other:
 ``id``, ``rule``, ``created_at``, ``text``, ``lang``, ``gateway``,
 ``idempotency_key``, ``media`` (a list of ``{filename, mime, width, height, bytes,
-alt}``) and, for a thread of several parts, ``thread``.
+alt}``; a video's entry adds ``duration`` in seconds and ``poster``, its poster
+frame's filename) and, for a thread of several parts, ``thread``.
 """
 
 from __future__ import annotations
@@ -31,18 +32,25 @@ def post_payload(
         "lang": post.lang,
         "gateway": gateway,
         "idempotency_key": idempotency_key,
-        "media": [
-            {
-                "filename": f"{post.id}-{n}{item.path.suffix or '.bin'}",
-                "mime": item.mime,
-                "width": item.width,
-                "height": item.height,
-                "bytes": item.bytes,
-                "alt": item.alt,
-            }
-            for n, item in enumerate(media)
-        ],
+        "media": [media_entry(post.id, n, item) for n, item in enumerate(media)],
     }
     if len(thread) > 1:
         payload["thread"] = list(thread)
     return payload
+
+
+def media_entry(post_id: str, n: int, item: MediaItem) -> dict[str, Any]:
+    """One ``media`` entry of the payload (a video's adds ``duration`` and ``poster``)."""
+    entry: dict[str, Any] = {
+        "filename": f"{post_id}-{n}{item.path.suffix or '.bin'}",
+        "mime": item.mime,
+        "width": item.width,
+        "height": item.height,
+        "bytes": item.bytes,
+        "alt": item.alt,
+    }
+    if item.is_video:
+        entry["duration"] = item.duration
+        if item.poster is not None:
+            entry["poster"] = f"{post_id}-{n}.poster.jpg"
+    return entry

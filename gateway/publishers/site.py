@@ -119,8 +119,10 @@ def _media_html(item: dict[str, Any], prefix: str) -> str:
     if isinstance(item.get("width"), int) and isinstance(item.get("height"), int):
         size = f' width="{item["width"]}" height="{item["height"]}"'
     if mime.startswith("video/"):
+        poster = item.get("poster")
+        shown = f' poster="{_esc(prefix + quote(poster))}"' if isinstance(poster, str) else ""
         return (
-            f'<video src="{src}"{size} autoplay muted loop playsinline controls'
+            f'<video src="{src}"{size}{shown} autoplay muted loop playsinline controls'
             f' aria-label="{alt}"></video>'
         )
     return f'<img src="{src}" alt="{alt}"{size} loading="lazy">'

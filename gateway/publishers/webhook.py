@@ -4,12 +4,15 @@ JSON body (``format = "json"``)::
 
     {"id", "rule", "created_at", "text", "lang", "gateway", "idempotency_key",
      "media": [{"filename", "mime", "width", "height", "bytes", "alt"}]}
+     (a video's entry adds "duration" and "poster")
 
 A thread (``overflow = "thread"``) is one request: ``text`` is its first part and
 ``thread`` lists every part, in order; single posts have no ``thread`` field.
 
 With ``format = "multipart"`` the same JSON object is the ``payload`` part and each
-image is a ``media`` file part, in order, named by ``media[].filename``.
+image or video is a ``media`` file part, in order, named by ``media[].filename``; a
+video's poster frame follows as a ``poster`` part named by ``media[].poster``.  A
+video goes as it is (no limits): the receiver decides what it takes.
 
 With a ``secret``, the exact body bytes are signed with HMAC-SHA256 and sent as
 ``<signature_header>: sha256=<hex>`` (GitHub's convention), so the receiver checks
@@ -27,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from gateway.config.publishers import WebhookConfig
-from gateway.model import MediaItem, Post, Receipt
+from gateway.model import MediaItem, Post, Receipt, VideoLimits
 from gateway.publishers.base import Capabilities, OneMessageThread, PublisherContext
 from gateway.publishers.payload import post_payload
 
@@ -55,7 +58,9 @@ class WebhookPublisher(OneMessageThread):
 
     def __init__(self, config: WebhookConfig, api: ApiClient, gateway_name: str) -> None:
         self.id = config.id
-        self.capabilities = Capabilities(max_images=config.max_images, supports_language=True)
+        self.capabilities = Capabilities(
+            max_images=config.max_images, supports_language=True, video=VideoLimits()
+        )
         self._config = config
         self._api = api
         self._gateway = gateway_name
@@ -92,12 +97,24 @@ class WebhookPublisher(OneMessageThread):
             ("media", (entry["filename"], item.path.read_bytes(), item.mime))
             for entry, item in zip(payload["media"], media, strict=True)
         ]
+        files += poster_parts(payload["media"], media)
         files.insert(0, ("payload", ("payload.json", document.encode(), "application/json")))
         return encode_multipart({}, files)
 
     def close(self) -> None:
         """Close the HTTP connections."""
         self._api.close()
+
+
+def poster_parts(
+    entries: list[dict[str, Any]], media: tuple[MediaItem, ...]
+) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """A ``poster`` file part per video, named by its entry's ``poster``."""
+    return [
+        ("poster", (entry["poster"], item.poster.read_bytes(), "image/jpeg"))
+        for entry, item in zip(entries, media, strict=True)
+        if item.is_video and item.poster is not None and "poster" in entry
+    ]
 
 
 def sign(secret: SecretStr, body: bytes) -> str:

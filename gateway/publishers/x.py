@@ -6,7 +6,9 @@ Steps of one post:
    → ``{"data": {"id", "media_key", ...}}``; an animated GIF goes through the chunked
    upload as ``tweet_gif``: ``command=INIT`` (``media_type``, ``total_bytes``,
    ``media_category``), ``APPEND`` per 1 MB segment, ``FINALIZE``, then ``GET
-   ?command=STATUS`` while ``processing_info.state`` is pending or in progress;
+   ?command=STATUS`` while ``processing_info.state`` is pending or in progress; a
+   video (MP4) goes the same way as ``tweet_video``, read one segment at a time
+   (``failed`` processing is a PermanentError);
 2. ``POST /2/media/metadata`` with ``{"id", "metadata": {"alt_text": {"text"}}}`` when the
    image has alt text;
 3. ``POST /2/tweets`` with ``{"text", "media": {"media_ids"}}`` → 201 ``{"data": {"id", "text"}}``.
@@ -33,13 +35,21 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
 from gateway.config.publishers import XConfig
-from gateway.model import MediaItem, PermanentError, Post, Receipt, RetryableError
+from gateway.model import (
+    MediaItem,
+    PermanentError,
+    Post,
+    Receipt,
+    RetryableError,
+    VideoLimits,
+)
 from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
 from gateway.publishers.http import ServiceError
 from gateway.publishers.threads import PostedPart, ThreadLog, part_key, post_parts
@@ -54,6 +64,17 @@ TRIED_KEYS_KEPT = 200
 """How many recent posts (and thread parts) remember that a create was attempted."""
 CHUNK_BYTES = 1024 * 1024
 """APPEND segment size of a chunked upload (X takes up to 5 MB per segment)."""
+X_VIDEO = VideoLimits(
+    alone=True,  # one video, or images
+    # developer.x.com media best practices (tweet_video): at most 512 MB, 0.5-140 s,
+    # 1280x1024, 60 fps; H.264 High profile, yuv420p, aspect ratio 1:3 to 3:1.
+    max_bytes=512 * 1024 * 1024,
+    max_duration=140.0,
+    min_duration=0.5,
+    max_side=1280,
+    max_pixels=1280 * 1024,
+    max_fps=60.0,
+)
 
 
 def build(config: XConfig, ctx: PublisherContext) -> XPublisher:
@@ -112,6 +133,7 @@ class XPublisher:
         max_image_bytes=5_242_880,
         max_alt_text=1000,
         supports_language=False,
+        video=X_VIDEO,
     )
 
     def __init__(
@@ -209,6 +231,8 @@ class XPublisher:
     def _upload(self, item: MediaItem) -> str:
         if item.mime == "image/gif":
             media_id = self._upload_chunked(item, "tweet_gif")
+        elif item.is_video:
+            media_id = self._upload_chunked(item, "tweet_video")
         else:
             answer = self._api.json(
                 "POST",
@@ -224,19 +248,19 @@ class XPublisher:
 
     def _upload_chunked(self, item: MediaItem, category: str) -> str:
         """INIT, APPEND per chunk, FINALIZE, then STATUS until processed (GIFs, video)."""
-        data = item.path.read_bytes()
+        total = item.path.stat().st_size
         init = self._api.json(
             "POST",
             "/2/media/upload",
             files={
                 "command": (None, "INIT"),
                 "media_type": (None, item.mime),
-                "total_bytes": (None, str(len(data))),
+                "total_bytes": (None, str(total)),
                 "media_category": (None, category),
             },
         )
         media_id = str(self._api.pick(init, "data", "id"))
-        for index, start in enumerate(range(0, len(data), CHUNK_BYTES)):
+        for index, chunk in enumerate(file_chunks(item.path, CHUNK_BYTES)):
             self._api.request(
                 "POST",
                 "/2/media/upload",
@@ -244,7 +268,7 @@ class XPublisher:
                     "command": (None, "APPEND"),
                     "media_id": (None, media_id),
                     "segment_index": (None, str(index)),
-                    "media": (item.path.name, data[start : start + CHUNK_BYTES], item.mime),
+                    "media": (item.path.name, chunk, item.mime),
                 },
             )
         answer = self._api.json(
@@ -303,6 +327,13 @@ class XPublisher:
     def close(self) -> None:
         """Close the HTTP connections."""
         self._api.close()
+
+
+def file_chunks(path: Path, size: int) -> Iterator[bytes]:
+    """The file's bytes, ``size`` at a time: one APPEND segment in memory, never the file."""
+    with path.open("rb") as fh:
+        while chunk := fh.read(size):
+            yield chunk
 
 
 def is_duplicate(error: ServiceError) -> bool:

@@ -159,10 +159,39 @@ def _preview(
         return 1
     media = composer.fit_media(post, targets)
     fitted = fit_post(post, targets, rule.overflow)
+    videos = [item for item in post.media if item.is_video]
+    for item in videos:
+        print(f"video: {item.path} ({video_figures(item)})")
     for pid, caps in targets.items():
         parts = fitted.threads.get(pid) or [fitted.texts[pid]]
         _print_target(f"{pid} ({publishers[pid].type})", caps, parts, media[pid])
+        if videos:
+            print(f"video budget: {video_budget(caps)}")
     return 0
+
+
+def video_figures(item: MediaItem) -> str:
+    """A video's size, bytes, duration and frame rate, as preview prints them."""
+    duration = f"{item.duration:.2f} s" if item.duration is not None else "? s"
+    fps = f" at {item.fps:g} fps" if item.fps is not None else ""
+    return f"{item.width}x{item.height}, {item.bytes} bytes, {duration}{fps}"
+
+
+def video_budget(caps: Capabilities) -> str:
+    """A publisher's video limits in words (or that it gets the poster frame)."""
+    limits = caps.video
+    if limits is None:
+        return "takes no video: gets the poster frame"
+    parts = [
+        f"{limits.max_bytes} bytes" if limits.max_bytes is not None else None,
+        f"{limits.max_duration:g} s" if limits.max_duration is not None else None,
+        f"side {limits.max_side}" if limits.max_side is not None else None,
+        f"{limits.max_pixels} pixels" if limits.max_pixels is not None else None,
+        f"{limits.max_fps:g} fps" if limits.max_fps is not None else None,
+    ]
+    named = [p for p in parts if p]
+    alone = "; one video per post, nothing beside it" if limits.alone else ""
+    return ("at most " + ", ".join(named) if named else "no limit") + alone
 
 
 def _print_target(
@@ -175,5 +204,8 @@ def _print_target(
         print(f"── {name}{where}: {count_length(text, caps)} / {limit}")
         print(text)
     for item in media:
+        if item.is_video:
+            print(f"video: {item.path} ({video_figures(item)}) alt: {item.alt}")
+            continue
         size = f"{item.width}x{item.height}, {item.bytes} bytes"
         print(f"image: {item.path} ({size}) alt: {item.alt}")

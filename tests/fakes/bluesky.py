@@ -3,7 +3,9 @@
 Shapes follow the com.atproto lexicons: createSession → ``{accessJwt, refreshJwt,
 handle, did}``; refreshSession with the refresh token as bearer (the old refresh
 token stops working); an expired access token → 400 ``ExpiredToken``; uploadBlob →
-``{blob}``; createRecord → ``{uri, cid}``, and a second create at the same rkey → 500,
+``{blob}``; createRecord (an ``app.bsky.embed.video`` must embed an uploaded
+``video/mp4`` blob with an ``aspectRatio``) → ``{uri, cid}``, and a second create at
+the same rkey → 500,
 as today's PDS answers; getRecord → ``{uri, cid, value}`` or 400 ``RecordNotFound``; resolveHandle →
 ``{did}`` or 400 ``InvalidRequest`` "Unable to resolve handle".
 """
@@ -120,9 +122,26 @@ class FakePds(FakeServer):
         uri = f"at://{self.did}/{body['collection']}/{rkey}"
         if uri in self.records:
             return Reply(500, {"error": "InternalServerError", "message": "Internal Server Error"})
+        embed = body["record"].get("embed") or {}
+        if embed.get("$type") == "app.bsky.embed.video" and (problem := self._bad_video(embed)):
+            return Reply(400, {"error": "InvalidRequest", "message": problem})
         cid = "bafyrei" + hashlib.sha256(request.body).hexdigest()[:52]
         self.records[uri] = {"uri": uri, "cid": cid, "value": body["record"]}
         return Reply(200, {"uri": uri, "cid": cid, "validationStatus": "valid"})
+
+    def _bad_video(self, embed: dict[str, Any]) -> str | None:
+        """What the app.bsky.embed.video lexicon refuses: a blob that is not an
+        uploaded MP4 (maxSize 100000000), an aspectRatio without positive sides."""
+        blob = embed.get("video") or {}
+        link = (blob.get("ref") or {}).get("$link")
+        if link not in self.blobs or blob.get("mimeType") != "video/mp4":
+            return "embed.video: not an uploaded video/mp4 blob"
+        if blob.get("size", 0) > 100_000_000:
+            return "embed.video: blob too large"
+        ratio = embed.get("aspectRatio") or {}
+        if not (ratio.get("width", 0) >= 1 and ratio.get("height", 0) >= 1):
+            return "embed.video: bad aspectRatio"
+        return None
 
     def _get_record(self, request: Recorded, match: re.Match[str]) -> Reply:
         q = {k: v[0] for k, v in request.query.items()}

@@ -29,7 +29,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.fakes.server import FakeServer, Fault, Recorded, Reply, Route
+from tests.fakes.media import video_facts
+from tests.fakes.server import FakeServer, Fault, Part, Recorded, Reply, Route
 
 UNAUTHORIZED = Reply(401, {"error": "The access token is invalid"})
 NOT_FOUND = Reply(404, b"<!DOCTYPE html><html><body>The page you are looking for isn't here.")
@@ -66,6 +67,10 @@ class FakeMastodon(FakeServer):
         }
         self.processing_polls = 0
         """How many 206 answers each upload gets before it is processed (0: sync 200)."""
+        self.thumbnails: dict[str, bytes | None] = {}
+        """A video upload's ``thumbnail`` part (None: sent without one)."""
+        self.fail_processing = False
+        """Processing fails: ``GET /api/v1/media/:id`` answers 422 once it is over."""
         self.media: dict[str, dict[str, Any]] = {}
         self.statuses: dict[str, dict[str, Any]] = {}
         self._by_key: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -190,6 +195,13 @@ class FakeMastodon(FakeServer):
             "preview_url": url,
             "meta": {},
         }
+        if parts["file"].content_type.startswith("video/"):
+            video = self._video(parts)
+            if isinstance(video, Reply):
+                return video
+            attachment.update(video)
+            thumb = parts.get("thumbnail")
+            self.thumbnails[media_id] = thumb.data if thumb is not None else None
         self.media[media_id] = attachment
         self.uploaded_at[media_id] = self.now()
         self._polls_left[media_id] = self.processing_polls
@@ -197,12 +209,31 @@ class FakeMastodon(FakeServer):
             return Reply(202, {**attachment, "url": None})
         return Reply(200, attachment)
 
+    def _video(self, parts: dict[str, Part]) -> dict[str, Any] | Reply:
+        """A video upload: decoded with PyAV (422 when it is none), its thumbnail kept.
+
+        Mastodon transcodes every video asynchronously: 202 and url null, always.
+        """
+        try:
+            frames, facts = video_facts(parts["file"].data)
+        except ValueError:
+            return Reply(422, {"error": "Validation failed: File content type is invalid"})
+        if self.processing_polls == 0:
+            self.processing_polls = 1
+        return {
+            "type": "gifv",  # a silent MP4 becomes a looping gifv, as Mastodon does
+            "meta": {"original": {**facts, "frames": frames}},
+        }
+
     def _media(self, request: Recorded, match: re.Match[str]) -> Reply:
         if not self._authorized(request):
             return UNAUTHORIZED
         media_id = match.group(1)
         if media_id not in self.media or media_id in self.attached:
             return Reply(404, {"error": "Record not found"})
+        if self.fail_processing and self._polls_left[media_id] == 0:
+            # app/controllers/api/v1/media_controller.rb: check_processing
+            return Reply(422, {"error": "Error processing thumbnail for uploaded media"})
         if self._polls_left[media_id] > 0:
             self._polls_left[media_id] -= 1
             return Reply(206, None)
@@ -220,6 +251,12 @@ class FakeMastodon(FakeServer):
         media_ids = [str(m) for m in body.get("media_ids", [])]
         if any(m not in self.media or m in self.attached for m in media_ids):
             return Reply(422, {"error": "Validation failed: media not found"})
+        kinds = [self.media[m]["type"] for m in media_ids]
+        if len(kinds) > 1 and "gifv" in kinds:
+            # PostStatusService#validate_media!: images_and_video
+            return Reply(
+                422, {"error": "Cannot attach a video to a post that already contains images"}
+            )
         if any(self._polls_left.get(m, 1) > 0 for m in media_ids):
             return Reply(
                 422,

@@ -10,7 +10,9 @@ a bad signature → 401.  Each post answer carries the 15-minute window headers
 (``x-rate-limit-*``) and, with ``user_cap``/``app_cap`` set, the 24-hour cap headers
 (``x-user-limit-24hour-*``, ``x-app-limit-24hour-*``), counting down; a used-up cap
 answers 429 with them.  The chunked upload (``command=INIT/APPEND/FINALIZE``, ``GET
-?command=STATUS``) answers with ``processing_info`` as docs.x.com shows.
+?command=STATUS``) answers with ``processing_info`` as docs.x.com shows; an MP4 is
+decoded with PyAV at FINALIZE (frames, codec, size), and ``fail_processing`` makes
+STATUS end in ``failed``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 from oauthlib.oauth1 import RequestValidator, SignatureOnlyEndpoint  # type: ignore[import-untyped]
 from PIL import Image
 
+from tests.fakes.media import video_facts
 from tests.fakes.server import FakeServer, Part, Recorded, Reply, Route
 
 UNAUTHORIZED = Reply(
@@ -102,6 +105,8 @@ class FakeX(FakeServer):
         self.processing_checks = 2
         """STATUS answers ``in_progress`` this often before a GIF is processed."""
         self.chunked: dict[str, dict[str, Any]] = {}
+        self.fail_processing = False
+        """STATUS ends in ``failed`` (an unsupported video) instead of ``succeeded``."""
         super().__init__()
 
     def routes(self) -> list[tuple[str, str, Route]]:
@@ -191,8 +196,11 @@ class FakeX(FakeServer):
             data = b"".join(upload["segments"][i] for i in sorted(upload["segments"]))
             if len(data) != upload["total"]:
                 return Reply(400, {"title": "Invalid Request", "detail": "size mismatch"})
-            with Image.open(io.BytesIO(data)) as image:
-                upload["frames"] = getattr(image, "n_frames", 1)
+            if upload["type"].startswith("video/"):
+                upload["frames"], upload["video"] = video_facts(data)
+            else:
+                with Image.open(io.BytesIO(data)) as image:
+                    upload["frames"] = getattr(image, "n_frames", 1)
             info = {"state": "pending", "check_after_secs": 1}
             return Reply(
                 200,
@@ -207,6 +215,11 @@ class FakeX(FakeServer):
             return Reply(400, {"title": "Invalid Request", "detail": "bad STATUS"})
         upload["checks"] += 1
         done = upload["checks"] > self.processing_checks
+        if done and self.fail_processing:
+            # what X answers for a video it cannot transcode (docs.x.com, STATUS)
+            error = {"code": 1, "name": "InvalidMedia", "message": "Invalid or Unsupported media"}
+            failed = {"state": "failed", "progress_percent": 99, "error": error}
+            return Reply(200, {"data": {"id": query["media_id"], "processing_info": failed}})
         info = (
             {"state": "succeeded", "progress_percent": 100}
             if done
