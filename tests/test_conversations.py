@@ -26,7 +26,7 @@ from gateway.publishers import build_publisher
 from gateway.publishers.base import PublisherContext
 
 pytest.importorskip("mastodon_mock.testing.server")
-from mastodon_mock.testing.server import MockServer  # noqa: E402
+from mastodon_mock.testing.server import MockServer
 
 TEMP = ReplyConfig(
     id="temp",
@@ -98,14 +98,18 @@ def test_a_mention_gets_one_real_reply_read_back_through_the_api(
 ) -> None:
     gw = Gateway(mock, tmp_path, section())
     asked = as_user(
-        mock, "bob_token", "POST", "/api/v1/statuses",
+        mock,
+        "bob_token",
+        "POST",
+        "/api/v1/statuses",
         json={"status": "@alice how warm is the pool?", "visibility": "public"},
     )
     gw.round()
     gw.round()  # a second round reads nothing new and answers nothing twice
     gw.close()
     replies = [
-        s for s in as_user(mock, "bob_token", "GET", f"/api/v1/statuses/{asked['id']}/context")[
+        s
+        for s in as_user(mock, "bob_token", "GET", f"/api/v1/statuses/{asked['id']}/context")[
             "descendants"
         ]
     ]
@@ -124,7 +128,10 @@ def test_a_reply_never_widens_the_mentions_visibility(
 ) -> None:
     gw = Gateway(mock, tmp_path, section())
     asked = as_user(
-        mock, "bob_token", "POST", "/api/v1/statuses",
+        mock,
+        "bob_token",
+        "POST",
+        "/api/v1/statuses",
         json={"status": "@alice warm?", "visibility": visibility},
     )
     gw.round()
@@ -141,7 +148,10 @@ def test_template_syntax_mentions_and_links_in_the_question_are_echoed_inert(
 ) -> None:
     gw = Gateway(mock, tmp_path, section(quote_chars=200))
     as_user(
-        mock, "bob_token", "POST", "/api/v1/statuses",
+        mock,
+        "bob_token",
+        "POST",
+        "/api/v1/statuses",
         json={"status": "@alice temp {{ 7*7 }} @everyone https://evil.example/x"},
     )
     gw.round()
@@ -172,7 +182,11 @@ def offline_gateway(tmp: Path, conv: ConversationsSection) -> tuple[Inbox, Outbo
     inbox = Inbox(tmp / "gateway.db")
     outbox = Outbox(tmp / "gateway.db")
     convs = Conversations(
-        conv, (TEMP, HELP), inbox, outbox, context=lambda now: {"water": 20},
+        conv,
+        (TEMP, HELP),
+        inbox,
+        outbox,
+        context=lambda now: {"water": 20},
         own_accounts={"masto": "id-alice"},
     )
     return inbox, outbox, convs
@@ -256,7 +270,9 @@ def test_two_gateways_that_mention_each_other_stop_after_the_first_exchange(
 ) -> None:
     """alice and bob both run gateways, and bob's account is a bot (as a thing's is)."""
     as_user(mock, "bob_token", "PATCH", "/api/v1/accounts/update_credentials", data={"bot": "true"})
-    as_user(mock, "alice_token", "PATCH", "/api/v1/accounts/update_credentials", data={"bot": "true"})
+    as_user(
+        mock, "alice_token", "PATCH", "/api/v1/accounts/update_credentials", data={"bot": "true"}
+    )
     alice = Gateway(mock, tmp_path / "a", section())
     as_user(mock, "bob_token", "POST", "/api/v1/statuses", json={"status": "@alice warm?"})
     for _ in range(3):

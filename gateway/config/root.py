@@ -29,8 +29,8 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validat
 from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from gateway.config.conversations import ConversationsSection, ReplyConfig
 from gateway.config.cameras import CAMERA_SOURCES, AnyCameraConfig, CameraConfigs
+from gateway.config.conversations import ConversationsSection, ReplyConfig
 from gateway.config.onepass import validate_in_one_pass
 from gateway.config.publishers import (
     PUBLISHER_TYPES,

@@ -120,9 +120,7 @@ class Conversations:
         names = {handle, mention.author.lower()}
         if names & set(s.deny_accounts) or (domain and domain in s.deny_domains):
             return "denied"
-        allowed = bool(names & set(s.allow_accounts)) or bool(
-            domain and domain in s.allow_domains
-        )
+        allowed = bool(names & set(s.allow_accounts)) or bool(domain and domain in s.allow_domains)
         if (s.allow_accounts or s.allow_domains) and not allowed:
             return "denied"
         if mention.bot and not (s.answer_bots or bool(names & set(s.allow_accounts))):

@@ -97,9 +97,11 @@ class Inbox:
 
     def cursor(self, publisher: str) -> str | None:
         """The newest remote id read from ``publisher`` (``None``: nothing read yet)."""
-        row = self._conn().execute(
-            "SELECT value FROM kv WHERE key=?", (f"mentions:{publisher}:cursor",)
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute("SELECT value FROM kv WHERE key=?", (f"mentions:{publisher}:cursor",))
+            .fetchone()
+        )
         return None if row is None else str(row[0])
 
     def store(
@@ -194,10 +196,14 @@ class Inbox:
 
     def counts(self, since: float = 0.0) -> dict[str, int]:
         """Mentions seen, answered and skipped since ``since`` (for status and templates)."""
-        row = self._conn().execute(
-            "SELECT COUNT(*), COALESCE(SUM(outcome='answered'),0),"
-            " COALESCE(SUM(outcome='skipped'),0)"
-            " FROM mentions WHERE seen_at >= ?",
-            (since,),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT COUNT(*), COALESCE(SUM(outcome='answered'),0),"
+                " COALESCE(SUM(outcome='skipped'),0)"
+                " FROM mentions WHERE seen_at >= ?",
+                (since,),
+            )
+            .fetchone()
+        )
         return {"seen": int(row[0]), "answered": int(row[1]), "skipped": int(row[2])}

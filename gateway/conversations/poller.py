@@ -68,7 +68,21 @@ class MentionPoller:
         self._conversations.answer_pending()
         return added
 
+    def _learn_own_account(self) -> None:
+        account_id = getattr(self._source, "account_id", None)
+        if callable(account_id):
+            try:
+                self._conversations.set_own_account(self._source.id, str(account_id()))
+            except Exception as exc:
+                _ratelog.warning(
+                    f"account:{self._source.id}",
+                    "%s: own account unknown: %s",
+                    self._source.id,
+                    known_failure(exc) or repr(exc),
+                )
+
     def _run(self) -> None:
+        self._learn_own_account()
         while not self._stop.is_set():
             self.poll_once()
             self._stop.wait(self._interval)
