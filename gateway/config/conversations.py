@@ -12,7 +12,7 @@ from datetime import timedelta
 from pydantic import Field, field_validator
 
 from gateway.config.durations import Duration
-from gateway.config.sections import Section
+from gateway.config.sections import Identifier, Section
 
 
 class ConversationsSection(Section):
@@ -46,7 +46,7 @@ class ConversationsSection(Section):
 class ReplyConfig(Section):
     """``[[replies]]``: one kind of answer, chosen by ``match``."""
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    id: Identifier
     match: tuple[str, ...] = ()
     """Keywords (any matches, case-insensitive); empty with ``fallback`` set."""
     regex: str | None = None
