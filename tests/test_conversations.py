@@ -48,6 +48,11 @@ def as_user(mock: MockServer, token: str, method: str, path: str, **kw: Any) -> 
     return response.json()
 
 
+def ask(mock: MockServer, status: dict[str, str]) -> Any:
+    """bob posts ``status`` (a mention of alice)."""
+    return as_user(mock, "bob_token", "POST", "/api/v1/statuses", json=status)
+
+
 class Gateway:
     """The conversation pieces of a gateway on alice's account, on real SQLite files."""
 
@@ -97,13 +102,7 @@ def test_a_mention_gets_one_real_reply_read_back_through_the_api(
     mock: MockServer, tmp_path: Path
 ) -> None:
     gw = Gateway(mock, tmp_path, section())
-    asked = as_user(
-        mock,
-        "bob_token",
-        "POST",
-        "/api/v1/statuses",
-        json={"status": "@alice how warm is the pool?", "visibility": "public"},
-    )
+    asked = ask(mock, {"status": "@alice how warm is the pool?", "visibility": "public"})
     gw.round()
     gw.round()  # a second round reads nothing new and answers nothing twice
     gw.close()
@@ -127,13 +126,7 @@ def test_a_reply_never_widens_the_mentions_visibility(
     mock: MockServer, tmp_path: Path, visibility: str
 ) -> None:
     gw = Gateway(mock, tmp_path, section())
-    asked = as_user(
-        mock,
-        "bob_token",
-        "POST",
-        "/api/v1/statuses",
-        json={"status": "@alice warm?", "visibility": visibility},
-    )
+    asked = ask(mock, {"status": "@alice warm?", "visibility": visibility})
     gw.round()
     gw.close()
     (entry,) = Inbox(tmp_path / "gateway.db").recent(5)

@@ -13,14 +13,14 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from gateway.model import Mention
-from gateway.support.database import apply_migrations
+from gateway.support.database import apply_migrations, write_transaction
 
 
 def _to_json(m: Mention) -> str:
@@ -77,16 +77,8 @@ class Inbox:
             self._local.conn = conn
         return conn
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return write_transaction(self._conn())
 
     def close(self) -> None:
         """Close this thread's connection."""

@@ -15,8 +15,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from gateway.config.secrets import redact
 from gateway.model import MediaItem, Post, Receipt, ReplyTarget
-from gateway.support.database import apply_migrations
+from gateway.support.database import apply_migrations, write_transaction
 
 DeliveryStatus = Literal["pending", "sending", "sent", "failed", "dead"]
 OPEN_STATUSES = ("pending", "sending", "failed")
@@ -128,16 +128,8 @@ class Outbox:
                 self._all.append(conn)
         return conn
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return write_transaction(self._conn())
 
     def _migrate(self) -> None:
         with self._tx() as conn:
