@@ -7,6 +7,7 @@ test reads the answer back through the API.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -272,3 +273,28 @@ def test_two_gateways_that_mention_each_other_stop_after_the_first_exchange(
         alice.round()
     alice.close()
     assert reasons(Inbox(tmp_path / "a" / "gateway.db")) == ["bot"]
+
+
+def test_cli_mentions_lists_what_became_of_each(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli import main
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\nname = "pool"\nstate_dir = "{tmp_path / "var"}"\n')
+    from gateway.config import load_config
+    from gateway.runtime.paths import database_path
+
+    inbox, _, convs = offline_gateway(database_path(load_config(config)).parent, section())
+    inbox.store(
+        [mention(0, author="ann"), mention(1, author="bot@x.example", bot=True)], "masto", "1"
+    )
+    convs.answer_pending()
+    assert main(["mentions", "--json", "--limit", "5", "-c", str(config)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {(r["author"], r["outcome"], r["reason"]) for r in rows} == {
+        ("ann", "answered", None),
+        ("bot@x.example", "skipped", "bot"),
+    }
+    assert main(["mentions", "-c", str(config)]) == 0
+    assert "bot@x.example" in capsys.readouterr().out

@@ -64,6 +64,7 @@ class Inbox:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        path.parent.mkdir(parents=True, exist_ok=True)
         with self._tx() as conn:
             apply_migrations(conn)
 
