@@ -298,3 +298,22 @@ def test_cli_mentions_lists_what_became_of_each(
     }
     assert main(["mentions", "-c", str(config)]) == 0
     assert "bot@x.example" in capsys.readouterr().out
+
+
+def test_bad_replies_are_refused_with_their_paths(tmp_path: Path) -> None:
+    from gateway.config import ConfigError
+    from gateway.runtime.loading import load_config
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        '[[publishers]]\nid = "console"\ntype = "console"\n'
+        '[[rules]]\nid = "r"\nevery = "1h"\ntext = "x"\n'
+        '[[replies]]\nid = "a"\nmatch = ["x"]\ntext = "{{ oops"\npublish_to = ["nowhere"]\n'
+        '[[replies]]\nid = "b"\ntext = "y"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    message = str(info.value)
+    assert "replies[0].text: template error" in message
+    assert "replies[0].publish_to[0]: unknown publisher 'nowhere'" in message
+    assert "replies[1]: needs `match`" in message
