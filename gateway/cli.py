@@ -84,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument(
         "--limit", type=int, default=20, metavar="N", help="newest N posts (default 20)"
     )
+    mentions = sub.add_parser(
+        "mentions",
+        parents=[common],
+        help="list recent mentions and what became of each (answered, or skipped and why)",
+    )
+    mentions.add_argument("--json", action="store_true", help="print JSON, newest first")
+    mentions.add_argument(
+        "--limit", type=int, default=20, metavar="N", help="newest N mentions (default 20)"
+    )
     outbox = sub.add_parser(
         "outbox", parents=[common], help="list undelivered posts; retry or drop one"
     )
@@ -299,6 +308,28 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mentions(args: argparse.Namespace) -> int:
+    """List recent mentions: answered (with the reply's link) or skipped, and why."""
+    from gateway.conversations.inbox import Inbox
+    from gateway.runtime.paths import database_path
+
+    path = database_path(_load(args, "ignore"))
+    rows = Inbox(path).recent(args.limit) if path.exists() else []
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    if not rows:
+        print("no mentions yet")
+    for row in rows:
+        what = row["reply_url"] or "" if row["outcome"] == "answered" else row["reason"] or ""
+        text = " ".join(row["text"].split())[:60]
+        print(
+            f"{row['created_at'][:19]}  {row['publisher']:<10} @{row['author']:<24}"
+            f" {row['outcome']:<8} {what}  {text!r}"
+        )
+    return 0
+
+
 def cmd_outbox(args: argparse.Namespace) -> int:
     """List undelivered posts, or retry/drop one delivery."""
     from gateway.outbox.store import Outbox
@@ -368,6 +399,7 @@ COMMANDS = {
     "preview": cmd_preview,
     "history": cmd_history,
     "outbox": cmd_outbox,
+    "mentions": cmd_mentions,
     "demo": cmd_demo,
     "serve": cmd_serve,
 }

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 Value = float | bool | str
 """What a sensor reading holds: a number, a flag, or a short piece of text."""
@@ -76,6 +76,87 @@ class Post:
     text: str
     media: tuple[MediaItem, ...] = ()
     lang: str | None = None
+    reply: ReplyTarget | None = None
+    """Set when the post answers a mention: which remote post it replies to."""
+
+
+VISIBILITY_ORDER: tuple[str, ...] = ("direct", "private", "unlisted", "public")
+"""Mastodon visibilities, narrowest first: a reply never goes wider than its mention."""
+
+
+def narrower_visibility(configured: str, mention: str | None) -> str:
+    """The narrower of a publisher's configured visibility and the mention's own."""
+    if mention not in VISIBILITY_ORDER:
+        return configured if mention is None else "direct"
+    if configured not in VISIBILITY_ORDER:
+        return mention
+    return min(configured, mention, key=VISIBILITY_ORDER.index)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyTarget:
+    """The remote post a reply answers, on the publisher the mention came from."""
+
+    publisher: str
+    remote_id: str
+    visibility: str | None = None
+    author: str = ""
+    author_id: str = ""
+    root_id: str = ""
+    """Bluesky: the thread's root (``uri``); empty when the mention is the root."""
+
+    def to_json(self) -> dict[str, str | None]:
+        """A JSON-able dict (the outbox stores it with the post)."""
+        return {
+            "publisher": self.publisher,
+            "remote_id": self.remote_id,
+            "visibility": self.visibility,
+            "author": self.author,
+            "author_id": self.author_id,
+            "root_id": self.root_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReplyTarget:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            publisher=str(data["publisher"]),
+            remote_id=str(data["remote_id"]),
+            visibility=data.get("visibility"),
+            author=str(data.get("author") or ""),
+            author_id=str(data.get("author_id") or ""),
+            root_id=str(data.get("root_id") or ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Mention:
+    """A post that mentions the gateway's account (or a question asked over MQTT)."""
+
+    publisher: str
+    remote_id: str
+    author: str
+    text: str
+    created_at: datetime
+    author_name: str = ""
+    author_id: str = ""
+    lang: str | None = None
+    visibility: str | None = None
+    in_reply_to: str | None = None
+    root_id: str = ""
+    bot: bool = False
+    url: str | None = None
+
+    def target(self) -> ReplyTarget:
+        """Where a reply to this mention goes."""
+        return ReplyTarget(
+            self.publisher,
+            self.remote_id,
+            self.visibility,
+            self.author,
+            self.author_id,
+            self.root_id,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.config.cameras import CAMERA_SOURCES, AnyCameraConfig, CameraConfigs
+from gateway.config.conversations import ConversationsSection, ReplyConfig
 from gateway.config.onepass import validate_in_one_pass
 from gateway.config.publishers import (
     PUBLISHER_TYPES,
@@ -102,6 +103,10 @@ class GatewayConfig(BaseSettings):
         default_factory=HomeAssistantSection, description="[homeassistant]"
     )
     web: WebSection = Field(default_factory=WebSection, description="[web]")
+    conversations: ConversationsSection = Field(
+        default_factory=ConversationsSection, description="[conversations]"
+    )
+    replies: tuple[ReplyConfig, ...] = Field(default=(), description="[[replies]]")
 
     @classmethod
     def settings_customise_sources(

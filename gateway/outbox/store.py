@@ -15,16 +15,16 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from gateway.config.secrets import redact
-from gateway.model import MediaItem, Post, Receipt
-from gateway.support.database import apply_migrations
+from gateway.model import MediaItem, Post, Receipt, ReplyTarget
+from gateway.support.database import apply_migrations, write_transaction
 
 DeliveryStatus = Literal["pending", "sending", "sent", "failed", "dead"]
 OPEN_STATUSES = ("pending", "sending", "failed")
@@ -97,6 +97,10 @@ def _optional_media(media: tuple[MediaItem, ...] | None) -> str | None:
     return None if media is None else _media_to_json(media)
 
 
+def _reply_from_json(raw: str | None) -> ReplyTarget | None:
+    return ReplyTarget.from_json(json.loads(raw)) if raw else None
+
+
 def _post_from_row(row: sqlite3.Row) -> Post:
     return Post(
         id=row["id"],
@@ -105,6 +109,7 @@ def _post_from_row(row: sqlite3.Row) -> Post:
         text=row["text"],
         media=_media_from_json(row["media"]),
         lang=row["lang"],
+        reply=_reply_from_json(row["reply"]),
     )
 
 
@@ -136,16 +141,8 @@ class Outbox:
                 self._all.append(conn)
         return conn
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return write_transaction(self._conn())
 
     def _migrate(self) -> None:
         with self._tx() as conn:
@@ -171,11 +168,13 @@ class Outbox:
         media: Mapping[str, tuple[MediaItem, ...]] | None = None,
         threads: Mapping[str, Sequence[str]] | None = None,
         done_firing: int | None = None,
+        done_mention: tuple[str, str] | None = None,
     ) -> None:
         """Commit a post and a ``pending`` delivery per publisher (publisher id → fitted text).
 
         ``done_firing``: the queued event firing (``firings`` row) this post answers,
-        marked done in the same transaction, so a firing never makes two posts.
+        marked done in the same transaction, so a firing never makes two posts;
+        ``done_mention`` (publisher, remote id) likewise marks a mention answered.
 
         ``media`` maps a publisher id to its own fitted images; a publisher it does
         not name gets the post's media.  ``threads`` maps a publisher id to the parts
@@ -186,7 +185,8 @@ class Outbox:
         threads = threads or {}
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO posts (id, rule, created_at, text, lang, media) VALUES (?,?,?,?,?,?)",
+                "INSERT INTO posts (id, rule, created_at, text, lang, media, reply)"
+                " VALUES (?,?,?,?,?,?,?)",
                 (
                     post.id,
                     post.rule,
@@ -194,6 +194,7 @@ class Outbox:
                     post.text,
                     post.lang,
                     _media_to_json(post.media),
+                    json.dumps(post.reply.to_json()) if post.reply else None,
                 ),
             )
             conn.executemany(
@@ -214,6 +215,13 @@ class Outbox:
             )
             if done_firing is not None:
                 conn.execute("UPDATE firings SET done=1 WHERE id=?", (done_firing,))
+            if done_mention is not None:
+                # The reply and its mention's outcome commit together: exactly one reply.
+                conn.execute(
+                    "UPDATE mentions SET outcome='answered', post_id=?, decided_at=?"
+                    " WHERE publisher=? AND remote_id=?",
+                    (post.id, now, *done_mention),
+                )
 
     def recover(self) -> int:
         """After a crash: deliveries left ``sending`` become ``pending``; returns how many."""
@@ -306,7 +314,8 @@ class Outbox:
             self._conn()
             .execute(
                 "SELECT d.*, d.media AS delivery_media,"
-                " p.id, p.rule, p.created_at, p.text AS post_text, p.lang, p.media AS post_media"
+                " p.id, p.rule, p.created_at, p.text AS post_text, p.lang, p.media AS post_media,"
+                " p.reply AS post_reply"
                 " FROM deliveries d JOIN posts p ON p.id = d.post_id"
                 " WHERE d.publisher=? AND d.status IN (?,?,?)"  # OPEN_STATUSES
                 " ORDER BY d.post_id LIMIT 1",
@@ -323,6 +332,7 @@ class Outbox:
             text=row["post_text"],
             media=_media_from_json(row["post_media"]),
             lang=row["lang"],
+            reply=_reply_from_json(row["post_reply"]),
         )
         own = row["delivery_media"]
         return Delivery(

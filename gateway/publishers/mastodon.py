@@ -43,17 +43,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from gateway.config.publishers import MastodonConfig
 from gateway.model import (
     MediaItem,
+    Mention,
     PermanentError,
     Post,
     RateLimitedError,
     Receipt,
     RetryableError,
     VideoLimits,
+    narrower_visibility,
 )
 from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
 from gateway.publishers.threads import PostedPart, ThreadLog, part_key, post_parts
@@ -434,6 +437,16 @@ class MastodonPublisher:
         in_reply_to: str | None = None,
     ) -> Receipt:
         body: dict[str, Any] = {"status": text, "visibility": self._config.visibility}
+        if in_reply_to is None and post.reply is not None and post.reply.publisher == self.id:
+            # A reply to a mention: a real reply, never wider than the mention.
+            in_reply_to = post.reply.remote_id
+            body["visibility"] = narrower_visibility(
+                self._config.visibility, post.reply.visibility
+            )
+        elif post.reply is not None and in_reply_to is not None:
+            body["visibility"] = narrower_visibility(
+                self._config.visibility, post.reply.visibility
+            )
         if in_reply_to is not None:
             body["in_reply_to_id"] = in_reply_to
         if media_ids:
@@ -459,6 +472,49 @@ class MastodonPublisher:
         status_id = str(self._api.pick(status, "id"))
         self._save_attempt(idempotency_key, None)
         return Receipt(remote_id=status_id, url=status.get("url") or status.get("uri"))
+
+    def read_mentions(
+        self, since_id: str | None, limit: int = 40, max_pages: int = 5
+    ) -> tuple[list[Mention], str | None]:
+        """Mentions newer than ``since_id``, oldest first, and the newest id seen.
+
+        ``GET /api/v1/notifications?types[]=mention`` pages backwards through the
+        ``Link`` header's ``next`` (``max_id``) until ``since_id``; the rate-limit
+        headers are kept like a post's (a read that would meet a 429 waits instead).
+        """
+        self._check_rate_limits(uploads=0)
+        params: dict[str, Any] = {"types[]": "mention", "limit": limit}
+        if since_id:
+            params["since_id"] = since_id
+        found: list[Mention] = []
+        newest = since_id
+        path = "/api/v1/notifications"
+        for _ in range(max_pages):
+            try:
+                response = self._api.request("GET", path, params=params)
+            finally:
+                self._note_rate_limit("requests")
+            page = _json_or_none(response)
+            if not isinstance(page, list) or not page:
+                break
+            for item in page:
+                mention = mention_from_notification(self.id, item)
+                if mention is not None:
+                    found.append(mention)
+                nid = str(item.get("id", ""))
+                if nid and (newest is None or _id_after(nid, newest)):
+                    newest = nid
+            link = response.links.get("next", {}).get("url") if since_id else None
+            if not link:
+                break
+            path, params = str(link), {}
+        found.sort(key=lambda m: (m.created_at, m.remote_id))
+        return found, newest
+
+    def account_id(self) -> str:
+        """The id of the account the token belongs to (to never answer itself)."""
+        account = self._api.json("GET", "/api/v1/accounts/verify_credentials")
+        return str(self._api.pick(account, "id"))
 
     @property
     def _limits_key(self) -> str:
@@ -510,6 +566,43 @@ def mastodon_language(tag: str) -> str:
         if "HANS" in rest:
             return "zh-CN"
     return language
+
+
+def _id_after(a: str, b: str) -> bool:
+    """Mastodon ids are numeric strings (snowflakes): compare as numbers when they are."""
+    if a.isdigit() and b.isdigit():
+        return int(a) > int(b)
+    return a > b
+
+
+def mention_from_notification(publisher: str, item: Any) -> Mention | None:
+    """A ``mention`` notification as a Mention; ``None`` for anything else or bad shape."""
+    if not isinstance(item, dict) or item.get("type") != "mention":
+        return None
+    status = item.get("status")
+    account = item.get("account") or (status or {}).get("account")
+    if not isinstance(status, dict) or not isinstance(account, dict) or "id" not in status:
+        return None
+    try:
+        created = datetime.fromisoformat(str(status.get("created_at")).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return Mention(
+        publisher=publisher,
+        remote_id=str(status["id"]),
+        author=str(account.get("acct") or account.get("username") or ""),
+        author_name=str(account.get("display_name") or ""),
+        author_id=str(account.get("id") or ""),
+        text=_html_text(str(status.get("content") or "")),
+        created_at=created,
+        lang=status.get("language"),
+        visibility=status.get("visibility"),
+        in_reply_to=status.get("in_reply_to_id"),
+        bot=bool(account.get("bot")),
+        url=status.get("url") or status.get("uri"),
+    )
 
 
 def _html_text(html: str) -> str:

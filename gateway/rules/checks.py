@@ -59,12 +59,37 @@ class EngineChecks:
         """Unknown sensors in conditions and require_fresh, then template problems."""
         for r, rule in enumerate(config.rules):
             yield from (f"rules[{r}].{problem}" for problem in _sensor_problems(rule, config))
+        yield from _reply_problems(config)
         if not config.rules:
             return  # nothing to check; spares the process jinja2 and the filters
         from gateway.compose.checking import template_problems
 
         for r, rule in enumerate(config.rules):
             yield from (f"rules[{r}].{problem}" for problem in template_problems(rule, config))
+
+
+def _reply_problems(config: GatewayConfig) -> Iterator[str]:
+    """``[[replies]]``: template syntax, publishers that exist, at most one fallback."""
+    if not config.replies:
+        return
+    import jinja2
+
+    from gateway.compose.composer import make_environment
+
+    env = make_environment()
+    known = {p.id for p in config.publishers}
+    for i, reply in enumerate(config.replies):
+        try:
+            env.parse(reply.text)
+        except jinja2.TemplateSyntaxError as exc:
+            yield f"replies[{i}].text: template error: {exc.message} (line {exc.lineno})"
+        for j, target in enumerate(reply.publish_to):
+            if target not in known:
+                yield f"replies[{i}].publish_to[{j}]: unknown publisher {target!r}"
+        if not reply.fallback and not reply.match and reply.regex is None:
+            yield f"replies[{i}]: needs `match`, `regex` or `fallback = true`"
+    if sum(r.fallback for r in config.replies) > 1:
+        yield "replies: at most one reply can be the fallback"
 
 
 def _sensor_problems(rule: RuleConfig, config: GatewayConfig) -> Iterator[str]:

@@ -16,6 +16,10 @@ from datetime import datetime, timedelta
 
 from gateway.compose.composer import Composer
 from gateway.config import GatewayConfig, MqttConfig
+from gateway.config.rules import RuleConfig
+from gateway.conversations.answering import Conversations
+from gateway.conversations.inbox import Inbox
+from gateway.conversations.poller import MentionPoller
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
 from gateway.media.retention import RetentionJob
@@ -197,6 +201,7 @@ class Gateway:
             clock=self.now,
         )
         self.scheduler = RuleScheduler(config.rules, self.tz, self.runner.fire)
+        self.pollers = self._mention_pollers(config)
         stall = config.health.stall_after.total_seconds()
         self.scheduler.add_heartbeat(self._scheduler_beat, max(1.0, min(10.0, stall / 4)))
         self.scheduler_heartbeat = time.monotonic()
@@ -310,6 +315,29 @@ class Gateway:
         """Fire a rule now (as the scheduler would), guards included."""
         return self.runner.fire(rule_id)
 
+    def _mention_pollers(self, config: GatewayConfig) -> list[MentionPoller]:
+        """One poller per publisher that can read mentions, when ``[conversations]`` is on."""
+        if not config.conversations.enabled:
+            return []
+        composer = Composer(config, self.state, self.media_dir / "posts", frames=self.frames)
+        names = RuleConfig.model_validate(
+            {"id": "reply", "text": "-", "every": "1h", "publish_to": ["-"]}
+        )
+        self.inbox = Inbox(self.outbox.path)
+        self.conversations = Conversations(
+            config.conversations,
+            config.replies,
+            self.inbox,
+            self.outbox,
+            context=lambda now: composer.context(names, now),
+        )
+        interval = config.conversations.poll_interval.total_seconds()
+        return [
+            MentionPoller(p, self.inbox, self.conversations, interval)  # type: ignore[arg-type]
+            for p in self.publishers.values()
+            if callable(getattr(p, "read_mentions", None))
+        ]
+
     def start(self) -> None:
         """Recover the outbox, then start workers, frame writer, scheduler and ingest."""
         recovered = self.outbox.recover()
@@ -325,6 +353,8 @@ class Gateway:
         self.watcher.start()
         self.dispatch.start()
         self.ingest.start()
+        for poller in self.pollers:
+            poller.start()
         threading.Thread(target=self._open_gate, name="rules-gate", daemon=True).start()
         log.info(
             "gateway %s running: %d sensors, %d cameras, %d rules, publishers: %s; state in %s",
@@ -386,6 +416,8 @@ class Gateway:
             timeout = self.config.health.shutdown_timeout.total_seconds()
         deadline = time.monotonic() + timeout
         self.ingest.pause()
+        for poller in self.pollers:
+            poller.stop(max(0.0, deadline - time.monotonic()))
         self.watcher.stop()
         self.timers.stop()
         self.scheduler.stop()

@@ -11,12 +11,16 @@ edited (a new one is appended).  The tables and their owners:
 - ``readings_minute``: the readings history (:mod:`gateway.state.history`), written
   in batches;
 - ``firings``: event firings queued durably (:mod:`gateway.rules.firings`), committed
-  before their MQTT message is acknowledged; ``Outbox.add`` marks one done with its post.
+  before their MQTT message is acknowledged; ``Outbox.add`` marks one done with its post;
+- ``mentions``: mentions of the gateway's accounts (:mod:`gateway.conversations.inbox`),
+  stored before they are answered; their read cursors live in ``kv``.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 MIGRATIONS: tuple[str, ...] = (
@@ -87,7 +91,42 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX IF NOT EXISTS firings_open ON firings (done, id);
     CREATE INDEX IF NOT EXISTS firings_key ON firings (key);
     """,
+    # 6: conversations.  `posts.reply` is the JSON ReplyTarget of a post that answers
+    # a mention; `mentions` holds every mention read (gateway.conversations.inbox),
+    # stored before anything answers it, keyed by (publisher, remote id); `outcome`
+    # is NULL until it is decided ('answered', or 'skipped' with the reason).
+    """
+    ALTER TABLE posts ADD COLUMN reply TEXT;
+    CREATE TABLE IF NOT EXISTS mentions (
+        publisher TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        author TEXT NOT NULL,
+        author_id TEXT NOT NULL DEFAULT '',
+        data TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        seen_at REAL NOT NULL,
+        outcome TEXT,
+        reason TEXT,
+        post_id TEXT,
+        decided_at REAL,
+        PRIMARY KEY (publisher, remote_id)
+    );
+    CREATE INDEX IF NOT EXISTS mentions_open ON mentions (outcome, seen_at);
+    CREATE INDEX IF NOT EXISTS mentions_author ON mentions (author, decided_at)
+    """,
 )
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` on an autocommit connection; rolled back on error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def apply_migrations(conn: sqlite3.Connection) -> None:

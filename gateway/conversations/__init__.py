@@ -1,0 +1,1 @@
+"""Conversations: mentions of the gateway's accounts read, stored, and answered safely."""
