@@ -25,6 +25,7 @@ from pathlib import Path
 from PIL import Image
 
 from gateway.media.images import ImageError, ImageLimits, RenderCache
+from gateway.media.videoworker import VideoWorker
 from gateway.model import Capabilities, MediaItem, Post, VideoLimits
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,11 @@ def is_animated(path: Path) -> bool:
 class MediaFitter:
     """Fits masters to publishers' limits, rendering each (master, limits) once."""
 
-    def __init__(self, cache: RenderCache | None = None) -> None:
+    def __init__(self, cache: RenderCache | None = None, worker: VideoWorker | None = None) -> None:
+        """``worker`` re-encodes videos (default: the default bounds)."""
         self.cache = cache or RenderCache()
         self._video_lock = threading.Lock()
+        self._worker = worker or VideoWorker()
         self._videos: dict[tuple[Path, VideoLimits], MediaItem] = {}
 
     def fit(self, media: tuple[MediaItem, ...], caps: Capabilities) -> tuple[MediaItem, ...]:
@@ -102,7 +105,7 @@ class MediaFitter:
         return tuple(fitted)
 
     def _fit_video(self, item: MediaItem, caps: Capabilities) -> MediaItem | None:
-        from gateway.media.video import VideoError, fit_video
+        from gateway.media.video import VideoError
 
         if caps.video is None:
             if item.poster is None or not item.poster.exists():
@@ -125,7 +128,7 @@ class MediaFitter:
             if cached is not None and cached.path.exists():
                 return replace(cached, alt=item.alt)
             try:
-                out = fit_video(item.path, dest, limits)
+                out = self._worker.run("fit_video", src=item.path, dest=dest, budget=limits)
             except (VideoError, OSError) as exc:
                 log.warning("%s cannot be fitted: %s", item.path.name, exc)
                 return None
