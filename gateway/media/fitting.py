@@ -108,13 +108,7 @@ class MediaFitter:
         from gateway.media.video import VideoError
 
         if caps.video is None:
-            if item.poster is None or not item.poster.exists():
-                log.warning("%s: the publisher takes no video and there is no poster", item.path)
-                return None
-            w, h = probe_size(item.poster)
-            size = item.poster.stat().st_size
-            still = MediaItem(item.poster, "image/jpeg", w, h, size, item.alt)
-            return self._fit_one(still, limits_for(caps))
+            return self._poster(item, caps, "the publisher takes no video")
         limits = caps.video
         if item.duration is not None and limits.admits(
             item.width, item.height, item.duration, item.bytes, item.fps or 0.0
@@ -130,8 +124,10 @@ class MediaFitter:
             try:
                 out = self._worker.run("fit_video", src=item.path, dest=dest, budget=limits)
             except (VideoError, OSError) as exc:
-                log.warning("%s cannot be fitted: %s", item.path.name, exc)
-                return None
+                log.warning(
+                    "%s cannot be fitted: the poster frame goes instead: %s", item.path.name, exc
+                )
+                return self._poster(item, caps, "the video cannot be fitted")
             copy = replace(
                 item,
                 path=out.path,
@@ -145,6 +141,16 @@ class MediaFitter:
                 self._videos.clear()
             self._videos[(item.path, limits)] = copy
             return copy
+
+    def _poster(self, item: MediaItem, caps: Capabilities, why: str) -> MediaItem | None:
+        """A video's poster frame (a JPEG) fitted as an image, for where the video cannot go."""
+        if item.poster is None or not item.poster.exists():
+            log.warning("%s: %s and there is no poster", item.path.name, why)
+            return None
+        w, h = probe_size(item.poster)
+        size = item.poster.stat().st_size
+        still = MediaItem(item.poster, "image/jpeg", w, h, size, item.alt)
+        return self._fit_one(still, limits_for(caps))
 
     def _fit_one(self, item: MediaItem, limits: ImageLimits) -> MediaItem | None:
         if fits(item, limits):
