@@ -148,8 +148,11 @@ def _limit(max_memory: int) -> None:
 
 def main(argv: list[str]) -> int:
     """The child: limit memory, read the job, run it, write the result."""
-    _limit(int(argv[0]) if argv else 0)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        _limit(int(argv[0]) if argv else 0)
+    except OSError as exc:  # a seccomp filter without setrlimit (an older unit file)
+        log.warning("the encode runs without its memory bound: setrlimit: %s", exc.strerror)
     try:
         job, kwargs, poster = pickle.loads(sys.stdin.buffer.read())  # noqa: S301 - our parent
         from gateway.media import video
