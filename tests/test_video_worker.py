@@ -4,6 +4,7 @@ huge source, a stuck stream or a killed encoder is an error the daemon survives.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import signal
@@ -210,3 +211,58 @@ def test_frames_the_worker_cannot_read_are_logged_in_the_daemon(
     assert out.frames == 4
     warned = [r.getMessage() for r in caplog.records]
     assert any("frame-broken.jpg" in m for m in warned), warned
+
+
+FAKE_PI = Path(__file__).resolve().parent / "fakes" / "pi"
+
+PICAMERA_CLIP = """
+[[cameras]]
+id = "pi"
+source = "picamera"
+
+[[rules]]
+id = "first_swimmer"
+every = "1h"
+text = "The first swimmer of the day"
+clip = { camera = "pi", seconds = 2, fps = 5, max_side = 640, alt = "The pool, now" }
+publish_to = ["archive"]
+
+[[publishers]]
+id = "archive"
+type = "file"
+"""
+
+
+def test_a_clip_is_recorded_from_the_pi_camera(
+    make_gateway,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(FAKE_PI))  # the worker imports picamera2
+    post = make_gateway(PICAMERA_CLIP).fire("first_swimmer")
+    assert post is not None
+    (clip,) = post.media
+    assert clip.mime == "video/mp4"
+    info = probe(clip.path)
+    # 2028x1520 fitted to 640 and made even; 2 s at 5 fps, a frame taken at every tick
+    assert (info.width, info.height, info.frames, info.fps) == (640, 478, 10, 5.0)
+    assert clip.poster is not None
+    assert clip.poster.exists()
+
+
+def test_a_busy_pi_camera_follows_on_missing(
+    make_gateway,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(FAKE_PI))
+    monkeypatch.setenv("FAKE_PICAMERA", "busy")
+    post = make_gateway(PICAMERA_CLIP).fire("first_swimmer")
+    assert post is not None
+    assert post.media == ()
+    assert "cannot open the Pi camera: Failed to acquire camera" in caplog.text
+
+
+@pytest.mark.skipif(importlib.util.find_spec("picamera2") is not None, reason="picamera2 present")
+def test_without_picamera2_a_pi_clip_says_how_to_install_it(tmp_path: Path) -> None:
+    with pytest.raises(VideoError, match="apt install python3-picamera2"):
+        VideoWorker().run("record_picamera", dest=tmp_path / "c.mp4", seconds=1)

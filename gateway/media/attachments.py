@@ -27,6 +27,7 @@ from gateway.config import (
     ClipSpec,
     GatewayConfig,
     OnMissing,
+    PicameraConfig,
     StreamCameraConfig,
     TimelapseSpec,
 )
@@ -248,6 +249,20 @@ class MediaBuilder:
                 fmt=camera.format,
                 transport=camera.rtsp_transport,
                 timeout=timeout,
+            )
+        if isinstance(camera, PicameraConfig):
+            return self._video(
+                f"clip of {spec.camera}",
+                camera.on_missing,
+                alt,
+                "record_picamera",
+                locked=False,
+                extra_time=spec.seconds,
+                dest=dest,
+                seconds=spec.seconds,
+                fps=spec.fps,
+                max_side=spec.max_side,
+                caption=drawn,
             )
         since = now - timedelta(seconds=spec.seconds)
         paths = self._store.archived(spec.camera, since, now)

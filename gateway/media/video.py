@@ -619,6 +619,58 @@ def record_stream(
         raise
 
 
+def record_picamera(
+    dest: Path,
+    *,
+    seconds: float,
+    fps: float = 8,
+    max_side: int = 1280,
+    caption: Caption | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> VideoInfo:
+    """Record ``seconds`` from the Raspberry Pi camera (picamera2, in a video
+    configuration at the sensor's aspect, fitted to ``max_side``) to an H.264 MP4 at
+    a constant ``fps``: a frame is taken at every tick.  Raises :class:`VideoError`
+    when picamera2 is missing or the camera cannot be opened or read."""
+    import importlib
+
+    try:
+        picamera2 = importlib.import_module("picamera2")
+    except ImportError:
+        raise VideoError(
+            "a picamera clip needs picamera2: sudo apt install python3-picamera2, "
+            "and create the gateway's venv with --system-site-packages"
+        ) from None
+    try:
+        camera = picamera2.Picamera2()
+    except Exception as exc:  # libcamera reports a busy or absent camera in many ways
+        raise VideoError(f"cannot open the Pi camera: {exc}") from None
+    writer: _Writer | None = None
+    try:
+        size = even_size(tuple(camera.sensor_resolution), max_side)
+        camera.configure(camera.create_video_configuration(main={"size": size}))
+        camera.start()
+        writer = _Writer(dest, size, fps)
+        ticks = max(2, round(seconds * fps))
+        started = clock()
+        for k in range(ticks):
+            im = camera.capture_image("main").convert("RGB")
+            writer.add(draw_caption(im, caption) if caption is not None else im)
+            wait = started + (k + 1) / fps - clock()
+            if wait > 0:
+                sleep(wait)
+        return writer.finish(dest)
+    except VideoError:
+        raise
+    except Exception as exc:
+        if writer is not None:
+            writer.abort()
+        raise VideoError(f"Pi camera recording failed: {exc}") from None
+    finally:
+        camera.close()
+
+
 def moov_before_mdat(path: Path) -> bool:
     """True when the MP4's ``moov`` atom precedes its ``mdat`` (a fast-start file)."""
     with path.open("rb") as f:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JOBS = ("encode_frames", "record_stream", "fit_video")
+JOBS = ("encode_frames", "record_stream", "record_picamera", "fit_video")
 """The functions of :mod:`gateway.media.video` a worker runs."""
 MEMORY_ERROR_EXIT = 3
 """The worker's exit status when it ran out of its memory bound."""
