@@ -21,6 +21,7 @@ from gateway.publishers.base import Publisher, PublisherContext
 from gateway.runtime.loading import validate_config
 from tests.fakes.media import jpeg
 from tests.fakes.webhook import FakeWebhook
+from tests.test_video import MP4_RULE
 
 
 @pytest.fixture
@@ -130,32 +131,17 @@ def test_title_may_only_use_rule_and_gateway(title: str) -> None:
     assert "title" in error.split(": ", 1)[1]
 
 
-APPRISE_VIDEO_RULE = """
-[[cameras]]
-id = "underwater"
-topic = "pool/cam"
-max_age = "2h"
-
-[[rules]]
-id = "daily"
-cron = "0 20 * * *"
-text = "Today at the pool"
-publish_to = ["notify"]
-
-[rules.timelapse]
-camera = "underwater"
-window = "24h"
-frames = 24
-format = "mp4"
-fps = 8
-max_side = 640
-alt = "The pool over the day"
-
+APPRISE_VIDEO_RULE = (
+    MP4_RULE.split("[[publishers]]")[0]
+    .replace('publish_to = ["archive", "console"]', 'publish_to = ["notify"]')
+    .replace("fps = 8\n", "fps = 8\nmax_side = 640\n")
+    + """
 [[publishers]]
 id = "notify"
 type = "apprise"
 urls = ["json://HOST/hooks/tok-SECRET"]
 """
+)
 
 
 def noisy_jpeg() -> bytes:
@@ -227,23 +213,25 @@ def test_a_video_over_max_video_bytes_is_re_encoded_to_fit(
     assert probe(copy).duration == pytest.approx(3.0)
 
 
-def test_max_video_bytes_0_attaches_the_poster(server: FakeWebhook, tmp_path: Path) -> None:
-    got = video_through_apprise(server, tmp_path, extra="max_video_bytes = 0\n")
-    attachment, data = got["attachment"], got["data"]
+def assert_the_poster_went(got: dict[str, object]) -> None:
+    """The attachment is the video's poster frame (a JPEG), not the MP4."""
+    attachment, data, post = got["attachment"], got["data"], got["post"]
     assert isinstance(attachment, dict)
+    assert isinstance(post, Post)
     assert attachment["mimetype"] == "image/jpeg"
-    assert isinstance(data, bytes)
-    assert data[:2] == b"\xff\xd8"
+    assert post.media[0].poster is not None
+    assert data == post.media[0].poster.read_bytes()
+
+
+def test_max_video_bytes_0_attaches_the_poster(server: FakeWebhook, tmp_path: Path) -> None:
+    assert_the_poster_went(video_through_apprise(server, tmp_path, extra="max_video_bytes = 0\n"))
 
 
 def test_a_video_that_cannot_fit_is_sent_as_its_poster(
     server: FakeWebhook, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # 10 KB cannot hold 3 s of video (the lowest bitrate tried is 64 kbit/s)
-    got = video_through_apprise(server, tmp_path, extra='max_video_bytes = "10KB"\n')
-    attachment, data = got["attachment"], got["data"]
-    assert isinstance(attachment, dict)
-    assert attachment["mimetype"] == "image/jpeg"
-    assert isinstance(data, bytes)
-    assert data[:2] == b"\xff\xd8"
+    assert_the_poster_went(
+        video_through_apprise(server, tmp_path, extra='max_video_bytes = "10KB"\n')
+    )
     assert "cannot be fitted: the poster frame goes instead" in caplog.text
