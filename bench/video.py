@@ -3,9 +3,11 @@
 Run from the repository: ``python bench/video.py [--runs 5]`` (needs ``ffmpeg`` on the
 PATH: ``apt-get install ffmpeg``).  Two jobs, each on the same JPEG files on disk:
 a 48-frame 1080p timelapse (1920x1080 camera-like frames at 8 fps) and a 10 s 720p
-clip (250 frames of 1280x720 at 25 fps).  Each encode runs in a fresh process:
-``gateway.media.video.encode_frames`` (frames decoded by Pillow and streamed through
-libx264 one at a time) and, as the same-run baseline, ``ffmpeg -framerate N -i
+clip (250 frames of 1280x720 at 25 fps).  Each encode runs in a fresh process: the
+daemon's video worker, ``python -m gateway.media.videoworker`` under the default
+``[media] video_memory`` bound, running ``encode_frames`` (frames decoded and
+streamed through libx264 one at a time), exactly as the daemon starts it; and, as the
+same-run baseline, ``ffmpeg -framerate N -i
 frame-%04d.jpg`` with the same settings (libx264, preset veryfast, crf 23,
 ``x264-params rc-lookahead=4:bframes=1``, yuv420p, ``+faststart``, no audio).
 Printed per job and encoder, as median (range) of ``--runs`` runs: the wall time of
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import shutil
 import statistics
 import subprocess
@@ -30,7 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.media.video import X264_PARAMS
+from gateway.config.sections import MediaSection
+from gateway.media.video import X264_PARAMS, VideoInfo
 from tests.mediautil import camera_jpeg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,30 +57,47 @@ JOBS = (
     Job("10 s 720p clip", (1280, 720), 250, 25),
 )
 
-GATEWAY_ENCODE = f"""
-import sys
-from pathlib import Path
-from gateway.media.video import encode_frames
-folder, fps, side, out = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
-encode_frames(sorted(folder.glob("frame-*.jpg")), out, fps=fps, max_side=side, crf={CRF})
-"""
-
 GATEWAY_IDLE = """
 import av, PIL.Image
 import gateway.media.video
 """
 
 
-def measured(argv: list[str]) -> tuple[float, int]:
-    """Run ``argv`` to completion: (wall seconds, peak RSS in bytes)."""
+def measured(argv: list[str], stdin: bytes | None = None) -> tuple[float, int, bytes]:
+    """Run ``argv`` to completion, ``stdin`` written to it: (wall seconds, peak RSS in
+    bytes, its output)."""
     start = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, cwd=ROOT)
+    process = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    if stdin is not None:
+        assert process.stdin is not None
+        process.stdin.write(stdin)
+        process.stdin.close()
+    out = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{argv[0]} failed ({process.returncode})")
-    return elapsed, usage.ru_maxrss * 1024
+    return elapsed, usage.ru_maxrss * 1024, out
+
+
+def worker_encode(folder: Path, job: Job, out: Path) -> tuple[float, int]:
+    """The encode as the daemon runs it: ``python -m gateway.media.videoworker`` under
+    the default ``[media] video_memory`` bound, the job on its stdin."""
+    frames = sorted(folder.glob("frame-*.jpg"))
+    kwargs = {"frames": frames, "dest": out, "fps": job.fps, "max_side": max(job.size), "crf": CRF}
+    bound = MediaSection().video_memory
+    argv = [sys.executable, "-m", "gateway.media.videoworker", str(bound)]
+    elapsed, peak, answer = measured(argv, pickle.dumps(("encode_frames", kwargs, None)))
+    if not isinstance(pickle.loads(answer), VideoInfo):
+        raise SystemExit(f"the video worker failed: {pickle.loads(answer)}")
+    return elapsed, peak
 
 
 def write_frames(folder: Path, job: Job) -> None:
@@ -132,12 +153,10 @@ def main() -> None:
             write_frames(folder, job)
             ours: list[tuple[float, int]] = []
             theirs: list[tuple[float, int]] = []
-            side = max(job.size)
             for run in range(args.runs):  # interleaved, so load changes hit both alike
-                out = folder / f"gw-{run}.mp4"
-                argv = [sys.executable, "-c", GATEWAY_ENCODE, str(folder), str(job.fps)]
-                ours.append(measured([*argv, str(side), str(out)]))
-                theirs.append(measured(ffmpeg_argv(folder, job, folder / f"ff-{run}.mp4")))
+                ours.append(worker_encode(folder, job, folder / f"gw-{run}.mp4"))
+                ff = measured(ffmpeg_argv(folder, job, folder / f"ff-{run}.mp4"))
+                theirs.append(ff[:2])
             sizes = [(folder / f"gw-{r}.mp4").stat().st_size for r in range(args.runs)]
             ff_sizes = [(folder / f"ff-{r}.mp4").stat().st_size for r in range(args.runs)]
             print(f"\n{job.name}: {job.frames} frames {job.size[0]}x{job.size[1]} at {job.fps} fps")

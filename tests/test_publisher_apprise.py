@@ -21,6 +21,7 @@ from gateway.publishers.base import Publisher, PublisherContext
 from gateway.runtime.loading import validate_config
 from tests.fakes.media import jpeg
 from tests.fakes.webhook import FakeWebhook
+from tests.test_video import MP4_RULE
 
 
 @pytest.fixture
@@ -128,3 +129,109 @@ def test_title_may_only_use_rule_and_gateway(title: str) -> None:
     (error,) = info.value.errors
     assert error.startswith("publishers[0].title: ")
     assert "title" in error.split(": ", 1)[1]
+
+
+APPRISE_VIDEO_RULE = (
+    MP4_RULE.split("[[publishers]]")[0]
+    .replace('publish_to = ["archive", "console"]', 'publish_to = ["notify"]')
+    .replace("fps = 8\n", "fps = 8\nmax_side = 640\n")
+    + """
+[[publishers]]
+id = "notify"
+type = "apprise"
+urls = ["json://HOST/hooks/tok-SECRET"]
+"""
+)
+
+
+def noisy_jpeg() -> bytes:
+    """A frame of noise: no two alike, so the video is large."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.effect_noise((640, 480), 60).convert("RGB").save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def video_through_apprise(
+    server: FakeWebhook, tmp_path: Path, extra: str = "", *, noisy: bool = False
+) -> dict[str, object]:
+    from datetime import timedelta
+
+    from tests.mediautil import deliver_all, gateway_from, scene_jpeg
+
+    host = server.url.removeprefix("http://")
+    body = APPRISE_VIDEO_RULE.replace("HOST", host) + extra
+    gateway = gateway_from(tmp_path / "state", body)
+    now = datetime.now(UTC)
+    for k in range(24, 0, -1):
+        at = now - timedelta(minutes=30 * k)
+        frame = noisy_jpeg() if noisy else scene_jpeg(at, (640, 480))
+        gateway.state.set_frame(gateway.frames.store("underwater", frame, at))
+    post = gateway.fire("daily")
+    assert post is not None
+    deliver_all(gateway)
+    gateway.outbox.close()
+    (sent,) = server.calls("/hooks/tok-SECRET", "POST")
+    ((attachment,),) = [sent.json()["attachments"]]
+    data = base64.b64decode(attachment["base64"])
+    return {"post": post, "attachment": attachment, "data": data}
+
+
+def test_a_video_is_attached_as_the_mp4(server: FakeWebhook, tmp_path: Path) -> None:
+    from gateway.media.video import probe
+
+    got = video_through_apprise(server, tmp_path)
+    attachment, data = got["attachment"], got["data"]
+    assert isinstance(attachment, dict)
+    assert attachment["mimetype"] == "video/mp4"
+    assert attachment["filename"].endswith(".mp4")
+    post = got["post"]
+    assert isinstance(post, Post)
+    assert data == post.media[0].path.read_bytes()
+    copy = tmp_path / "received.mp4"
+    copy.write_bytes(data if isinstance(data, bytes) else b"")
+    assert probe(copy).frames == 24
+
+
+def test_a_video_over_max_video_bytes_is_re_encoded_to_fit(
+    server: FakeWebhook, tmp_path: Path
+) -> None:
+    from gateway.media.video import probe
+
+    got = video_through_apprise(server, tmp_path, extra='max_video_bytes = "200KB"\n', noisy=True)
+    data = got["data"]
+    post = got["post"]
+    assert isinstance(data, bytes)
+    assert isinstance(post, Post)
+    assert post.media[0].bytes > 200_000  # the master did not fit
+    assert len(data) <= 200_000
+    copy = tmp_path / "received.mp4"
+    copy.write_bytes(data)
+    assert probe(copy).duration == pytest.approx(3.0)
+
+
+def assert_the_poster_went(got: dict[str, object]) -> None:
+    """The attachment is the video's poster frame (a JPEG), not the MP4."""
+    attachment, data, post = got["attachment"], got["data"], got["post"]
+    assert isinstance(attachment, dict)
+    assert isinstance(post, Post)
+    assert attachment["mimetype"] == "image/jpeg"
+    assert post.media[0].poster is not None
+    assert data == post.media[0].poster.read_bytes()
+
+
+def test_max_video_bytes_0_attaches_the_poster(server: FakeWebhook, tmp_path: Path) -> None:
+    assert_the_poster_went(video_through_apprise(server, tmp_path, extra="max_video_bytes = 0\n"))
+
+
+def test_a_video_that_cannot_fit_is_sent_as_its_poster(
+    server: FakeWebhook, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 10 KB cannot hold 3 s of video (the lowest bitrate tried is 64 kbit/s)
+    assert_the_poster_went(
+        video_through_apprise(server, tmp_path, extra='max_video_bytes = "10KB"\n')
+    )
+    assert "cannot be fitted: the poster frame goes instead" in caplog.text

@@ -382,3 +382,62 @@ def test_too_short_a_video_plays_slower_to_reach_min_duration(tmp_path: Path) ->
     assert got["frames"] == 2
     assert got["rate"] == 4
     assert out.duration == pytest.approx(0.5)
+
+
+def delivery_texts(gateway) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    with sqlite3.connect(gateway.state_dir / "gateway.db") as conn:
+        return dict(conn.execute("SELECT publisher, text FROM deliveries").fetchall())
+
+
+def a_day_of_frames(gateway) -> None:  # type: ignore[no-untyped-def]
+    now = datetime.now(UTC)
+    for k in range(24, 0, -1):
+        at = now - timedelta(minutes=30 * k)
+        gateway.state.set_frame(gateway.frames.store("underwater", scene_jpeg(at, (320, 240)), at))
+
+
+def test_a_publisher_without_video_gets_the_poster_and_the_note(make_gateway) -> None:  # noqa: F811
+    rule = MP4_RULE.replace(
+        'text = "Today at the pool"',
+        'text = "Today at the pool"\nvideo_note = "The timelapse: https://pool.example/day"',
+    )
+    gateway = make_gateway(rule)
+    a_day_of_frames(gateway)
+    post = gateway.fire("daily")
+    assert post is not None
+    assert delivery_texts(gateway) == {
+        "archive": "Today at the pool",
+        "console": "Today at the pool\n\nThe timelapse: https://pool.example/day",
+    }
+    deliver_all(gateway)
+    (record,) = archive_posts(gateway.state_dir)
+    assert record["text"] == "Today at the pool"
+    assert record["media"][0]["mime"] == "video/mp4"
+
+
+def test_video_fallback_skip_leaves_out_publishers_without_video(make_gateway) -> None:  # noqa: F811
+    rule = MP4_RULE.replace(
+        'text = "Today at the pool"', 'text = "Today at the pool"\nvideo_fallback = "skip"'
+    )
+    gateway = make_gateway(rule)
+    a_day_of_frames(gateway)
+    assert gateway.fire("daily") is not None
+    assert delivery_texts(gateway) == {"archive": "Today at the pool"}
+    # only publishers without video: no post at all
+    only_console = rule.replace('publish_to = ["archive", "console"]', 'publish_to = ["console"]')
+    lonely = make_gateway(only_console)
+    a_day_of_frames(lonely)
+    assert lonely.fire("daily") is None
+    assert lonely.runner.stats["daily"].last_skip == "no publisher takes the video (video_fallback)"
+
+
+def test_without_a_note_the_poster_goes_with_the_text_as_is(make_gateway) -> None:  # noqa: F811
+    gateway = make_gateway(MP4_RULE)
+    a_day_of_frames(gateway)
+    assert gateway.fire("daily") is not None
+    assert delivery_texts(gateway) == {
+        "archive": "Today at the pool",
+        "console": "Today at the pool",
+    }

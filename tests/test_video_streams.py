@@ -1,11 +1,7 @@
 """Clips and photos from video streams (PyAV): a recorded stream file, the same file
 over HTTP from a local server, and dead or silent RTSP servers on loopback, which
-must fail within the timeout (never hang) and never show the URL's password.
-
-No RTSP server that plays a stream can be run here (mediamtx is not packaged; ffmpeg's
-RTSP listen mode only receives a published stream), so a live RTSP stream and a
-V4L2 device stay untested: the same ``open_stream`` / ``record_stream`` code reads
-them, with ``rtsp_transport`` and ``format = "v4l2"`` passed to FFmpeg.
+must fail within the timeout (never hang) and never show the URL's password.  A
+live RTSP camera is in tests/test_video_rtsp.py.
 """
 
 from __future__ import annotations

@@ -341,8 +341,9 @@ class Composer:
         """Fits a post's images to each publisher (made on first use)."""
         if self._fitter is None:
             from gateway.media.fitting import MediaFitter
+            from gateway.media.videoworker import VideoWorker
 
-            self._fitter = MediaFitter()
+            self._fitter = MediaFitter(worker=VideoWorker.from_config(self._config))
         return self._fitter
 
     def is_stale(self, sensor: str, now: datetime) -> bool:

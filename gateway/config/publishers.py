@@ -21,7 +21,7 @@ from typing import Annotated, ClassVar, Literal, get_args
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from gateway.config.durations import Duration
-from gateway.config.sections import TABLE_CONFIG
+from gateway.config.sections import TABLE_CONFIG, Size
 
 POST_TEMPLATE_FIELDS = frozenset({"rule", "gateway"})
 """The placeholders a publisher's own small templates (MQTT topic, Apprise title) may use."""
@@ -385,6 +385,12 @@ class AppriseConfig(PublisherConfig):
         default=None, ge=1, description="Longest text to send, in characters (None: no limit)."
     )
     max_images: int = Field(default=4, ge=0, le=16, description="Images per post to attach.")
+    max_video_bytes: Size = Field(
+        default=15_000_000,
+        description="A video (MP4) is attached when it fits in this many bytes, re-encoded "
+        "to fit if not; 0 attaches its poster frame instead. Default 15 MB: ntfy's "
+        "attachment limit (Telegram bots take 50 MB, Discord 10 MB, e-mail often 25 MB).",
+    )
     timeout: float = Field(
         default=30.0, gt=0, le=300, description="Seconds to wait for the services to answer."
     )

@@ -245,6 +245,18 @@ class RuleConfig(Section):
         default=False,
         description="Let sensor/event values carry @mentions and links (off: they are defused).",
     )
+    video_fallback: Literal["poster", "skip"] = Field(
+        default="poster",
+        description="A publisher that takes no video (or whose limits the video cannot be "
+        "fitted to) gets the video's poster frame, or (skip) nothing of this post.",
+    )
+    video_note: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Plain text added below the text of a post that goes with the poster "
+        'frame instead of its video, e.g. "The timelapse is on mastodon.social/@poolcam".',
+    )
     text: str = Field(min_length=1, description="Jinja2 template of the post text.")
     images: tuple[ImageSpec, ...] = Field(default=(), description="Images to attach.")
     charts: tuple[ChartSpec, ...] = Field(default=(), description="Charts to attach.")

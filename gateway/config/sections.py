@@ -271,6 +271,17 @@ class MediaSection(Section):
         "default Noto Color Emoji (fonts-noto-color-emoji), when installed.",
     )
 
+    video_memory: Size = Field(
+        default=320_000_000,
+        description="Memory bound of the process that encodes a video (its data "
+        'segment, RLIMIT_DATA), e.g. "320MB"; 0 for none.',
+    )
+    video_timeout: Duration = Field(
+        default=timedelta(minutes=10),
+        gt=timedelta(0),
+        description="Longest an encode may take (a clip: on top of its recording).",
+    )
+
     @field_validator("caption_font", "emoji_font")
     @classmethod
     def _font_file(cls, value: str | None) -> str | None:

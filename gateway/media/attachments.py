@@ -17,7 +17,7 @@ import contextlib
 import itertools
 import logging
 import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Literal, Protocol
@@ -27,6 +27,7 @@ from gateway.config import (
     ClipSpec,
     GatewayConfig,
     OnMissing,
+    PicameraConfig,
     StreamCameraConfig,
     TimelapseSpec,
 )
@@ -48,10 +49,8 @@ from gateway.media.video import (
     VideoError,
     VideoInfo,
     constant_rate,
-    encode_frames,
-    record_stream,
-    write_poster,
 )
+from gateway.media.videoworker import VideoWorker
 from gateway.model import MediaItem
 
 log = logging.getLogger(__name__)
@@ -138,6 +137,7 @@ class MediaBuilder:
         self._media_dir = media_dir
         self._tz: tzinfo = config.gateway.tz
         self.fonts = Fonts(config.media.caption_font, config.media.emoji_font)
+        self.worker = VideoWorker.from_config(config)
 
     def photo(
         self,
@@ -232,35 +232,52 @@ class MediaBuilder:
         drawn = Caption(caption, fonts=self.fonts) if caption else None
         dest = self._media_dir / post_id / f"clip-{spec.camera}.mp4"
         if isinstance(camera, StreamCameraConfig):
-            stream = camera  # the narrowed type, for the closure
+            timeout = camera.timeout.total_seconds()
             return self._video(
                 f"clip of {spec.camera}",
                 camera.on_missing,
                 alt,
-                lambda: record_stream(
-                    stream.url.get_secret_value(),
-                    dest,
-                    seconds=spec.seconds,
-                    fps=spec.fps,
-                    max_side=spec.max_side,
-                    caption=drawn,
-                    fmt=stream.format,
-                    transport=stream.rtsp_transport,
-                    timeout=stream.timeout.total_seconds(),
-                ),
+                "record_stream",
                 locked=False,  # recording waits on the camera: other renders go on
+                extra_time=spec.seconds + timeout,
+                url=camera.url.get_secret_value(),
+                dest=dest,
+                seconds=spec.seconds,
+                fps=spec.fps,
+                max_side=spec.max_side,
+                caption=drawn,
+                fmt=camera.format,
+                transport=camera.rtsp_transport,
+                timeout=timeout,
+            )
+        if isinstance(camera, PicameraConfig):
+            return self._video(
+                f"clip of {spec.camera}",
+                camera.on_missing,
+                alt,
+                "record_picamera",
+                locked=False,
+                extra_time=spec.seconds,
+                dest=dest,
+                seconds=spec.seconds,
+                fps=spec.fps,
+                max_side=spec.max_side,
+                caption=drawn,
             )
         since = now - timedelta(seconds=spec.seconds)
         paths = self._store.archived(spec.camera, since, now)
         timed = [(at, path) for path in paths if (at := frame_time(path)) is not None]
-        frames = constant_rate(timed, since, spec.seconds, spec.fps)
+        frames = list(constant_rate(timed, since, spec.seconds, spec.fps))
         return self._video(
             f"clip of {spec.camera}",
             camera.on_missing,
             alt,
-            lambda: encode_frames(
-                frames, dest, fps=spec.fps, max_side=spec.max_side, caption=drawn
-            ),
+            "encode_frames",
+            frames=frames,
+            dest=dest,
+            fps=spec.fps,
+            max_side=spec.max_side,
+            caption=drawn,
         )
 
     def _video_timelapse(
@@ -278,27 +295,34 @@ class MediaBuilder:
             f"timelapse of {spec.camera}",
             self._config.camera(spec.camera).on_missing,
             alt,
-            lambda: encode_frames(
-                chosen, dest, fps=spec.fps, max_side=spec.max_side, caption=drawn
-            ),
+            "encode_frames",
+            frames=list(chosen),
+            dest=dest,
+            fps=spec.fps,
+            max_side=spec.max_side,
+            caption=drawn,
         )
 
-    @staticmethod
     def _video(
+        self,
         what: str,
         on_missing: OnMissing,
         alt: str,
-        make: Callable[[], VideoInfo],
+        job: str,
         *,
         locked: bool = True,
+        extra_time: float = 0.0,
+        **kwargs: object,
     ) -> MediaItem:
-        """Run ``make`` (under the render lock unless told not to), then write the
-        poster frame; a failure is a MissingMediaError carrying ``on_missing``."""
+        """Run ``job`` in the video worker (under the render lock unless told not to),
+        with its poster frame; a failure is a MissingMediaError carrying ``on_missing``."""
+        dest = kwargs["dest"]
+        assert isinstance(dest, Path)
+        poster = dest.with_suffix(".poster.jpg")
         try:
             with RENDER_LOCK if locked else contextlib.nullcontext():
-                out = make()
-                poster = write_poster(out.path, out.path.with_suffix(".poster.jpg"))
-        except (VideoError, ImageError, OSError) as exc:
+                out = self.worker.run(job, extra_time=extra_time, poster=poster, **kwargs)
+        except (VideoError, OSError) as exc:
             raise MissingMediaError(f"{what}: {exc}", on_missing) from exc
         return video_item(out, poster, alt)
 

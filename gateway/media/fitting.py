@@ -25,6 +25,7 @@ from pathlib import Path
 from PIL import Image
 
 from gateway.media.images import ImageError, ImageLimits, RenderCache
+from gateway.media.videoworker import VideoWorker
 from gateway.model import Capabilities, MediaItem, Post, VideoLimits
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,11 @@ def is_animated(path: Path) -> bool:
 class MediaFitter:
     """Fits masters to publishers' limits, rendering each (master, limits) once."""
 
-    def __init__(self, cache: RenderCache | None = None) -> None:
+    def __init__(self, cache: RenderCache | None = None, worker: VideoWorker | None = None) -> None:
+        """``worker`` re-encodes videos (default: the default bounds)."""
         self.cache = cache or RenderCache()
         self._video_lock = threading.Lock()
+        self._worker = worker or VideoWorker()
         self._videos: dict[tuple[Path, VideoLimits], MediaItem] = {}
 
     def fit(self, media: tuple[MediaItem, ...], caps: Capabilities) -> tuple[MediaItem, ...]:
@@ -102,16 +105,10 @@ class MediaFitter:
         return tuple(fitted)
 
     def _fit_video(self, item: MediaItem, caps: Capabilities) -> MediaItem | None:
-        from gateway.media.video import VideoError, fit_video
+        from gateway.media.video import VideoError
 
         if caps.video is None:
-            if item.poster is None or not item.poster.exists():
-                log.warning("%s: the publisher takes no video and there is no poster", item.path)
-                return None
-            w, h = probe_size(item.poster)
-            size = item.poster.stat().st_size
-            still = MediaItem(item.poster, "image/jpeg", w, h, size, item.alt)
-            return self._fit_one(still, limits_for(caps))
+            return self._poster(item, caps, "the publisher takes no video")
         limits = caps.video
         if item.duration is not None and limits.admits(
             item.width, item.height, item.duration, item.bytes, item.fps or 0.0
@@ -125,10 +122,12 @@ class MediaFitter:
             if cached is not None and cached.path.exists():
                 return replace(cached, alt=item.alt)
             try:
-                out = fit_video(item.path, dest, limits)
+                out = self._worker.run("fit_video", src=item.path, dest=dest, budget=limits)
             except (VideoError, OSError) as exc:
-                log.warning("%s cannot be fitted: %s", item.path.name, exc)
-                return None
+                log.warning(
+                    "%s cannot be fitted: the poster frame goes instead: %s", item.path.name, exc
+                )
+                return self._poster(item, caps, "the video cannot be fitted")
             copy = replace(
                 item,
                 path=out.path,
@@ -142,6 +141,16 @@ class MediaFitter:
                 self._videos.clear()
             self._videos[(item.path, limits)] = copy
             return copy
+
+    def _poster(self, item: MediaItem, caps: Capabilities, why: str) -> MediaItem | None:
+        """A video's poster frame (a JPEG) fitted as an image, for where the video cannot go."""
+        if item.poster is None or not item.poster.exists():
+            log.warning("%s: %s and there is no poster", item.path.name, why)
+            return None
+        w, h = probe_size(item.poster)
+        size = item.poster.stat().st_size
+        still = MediaItem(item.poster, "image/jpeg", w, h, size, item.alt)
+        return self._fit_one(still, limits_for(caps))
 
     def _fit_one(self, item: MediaItem, limits: ImageLimits) -> MediaItem | None:
         if fits(item, limits):

@@ -517,6 +517,35 @@ def stream_snapshot(
         return buf.getvalue()
 
 
+class _Timing:
+    """When each frame of a stream was taken: its own timestamp, or, for a stream
+    whose frames carry none, the wall clock.  Never a mix of the two: a frame
+    without a time in a timed stream counts as taken with the frame before it, and
+    a first frame without one waits for the second to say which kind of stream
+    this is (RTSP gives the first decoded frame no time)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._last: float | None = None
+        self._untimed = 0
+        self._wall = False
+
+    def at(self, stamp: float | None) -> float | None:
+        """The frame's time in seconds, or None while that cannot be said yet."""
+        if self._wall:
+            return self._clock()
+        if stamp is not None:
+            self._last = float(stamp)
+            return self._last
+        if self._last is not None:
+            return self._last
+        self._untimed += 1
+        if self._untimed < 2:
+            return None
+        self._wall = True
+        return self._clock()
+
+
 def record_stream(
     url: str,
     dest: Path,
@@ -548,23 +577,27 @@ def record_stream(
             if not container.streams.video:
                 raise VideoError("the stream has no video")
             size = (0, 0)
+            timing = _Timing(clock)
             first: float | None = None
             shown: av.VideoFrame | None = None
             k = 0
             try:
                 for frame in container.decode(video=0):
-                    at = float(frame.time) if frame.time is not None else clock()
                     if frame.width * frame.height > DEFAULT_MAX_DECODE_PIXELS:
                         raise VideoError(f"stream frames of {frame.width}x{frame.height} refused")
                     if writer is None:
                         size = even_size((frame.width, frame.height), max_side)
                         writer = _Writer(dest, size, fps)
-                        first = at
-                    assert first is not None
                     current = frame.reformat(width=size[0], height=size[1], format=PIX_FMT)
                     if caption is not None:
                         image = current.to_image()  # type: ignore[no-untyped-call]
                         current = _to_frame(draw_caption(image, caption))
+                    at = timing.at(frame.time)
+                    if at is None:  # an RTSP stream's first frame often has no time
+                        shown = current
+                        continue
+                    if first is None:
+                        first = at
                     while k < ticks and first + k / fps < at - 1e-9:
                         writer.add_frame(shown or current)
                         k += 1
@@ -584,6 +617,58 @@ def record_stream(
         if writer is not None:
             writer.abort()
         raise
+
+
+def record_picamera(
+    dest: Path,
+    *,
+    seconds: float,
+    fps: float = 8,
+    max_side: int = 1280,
+    caption: Caption | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> VideoInfo:
+    """Record ``seconds`` from the Raspberry Pi camera (picamera2, in a video
+    configuration at the sensor's aspect, fitted to ``max_side``) to an H.264 MP4 at
+    a constant ``fps``: a frame is taken at every tick.  Raises :class:`VideoError`
+    when picamera2 is missing or the camera cannot be opened or read."""
+    import importlib
+
+    try:
+        picamera2 = importlib.import_module("picamera2")
+    except ImportError:
+        raise VideoError(
+            "a picamera clip needs picamera2: sudo apt install python3-picamera2, "
+            "and create the gateway's venv with --system-site-packages"
+        ) from None
+    try:
+        camera = picamera2.Picamera2()
+    except Exception as exc:  # libcamera reports a busy or absent camera in many ways
+        raise VideoError(f"cannot open the Pi camera: {exc}") from None
+    writer: _Writer | None = None
+    try:
+        size = even_size(tuple(camera.sensor_resolution), max_side)
+        camera.configure(camera.create_video_configuration(main={"size": size}))
+        camera.start()
+        writer = _Writer(dest, size, fps)
+        ticks = max(2, round(seconds * fps))
+        started = clock()
+        for k in range(ticks):
+            im = camera.capture_image("main").convert("RGB")
+            writer.add(draw_caption(im, caption) if caption is not None else im)
+            wait = started + (k + 1) / fps - clock()
+            if wait > 0:
+                sleep(wait)
+        return writer.finish(dest)
+    except VideoError:
+        raise
+    except Exception as exc:
+        if writer is not None:
+            writer.abort()
+        raise VideoError(f"Pi camera recording failed: {exc}") from None
+    finally:
+        camera.close()
 
 
 def moov_before_mdat(path: Path) -> bool:

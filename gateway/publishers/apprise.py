@@ -4,11 +4,12 @@ Needs the optional extra: ``pip install 'things-gateway[apprise]'``.  Apprise is
 imported only when this backend is built, so gateways that do not use it never pay
 for it in memory.
 
-Each post is one ``notify()`` call to every configured URL, with the images as
-attachments.  Apprise answers only "worked" or "did not" (a bool), so any failure is
-a :class:`RetryableError`; after ``max_attempts`` the delivery is ``dead``.  A thread
-is one notification: its parts joined by a blank line.  Apprise
-services have no idempotency keys: a retry after a lost answer may notify twice.
+Each post is one ``notify()`` call to every configured URL, with the images (and a
+video, as an MP4 within ``max_video_bytes``) as attachments.  Apprise answers only
+"worked" or "did not" (a bool), so any failure is a :class:`RetryableError`; after
+``max_attempts`` the delivery is ``dead``.  A thread is one notification: its parts
+joined by a blank line.  Apprise services have no idempotency keys: a retry after a
+lost answer may notify twice.
 
 URLs carry tokens, so they are secrets: never logged, never in errors.
 """
@@ -19,7 +20,14 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from gateway.config.publishers import AppriseConfig
-from gateway.model import MediaItem, PermanentError, Post, Receipt, RetryableError
+from gateway.model import (
+    MediaItem,
+    PermanentError,
+    Post,
+    Receipt,
+    RetryableError,
+    VideoLimits,
+)
 from gateway.publishers.base import (
     Capabilities,
     OneMessageThread,
@@ -56,8 +64,12 @@ class ApprisePublisher(OneMessageThread):
         rejected: list[int] | None = None,
     ) -> None:
         self.id = config.id
+        video = VideoLimits(max_bytes=config.max_video_bytes) if config.max_video_bytes else None
         self.capabilities = Capabilities(
-            max_text=config.max_text, max_images=config.max_images, supports_language=False
+            max_text=config.max_text,
+            max_images=config.max_images,
+            supports_language=False,
+            video=video,
         )
         self._config = config
         self._notifier = notifier

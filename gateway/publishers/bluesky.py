@@ -272,11 +272,19 @@ class BlueskyPublisher:
     # -- repository calls ----------------------------------------------------
 
     def _upload_blob(self, token: str, *, item: MediaItem) -> dict[str, Any]:
+        from gateway.publishers.http import file_chunks
+
+        # streamed from disk with its length (a video is up to 100 MB): the PDS
+        # wants Content-Length, not a chunked body
         answer = self._api.json(
             "POST",
             "/xrpc/com.atproto.repo.uploadBlob",
-            content=item.path.read_bytes(),
-            headers={"Authorization": f"Bearer {token}", "Content-Type": item.mime},
+            content=file_chunks(item.path),
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Content-Type": item.mime,
+                "Content-Length": str(item.path.stat().st_size),
+            },
         )
         blob: dict[str, Any] = self._api.pick(answer, "blob")
         return blob

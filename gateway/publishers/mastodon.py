@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.config.publishers import MastodonConfig
@@ -328,11 +329,16 @@ class MastodonPublisher:
 
     def _upload(self, item: MediaItem) -> str:
         try:
+            from gateway.publishers.http import multipart_body
+
+            body, content_type = multipart_body(
+                media_files(item), {"description": item.alt} if item.alt else {}
+            )
             attachment = self._api.json(
                 "POST",
                 "/api/v2/media",
-                files=media_files(item),
-                data={"description": item.alt} if item.alt else {},
+                content=body,
+                headers={"Content-Type": content_type, "Content-Length": str(len(body))},
             )
         finally:
             self._note_rate_limit("media uploads")
@@ -440,13 +446,9 @@ class MastodonPublisher:
         if in_reply_to is None and post.reply is not None and post.reply.publisher == self.id:
             # A reply to a mention: a real reply, never wider than the mention.
             in_reply_to = post.reply.remote_id
-            body["visibility"] = narrower_visibility(
-                self._config.visibility, post.reply.visibility
-            )
+            body["visibility"] = narrower_visibility(self._config.visibility, post.reply.visibility)
         elif post.reply is not None and in_reply_to is not None:
-            body["visibility"] = narrower_visibility(
-                self._config.visibility, post.reply.visibility
-            )
+            body["visibility"] = narrower_visibility(self._config.visibility, post.reply.visibility)
         if in_reply_to is not None:
             body["in_reply_to_id"] = in_reply_to
         if media_ids:
@@ -534,12 +536,15 @@ class MastodonPublisher:
         self._api.close()
 
 
-def media_files(item: MediaItem) -> dict[str, tuple[str, bytes, str]]:
-    """The multipart files of one upload: the ``file``, and a video's poster frame as
-    its ``thumbnail`` (the still Mastodon shows before the video plays)."""
-    files = {"file": (item.path.name, item.path.read_bytes(), item.mime)}
+def media_files(item: MediaItem) -> list[tuple[str, tuple[str, bytes | Path, str]]]:
+    """The multipart files of one upload, streamed from disk: the ``file``, and a
+    video's poster frame as its ``thumbnail`` (the still Mastodon shows before the
+    video plays)."""
+    files: list[tuple[str, tuple[str, bytes | Path, str]]] = [
+        ("file", (item.path.name, item.path, item.mime))
+    ]
     if item.is_video and item.poster is not None and item.poster.exists():
-        files["thumbnail"] = (item.poster.name, item.poster.read_bytes(), "image/jpeg")
+        files.append(("thumbnail", (item.poster.name, item.poster, "image/jpeg")))
     return files
 
 

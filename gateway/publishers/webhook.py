@@ -25,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
@@ -35,7 +37,7 @@ from gateway.publishers.base import Capabilities, OneMessageThread, PublisherCon
 from gateway.publishers.payload import post_payload
 
 if TYPE_CHECKING:
-    from gateway.publishers.http import ApiClient
+    from gateway.publishers.http import ApiClient, StreamedBody
 
 
 def build(config: WebhookConfig, ctx: PublisherContext) -> WebhookPublisher:
@@ -75,7 +77,11 @@ class WebhookPublisher(OneMessageThread):
         """POST a whole thread as one payload (``text`` = part 1, ``thread`` = all)."""
         payload = post_payload(post, parts[0], media, idempotency_key, self._gateway, parts)
         body, content_type = self._encode(payload, media)
-        headers = {"Content-Type": content_type, "Idempotency-Key": idempotency_key}
+        headers = {
+            "Content-Type": content_type,
+            "Content-Length": str(len(body)),
+            "Idempotency-Key": idempotency_key,
+        }
         if self._config.secret is not None:
             headers[self._config.signature_header] = sign(self._config.secret, body)
         url = self._config.url.get_secret_value()
@@ -87,19 +93,25 @@ class WebhookPublisher(OneMessageThread):
             url=self._api.scrub(receipt.url) if receipt.url else None,
         )
 
-    def _encode(self, payload: dict[str, Any], media: tuple[MediaItem, ...]) -> tuple[bytes, str]:
+    def _encode(
+        self, payload: dict[str, Any], media: tuple[MediaItem, ...]
+    ) -> tuple[bytes | StreamedBody, str]:
+        """The body: the JSON document, or a multipart body whose files are streamed
+        from disk (a video is never read into memory, even to sign it)."""
+        from gateway.publishers.http import multipart_body
+
         document = json.dumps(payload, ensure_ascii=False)
         if self._config.format == "json":
             return document.encode(), "application/json"
-        from gateway.publishers.http import encode_multipart
-
-        files = [
-            ("media", (entry["filename"], item.path.read_bytes(), item.mime))
+        files: list[tuple[str, tuple[str, bytes | Path, str]]] = [
+            ("payload", ("payload.json", document.encode(), "application/json"))
+        ]
+        files += [
+            ("media", (entry["filename"], item.path, item.mime))
             for entry, item in zip(payload["media"], media, strict=True)
         ]
         files += poster_parts(payload["media"], media)
-        files.insert(0, ("payload", ("payload.json", document.encode(), "application/json")))
-        return encode_multipart({}, files)
+        return multipart_body(files)
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -108,19 +120,22 @@ class WebhookPublisher(OneMessageThread):
 
 def poster_parts(
     entries: list[dict[str, Any]], media: tuple[MediaItem, ...]
-) -> list[tuple[str, tuple[str, bytes, str]]]:
+) -> list[tuple[str, tuple[str, bytes | Path, str]]]:
     """A ``poster`` file part per video, named by its entry's ``poster``."""
     return [
-        ("poster", (entry["poster"], item.poster.read_bytes(), "image/jpeg"))
+        ("poster", (entry["poster"], item.poster, "image/jpeg"))
         for entry, item in zip(entries, media, strict=True)
         if item.is_video and item.poster is not None and "poster" in entry
     ]
 
 
-def sign(secret: SecretStr, body: bytes) -> str:
-    """``sha256=<hex>``: the HMAC-SHA256 of ``body`` under ``secret``."""
-    digest = hmac.new(secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
+def sign(secret: SecretStr, body: bytes | Iterable[bytes]) -> str:
+    """``sha256=<hex>``: the HMAC-SHA256 of ``body`` (bytes, or streamed pieces) under
+    ``secret``."""
+    mac = hmac.new(secret.get_secret_value().encode(), digestmod=hashlib.sha256)
+    for piece in [body] if isinstance(body, bytes) else body:
+        mac.update(piece)
+    return f"sha256={mac.hexdigest()}"
 
 
 def receipt_from(body: bytes) -> Receipt:

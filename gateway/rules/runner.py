@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from gateway.compose.composer import ComposeError, Composer, MessageEvent, PostSkippedError
 from gateway.compose.textfit import fit_text, split_thread
 from gateway.config import GatewayConfig, RuleConfig
-from gateway.model import Capabilities, Post
+from gateway.model import Capabilities, MediaItem, Post
 from gateway.outbox.store import Outbox
 from gateway.rules.guards import (
     Decision,
@@ -86,6 +86,45 @@ def fit_post(post: Post, targets: Mapping[str, Capabilities], overflow: str) -> 
                 threads[pid] = parts
         else:
             texts[pid] = fit_text(post.text, caps)
+    return FittedPost(texts, threads)
+
+
+def video_fallback(
+    rule: RuleConfig,
+    post: Post,
+    targets: Mapping[str, Capabilities],
+    media: Mapping[str, tuple[MediaItem, ...]],
+) -> tuple[dict[str, Capabilities], dict[str, Post]]:
+    """Apply the rule's ``video_fallback`` to the publishers a post's video cannot go
+    to (they got its poster frame instead): drop them (``skip``), or give them the
+    post with ``video_note`` below its text.  Returns the targets that remain and, per
+    publisher, the post whose text it gets."""
+    posts = dict.fromkeys(targets, post)
+    if not any(item.is_video for item in post.media):
+        return dict(targets), posts
+    poster_only = [pid for pid in targets if not any(m.is_video for m in media.get(pid, ()))]
+    if rule.video_fallback == "skip":
+        for pid in poster_only:
+            log.info("rule %s: %s takes no video: no post there (video_fallback)", rule.id, pid)
+        return {p: c for p, c in targets.items() if p not in poster_only}, {
+            p: posts[p] for p in targets if p not in poster_only
+        }
+    if rule.video_note:
+        noted = replace(post, text=f"{post.text}\n\n{rule.video_note}")
+        posts.update(dict.fromkeys(poster_only, noted))
+    return dict(targets), posts
+
+
+def fit_posts(
+    posts: Mapping[str, Post], targets: Mapping[str, Capabilities], overflow: str
+) -> FittedPost:
+    """:func:`fit_post` for a post that differs per publisher (``posts``: id → post)."""
+    texts: dict[str, str] = {}
+    threads: dict[str, list[str]] = {}
+    for pid, caps in targets.items():
+        one = fit_post(posts[pid], {pid: caps}, overflow)
+        texts.update(one.texts)
+        threads.update(one.threads)
     return FittedPost(texts, threads)
 
 
@@ -177,8 +216,13 @@ class RuleRunner:
         if is_duplicate(post.text, now, previous_text, previous_at, rule.dedupe_window):
             self._skipped(stats, rule.id, "same text as the previous post")
             return None
-        fitted = fit_post(post, targets, rule.overflow)
         media = self.composer.fit_media(post, targets)
+        targets, posts = video_fallback(rule, post, targets, media)
+        if not targets:
+            self._skipped(stats, rule.id, "no publisher takes the video (video_fallback)")
+            return None
+        fitted = fit_posts(posts, targets, rule.overflow)
+        media = {pid: media[pid] for pid in targets}
         self.outbox.add(post, fitted.texts, media=media, threads=fitted.threads, done_firing=firing)
         stats.posted += 1
         stats.last_post_id = post.id

@@ -26,7 +26,7 @@ from gateway.media.fonts import glyph_warnings
 from gateway.model import MediaItem, Reading
 from gateway.publishers import build_publisher
 from gateway.publishers.base import Capabilities, PublisherContext
-from gateway.rules.runner import fit_post
+from gateway.rules.runner import fit_posts, video_fallback
 from gateway.rules.triggers import decode_event
 from gateway.runtime.paths import database_path
 from gateway.state.history import HistoryStore
@@ -158,11 +158,14 @@ def _preview(
         print(f"rule {rule_id}: {exc}", file=sys.stderr)
         return 1
     media = composer.fit_media(post, targets)
-    fitted = fit_post(post, targets, rule.overflow)
+    kept, posts = video_fallback(rule, post, targets, media)
+    fitted = fit_posts(posts, kept, rule.overflow)
     videos = [item for item in post.media if item.is_video]
     for item in videos:
         print(f"video: {item.path} ({video_figures(item)})")
-    for pid, caps in targets.items():
+    for pid in [p for p in targets if p not in kept]:
+        print(f"{pid} ({publishers[pid].type}): no post: it takes no video (video_fallback)")
+    for pid, caps in kept.items():
         parts = fitted.threads.get(pid) or [fitted.texts[pid]]
         _print_target(f"{pid} ({publishers[pid].type})", caps, parts, media[pid])
         if videos:
