@@ -34,6 +34,9 @@ class ConversationsSection(Section):
     deny_accounts: tuple[str, ...] = ()
     allow_domains: tuple[str, ...] = ()
     deny_domains: tuple[str, ...] = ()
+    mqtt: bool = True
+    """Answer questions published on ``<status_prefix>/<name>/ask`` (JSON ``{"id",
+    "from", "text"}``) on ``<status_prefix>/<name>/answer``."""
     quote_chars: int = Field(default=40, ge=0, le=200)
     """The longest quote of the asker's text a reply can echo (``mention.quote``)."""
 

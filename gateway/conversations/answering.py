@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,12 +25,15 @@ from gateway.compose.composer import ComposeError, render
 from gateway.config.conversations import ConversationsSection, ReplyConfig
 from gateway.conversations.inbox import Inbox
 from gateway.model import Mention, Post, new_post_id
-from gateway.outbox.store import Outbox
+from gateway.outbox.store import MentionDecidedError, Outbox
 from gateway.support.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 _ratelog = RateLimitedLog(log)
 
+ASK_PUBLISHER = "ask"
+"""The publisher id of questions asked over MQTT and of their answers
+(:mod:`gateway.conversations.mqttask`): no @handle is put before an answer there."""
 HANDLE = re.compile(r"^[A-Za-z0-9_.\-]+(@[A-Za-z0-9.\-]+)?$")
 """What an asker's handle must look like to be mentioned in an answer."""
 MENTION_WORD = re.compile(r"(?<!\w)@[\w.\-]+(@[\w.\-]+)?")
@@ -91,6 +95,7 @@ class Conversations:
         self._own = dict(own_accounts or {})
         self._local = dict(local_domain or {})
         self._clock = clock
+        self._answering = threading.Lock()
 
     def set_own_account(self, publisher: str, account_id: str) -> None:
         """Record the gateway's own account id on ``publisher``."""
@@ -166,13 +171,22 @@ class Conversations:
             mentions=self._inbox.counts(now - 86400.0),
         )
         body = render(reply.text, ctx)
-        prefix = f"@{mention.author} " if HANDLE.match(mention.author) else ""
+        handle = mention.publisher != ASK_PUBLISHER and HANDLE.match(mention.author)
+        prefix = f"@{mention.author} " if handle else ""
         targets = reply.publish_to or (mention.publisher,)
         # Only the mention's own publisher can mention the asker by handle.
         return {p: (prefix if p == mention.publisher else "") + body for p in targets}
 
     def answer_pending(self, now: float | None = None) -> int:
-        """Decide every stored, undecided mention; returns how many were answered."""
+        """Decide every stored, undecided mention; returns how many were answered.
+
+        Pollers of several services (and MQTT questions) call this from their own
+        threads: one at a time, and a mention decided meanwhile is never answered
+        twice (the outbox refuses a second reply to it)."""
+        with self._answering:
+            return self._answer_pending(now)
+
+    def _answer_pending(self, now: float | None) -> int:
         answered = 0
         for mention in self._inbox.undecided():
             t = self._clock() if now is None else now
@@ -193,11 +207,14 @@ class Conversations:
                 lang=decision.reply.language or mention.lang,
                 reply=mention.target(),
             )
-            self._outbox.add(
-                post,
-                decision.texts,
-                t,
-                done_mention=(mention.publisher, mention.remote_id),
-            )
+            try:
+                self._outbox.add(
+                    post,
+                    decision.texts,
+                    t,
+                    done_mention=(mention.publisher, mention.remote_id),
+                )
+            except MentionDecidedError:
+                continue
             answered += 1
         return answered

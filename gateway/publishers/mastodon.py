@@ -440,13 +440,9 @@ class MastodonPublisher:
         if in_reply_to is None and post.reply is not None and post.reply.publisher == self.id:
             # A reply to a mention: a real reply, never wider than the mention.
             in_reply_to = post.reply.remote_id
-            body["visibility"] = narrower_visibility(
-                self._config.visibility, post.reply.visibility
-            )
+            body["visibility"] = narrower_visibility(self._config.visibility, post.reply.visibility)
         elif post.reply is not None and in_reply_to is not None:
-            body["visibility"] = narrower_visibility(
-                self._config.visibility, post.reply.visibility
-            )
+            body["visibility"] = narrower_visibility(self._config.visibility, post.reply.visibility)
         if in_reply_to is not None:
             body["in_reply_to_id"] = in_reply_to
         if media_ids:
