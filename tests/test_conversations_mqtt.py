@@ -219,3 +219,44 @@ def test_a_mention_decided_meanwhile_gets_no_second_reply(tmp_path: Path) -> Non
         assert conn.execute("SELECT text FROM deliveries").fetchall() == [("answer 0",)]
     outbox.close()
     inbox.close()
+
+
+def test_in_quiet_hours_a_question_is_skipped_not_answered_later(
+    broker: Broker, tmp_path: Path, mqtt_topic: str, mqtt_subscribe: Callable[..., Subscription]
+) -> None:
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    now = datetime.now(ZoneInfo("Europe/London"))
+    window = f"{(now - timedelta(hours=1)):%H:%M}-{(now + timedelta(hours=1)):%H:%M}"
+    name = f"quiet{uuid.uuid4().hex[:6]}"
+    config = tmp_path / "gateway.toml"
+    text = config_text(broker, tmp_path / "state", name, mqtt_topic).replace(
+        'cooldown = "0s"', f'cooldown = "0s"\nquiet_hours = "{window}"'
+    )
+    config.write_text(text, encoding="utf-8")
+    watch = mqtt_subscribe(f"{PREFIX}/{name}/#")
+    proc = start_gateway(config)
+    try:
+        watch.wait_for(lambda msgs: any(m.payload == b"online" for m in msgs), timeout=20)
+        ask(broker, name, {"id": "night", "from": "kiosk", "text": "how warm?"})
+
+        def outcome() -> dict[str, Any] | None:
+            listed = cli("mentions", "--json", "-c", str(config))
+            found = [m for m in json.loads(listed.stdout or "[]") if m["id"] == "night"]
+            return found[0] if found and found[0]["outcome"] != "pending" else None
+
+        decided = wait_until(outcome)
+        assert (decided["outcome"], decided["reason"]) == ("skipped", "quiet hours")
+        assert answers(watch, name) == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+
+
+def test_a_bad_quiet_hours_is_refused_by_its_path() -> None:
+    from gateway.config import ConfigError
+    from gateway.runtime.loading import validate_config
+
+    with pytest.raises(ConfigError, match=r"conversations\.quiet_hours.*HH:MM-HH:MM"):
+        validate_config({"conversations": {"enabled": True, "quiet_hours": "late"}})

@@ -2,10 +2,11 @@
 
 Order of the checks (the first that applies is the recorded reason): ``self``,
 ``too old`` (``max_age``), ``denied`` (deny lists, or not on a non-empty allow list),
-``bot``, ``no match``, ``cooldown``, ``asker cap``, ``global cap``.  The asker's text
-is data: it is matched, never rendered as a template; a template sees it only as
-``mention.quote`` (at most ``quote_chars`` characters), and every ``{{ ... }}`` output
-is defused (no mentions, links or markup).  The answer is committed to the outbox in
+``bot``, ``quiet hours`` (when the mention came in), ``no match``, ``cooldown``,
+``asker cap``, ``global cap``.  The asker's text is data: it is matched, never
+rendered as a template; a template sees it only as ``mention.quote`` (at most
+``quote_chars`` characters), and every ``{{ ... }}`` output is defused (no
+mentions, links or markup).  The answer is committed to the outbox in
 the same transaction that marks the mention answered, as a real reply
 (:class:`gateway.model.ReplyTarget`) that publishers never make wider than the mention.
 """
@@ -18,7 +19,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
+from datetime import time as dt_time
 from typing import Any
 
 from gateway.compose.composer import ComposeError, render
@@ -77,6 +79,8 @@ class Conversations:
         own_accounts: Mapping[str, str] | None = None,
         local_domain: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
+        tz: tzinfo = UTC,
+        quiet: Callable[[dt_time], bool] | None = None,
     ) -> None:
         """``own_accounts``: publisher id → the account id of the gateway there (never
         answered); ``local_domain``: publisher id → its server's host, so a local
@@ -96,6 +100,8 @@ class Conversations:
         self._local = dict(local_domain or {})
         self._clock = clock
         self._answering = threading.Lock()
+        self._tz = tz
+        self._quiet = quiet
 
     def set_own_account(self, publisher: str, account_id: str) -> None:
         """Record the gateway's own account id on ``publisher``."""
@@ -130,6 +136,10 @@ class Conversations:
             return "denied"
         if mention.bot and not (s.answer_bots or bool(names & set(s.allow_accounts))):
             return "bot"
+        if self._quiet is not None:
+            local = mention.created_at.astimezone(self._tz).time().replace(tzinfo=None)
+            if self._quiet(local):
+                return "quiet hours"
         return None
 
     def _capped(self, mention: Mention, now: float) -> str | None:

@@ -37,6 +37,7 @@ from gateway.publishers.base import (
 from gateway.publishers.file import FilePublisher
 from gateway.rules import expr
 from gateway.rules.firings import FiringQueue, RuleDispatch
+from gateway.rules.guards import parse_quiet_hours
 from gateway.rules.runner import RuleRunner
 from gateway.rules.scheduler import RuleScheduler
 from gateway.rules.triggers import (
@@ -334,12 +335,16 @@ class Gateway:
             {"id": "reply", "text": "-", "every": "1h", "publish_to": ["-"]}
         )
         self.inbox = Inbox(self.outbox.path)
+        hours = config.conversations.quiet_hours
+        quiet = parse_quiet_hours(hours) if hours else None
         self.conversations = Conversations(
             config.conversations,
             config.replies,
             self.inbox,
             self.outbox,
             context=lambda now: composer.context(names, now),
+            tz=self.tz,
+            quiet=quiet.contains if quiet else None,
         )
         if config.conversations.mqtt:
             self._mqtt_asks(config)
