@@ -81,13 +81,15 @@ def daemon(
         )
         return proc
 
+    # retained: the daemon may not have subscribed yet when "online" arrives
+    publish(broker, [(f"{mqtt_topic}/water", "24.5")], retain=True)
     start()
-    publish(broker, [(f"{mqtt_topic}/water", "24.5")])
     yield {"name": name, "config": config, "watch": watch, "procs": procs, "start": start}
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=20)
+    publish(broker, [(f"{mqtt_topic}/water", b"")], retain=True)
 
 
 def answers(watch: Subscription, name: str) -> list[dict[str, Any]]:
@@ -99,10 +101,32 @@ def ask(broker: Broker, name: str, payload: object, *, retain: bool = False) -> 
     publish(broker, [(f"{PREFIX}/{name}/ask", data)], retain=retain)
 
 
+def ask_until_heard(
+    broker: Broker, name: str, watch: Subscription, payload: dict[str, str]
+) -> None:
+    """Ask until the daemon answers or records the question: "online" is published just
+    before the daemon subscribes, so a first question can come too early.  Asking
+    again with the same id is safe: a question is answered once per id."""
+    for _ in range(20):
+        ask(broker, name, payload)
+        watch.wait_for(
+            lambda msgs: any(
+                m.topic.endswith("/answer") and json.loads(m.payload)["id"] == payload["id"]
+                for m in msgs
+            ),
+            timeout=1.0,
+        )
+        if any(a["id"] == payload["id"] for a in answers(watch, name)):
+            return
+    raise AssertionError(f"question {payload['id']} never answered")
+
+
 def test_a_question_gets_one_answer(broker: Broker, daemon: dict[str, Any]) -> None:
     name, watch = daemon["name"], daemon["watch"]
-    ask(broker, name, {"id": "q1", "from": "kiosk", "text": "How warm is the pool?"})
-    (answer,) = wait_until(lambda: answers(watch, name))
+    ask_until_heard(
+        broker, name, watch, {"id": "q1", "from": "kiosk", "text": "How warm is the pool?"}
+    )
+    (answer,) = answers(watch, name)
     assert answer["id"] == "q1"
     assert answer["to"] == "kiosk"
     assert answer["text"] == "The water is 24.5 °C. You asked: How warm is the pool?"
@@ -125,6 +149,8 @@ def test_a_question_gets_one_answer(broker: Broker, daemon: dict[str, Any]) -> N
     assert set(seen) == {"q1", "q2", "q3", "q4"}
     assert {m["publisher"] for m in seen.values()} == {"ask"}
     assert {m["outcome"] for m in seen.values()} == {"answered"}
+    status = cli("status", "-c", str(daemon["config"]))
+    assert "mentions (last 24 h): 4 seen, 4 answered, 0 skipped" in status.stdout, status.stdout
 
 
 def test_bad_questions_are_dropped_and_the_daemon_goes_on(
@@ -144,8 +170,10 @@ def test_bad_questions_are_dropped_and_the_daemon_goes_on(
         b"{{ 7*7 }}",
     ):
         ask(broker, name, bad)
-    ask(broker, name, {"id": "ok", "from": "kiosk", "text": "{{ 7*7 }} how warm? @everyone"})
-    (answer,) = wait_until(lambda: answers(watch, name))
+    ask_until_heard(
+        broker, name, watch, {"id": "ok", "from": "kiosk", "text": "{{ 7*7 }} how warm? @everyone"}
+    )
+    (answer,) = answers(watch, name)
     assert answer["id"] == "ok"
     # the asker's words are data: never rendered, and no live mention is echoed
     assert "49" not in answer["text"]
@@ -239,9 +267,10 @@ def test_in_quiet_hours_a_question_is_skipped_not_answered_later(
     proc = start_gateway(config)
     try:
         watch.wait_for(lambda msgs: any(m.payload == b"online" for m in msgs), timeout=20)
-        ask(broker, name, {"id": "night", "from": "kiosk", "text": "how warm?"})
 
         def outcome() -> dict[str, Any] | None:
+            # asked again until recorded (the first may come before the subscription)
+            ask(broker, name, {"id": "night", "from": "kiosk", "text": "how warm?"})
             listed = cli("mentions", "--json", "-c", str(config))
             found = [m for m in json.loads(listed.stdout or "[]") if m["id"] == "night"]
             return found[0] if found and found[0]["outcome"] != "pending" else None
@@ -260,3 +289,35 @@ def test_a_bad_quiet_hours_is_refused_by_its_path() -> None:
 
     with pytest.raises(ConfigError, match=r"conversations\.quiet_hours.*HH:MM-HH:MM"):
         validate_config({"conversations": {"enabled": True, "quiet_hours": "late"}})
+
+
+def test_home_assistant_sees_the_mention_counts(
+    broker: Broker, tmp_path: Path, mqtt_topic: str, mqtt_subscribe: Callable[..., Subscription]
+) -> None:
+    name = f"ha{uuid.uuid4().hex[:6]}"
+    config = tmp_path / "gateway.toml"
+    text = config_text(broker, tmp_path / "state", name, mqtt_topic) + (
+        f'\n[homeassistant]\nenabled = true\ndiscovery_prefix = "{mqtt_topic}/ha"\n'
+        'interval = "1s"\n'
+    )
+    config.write_text(text, encoding="utf-8")
+    watch = mqtt_subscribe(f"{PREFIX}/{name}/#")
+    discovery = mqtt_subscribe(f"{mqtt_topic}/ha/#")
+    proc = start_gateway(config)
+    try:
+        watch.wait_for(lambda msgs: any(m.payload == b"online" for m in msgs), timeout=20)
+        ask_until_heard(broker, name, watch, {"id": "h1", "from": "ha", "text": "how warm?"})
+        ask(broker, name, {"id": "h2", "from": "ha", "text": "hello"})
+
+        def counted() -> dict[str, Any] | None:
+            docs = [json.loads(p) for p in watch.by_topic().get(f"{PREFIX}/{name}/health", [])]
+            return next((d for d in reversed(docs) if d.get("mentions_answered") == 2), None)
+
+        doc = wait_until(counted)
+        assert (doc["mentions_seen"], doc["mentions_skipped"]) == (2, 0)
+        configs = discovery.by_topic()
+        (answered,) = [json.loads(p[-1]) for t, p in configs.items() if "mentions_answered" in t]
+        assert answered["value_template"] == "{{ value_json.mentions_answered }}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
