@@ -12,6 +12,7 @@ from datetime import timedelta
 from pydantic import Field, field_validator
 
 from gateway.config.durations import Duration
+from gateway.config.rules import _engine_check
 from gateway.config.sections import Identifier, Section
 
 
@@ -34,8 +35,19 @@ class ConversationsSection(Section):
     deny_accounts: tuple[str, ...] = ()
     allow_domains: tuple[str, ...] = ()
     deny_domains: tuple[str, ...] = ()
+    quiet_hours: str | None = None
+    """``"HH:MM-HH:MM"`` in the gateway's time zone (may cross midnight): mentions that
+    come in then are not answered, then or later (reason ``quiet hours``)."""
+    mqtt: bool = True
+    """Answer questions published on ``<status_prefix>/<name>/ask`` (JSON ``{"id",
+    "from", "text"}``) on ``<status_prefix>/<name>/answer``."""
     quote_chars: int = Field(default=40, ge=0, le=200)
     """The longest quote of the asker's text a reply can echo (``mention.quote``)."""
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, value: str | None) -> str | None:
+        return _engine_check("quiet_hours", value)
 
     @field_validator("allow_accounts", "deny_accounts", "allow_domains", "deny_domains")
     @classmethod

@@ -2,10 +2,11 @@
 
 Order of the checks (the first that applies is the recorded reason): ``self``,
 ``too old`` (``max_age``), ``denied`` (deny lists, or not on a non-empty allow list),
-``bot``, ``no match``, ``cooldown``, ``asker cap``, ``global cap``.  The asker's text
-is data: it is matched, never rendered as a template; a template sees it only as
-``mention.quote`` (at most ``quote_chars`` characters), and every ``{{ ... }}`` output
-is defused (no mentions, links or markup).  The answer is committed to the outbox in
+``bot``, ``quiet hours`` (when the mention came in), ``no match``, ``cooldown``,
+``asker cap``, ``global cap``.  The asker's text is data: it is matched, never
+rendered as a template; a template sees it only as ``mention.quote`` (at most
+``quote_chars`` characters), and every ``{{ ... }}`` output is defused (no
+mentions, links or markup).  The answer is committed to the outbox in
 the same transaction that marks the mention answered, as a real reply
 (:class:`gateway.model.ReplyTarget`) that publishers never make wider than the mention.
 """
@@ -14,22 +15,27 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
+from datetime import time as dt_time
 from typing import Any
 
 from gateway.compose.composer import ComposeError, render
 from gateway.config.conversations import ConversationsSection, ReplyConfig
 from gateway.conversations.inbox import Inbox
 from gateway.model import Mention, Post, new_post_id
-from gateway.outbox.store import Outbox
+from gateway.outbox.store import MentionDecidedError, Outbox
 from gateway.support.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 _ratelog = RateLimitedLog(log)
 
+ASK_PUBLISHER = "ask"
+"""The publisher id of questions asked over MQTT and of their answers
+(:mod:`gateway.conversations.mqttask`): no @handle is put before an answer there."""
 HANDLE = re.compile(r"^[A-Za-z0-9_.\-]+(@[A-Za-z0-9.\-]+)?$")
 """What an asker's handle must look like to be mentioned in an answer."""
 MENTION_WORD = re.compile(r"(?<!\w)@[\w.\-]+(@[\w.\-]+)?")
@@ -73,6 +79,8 @@ class Conversations:
         own_accounts: Mapping[str, str] | None = None,
         local_domain: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
+        tz: tzinfo = UTC,
+        quiet: Callable[[dt_time], bool] | None = None,
     ) -> None:
         """``own_accounts``: publisher id → the account id of the gateway there (never
         answered); ``local_domain``: publisher id → its server's host, so a local
@@ -91,6 +99,9 @@ class Conversations:
         self._own = dict(own_accounts or {})
         self._local = dict(local_domain or {})
         self._clock = clock
+        self._answering = threading.Lock()
+        self._tz = tz
+        self._quiet = quiet
 
     def set_own_account(self, publisher: str, account_id: str) -> None:
         """Record the gateway's own account id on ``publisher``."""
@@ -125,6 +136,10 @@ class Conversations:
             return "denied"
         if mention.bot and not (s.answer_bots or bool(names & set(s.allow_accounts))):
             return "bot"
+        if self._quiet is not None:
+            local = mention.created_at.astimezone(self._tz).time().replace(tzinfo=None)
+            if self._quiet(local):
+                return "quiet hours"
         return None
 
     def _capped(self, mention: Mention, now: float) -> str | None:
@@ -166,13 +181,22 @@ class Conversations:
             mentions=self._inbox.counts(now - 86400.0),
         )
         body = render(reply.text, ctx)
-        prefix = f"@{mention.author} " if HANDLE.match(mention.author) else ""
+        handle = mention.publisher != ASK_PUBLISHER and HANDLE.match(mention.author)
+        prefix = f"@{mention.author} " if handle else ""
         targets = reply.publish_to or (mention.publisher,)
         # Only the mention's own publisher can mention the asker by handle.
         return {p: (prefix if p == mention.publisher else "") + body for p in targets}
 
     def answer_pending(self, now: float | None = None) -> int:
-        """Decide every stored, undecided mention; returns how many were answered."""
+        """Decide every stored, undecided mention; returns how many were answered.
+
+        Pollers of several services (and MQTT questions) call this from their own
+        threads: one at a time, and a mention decided meanwhile is never answered
+        twice (the outbox refuses a second reply to it)."""
+        with self._answering:
+            return self._answer_pending(now)
+
+    def _answer_pending(self, now: float | None) -> int:
         answered = 0
         for mention in self._inbox.undecided():
             t = self._clock() if now is None else now
@@ -193,11 +217,14 @@ class Conversations:
                 lang=decision.reply.language or mention.lang,
                 reply=mention.target(),
             )
-            self._outbox.add(
-                post,
-                decision.texts,
-                t,
-                done_mention=(mention.publisher, mention.remote_id),
-            )
+            try:
+                self._outbox.add(
+                    post,
+                    decision.texts,
+                    t,
+                    done_mention=(mention.publisher, mention.remote_id),
+                )
+            except MentionDecidedError:
+                continue
             answered += 1
         return answered

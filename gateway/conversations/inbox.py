@@ -200,3 +200,24 @@ class Inbox:
             .fetchone()
         )
         return {"seen": int(row[0]), "answered": int(row[1]), "skipped": int(row[2])}
+
+
+def read_counts(path: Path, since: float) -> dict[str, int] | None:
+    """:meth:`Inbox.counts` from a read-only connection (for ``status``, while the
+    daemon writes); None when the database has no mentions table yet."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return None
+    try:
+        row = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(outcome='answered'),0),"
+            " COALESCE(SUM(outcome='skipped'),0) FROM mentions WHERE seen_at >= ?",
+            (since,),
+        ).fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return {"seen": int(row[0]), "answered": int(row[1]), "skipped": int(row[2])}
+

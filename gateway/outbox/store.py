@@ -113,6 +113,10 @@ def _post_from_row(row: sqlite3.Row) -> Post:
     )
 
 
+class MentionDecidedError(Exception):
+    """A reply was added for a mention that was answered or skipped meanwhile."""
+
+
 class Outbox:
     """Posts and deliveries in SQLite; safe to use from many threads."""
 
@@ -217,11 +221,13 @@ class Outbox:
                 conn.execute("UPDATE firings SET done=1 WHERE id=?", (done_firing,))
             if done_mention is not None:
                 # The reply and its mention's outcome commit together: exactly one reply.
-                conn.execute(
+                cur = conn.execute(
                     "UPDATE mentions SET outcome='answered', post_id=?, decided_at=?"
-                    " WHERE publisher=? AND remote_id=?",
+                    " WHERE publisher=? AND remote_id=? AND outcome IS NULL",
                     (post.id, now, *done_mention),
                 )
+                if cur.rowcount != 1:  # decided meanwhile: no second reply (rolled back)
+                    raise MentionDecidedError(f"mention {done_mention[1]} was already decided")
 
     def recover(self) -> int:
         """After a crash: deliveries left ``sending`` become ``pending``; returns how many."""

@@ -69,7 +69,16 @@ class EngineChecks:
 
 
 def _reply_problems(config: GatewayConfig) -> Iterator[str]:
-    """``[[replies]]``: template syntax, publishers that exist, at most one fallback."""
+    """``[[replies]]``: template syntax, publishers that exist, at most one fallback;
+    no publisher called ``ask`` when MQTT questions are answered (the answers' id)."""
+    asks = config.conversations.enabled and config.conversations.mqtt
+    if asks:
+        for i, publisher in enumerate(config.publishers):
+            if publisher.id == "ask":
+                yield (
+                    f"publishers[{i}].id: 'ask' is the answers to MQTT questions"
+                    " ([conversations] mqtt): choose another id"
+                )
     if not config.replies:
         return
     import jinja2
@@ -77,7 +86,7 @@ def _reply_problems(config: GatewayConfig) -> Iterator[str]:
     from gateway.compose.composer import make_environment
 
     env = make_environment()
-    known = {p.id for p in config.publishers}
+    known = {p.id for p in config.publishers} | ({"ask"} if asks else set())
     for i, reply in enumerate(config.replies):
         try:
             env.parse(reply.text)

@@ -19,6 +19,7 @@ from gateway.config import GatewayConfig, MqttConfig
 from gateway.config.rules import RuleConfig
 from gateway.conversations.answering import Conversations
 from gateway.conversations.inbox import Inbox
+from gateway.conversations.mqttask import AnswerPublisher, MqttAsks, answer_topic, ask_topic
 from gateway.conversations.poller import MentionPoller
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
@@ -36,6 +37,7 @@ from gateway.publishers.base import (
 from gateway.publishers.file import FilePublisher
 from gateway.rules import expr
 from gateway.rules.firings import FiringQueue, RuleDispatch
+from gateway.rules.guards import parse_quiet_hours
 from gateway.rules.runner import RuleRunner
 from gateway.rules.scheduler import RuleScheduler
 from gateway.rules.triggers import (
@@ -64,6 +66,8 @@ RETAINED_WAIT = 10.0
 DISPATCH_DRAIN = 1.0
 """Seconds queued event firings get at stop; the rest fire at the next start."""
 RETAINED_GRACE = 1.0
+ANSWER_MAX_AGE = 3600.0
+"""Seconds an answer to an MQTT question is retried before it is given up."""
 """Seconds after the SUBACK for retained messages (sent right after it) to be taken."""
 ShutdownHook = Callable[[], None]
 
@@ -201,6 +205,7 @@ class Gateway:
             clock=self.now,
         )
         self.scheduler = RuleScheduler(config.rules, self.tz, self.runner.fire)
+        self.asks: MqttAsks | None = None
         self.pollers = self._mention_pollers(config)
         stall = config.health.stall_after.total_seconds()
         self.scheduler.add_heartbeat(self._scheduler_beat, max(1.0, min(10.0, stall / 4)))
@@ -231,7 +236,11 @@ class Gateway:
             self.state,
             self.frames,
             on_reading=self._on_reading,
-            extra_topics=(*self.messages.topics, *self.guard.topics),
+            extra_topics=(
+                *self.messages.topics,
+                *self.guard.topics,
+                *((self.asks.topic,) if self.asks else ()),
+            ),
             on_extra=self._on_extra,
             on_batch_end=self._batch_end,
             seen_event=self._seen_event,
@@ -261,6 +270,8 @@ class Gateway:
         """Ingest hook (paho's thread) for extra topics: event rules, retained guard."""
         self.guard.on_message(topic, payload)
         self.messages.on_message(topic, payload)
+        if self.asks is not None:
+            self.asks.on_message(topic, payload)
 
     def _on_reading(self, snapshot: SensorSnapshot) -> None:
         """Ingest hook (paho's thread): event rules, evaluated cheaply as readings arrive."""
@@ -324,19 +335,42 @@ class Gateway:
             {"id": "reply", "text": "-", "every": "1h", "publish_to": ["-"]}
         )
         self.inbox = Inbox(self.outbox.path)
+        hours = config.conversations.quiet_hours
+        quiet = parse_quiet_hours(hours) if hours else None
         self.conversations = Conversations(
             config.conversations,
             config.replies,
             self.inbox,
             self.outbox,
             context=lambda now: composer.context(names, now),
+            tz=self.tz,
+            quiet=quiet.contains if quiet else None,
         )
+        if config.conversations.mqtt:
+            self._mqtt_asks(config)
         interval = config.conversations.poll_interval.total_seconds()
         return [
             MentionPoller(p, self.inbox, self.conversations, interval)  # type: ignore[arg-type]
             for p in self.publishers.values()
             if callable(getattr(p, "read_mentions", None))
         ]
+
+    def _mqtt_asks(self, config: GatewayConfig) -> None:
+        """Questions on the ask topic, and a delivery worker for their answers."""
+        prefix, name = config.mqtt.status_prefix, config.gateway.name
+        self.asks = MqttAsks(
+            ask_topic(prefix, name), self.inbox, self.conversations, wake=self.wake_deliveries
+        )
+        answers = AnswerPublisher(
+            answer_topic(prefix, name), lambda topic, payload: self.ingest.publish(topic, payload)
+        )
+        self.publishers[answers.id] = answers
+        # an answer that could not go out within the hour is no longer an answer
+        self.workers[answers.id] = DeliveryWorker(
+            self.outbox,
+            answers,
+            RetryPolicy(base_delay=1.0, max_delay=60.0, max_age=ANSWER_MAX_AGE),
+        )
 
     def start(self) -> None:
         """Recover the outbox, then start workers, frame writer, scheduler and ingest."""
@@ -355,6 +389,8 @@ class Gateway:
         self.ingest.start()
         for poller in self.pollers:
             poller.start()
+        if self.asks is not None:
+            self.asks.start()
         threading.Thread(target=self._open_gate, name="rules-gate", daemon=True).start()
         log.info(
             "gateway %s running: %d sensors, %d cameras, %d rules, publishers: %s; state in %s",
@@ -418,6 +454,8 @@ class Gateway:
         self.ingest.pause()
         for poller in self.pollers:
             poller.stop(max(0.0, deadline - time.monotonic()))
+        if self.asks is not None:
+            self.asks.stop(max(0.0, deadline - time.monotonic()))
         self.watcher.stop()
         self.timers.stop()
         self.scheduler.stop()

@@ -317,7 +317,9 @@ class _Session:
     def publish_hass_state(self) -> None:
         """Publish the Home Assistant health state."""
         rate = self.meter.update(self.gateway.ingest.stats.readings)
-        payload = state_payload(rate, self.health.summary())
+        inbox = getattr(self.gateway, "inbox", None)
+        mentions = inbox.counts(time.time() - 86400) if inbox is not None else None
+        payload = state_payload(rate, self.health.summary(), mentions)
         self.gateway.ingest.publish(health_topic(self.gateway.config), payload, retain=True)
 
     def check_storage(self) -> None:

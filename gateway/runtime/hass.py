@@ -61,6 +61,23 @@ ENTITIES = (
 )
 
 
+MENTION_ENTITIES = tuple(
+    Entity(
+        "sensor",
+        f"mentions_{outcome}",
+        f"Mentions {outcome} (24 h)",
+        (("unit_of_measurement", "mentions"), ("state_class", "measurement")),
+    )
+    for outcome in ("seen", "answered", "skipped")
+)
+"""With ``[conversations]`` on: mentions (and MQTT questions) of the last 24 hours."""
+
+
+def entities(config: GatewayConfig) -> tuple[Entity, ...]:
+    """The entities this gateway exposes."""
+    return ENTITIES + (MENTION_ENTITIES if config.conversations.enabled else ())
+
+
 def node_id(config: GatewayConfig) -> str:
     """The discovery node id: configured, else the gateway name made topic-safe."""
     configured = config.homeassistant.node_id
@@ -84,7 +101,7 @@ def discovery_messages(config: GatewayConfig) -> list[tuple[str, str]]:
         "sw_version": __version__,
     }
     out = []
-    for entity in ENTITIES:
+    for entity in entities(config):
         payload: dict[str, Any] = {
             "name": entity.name,
             "unique_id": f"{node}_{entity.object_id}",
@@ -106,15 +123,18 @@ def discovery_messages(config: GatewayConfig) -> list[tuple[str, str]]:
     return out
 
 
-def state_payload(rate: float, summary: OutboxSummary) -> str:
-    """The health state document every entity's ``value_template`` reads."""
-    return json.dumps(
-        {
-            "readings_per_s": round(rate, 2),
-            "outbox_depth": summary.depth,
-            "last_post_at": summary.last_post_at,
-            "last_post_url": summary.last_post_url or "",
-            "failed_deliveries": summary.failed + summary.dead,
-        },
-        separators=(",", ":"),
-    )
+def state_payload(
+    rate: float, summary: OutboxSummary, mentions: dict[str, int] | None = None
+) -> str:
+    """The health state document every entity's ``value_template`` reads;
+    ``mentions``: seen/answered/skipped in the last 24 hours (conversations on)."""
+    document: dict[str, Any] = {
+        "readings_per_s": round(rate, 2),
+        "outbox_depth": summary.depth,
+        "last_post_at": summary.last_post_at,
+        "last_post_url": summary.last_post_url or "",
+        "failed_deliveries": summary.failed + summary.dead,
+    }
+    for outcome, count in (mentions or {}).items():
+        document[f"mentions_{outcome}"] = count
+    return json.dumps(document, separators=(",", ":"))

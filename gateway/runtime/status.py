@@ -82,6 +82,15 @@ def status_report(config: GatewayConfig, now: datetime | None = None) -> list[st
     lines.extend(_rule_lines(config, summary, rules if isinstance(rules, dict) else {}, now))
     holds = health.get("publishers") if health and pid is not None else None
     lines.extend(_outbox_lines(config, summary, holds if isinstance(holds, dict) else {}))
+    if config.conversations.enabled:
+        from gateway.conversations.inbox import read_counts
+
+        counts = read_counts(db, now.timestamp() - 86400)
+        if counts is not None:
+            lines.append(
+                f"mentions (last 24 h): {counts['seen']} seen, {counts['answered']} answered,"
+                f" {counts['skipped']} skipped"
+            )
     return lines
 
 

@@ -1,0 +1,323 @@
+"""Questions over MQTT, through the real daemon and a real mosquitto broker: a
+question on ``<prefix>/<name>/ask`` gets one answer on ``.../answer``; bad questions
+are counted, logged and dropped while the daemon goes on; a question asked twice,
+or retained and seen again after a restart, is answered once."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.conversations.mqttask import AskError, parse_ask
+from gateway.demo.broker import Broker
+from tests.conftest import Subscription
+from tests.gwutil import base_config, cli, publish, start_gateway, wait_until
+
+PREFIX = "things-gateway"
+
+
+def config_text(broker: Broker, state: Path, name: str, topic: str) -> str:
+    return (
+        base_config(broker, state, name=name)
+        + f"""
+[[sensors]]
+id = "water_temp"
+topic = "{topic}/water"
+unit = "°C"
+
+[conversations]
+enabled = true
+cooldown = "0s"
+
+[[replies]]
+id = "temperature"
+match = ["warm", "temp", "температура"]
+text = "The water is {{{{ water_temp }}}}. You asked: {{{{ mention.quote }}}}"
+
+[[replies]]
+id = "help"
+fallback = true
+text = "Ask me how warm the water is."
+
+[[publishers]]
+id = "console"
+type = "console"
+"""
+    )
+
+
+@pytest.fixture
+def daemon(
+    broker: Broker,
+    tmp_path: Path,
+    mqtt_topic: str,
+    mqtt_subscribe: Callable[..., Subscription],
+) -> Iterator[dict[str, Any]]:
+    """A running daemon (conversations on), a subscription to its topics, and how to
+    restart it."""
+    name = f"pool{uuid.uuid4().hex[:6]}"
+    config = tmp_path / "gateway.toml"
+    config.write_text(config_text(broker, tmp_path / "state", name, mqtt_topic), encoding="utf-8")
+    watch = mqtt_subscribe(f"{PREFIX}/{name}/#")
+    procs: list[subprocess.Popen[str]] = []
+
+    def start() -> subprocess.Popen[str]:
+        online = len(watch.by_topic().get(f"{PREFIX}/{name}/status", []))
+        proc = start_gateway(config)
+        procs.append(proc)
+        watch.wait_for(
+            lambda msgs: (
+                sum(m.topic.endswith("/status") and m.payload == b"online" for m in msgs) > online
+            ),
+            timeout=20,
+        )
+        return proc
+
+    # retained: the daemon may not have subscribed yet when "online" arrives
+    publish(broker, [(f"{mqtt_topic}/water", "24.5")], retain=True)
+    start()
+    yield {"name": name, "config": config, "watch": watch, "procs": procs, "start": start}
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=20)
+    publish(broker, [(f"{mqtt_topic}/water", b"")], retain=True)
+
+
+def answers(watch: Subscription, name: str) -> list[dict[str, Any]]:
+    return [json.loads(p) for p in watch.by_topic().get(f"{PREFIX}/{name}/answer", [])]
+
+
+def ask(broker: Broker, name: str, payload: object, *, retain: bool = False) -> None:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    publish(broker, [(f"{PREFIX}/{name}/ask", data)], retain=retain)
+
+
+def ask_until_heard(
+    broker: Broker, name: str, watch: Subscription, payload: dict[str, str]
+) -> None:
+    """Ask until the daemon answers or records the question: "online" is published just
+    before the daemon subscribes, so a first question can come too early.  Asking
+    again with the same id is safe: a question is answered once per id."""
+    for _ in range(20):
+        ask(broker, name, payload)
+        watch.wait_for(
+            lambda msgs: any(
+                m.topic.endswith("/answer") and json.loads(m.payload)["id"] == payload["id"]
+                for m in msgs
+            ),
+            timeout=1.0,
+        )
+        if any(a["id"] == payload["id"] for a in answers(watch, name)):
+            return
+    raise AssertionError(f"question {payload['id']} never answered")
+
+
+def test_a_question_gets_one_answer(broker: Broker, daemon: dict[str, Any]) -> None:
+    name, watch = daemon["name"], daemon["watch"]
+    ask_until_heard(
+        broker, name, watch, {"id": "q1", "from": "kiosk", "text": "How warm is the pool?"}
+    )
+    (answer,) = answers(watch, name)
+    assert answer["id"] == "q1"
+    assert answer["to"] == "kiosk"
+    assert answer["text"] == "The water is 24.5 °C. You asked: How warm is the pool?"
+    assert answer["images"] == []
+    # any script; no match gives the fallback
+    ask(broker, name, {"id": "q2", "from": "kiosk", "text": "Какая температура воды?"})
+    ask(broker, name, {"id": "q3", "from": "kiosk", "text": "Is it open?"})
+    wait_until(lambda: len(answers(watch, name)) == 3)
+    texts = {a["id"]: a["text"] for a in answers(watch, name)}
+    assert texts["q2"].startswith("The water is 24.5 °C")
+    assert texts["q3"] == "Ask me how warm the water is."
+    # the same question again (a redelivery): no second answer
+    ask(broker, name, {"id": "q1", "from": "kiosk", "text": "How warm is the pool?"})
+    ask(broker, name, {"id": "q4", "from": "kiosk", "text": "temperature?"})
+    wait_until(lambda: any(a["id"] == "q4" for a in answers(watch, name)))
+    assert sorted(a["id"] for a in answers(watch, name)) == ["q1", "q2", "q3", "q4"]
+    listed = cli("mentions", "--json", "-c", str(daemon["config"]))
+    assert listed.returncode == 0, listed.stderr
+    seen = {m["id"]: m for m in json.loads(listed.stdout)}
+    assert set(seen) == {"q1", "q2", "q3", "q4"}
+    assert {m["publisher"] for m in seen.values()} == {"ask"}
+    assert {m["outcome"] for m in seen.values()} == {"answered"}
+    status = cli("status", "-c", str(daemon["config"]))
+    assert "mentions (last 24 h): 4 seen, 4 answered, 0 skipped" in status.stdout, status.stdout
+
+
+def test_bad_questions_are_dropped_and_the_daemon_goes_on(
+    broker: Broker, daemon: dict[str, Any]
+) -> None:
+    name, watch = daemon["name"], daemon["watch"]
+    for bad in (
+        b"not json",
+        b"\xff\xfe\x00",
+        b"[1, 2, 3]",
+        b'{"id": 5, "text": "temp?"}',
+        b'{"id": "x", "text": ""}',
+        b'{"id": "x"}',
+        json.dumps({"id": "x" * 65, "text": "temp?"}).encode(),
+        json.dumps({"id": "big", "text": "t" * 5000}).encode(),
+        b"[" * 100_000,
+        b"{{ 7*7 }}",
+    ):
+        ask(broker, name, bad)
+    ask_until_heard(
+        broker, name, watch, {"id": "ok", "from": "kiosk", "text": "{{ 7*7 }} how warm? @everyone"}
+    )
+    (answer,) = answers(watch, name)
+    assert answer["id"] == "ok"
+    # the asker's words are data: never rendered, and no live mention is echoed
+    assert "49" not in answer["text"]
+    assert "@everyone" not in answer["text"]
+    proc = daemon["procs"][-1]
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=20)
+    dropped = [line for line in stderr.splitlines() if "was dropped" in line]
+    assert dropped, stderr[-2000:]
+    assert len(dropped) <= 2  # rate-limited: one line, then a summary
+    assert "Traceback" not in stderr
+
+
+def test_a_retained_question_is_answered_once_across_restarts(
+    broker: Broker, daemon: dict[str, Any]
+) -> None:
+    name, watch = daemon["name"], daemon["watch"]
+    try:
+        ask(broker, name, {"id": "r1", "from": "ha", "text": "water temp?"}, retain=True)
+        wait_until(lambda: answers(watch, name))
+        proc = daemon["procs"][-1]
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=20)
+        daemon["start"]()  # gets the retained question again on subscribing
+        ask(broker, name, {"id": "r2", "from": "ha", "text": "water temp?"})
+        wait_until(lambda: any(a["id"] == "r2" for a in answers(watch, name)))
+        assert sorted(a["id"] for a in answers(watch, name)) == ["r1", "r2"]
+    finally:
+        publish(broker, [(f"{PREFIX}/{name}/ask", b"")], retain=True)  # clear it
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"nope", "not JSON"),
+        (b'"text"', "not a JSON object"),
+        (b'{"id": "a", "text": 3}', "'text' must be a string"),
+        (b'{"id": "a\\tb", "text": "x"}', "'id' holds control characters"),
+        (b"{" + b" " * 5000 + b"}", "more than 4096"),
+    ],
+)
+def test_parse_ask_names_what_is_wrong(payload: bytes, reason: str) -> None:
+    with pytest.raises(AskError, match=reason):
+        parse_ask(payload, datetime.now(UTC))
+
+
+def test_a_mention_decided_meanwhile_gets_no_second_reply(tmp_path: Path) -> None:
+    # pollers of several services answer from their own threads: the outbox itself
+    # refuses a second reply to one mention
+    import sqlite3
+
+    from gateway.conversations.inbox import Inbox
+    from gateway.model import Post, new_post_id
+    from gateway.outbox.store import MentionDecidedError, Outbox
+
+    db = tmp_path / "gateway.db"
+    outbox, inbox = Outbox(db), Inbox(db)
+    mention = parse_ask(b'{"id": "q1", "text": "temp?"}', datetime.now(UTC))
+    inbox.store([mention], "ask", None)
+    for n in range(2):
+        post = Post(
+            new_post_id(), "reply:t", datetime.now(UTC), f"answer {n}", reply=mention.target()
+        )
+        if n == 0:
+            outbox.add(post, {"ask": post.text}, done_mention=("ask", "q1"))
+        else:
+            with pytest.raises(MentionDecidedError):
+                outbox.add(post, {"ask": post.text}, done_mention=("ask", "q1"))
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT text FROM deliveries").fetchall() == [("answer 0",)]
+    outbox.close()
+    inbox.close()
+
+
+def test_in_quiet_hours_a_question_is_skipped_not_answered_later(
+    broker: Broker, tmp_path: Path, mqtt_topic: str, mqtt_subscribe: Callable[..., Subscription]
+) -> None:
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    now = datetime.now(ZoneInfo("Europe/London"))
+    window = f"{(now - timedelta(hours=1)):%H:%M}-{(now + timedelta(hours=1)):%H:%M}"
+    name = f"quiet{uuid.uuid4().hex[:6]}"
+    config = tmp_path / "gateway.toml"
+    text = config_text(broker, tmp_path / "state", name, mqtt_topic).replace(
+        'cooldown = "0s"', f'cooldown = "0s"\nquiet_hours = "{window}"'
+    )
+    config.write_text(text, encoding="utf-8")
+    watch = mqtt_subscribe(f"{PREFIX}/{name}/#")
+    proc = start_gateway(config)
+    try:
+        watch.wait_for(lambda msgs: any(m.payload == b"online" for m in msgs), timeout=20)
+
+        def outcome() -> dict[str, Any] | None:
+            # asked again until recorded (the first may come before the subscription)
+            ask(broker, name, {"id": "night", "from": "kiosk", "text": "how warm?"})
+            listed = cli("mentions", "--json", "-c", str(config))
+            found = [m for m in json.loads(listed.stdout or "[]") if m["id"] == "night"]
+            return found[0] if found and found[0]["outcome"] != "pending" else None
+
+        decided = wait_until(outcome)
+        assert (decided["outcome"], decided["reason"]) == ("skipped", "quiet hours")
+        assert answers(watch, name) == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+
+
+def test_a_bad_quiet_hours_is_refused_by_its_path() -> None:
+    from gateway.config import ConfigError
+    from gateway.runtime.loading import validate_config
+
+    with pytest.raises(ConfigError, match=r"conversations\.quiet_hours.*HH:MM-HH:MM"):
+        validate_config({"conversations": {"enabled": True, "quiet_hours": "late"}})
+
+
+def test_home_assistant_sees_the_mention_counts(
+    broker: Broker, tmp_path: Path, mqtt_topic: str, mqtt_subscribe: Callable[..., Subscription]
+) -> None:
+    name = f"ha{uuid.uuid4().hex[:6]}"
+    config = tmp_path / "gateway.toml"
+    text = config_text(broker, tmp_path / "state", name, mqtt_topic) + (
+        f'\n[homeassistant]\nenabled = true\ndiscovery_prefix = "{mqtt_topic}/ha"\n'
+        'interval = "1s"\n'
+    )
+    config.write_text(text, encoding="utf-8")
+    watch = mqtt_subscribe(f"{PREFIX}/{name}/#")
+    discovery = mqtt_subscribe(f"{mqtt_topic}/ha/#")
+    proc = start_gateway(config)
+    try:
+        watch.wait_for(lambda msgs: any(m.payload == b"online" for m in msgs), timeout=20)
+        ask_until_heard(broker, name, watch, {"id": "h1", "from": "ha", "text": "how warm?"})
+        ask(broker, name, {"id": "h2", "from": "ha", "text": "hello"})
+
+        def counted() -> dict[str, Any] | None:
+            docs = [json.loads(p) for p in watch.by_topic().get(f"{PREFIX}/{name}/health", [])]
+            return next((d for d in reversed(docs) if d.get("mentions_answered") == 2), None)
+
+        doc = wait_until(counted)
+        assert (doc["mentions_seen"], doc["mentions_skipped"]) == (2, 0)
+        configs = discovery.by_topic()
+        (answered,) = [json.loads(p[-1]) for t, p in configs.items() if "mentions_answered" in t]
+        assert answered["value_template"] == "{{ value_json.mentions_answered }}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
