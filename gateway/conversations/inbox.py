@@ -220,4 +220,3 @@ def read_counts(path: Path, since: float) -> dict[str, int] | None:
     finally:
         conn.close()
     return {"seen": int(row[0]), "answered": int(row[1]), "skipped": int(row[2])}
-
