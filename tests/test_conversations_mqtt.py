@@ -321,3 +321,58 @@ def test_home_assistant_sees_the_mention_counts(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
+
+
+ON_MENTION = """
+[[rules]]
+id = "asked"
+on_mention = { match = ["warm", "temp"], publishers = ["ask"] }
+text = "{{ event.author_name }} asked: {{ event.quote }} ({{ mentions.today }} today)"
+publish_to = ["archive"]
+
+[[publishers]]
+id = "archive"
+type = "file"
+"""
+
+
+def test_an_on_mention_rule_posts_about_matching_questions(
+    broker: Broker, tmp_path: Path, mqtt_topic: str, mqtt_subscribe: Callable[..., Subscription]
+) -> None:
+    from tests.gwutil import archive_posts
+
+    name = f"asked{uuid.uuid4().hex[:6]}"
+    config = tmp_path / "gateway.toml"
+    state = tmp_path / "state"
+    config.write_text(config_text(broker, state, name, mqtt_topic) + ON_MENTION, encoding="utf-8")
+    watch = mqtt_subscribe(f"{PREFIX}/{name}/#")
+    proc = start_gateway(config)
+    try:
+        watch.wait_for(lambda msgs: any(m.payload == b"online" for m in msgs), timeout=20)
+        ask_until_heard(broker, name, watch, {"id": "a1", "from": "kiosk", "text": "hello there"})
+        ask_until_heard(
+            broker, name, watch, {"id": "a2", "from": "kiosk", "text": "@poolcam how WARM is it?"}
+        )
+        (post,) = wait_until(lambda: archive_posts(state))
+        assert post["rule"] == "asked"
+        # the second question matched; the first did not; both were seen today
+        assert post["text"] == "kiosk asked: how WARM is it? (2 today)"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+
+
+def test_mention_names_need_conversations() -> None:
+    from gateway.config import ConfigError
+    from gateway.runtime.loading import validate_config
+
+    rule = {"id": "r", "every": "1h", "text": "{{ mentions.today }} asked", "publish_to": ["c"]}
+    asked = {"id": "a", "on_mention": {}, "text": "asked", "publish_to": ["c"]}
+    publishers = [{"id": "c", "type": "console"}]
+    with pytest.raises(ConfigError) as caught:
+        validate_config({"rules": [rule, asked], "publishers": publishers})
+    message = str(caught.value)
+    assert "rules[0].text: unknown name 'mentions'" in message
+    assert "rules[1].on_mention: needs [conversations] enabled = true" in message
+    on = {"conversations": {"enabled": True}, "rules": [rule, asked], "publishers": publishers}
+    validate_config(on)

@@ -322,6 +322,9 @@ class Composer:
         self._history = history
         self._builder: MediaBuilder | None = None
         self._fitter = fitter
+        self.mention_counts: Callable[[datetime], Mapping[str, int]] | None = None
+        """With conversations on: ``mentions.seen``/``answered``/``skipped`` (24 h) and
+        ``mentions.today`` for templates (set by the gateway)."""
 
     # Pillow, the chart and caption code load with the first post that has an image.
     @property
@@ -381,6 +384,8 @@ class Composer:
             ctx.setdefault(sensor, view(sensor))
         ctx["family"] = partial(self._family, view)
         ctx.update(now=now, gateway=self._config.gateway.name, rule=rule.id)
+        if self.mention_counts is not None:
+            ctx["mentions"] = self.mention_counts(now)
         if event is not None:
             ctx.update(event=event.data, topic=event.topic)
         return ctx

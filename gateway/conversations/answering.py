@@ -23,7 +23,7 @@ from datetime import UTC, datetime, tzinfo
 from datetime import time as dt_time
 from typing import Any
 
-from gateway.compose.composer import ComposeError, render
+from gateway.compose.composer import ComposeError, MessageEvent, render
 from gateway.config.conversations import ConversationsSection, ReplyConfig
 from gateway.conversations.inbox import Inbox
 from gateway.model import Mention, Post, new_post_id
@@ -59,6 +59,24 @@ def quote(text: str, limit: int) -> str:
     """At most ``limit`` characters of the asker's words (handles removed)."""
     words = strip_handles(text)
     return words if len(words) <= limit else words[: max(0, limit - 1)].rstrip() + "…"
+
+
+def mention_event(mention: Mention, quote_chars: int) -> MessageEvent:
+    """What an ``on_mention`` rule's templates see as ``event`` (``topic`` is
+    ``mentions/<publisher>``): who asked, where, and a short quote of the words,
+    defused like every event value."""
+    return MessageEvent(
+        f"mentions/{mention.publisher}",
+        {
+            "publisher": mention.publisher,
+            "id": mention.remote_id,
+            "author": mention.author,
+            "author_name": mention.author_name or mention.author,
+            "quote": quote(mention.text, quote_chars),
+            "lang": mention.lang,
+            "url": mention.url,
+        },
+    )
 
 
 def _domain(author: str) -> str:

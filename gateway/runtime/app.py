@@ -17,14 +17,14 @@ from datetime import datetime, timedelta
 from gateway.compose.composer import Composer
 from gateway.config import GatewayConfig, MqttConfig
 from gateway.config.rules import RuleConfig
-from gateway.conversations.answering import Conversations
+from gateway.conversations.answering import Conversations, mention_event, strip_handles
 from gateway.conversations.inbox import Inbox
 from gateway.conversations.mqttask import AnswerPublisher, MqttAsks, answer_topic, ask_topic
 from gateway.conversations.poller import MentionPoller
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
 from gateway.media.retention import RetentionJob
-from gateway.model import Post
+from gateway.model import Mention, Post
 from gateway.outbox.delivery import DeliveryWorker, PostingBudget, RetryPolicy
 from gateway.outbox.store import Outbox
 from gateway.publishers import build_publisher
@@ -37,7 +37,7 @@ from gateway.publishers.base import (
 from gateway.publishers.file import FilePublisher
 from gateway.rules import expr
 from gateway.rules.firings import FiringQueue, RuleDispatch
-from gateway.rules.guards import parse_quiet_hours
+from gateway.rules.guards import local_midnight, parse_quiet_hours
 from gateway.rules.runner import RuleRunner
 from gateway.rules.scheduler import RuleScheduler
 from gateway.rules.triggers import (
@@ -346,6 +346,8 @@ class Gateway:
             tz=self.tz,
             quiet=quiet.contains if quiet else None,
         )
+        self.inbox.on_new = self._on_mentions
+        self.runner.composer.mention_counts = self._mention_counts
         if config.conversations.mqtt:
             self._mqtt_asks(config)
         interval = config.conversations.poll_interval.total_seconds()
@@ -354,6 +356,27 @@ class Gateway:
             for p in self.publishers.values()
             if callable(getattr(p, "read_mentions", None))
         ]
+
+    def _mention_counts(self, now: datetime) -> dict[str, int]:
+        """``mentions`` in rule templates: the last 24 hours, and ``today`` (local)."""
+        counts = self.inbox.counts(now.timestamp() - 86400)
+        counts["today"] = self.inbox.counts(local_midnight(now, self.tz).timestamp())["seen"]
+        return counts
+
+    def _on_mentions(self, mentions: list[Mention]) -> None:
+        """New mentions are stored (any thread): fire the ``on_mention`` rules they match."""
+        for rule in self.config.rules:
+            trigger = rule.on_mention
+            if trigger is None:
+                continue
+            for mention in mentions:
+                if trigger.publishers and mention.publisher not in trigger.publishers:
+                    continue
+                words = strip_handles(mention.text).casefold()
+                if trigger.match and not any(k.casefold() in words for k in trigger.match):
+                    continue
+                quoted = self.config.conversations.quote_chars
+                self.dispatch.submit(rule.id, event=mention_event(mention, quoted))
 
     def _mqtt_asks(self, config: GatewayConfig) -> None:
         """Questions on the ask topic, and a delivery worker for their answers."""
