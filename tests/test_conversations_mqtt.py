@@ -376,3 +376,31 @@ def test_mention_names_need_conversations() -> None:
     assert "rules[1].on_mention: needs [conversations] enabled = true" in message
     on = {"conversations": {"enabled": True}, "rules": [rule, asked], "publishers": publishers}
     validate_config(on)
+
+
+def test_preview_mention_renders_each_publishers_reply(broker: Broker, tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    text = config_text(broker, tmp_path / "state", "pv", "t/pv") + (
+        '\n[[publishers]]\nid = "masto"\ntype = "mastodon"\n'
+        'base_url = "https://masto.example"\naccess_token = "tok-preview-123456"\n'
+    )
+    config.write_text(text, encoding="utf-8")
+    sample = tmp_path / "sample.json"
+    sample.write_text('{"water_temp": 24.5}', encoding="utf-8")
+    result = cli(
+        "preview", "--mention", "how warm is it?", "--sample", str(sample), "-c", str(config)
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "reply temperature"
+    masto = lines.index(next(line for line in lines if line.startswith("── masto (mastodon): ")))
+    assert lines[masto].endswith(" / 500 graphemes")
+    assert lines[masto + 1] == "@asker The water is 24.5 °C. You asked: how warm is it?"
+    ask_line = lines.index(
+        next(line for line in lines if line.startswith("── ask (mqtt question)"))
+    )
+    assert lines[ask_line + 1] == "The water is 24.5 °C. You asked: how warm is it?"
+    fallback = cli("preview", "--mention", "hello", "--sample", str(sample), "-c", str(config))
+    assert fallback.stdout.splitlines()[0] == "reply help (the fallback)"
+    assert "tok-preview" not in result.stdout + result.stderr
+    assert not (tmp_path / "state" / "gateway.db").exists()
