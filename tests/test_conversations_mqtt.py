@@ -404,3 +404,93 @@ def test_preview_mention_renders_each_publishers_reply(broker: Broker, tmp_path:
     assert fallback.stdout.splitlines()[0] == "reply help (the fallback)"
     assert "tok-preview" not in result.stdout + result.stderr
     assert not (tmp_path / "state" / "gateway.db").exists()
+
+
+PHOTO_REPLY = """
+[[cameras]]
+id = "underwater"
+topic = "{topic}/cam"
+
+[[replies]]
+id = "look"
+match = ["look", "photo"]
+text = "Here is the pool now."
+images = [{{ camera = "underwater", alt = "The pool at {{{{ now | date('%H:%M') }}}}" }}]
+"""
+
+
+def solid_jpeg(color: tuple[int, int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (320, 240), color).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def mean_color(path: str) -> tuple[int, ...]:
+    from PIL import Image, ImageStat
+
+    with Image.open(path) as im:
+        return tuple(round(v) for v in ImageStat.Stat(im.convert("RGB")).mean)
+
+
+@pytest.mark.parametrize("camera_answers", [True, False])
+def test_a_reply_brings_a_fresh_photo(
+    broker: Broker,
+    tmp_path: Path,
+    mqtt_topic: str,
+    mqtt_subscribe: Callable[..., Subscription],
+    camera_answers: bool,
+) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    name = f"look{uuid.uuid4().hex[:6]}"
+    config = tmp_path / "gateway.toml"
+    text = config_text(broker, tmp_path / "state", name, mqtt_topic).replace(
+        "[[replies]]", PHOTO_REPLY.format(topic=mqtt_topic) + "\n[[replies]]", 1
+    )
+    config.write_text(text, encoding="utf-8")
+    watch = mqtt_subscribe(f"{PREFIX}/{name}/#")
+    # a camera agent: a blue frame whenever it is asked for one (what things-device does)
+    requests: list[float] = []
+    agent = mqtt.Client(CallbackAPIVersion.VERSION2)
+    agent.on_message = lambda c, _u, _m: (
+        requests.append(1.0),
+        c.publish(f"{mqtt_topic}/cam", solid_jpeg((0, 0, 255)), qos=1),
+    )
+    agent.connect(broker.host, broker.port)
+    agent.loop_start()
+    if camera_answers:
+        agent.subscribe(f"{mqtt_topic}/cam/capture", 1)
+    proc = start_gateway(config)
+    try:
+        watch.wait_for(lambda msgs: any(m.payload == b"online" for m in msgs), timeout=20)
+        # once the daemon answers it has subscribed: then an older red frame, what a
+        # reply without a fresh one shows
+        ask_until_heard(broker, name, watch, {"id": "p0", "from": "kiosk", "text": "hi"})
+        publish(broker, [(f"{mqtt_topic}/cam", solid_jpeg((255, 0, 0)))])
+        time_before = datetime.now(UTC)
+        ask_until_heard(broker, name, watch, {"id": "p1", "from": "kiosk", "text": "photo please"})
+        (answer,) = [a for a in answers(watch, name) if a["id"] == "p1"]
+        assert answer["text"] == "Here is the pool now."
+        (image,) = answer["images"]
+        red, green, blue = mean_color(image)
+        if camera_answers:
+            assert requests, "the camera was never asked for a frame"
+            assert blue > 200, (red, green, blue)
+            assert red < 50, (red, green, blue)
+        else:
+            assert red > 200, (red, green, blue)
+            assert blue < 50, (red, green, blue)
+            # it waited for the camera, then took what it had
+            assert (datetime.now(UTC) - time_before).total_seconds() >= 5
+    finally:
+        agent.loop_stop()
+        agent.disconnect()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+    if not camera_answers:
+        assert "camera underwater sent no new frame within 5 s: its latest goes" in stderr

@@ -29,6 +29,7 @@ from gateway.support.text import clean_text
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, RuleConfig, SensorConfig
+    from gateway.config.rules import ImageSpec
     from gateway.media.attachments import HistorySource, MediaBuilder
     from gateway.media.fitting import MediaFitter
     from gateway.media.images import ImageLimits
@@ -495,13 +496,8 @@ class Composer:
 
         limits: list[ImageLimits] = [limits_for(caps) for caps in targets.values()]
         budget = smallest_budget({pid: caps.max_image_bytes for pid, caps in targets.items()})
-        makers: list[Callable[[], MediaItem]] = []
         markup = rule.allow_markup
-        for n, image in enumerate(rule.images):
-            caption = render(image.caption, ctx, allow_markup=markup) if image.caption else None
-            alt = render(image.alt, ctx, allow_markup=markup)
-            photo = partial(self._media.photo, post_id, n, image.camera, caption, alt, now)
-            makers.append(partial(photo, limits))
+        makers = self._photo_makers(rule.images, post_id, ctx, now, limits, markup)
         for n, chart in enumerate(rule.charts, start=len(rule.images)):
             alt = render(chart.alt, ctx, allow_markup=markup)
             makers.append(partial(self._media.chart, post_id, n, chart, alt, now))
@@ -516,6 +512,49 @@ class Composer:
             caption = render(clip.caption, ctx, allow_markup=markup) if clip.caption else None
             makers.append(partial(self._media.clip, post_id, clip, alt, now, caption))
         return tuple(item for make in makers if (item := self._attach(rule.id, make)))
+
+    def _photo_makers(
+        self,
+        images: Sequence[ImageSpec],
+        post_id: str,
+        ctx: Mapping[str, Any],
+        now: datetime,
+        limits: list[ImageLimits],
+        markup: bool,
+    ) -> list[Callable[[], MediaItem]]:
+        makers: list[Callable[[], MediaItem]] = []
+        for n, image in enumerate(images):
+            caption = render(image.caption, ctx, allow_markup=markup) if image.caption else None
+            alt = render(image.alt, ctx, allow_markup=markup)
+            photo = partial(self._media.photo, post_id, n, image.camera, caption, alt, now)
+            makers.append(partial(photo, limits))
+        return makers
+
+    def photos(
+        self,
+        owner: str,
+        images: Sequence[ImageSpec],
+        post_id: str,
+        ctx: Mapping[str, Any],
+        now: datetime,
+        targets: Mapping[str, Capabilities],
+    ) -> tuple[MediaItem, ...]:
+        """The camera photos of ``images`` for a post that is no rule's (a reply to a
+        mention; ``owner`` names it in the log).  A camera without a usable frame is
+        left out, whatever its ``on_missing``: an answer still goes."""
+        from gateway.media.fitting import limits_for
+
+        limits = [limits_for(caps) for caps in targets.values()]
+        out = []
+        for make in self._photo_makers(images, post_id, ctx, now, limits, False):
+            try:
+                item = self._attach(owner, make)
+            except PostSkippedError as exc:
+                log.warning("%s: answering without a photo: %s", owner, exc)
+                continue
+            if item is not None:
+                out.append(item)
+        return tuple(out)
 
     @staticmethod
     def _attach(rule_id: str, make: Callable[[], MediaItem]) -> MediaItem | None:

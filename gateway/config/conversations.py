@@ -12,7 +12,7 @@ from datetime import timedelta
 from pydantic import Field, field_validator
 
 from gateway.config.durations import Duration
-from gateway.config.rules import _engine_check
+from gateway.config.rules import ImageSpec, _engine_check
 from gateway.config.sections import Identifier, Section
 
 
@@ -67,6 +67,11 @@ class ReplyConfig(Section):
     publish_to: tuple[str, ...] = ()
     """Defaults to the publisher the mention came from."""
     language: str | None = None
+    images: tuple[ImageSpec, ...] = ()
+    """Photos to answer with (``camera``, ``alt``, ``caption`` templates, as a rule's)."""
+    fresh: bool = True
+    """Ask each MQTT camera of ``images`` for a new frame first (``<topic>/capture``, what
+    ``things-device camera`` answers) and wait up to 5 s for it; else its latest frame."""
     fallback: bool = False
     """Answer mentions no other reply matches (e.g. a list of what the thing can answer)."""
 

@@ -26,7 +26,7 @@ from typing import Any
 from gateway.compose.composer import ComposeError, MessageEvent, render
 from gateway.config.conversations import ConversationsSection, ReplyConfig
 from gateway.conversations.inbox import Inbox
-from gateway.model import Mention, Post, new_post_id
+from gateway.model import MediaItem, Mention, Post, new_post_id
 from gateway.outbox.store import MentionDecidedError, Outbox
 from gateway.support.ratelog import RateLimitedLog
 
@@ -39,6 +39,13 @@ ASK_PUBLISHER = "ask"
 HANDLE = re.compile(r"^[A-Za-z0-9_.\-]+(@[A-Za-z0-9.\-]+)?$")
 """What an asker's handle must look like to be mentioned in an answer."""
 MENTION_WORD = re.compile(r"(?<!\w)@[\w.\-]+(@[\w.\-]+)?")
+
+
+Attach = Callable[
+    [ReplyConfig, Post, tuple[str, ...]], tuple[Post, Mapping[str, tuple[MediaItem, ...]]]
+]
+"""Adds a reply's photos: (reply, post, publisher ids) → the post with its media, and
+each publisher's fitted copies."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +106,7 @@ class Conversations:
         clock: Callable[[], float] = time.time,
         tz: tzinfo = UTC,
         quiet: Callable[[dt_time], bool] | None = None,
+        attach: Attach | None = None,
     ) -> None:
         """``own_accounts``: publisher id → the account id of the gateway there (never
         answered); ``local_domain``: publisher id → its server's host, so a local
@@ -120,6 +128,7 @@ class Conversations:
         self._answering = threading.Lock()
         self._tz = tz
         self._quiet = quiet
+        self._attach = attach
 
     def set_own_account(self, publisher: str, account_id: str) -> None:
         """Record the gateway's own account id on ``publisher``."""
@@ -235,11 +244,15 @@ class Conversations:
                 lang=decision.reply.language or mention.lang,
                 reply=mention.target(),
             )
+            fitted = None
+            if decision.reply.images and self._attach is not None:
+                post, fitted = self._attach(decision.reply, post, tuple(decision.texts))
             try:
                 self._outbox.add(
                     post,
                     decision.texts,
                     t,
+                    media=fitted,
                     done_mention=(mention.publisher, mention.remote_id),
                 )
             except MentionDecidedError:

@@ -108,6 +108,17 @@ def _reply_problems(config: GatewayConfig) -> Iterator[str]:
         for j, target in enumerate(reply.publish_to):
             if target not in known:
                 yield f"replies[{i}].publish_to[{j}]: unknown publisher {target!r}"
+        cameras = {c.id for c in config.cameras}
+        for j, image in enumerate(reply.images):
+            if image.camera not in cameras:
+                yield f"replies[{i}].images[{j}].camera: unknown camera {image.camera!r}"
+            for name, source in (("alt", image.alt), ("caption", image.caption)):
+                if source is None:
+                    continue
+                try:
+                    env.parse(source)
+                except jinja2.TemplateSyntaxError as exc:
+                    yield f"replies[{i}].images[{j}].{name}: template error: {exc.message}"
         if not reply.fallback and not reply.match and reply.regex is None:
             yield f"replies[{i}]: needs `match`, `regex` or `fallback = true`"
     if sum(r.fallback for r in config.replies) > 1:
