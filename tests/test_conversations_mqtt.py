@@ -494,3 +494,58 @@ def test_a_reply_brings_a_fresh_photo(
         _, stderr = proc.communicate(timeout=20)
     if not camera_answers:
         assert "camera underwater sent no new frame within 5 s: its latest goes" in stderr
+
+
+def test_the_pool_example_answers_with_the_temperature_and_a_fresh_photo(
+    broker: Broker, tmp_path: Path, mqtt_subscribe: Callable[..., Subscription]
+) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    example = Path(__file__).resolve().parent.parent / "config" / "examples" / "pool.toml"
+    name = f"pool{uuid.uuid4().hex[:6]}"
+    text = (
+        example.read_text(encoding="utf-8")
+        .replace('name = "poolcam"', f'name = "{name}"')
+        .replace('state_dir = "var/pool"', f'state_dir = "{tmp_path / "state"}"')
+        .replace('host = "localhost"', f'host = "{broker.host}"')
+        .replace("port = 1883", f"port = {broker.port}")
+        .replace('quiet_hours = "22:00-07:00"', "")  # the test may run at night
+        .replace("site/", f"{name}/")
+    )
+    config = tmp_path / "pool.toml"
+    config.write_text(text, encoding="utf-8")
+    watch = mqtt_subscribe(f"{PREFIX}/{name}/#")
+    agent = mqtt.Client(CallbackAPIVersion.VERSION2)
+    agent.on_message = lambda c, _u, _m: c.publish(
+        f"{name}/cam/pool", solid_jpeg((0, 0, 255)), qos=1
+    )
+    agent.connect(broker.host, broker.port)
+    agent.loop_start()
+    agent.subscribe(f"{name}/cam/pool/capture", 1)
+    proc = start_gateway(config)
+    try:
+        watch.wait_for(lambda msgs: any(m.payload == b"online" for m in msgs), timeout=20)
+        ask_until_heard(broker, name, watch, {"id": "k0", "from": "probe", "text": "hi"})
+        publish(
+            broker,
+            [
+                (f"{name}/pool/temperature", "26.5"),
+                (
+                    f"{name}/weather/SENSOR",
+                    json.dumps({"AM2301": {"Temperature": 21.0, "Humidity": 60}}),
+                ),
+            ],
+        )
+        ask_until_heard(
+            broker, name, watch, {"id": "k1", "from": "kiosk", "text": "How warm is the water?"}
+        )
+        (answer,) = [a for a in answers(watch, name) if a["id"] == "k1"]
+        assert answer["text"] == "The water is 26.5 °C and the air 21 °C right now, kiosk."
+        (image,) = answer["images"]
+        assert mean_color(image)[2] > 150  # the fresh (blue) frame, captioned
+    finally:
+        agent.loop_stop()
+        agent.disconnect()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
