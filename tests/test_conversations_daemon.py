@@ -32,11 +32,17 @@ KILLS = int(os.environ.get("THINGS_GATEWAY_MENTION_KILLS", "20"))
 
 
 def conversations_config(
-    broker: Broker, state: Path, base_url: str, *, streaming: bool, interval: str = "1s"
+    broker: Broker,
+    state: Path,
+    base_url: str,
+    *,
+    streaming: bool,
+    interval: str = "1s",
+    account: str = "alice",
 ) -> str:
-    """A gateway on alice's account that answers every mention, without caps."""
+    """A gateway on ``account`` that answers every mention, without caps."""
     return (
-        base_config(broker, state)
+        base_config(broker, state, name=f"gw-{account}")
         + f"""
 [conversations]
 enabled = true
@@ -49,13 +55,13 @@ global_hourly = 100000
 [[replies]]
 id = "temp"
 match = ["warm"]
-text = "Water is 24.5 °C, {{{{ asker }}}}."
+text = "Warm? Water is 24.5 °C, {{{{ asker }}}}."
 
 [[publishers]]
 id = "masto"
 type = "mastodon"
 base_url = "{base_url}"
-access_token = "alice_token"
+access_token = "{account}_token"
 visibility = "public"
 timeout = 5
 """
@@ -209,3 +215,45 @@ def test_sigkills_at_random_moments_neither_miss_nor_double_a_reply(
     assert (missed, doubled, strays) == ([], {}, [])
     assert len(asked) >= 4 * KILLS
     print(f"\n{KILLS} SIGKILLs: {len(asked)} mentions, {len(replies)} replies, 0 missed, 0 doubled")
+
+
+def test_two_gateways_that_mention_each_other_stop_after_the_first_exchange(
+    broker: Broker, tmp_path: Path, mock: MockServer
+) -> None:
+    """alice's thing is marked bot (as a thing's account should be); bob's owner forgot.
+
+    bob's thing asks alice's; alice's answer mentions bob and matches bob's replies
+    too ("Warm? ..."), yet bob's gateway does not answer it: alice is a bot.
+    """
+    api(mock, "alice_token", "PATCH", "/api/v1/accounts/update_credentials", data={"bot": "true"})
+    gateways = {}
+    for account in ("alice", "bob"):
+        state = tmp_path / account
+        config = tmp_path / f"{account}.toml"
+        config.write_text(
+            conversations_config(broker, state, mock.base_url, streaming=True, account=account),
+            encoding="utf-8",
+        )
+        gateways[account] = (state, start_gateway(config))
+    try:
+        for state, process in gateways.values():
+            wait_until(lambda s=state, p=process: pid_of(s) == p.pid, timeout=30)
+        asked = api(mock, "bob_token", "POST", "/api/v1/statuses", json={"status": "@alice warm?"})
+        (answer,) = wait_until(lambda: replies_to(mock, asked["id"]), timeout=30)
+        bob_db = gateways["bob"][0] / "gateway.db"
+        wait_until(lambda: db_rows(bob_db, "SELECT outcome FROM mentions"), timeout=30)
+        time.sleep(3)  # both keep reading: a loop would show by now
+    finally:
+        for _state, process in gateways.values():
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=30)
+    assert "@bob" in answer["content"] and "Warm?" in answer["content"]
+    assert db_rows(bob_db, "SELECT remote_id, outcome, reason FROM mentions") == [
+        (answer["id"], "skipped", "bot")
+    ]
+    alice_db = gateways["alice"][0] / "gateway.db"
+    assert db_rows(alice_db, "SELECT remote_id, outcome FROM mentions") == [
+        (asked["id"], "answered")
+    ]
+    context = api(mock, "bob_token", "GET", f"/api/v1/statuses/{asked['id']}/context")
+    assert [s["id"] for s in context["descendants"]] == [answer["id"]]  # the whole thread
