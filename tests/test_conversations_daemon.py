@@ -129,7 +129,8 @@ def test_the_daemon_answers_a_mention_and_the_reply_reads_back(
         (reply,) = wait_until(lambda: replies_to(mock, asked["id"]), timeout=30)
         assert reply["in_reply_to_id"] == asked["id"]
         assert reply["visibility"] == "unlisted"  # never wider than the mention
-        assert "24.5 °C" in reply["content"] and "@bob" in reply["content"]
+        assert "24.5 °C" in reply["content"]
+        assert "@bob" in reply["content"]
     finally:
         gateway.send_signal(signal.SIGTERM)
         _out, err = gateway.communicate(timeout=30)
@@ -247,7 +248,8 @@ def test_two_gateways_that_mention_each_other_stop_after_the_first_exchange(
         for _state, process in gateways.values():
             process.send_signal(signal.SIGTERM)
             process.communicate(timeout=30)
-    assert "@bob" in answer["content"] and "Warm?" in answer["content"]
+    assert "@bob" in answer["content"]
+    assert "Warm?" in answer["content"]
     assert db_rows(bob_db, "SELECT remote_id, outcome, reason FROM mentions") == [
         (answer["id"], "skipped", "bot")
     ]
