@@ -39,7 +39,7 @@ from pathlib import Path
 import httpx
 
 from gateway.demo.broker import Broker, start_broker
-from tests.fakes.mastodon_stream import MentionsFake
+from tests.fakes.mastodon_stream import MentionsFake, answering_toml
 
 DEFAULT_POLL = 60.0
 """``[conversations] poll_interval``'s default, seconds."""
@@ -88,7 +88,7 @@ def daemon_command() -> list[str]:
 
 def config_text(broker: Broker, state: Path, base_url: str, streaming: bool, poll: float) -> str:
     """A gateway answering every mention on one Mastodon account, caps out of the way."""
-    return f"""
+    head = f"""
 [gateway]
 name = "bench"
 state_dir = "{state}"
@@ -96,27 +96,10 @@ state_dir = "{state}"
 [mqtt]
 host = "{broker.host}"
 port = {broker.port}
-
-[conversations]
-enabled = true
-poll_interval = "{poll:g}s"
-streaming = {"true" if streaming else "false"}
-cooldown = "0s"
-per_asker_hourly = 100000
-global_hourly = 100000
-
-[[replies]]
-id = "temp"
-match = ["warm"]
-text = "Water is 24.5 °C, {{{{ asker }}}}."
-
-[[publishers]]
-id = "masto"
-type = "mastodon"
-base_url = "{base_url}"
-access_token = "bench-token-not-secret"
-visibility = "public"
 """
+    return head + answering_toml(
+        base_url, "bench-token-not-secret", streaming=streaming, poll_interval=f"{poll:g}s"
+    )
 
 
 def bare_round_trip(fake: MentionsFake, samples: int = 20) -> list[float]:

@@ -22,8 +22,9 @@ import httpx
 import pytest
 
 from gateway.demo.broker import Broker
+from tests.fakes.mastodon_stream import answering_toml
 from tests.gwutil import base_config, start_gateway, wait_until
-from tests.test_durability import db_rows, pid_of
+from tests.test_durability import db_rows, deal_sigkills, pid_of
 
 pytest.importorskip("mastodon_mock.testing.server")
 from mastodon_mock.testing.server import MockServer
@@ -41,30 +42,8 @@ def conversations_config(
     account: str = "alice",
 ) -> str:
     """A gateway on ``account`` that answers every mention, without caps."""
-    return (
-        base_config(broker, state, name=f"gw-{account}")
-        + f"""
-[conversations]
-enabled = true
-poll_interval = "{interval}"
-streaming = {"true" if streaming else "false"}
-cooldown = "0s"
-per_asker_hourly = 100000
-global_hourly = 100000
-
-[[replies]]
-id = "temp"
-match = ["warm"]
-text = "Warm? Water is 24.5 °C, {{{{ asker }}}}."
-
-[[publishers]]
-id = "masto"
-type = "mastodon"
-base_url = "{base_url}"
-access_token = "{account}_token"
-visibility = "public"
-timeout = 5
-"""
+    return base_config(broker, state, name=f"gw-{account}") + answering_toml(
+        base_url, f"{account}_token", streaming=streaming, poll_interval=interval
     )
 
 
@@ -179,14 +158,7 @@ def test_sigkills_at_random_moments_neither_miss_nor_double_a_reply(
     rng = random.Random(int(os.environ.get("THINGS_GATEWAY_KILL_SEED", "18")))
     askers = Askers(mock, every=0.25)
     try:
-        for n in range(KILLS):
-            gateway = start_gateway(config)
-            if n % 4 != 3:  # three kills in four while running, one during start-up
-                wait_until(lambda pid=gateway.pid: pid_of(state) == pid, timeout=30)
-            time.sleep(rng.uniform(0.0, 2.5))  # a random moment of reading and replying
-            gateway.send_signal(signal.SIGKILL)
-            gateway.communicate(timeout=10)
-            assert gateway.returncode == -signal.SIGKILL
+        deal_sigkills(config, state, KILLS, rng)  # at random moments of reading and replying
     finally:
         askers.stop()
     asked = list(askers.asked)

@@ -165,6 +165,18 @@ def test_without_streaming_the_gateway_polls(tmp_path: Path) -> None:
         assert fake.requests["GET /api/v1/streaming/health"] == 1
 
 
+def test_a_stream_refused_after_a_healthy_probe_falls_back_to_polling(tmp_path: Path) -> None:
+    with MentionsFake() as fake:
+        fake.refuse_stream = True
+        with Streamer(fake.base_url, "tok", tmp_path, interval=0.2) as gw:
+            asked = fake.mention("@pool warm?")
+            assert fake.wait_reply(asked, timeout=10) is not None
+            wait_until(lambda: fake.requests.get("GET /api/v1/notifications", 0) >= 3, timeout=10)
+            # one attempt, then polling until the next probe, ten minutes away
+            assert fake.requests["GET /api/v1/streaming/user/notification"] == 1
+            assert gw.poller.stream_drops == 0
+
+
 def test_streaming_off_in_the_config_never_touches_the_stream(tmp_path: Path) -> None:
     with (
         MentionsFake() as fake,

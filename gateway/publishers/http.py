@@ -162,12 +162,8 @@ class ApiClient:
 
         try:
             response = self._send_bounded(self._client.build_request(method, path, **kwargs))
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"{self.service}: timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            raise RetryableError(
-                f"{self.service}: connection failed ({type(exc).__name__})"
-            ) from None
+            raise self._transport_error(exc) from None
         self.last_headers = response.headers
         if response.is_success:
             return response
@@ -175,9 +171,12 @@ class ApiClient:
 
     def _send_bounded(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; keep at most MAX_REPLY_BYTES of the answer's body."""
+        return self._bounded(self._client.send(request, stream=True), request)
+
+    def _bounded(self, response: httpx.Response, request: httpx.Request) -> httpx.Response:
+        """A streamed ``response`` read (at most MAX_REPLY_BYTES of it) and closed."""
         import httpx
 
-        response = self._client.send(request, stream=True)
         try:
             chunks, size = [], 0
             for chunk in response.iter_bytes():
@@ -194,6 +193,14 @@ class ApiClient:
             request=request,
         )
 
+    def _transport_error(self, exc: Exception) -> RetryableError:
+        """A connection failure or timeout as a RetryableError naming only its kind."""
+        import httpx
+
+        if isinstance(exc, httpx.TimeoutException):
+            return RetryableError(f"{self.service}: timed out ({type(exc).__name__})")
+        return RetryableError(f"{self.service}: connection failed ({type(exc).__name__})")
+
     @contextlib.contextmanager
     def stream(
         self, method: str, path: str, *, read_timeout: float, **kwargs: Any
@@ -209,27 +216,13 @@ class ApiClient:
         request = self._client.build_request(method, path, timeout=timeout, **kwargs)
         try:
             response = self._client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"{self.service}: timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            raise RetryableError(
-                f"{self.service}: connection failed ({type(exc).__name__})"
-            ) from None
+            raise self._transport_error(exc) from None
         try:
             self.last_headers = response.headers
             if not response.is_success:
-                body = b""
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_REPLY_BYTES:
-                        break
-                failed = httpx.Response(
-                    response.status_code,
-                    headers=response.headers,
-                    content=body[:MAX_REPLY_BYTES],
-                    request=request,
-                )
-                raise self._scrub(error_for_response(self.service, failed))
+                refused = self._bounded(response, request)
+                raise self._scrub(error_for_response(self.service, refused))
             yield response
         except httpx.TimeoutException as exc:
             raise RetryableError(f"{self.service}: stream silent ({type(exc).__name__})") from None

@@ -6,7 +6,8 @@ Speaks what the gateway reads and writes for conversations, in Mastodon's shapes
 (server-sent events: a ``:)`` comment when connected, ``event: notification`` /
 ``data: {...}`` per notification, ``:thump`` heartbeats), ``verify_credentials``,
 ``POST /api/v1/statuses`` (the replies, recorded with the time they arrived).
-``streaming=False`` answers 404 on the streaming routes, like a server without it.
+``streaming=False`` answers 404 on the streaming routes, like a server without it;
+``refuse_stream`` only on the stream itself (its health still says OK).
 """
 
 from __future__ import annotations
@@ -22,6 +23,33 @@ from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 GATEWAY_ID = "1"
+
+
+def answering_toml(base_url: str, token: str, *, streaming: bool, poll_interval: str) -> str:
+    """``[conversations]``, one ``[[replies]]`` (to "warm") and one Mastodon publisher
+    (``masto``): every mention answered, the caps out of the way."""
+    return f"""
+[conversations]
+enabled = true
+poll_interval = "{poll_interval}"
+streaming = {"true" if streaming else "false"}
+cooldown = "0s"
+per_asker_hourly = 100000
+global_hourly = 100000
+
+[[replies]]
+id = "temp"
+match = ["warm"]
+text = "Warm? Water is 24.5 °C, {{{{ asker }}}}."
+
+[[publishers]]
+id = "masto"
+type = "mastodon"
+base_url = "{base_url}"
+access_token = "{token}"
+visibility = "public"
+timeout = 5
+"""
 
 
 @dataclass
@@ -41,6 +69,8 @@ class MentionsFake:
     def __init__(self, *, streaming: bool = True, heartbeat: float = 1.0) -> None:
         self.streaming = streaming
         self.heartbeat = heartbeat
+        self.refuse_stream = False
+        """Health says OK but the stream answers 404 (mastodon-mock with streaming off)."""
         self.requests: dict[str, int] = {}
         self.posted: list[Posted] = []
         self.stream_connects = 0
@@ -196,7 +226,7 @@ class MentionsFake:
             h.end_headers()
             h.wfile.write(b"OK")
         elif url.path == "/api/v1/streaming/user/notification":
-            if not self.streaming:
+            if not self.streaming or self.refuse_stream:
                 self._json(h, {"error": "Not Found"}, 404)
                 return
             self._stream(h)
