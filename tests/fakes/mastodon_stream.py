@@ -72,6 +72,8 @@ class MentionsFake:
         self.refuse_stream = False
         """Health says OK but the stream answers 404 (mastodon-mock with streaming off)."""
         self.requests: dict[str, int] = {}
+        self.request_times: dict[str, list[float]] = {}
+        """``"GET /path"`` → when each request came (``time.monotonic()``)."""
         self.posted: list[Posted] = []
         self.stream_connects = 0
         self._notifications: list[dict[str, Any]] = []
@@ -201,6 +203,7 @@ class MentionsFake:
         with self._lock:
             key = f"{method} {path}"
             self.requests[key] = self.requests.get(key, 0) + 1
+            self.request_times.setdefault(key, []).append(time.monotonic())
 
     def _json(self, h: BaseHTTPRequestHandler, body: Any, status: int = 200) -> None:
         raw = json.dumps(body).encode()
