@@ -74,7 +74,7 @@ STREAM_PROBE_INTERVAL = 600.0
 
 
 class MentionPoller:
-    """Polls one publisher's mentions every ``interval`` seconds on its own thread."""
+    """Reads one publisher's mentions on its own thread: its stream, or every ``interval``."""
 
     def __init__(
         self,
