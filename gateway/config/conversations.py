@@ -22,6 +22,9 @@ class ConversationsSection(Section):
     enabled: bool = False
     """Read mentions of every publisher that has an account and answer them."""
     poll_interval: Duration = timedelta(seconds=60)
+    streaming: bool = True
+    """Follow the server's streaming API where it offers one (Mastodon), polling as the
+    fallback and after a drop; off: always poll every ``poll_interval``."""
     max_age: Duration = timedelta(hours=1)
     """Mentions older than this are never answered (a gateway back after a day offline)."""
     cooldown: Duration = timedelta(minutes=2)

@@ -18,12 +18,13 @@ a URL (a webhook URL may embed a token) and never a known secret.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -161,12 +162,8 @@ class ApiClient:
 
         try:
             response = self._send_bounded(self._client.build_request(method, path, **kwargs))
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"{self.service}: timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            raise RetryableError(
-                f"{self.service}: connection failed ({type(exc).__name__})"
-            ) from None
+            raise self._transport_error(exc) from None
         self.last_headers = response.headers
         if response.is_success:
             return response
@@ -174,9 +171,12 @@ class ApiClient:
 
     def _send_bounded(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; keep at most MAX_REPLY_BYTES of the answer's body."""
+        return self._bounded(self._client.send(request, stream=True), request)
+
+    def _bounded(self, response: httpx.Response, request: httpx.Request) -> httpx.Response:
+        """A streamed ``response`` read (at most MAX_REPLY_BYTES of it) and closed."""
         import httpx
 
-        response = self._client.send(request, stream=True)
         try:
             chunks, size = [], 0
             for chunk in response.iter_bytes():
@@ -192,6 +192,44 @@ class ApiClient:
             content=b"".join(chunks)[:MAX_REPLY_BYTES],
             request=request,
         )
+
+    def _transport_error(self, exc: Exception) -> RetryableError:
+        """A connection failure or timeout as a RetryableError naming only its kind."""
+        import httpx
+
+        if isinstance(exc, httpx.TimeoutException):
+            return RetryableError(f"{self.service}: timed out ({type(exc).__name__})")
+        return RetryableError(f"{self.service}: connection failed ({type(exc).__name__})")
+
+    @contextlib.contextmanager
+    def stream(
+        self, method: str, path: str, *, read_timeout: float, **kwargs: Any
+    ) -> Iterator[httpx.Response]:
+        """A long-lived 2xx response to read as it comes (server-sent events).
+
+        ``read_timeout``: the longest silence accepted between two chunks (a stream
+        that sends heartbeats stays open).  Fails like :meth:`request`.
+        """
+        import httpx
+
+        timeout = httpx.Timeout(self._client.timeout.connect or 10.0, read=read_timeout)
+        request = self._client.build_request(method, path, timeout=timeout, **kwargs)
+        try:
+            response = self._client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        try:
+            self.last_headers = response.headers
+            if not response.is_success:
+                refused = self._bounded(response, request)
+                raise self._scrub(error_for_response(self.service, refused))
+            yield response
+        except httpx.TimeoutException as exc:
+            raise RetryableError(f"{self.service}: stream silent ({type(exc).__name__})") from None
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise RetryableError(f"{self.service}: stream dropped ({type(exc).__name__})") from None
+        finally:
+            response.close()
 
     def json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         """Like :meth:`request`, returning the JSON object the service answered."""

@@ -359,7 +359,14 @@ class Gateway:
             self._mqtt_asks(config)
         interval = config.conversations.poll_interval.total_seconds()
         return [
-            MentionPoller(p, self.inbox, self.conversations, interval)  # type: ignore[arg-type]
+            MentionPoller(
+                p,  # type: ignore[arg-type]
+                self.inbox,
+                self.conversations,
+                interval,
+                streaming=config.conversations.streaming,
+                wake=self.wake_deliveries,
+            )
             for p in self.publishers.values()
             if callable(getattr(p, "read_mentions", None))
         ]
