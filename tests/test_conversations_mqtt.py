@@ -5,6 +5,7 @@ or retained and seen again after a restart, is answered once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -90,6 +91,20 @@ def daemon(
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=20)
     publish(broker, [(f"{mqtt_topic}/water", b"")], retain=True)
+
+
+@contextlib.contextmanager
+def running(config: Path, watch: Subscription) -> Iterator[list[str]]:
+    """A daemon on ``config``, up once its ``online`` came; yields a list that holds
+    its stderr lines once it has stopped (SIGTERM)."""
+    proc = start_gateway(config)
+    stderr: list[str] = []
+    try:
+        watch.wait_for(lambda msgs: any(m.payload == b"online" for m in msgs), timeout=20)
+        yield stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        stderr += proc.communicate(timeout=20)[1].splitlines()
 
 
 def answers(watch: Subscription, name: str) -> list[dict[str, Any]]:
@@ -264,9 +279,7 @@ def test_in_quiet_hours_a_question_is_skipped_not_answered_later(
     )
     config.write_text(text, encoding="utf-8")
     watch = mqtt_subscribe(f"{PREFIX}/{name}/#")
-    proc = start_gateway(config)
-    try:
-        watch.wait_for(lambda msgs: any(m.payload == b"online" for m in msgs), timeout=20)
+    with running(config, watch):
 
         def outcome() -> dict[str, Any] | None:
             # asked again until recorded (the first may come before the subscription)
@@ -278,9 +291,6 @@ def test_in_quiet_hours_a_question_is_skipped_not_answered_later(
         decided = wait_until(outcome)
         assert (decided["outcome"], decided["reason"]) == ("skipped", "quiet hours")
         assert answers(watch, name) == []
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=20)
 
 
 def test_a_bad_quiet_hours_is_refused_by_its_path() -> None:
@@ -303,9 +313,7 @@ def test_home_assistant_sees_the_mention_counts(
     config.write_text(text, encoding="utf-8")
     watch = mqtt_subscribe(f"{PREFIX}/{name}/#")
     discovery = mqtt_subscribe(f"{mqtt_topic}/ha/#")
-    proc = start_gateway(config)
-    try:
-        watch.wait_for(lambda msgs: any(m.payload == b"online" for m in msgs), timeout=20)
+    with running(config, watch):
         ask_until_heard(broker, name, watch, {"id": "h1", "from": "ha", "text": "how warm?"})
         ask(broker, name, {"id": "h2", "from": "ha", "text": "hello"})
 
@@ -318,9 +326,6 @@ def test_home_assistant_sees_the_mention_counts(
         configs = discovery.by_topic()
         (answered,) = [json.loads(p[-1]) for t, p in configs.items() if "mentions_answered" in t]
         assert answered["value_template"] == "{{ value_json.mentions_answered }}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=20)
 
 
 ON_MENTION = """
@@ -346,9 +351,7 @@ def test_an_on_mention_rule_posts_about_matching_questions(
     state = tmp_path / "state"
     config.write_text(config_text(broker, state, name, mqtt_topic) + ON_MENTION, encoding="utf-8")
     watch = mqtt_subscribe(f"{PREFIX}/{name}/#")
-    proc = start_gateway(config)
-    try:
-        watch.wait_for(lambda msgs: any(m.payload == b"online" for m in msgs), timeout=20)
+    with running(config, watch):
         ask_until_heard(broker, name, watch, {"id": "a1", "from": "kiosk", "text": "hello there"})
         ask_until_heard(
             broker, name, watch, {"id": "a2", "from": "kiosk", "text": "@poolcam how WARM is it?"}
@@ -357,9 +360,6 @@ def test_an_on_mention_rule_posts_about_matching_questions(
         assert post["rule"] == "asked"
         # the second question matched; the first did not; both were seen today
         assert post["text"] == "kiosk asked: how WARM is it? (2 today)"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=20)
 
 
 def test_mention_names_need_conversations() -> None:
@@ -465,33 +465,33 @@ def test_a_reply_brings_a_fresh_photo(
     agent.loop_start()
     if camera_answers:
         agent.subscribe(f"{mqtt_topic}/cam/capture", 1)
-    proc = start_gateway(config)
-    try:
-        watch.wait_for(lambda msgs: any(m.payload == b"online" for m in msgs), timeout=20)
-        # once the daemon answers it has subscribed: then an older red frame, what a
-        # reply without a fresh one shows
-        ask_until_heard(broker, name, watch, {"id": "p0", "from": "kiosk", "text": "hi"})
-        publish(broker, [(f"{mqtt_topic}/cam", solid_jpeg((255, 0, 0)))])
-        time_before = datetime.now(UTC)
-        ask_until_heard(broker, name, watch, {"id": "p1", "from": "kiosk", "text": "photo please"})
-        (answer,) = [a for a in answers(watch, name) if a["id"] == "p1"]
-        assert answer["text"] == "Here is the pool now."
-        (image,) = answer["images"]
-        red, green, blue = mean_color(image)
-        if camera_answers:
-            assert requests, "the camera was never asked for a frame"
-            assert blue > 200, (red, green, blue)
-            assert red < 50, (red, green, blue)
-        else:
-            assert red > 200, (red, green, blue)
-            assert blue < 50, (red, green, blue)
-            # it waited for the camera, then took what it had
-            assert (datetime.now(UTC) - time_before).total_seconds() >= 5
-    finally:
-        agent.loop_stop()
-        agent.disconnect()
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=20)
+    with running(config, watch) as stderr_lines:
+        try:
+            # once the daemon answers it has subscribed: then an older red frame, what a
+            # reply without a fresh one shows
+            ask_until_heard(broker, name, watch, {"id": "p0", "from": "kiosk", "text": "hi"})
+            publish(broker, [(f"{mqtt_topic}/cam", solid_jpeg((255, 0, 0)))])
+            time_before = datetime.now(UTC)
+            ask_until_heard(
+                broker, name, watch, {"id": "p1", "from": "kiosk", "text": "photo please"}
+            )
+            (answer,) = [a for a in answers(watch, name) if a["id"] == "p1"]
+            assert answer["text"] == "Here is the pool now."
+            (image,) = answer["images"]
+            red, green, blue = mean_color(image)
+            if camera_answers:
+                assert requests, "the camera was never asked for a frame"
+                assert blue > 200, (red, green, blue)
+                assert red < 50, (red, green, blue)
+            else:
+                assert red > 200, (red, green, blue)
+                assert blue < 50, (red, green, blue)
+                # it waited for the camera, then took what it had
+                assert (datetime.now(UTC) - time_before).total_seconds() >= 5
+        finally:
+            agent.loop_stop()
+            agent.disconnect()
+    stderr = "\n".join(stderr_lines)
     if not camera_answers:
         assert "camera underwater sent no new frame within 5 s: its latest goes" in stderr
 
@@ -523,29 +523,26 @@ def test_the_pool_example_answers_with_the_temperature_and_a_fresh_photo(
     agent.connect(broker.host, broker.port)
     agent.loop_start()
     agent.subscribe(f"{name}/cam/pool/capture", 1)
-    proc = start_gateway(config)
-    try:
-        watch.wait_for(lambda msgs: any(m.payload == b"online" for m in msgs), timeout=20)
-        ask_until_heard(broker, name, watch, {"id": "k0", "from": "probe", "text": "hi"})
-        publish(
-            broker,
-            [
-                (f"{name}/pool/temperature", "26.5"),
-                (
-                    f"{name}/weather/SENSOR",
-                    json.dumps({"AM2301": {"Temperature": 21.0, "Humidity": 60}}),
-                ),
-            ],
-        )
-        ask_until_heard(
-            broker, name, watch, {"id": "k1", "from": "kiosk", "text": "How warm is the water?"}
-        )
-        (answer,) = [a for a in answers(watch, name) if a["id"] == "k1"]
-        assert answer["text"] == "The water is 26.5 °C and the air 21 °C right now, kiosk."
-        (image,) = answer["images"]
-        assert mean_color(image)[2] > 150  # the fresh (blue) frame, captioned
-    finally:
-        agent.loop_stop()
-        agent.disconnect()
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=20)
+    with running(config, watch):
+        try:
+            ask_until_heard(broker, name, watch, {"id": "k0", "from": "probe", "text": "hi"})
+            publish(
+                broker,
+                [
+                    (f"{name}/pool/temperature", "26.5"),
+                    (
+                        f"{name}/weather/SENSOR",
+                        json.dumps({"AM2301": {"Temperature": 21.0, "Humidity": 60}}),
+                    ),
+                ],
+            )
+            ask_until_heard(
+                broker, name, watch, {"id": "k1", "from": "kiosk", "text": "How warm is the water?"}
+            )
+            (answer,) = [a for a in answers(watch, name) if a["id"] == "k1"]
+            assert answer["text"] == "The water is 26.5 °C and the air 21 °C right now, kiosk."
+            (image,) = answer["images"]
+            assert mean_color(image)[2] > 150  # the fresh (blue) frame, captioned
+        finally:
+            agent.loop_stop()
+            agent.disconnect()
