@@ -546,3 +546,42 @@ def test_the_pool_example_answers_with_the_temperature_and_a_fresh_photo(
         finally:
             agent.loop_stop()
             agent.disconnect()
+
+
+def test_a_long_reply_is_fitted_to_the_service_like_every_post(
+    broker: Broker, tmp_path: Path
+) -> None:
+    from gateway.config import load_config
+    from gateway.model import Mention
+    from gateway.runtime.app import Gateway
+
+    config = tmp_path / "gateway.toml"
+    text = config_text(broker, tmp_path / "state", "fit", "t/fit").replace(
+        'text = "Ask me how warm the water is."',
+        'text = "{% for i in range(200) %}splash {% endfor %}"',
+    ) + (
+        '\n[[publishers]]\nid = "masto"\ntype = "mastodon"\n'
+        'base_url = "https://masto.example"\naccess_token = "tok-fit-123456"\n'
+    )
+    config.write_text(text, encoding="utf-8")
+    gateway = Gateway(load_config(config))
+    try:
+        reply = gateway.conversations.match("hello")
+        assert reply is not None
+        mention = Mention("masto", "1", "bob@elsewhere.example", "hello", datetime.now(UTC))
+        (fitted,) = gateway.conversations.render(reply, mention, time_now()).values()
+        from gateway.compose.textfit import count_length
+
+        caps = gateway.publishers["masto"].capabilities
+        assert count_length(fitted, caps) <= 500  # as Mastodon counts: @bob, not the domain
+        assert count_length(fitted + " splash", caps) > 500
+        assert fitted.startswith("@bob@elsewhere.example splash splash")
+        assert fitted.endswith("…")
+    finally:
+        gateway.outbox.close()
+
+
+def time_now() -> float:
+    import time
+
+    return time.time()

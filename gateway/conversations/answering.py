@@ -107,6 +107,7 @@ class Conversations:
         tz: tzinfo = UTC,
         quiet: Callable[[dt_time], bool] | None = None,
         attach: Attach | None = None,
+        fit: Callable[[str, str], str] | None = None,
     ) -> None:
         """``own_accounts``: publisher id → the account id of the gateway there (never
         answered); ``local_domain``: publisher id → its server's host, so a local
@@ -129,6 +130,7 @@ class Conversations:
         self._tz = tz
         self._quiet = quiet
         self._attach = attach
+        self._fit = fit
 
     def set_own_account(self, publisher: str, account_id: str) -> None:
         """Record the gateway's own account id on ``publisher``."""
@@ -212,7 +214,10 @@ class Conversations:
         prefix = f"@{mention.author} " if handle else ""
         targets = reply.publish_to or (mention.publisher,)
         # Only the mention's own publisher can mention the asker by handle.
-        return {p: (prefix if p == mention.publisher else "") + body for p in targets}
+        texts = {p: (prefix if p == mention.publisher else "") + body for p in targets}
+        if self._fit is not None:  # fitted to each service, like every post
+            texts = {p: self._fit(p, text) for p, text in texts.items()}
+        return texts
 
     def answer_pending(self, now: float | None = None) -> int:
         """Decide every stored, undecided mention; returns how many were answered.
