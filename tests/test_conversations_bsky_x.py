@@ -23,7 +23,9 @@ from gateway.outbox.store import Outbox
 from gateway.publishers import build_publisher
 from gateway.publishers.base import PublisherContext
 from gateway.publishers.bluesky import APPVIEW_PROXY, BlueskyConfig, BlueskyPublisher
+from gateway.publishers.x import XConfig
 from tests.fakes.bluesky import FakePds
+from tests.fakes.x import FakeX
 
 PASSWORD = "app-pass-1234"
 TEMP = ReplyConfig(id="temp", match=("warm", "temp"), text="Water is {{ water }} °C, {{ asker }}.")
@@ -192,3 +194,108 @@ def test_a_restart_neither_misses_nor_answers_twice(pds: FakePds, tmp_path: Path
     again.close()
     parents = sorted(r["reply"]["parent"]["uri"] for r in replies(pds))
     assert parents == sorted(n["uri"] for n in pds.notifications)
+
+
+# -- X -------------------------------------------------------------------------
+
+X_KEYS = {
+    "consumer_key": "ck-app-key-1234",
+    "consumer_secret": "cs-app-secret-do-not-log",
+    "access_token": "at-1234-user-token",
+    "access_token_secret": "ats-user-secret-do-not-log",
+}
+
+
+class XGateway(Gateway):
+    """The same pieces on the fake X account (``read_mentions = true``)."""
+
+    def __init__(self, x: FakeX, tmp: Path, **options: object) -> None:
+        config = XConfig.model_validate(
+            {"id": "x", "type": "x", "api_base": x.url, "timeout": 2, **X_KEYS, **options}
+        )
+        publisher = build_publisher(config, PublisherContext(tmp, "pool"))
+        self.publisher = publisher  # type: ignore[assignment]
+        self.outbox = Outbox(tmp / "gateway.db")
+        self.inbox = Inbox(tmp / "gateway.db")
+        self.conv = Conversations(
+            section(), (TEMP,), self.inbox, self.outbox, context=lambda now: {"water": 24.5}
+        )
+        self.poller = MentionPoller(publisher, self.inbox, self.conv, 60)  # type: ignore[arg-type]
+        self.worker = DeliveryWorker(self.outbox, publisher)
+
+
+@pytest.fixture
+def x() -> Iterator[FakeX]:
+    with FakeX(X_KEYS) as fake:
+        yield fake
+
+
+def x_replies(x: FakeX) -> list[dict[str, Any]]:
+    return [t for t in x.tweets.values() if not t.get("mention")]
+
+
+def test_x_reads_no_mentions_unless_configured(x: FakeX, tmp_path: Path) -> None:
+    config = XConfig.model_validate({"id": "x", "type": "x", "api_base": x.url, **X_KEYS})
+    publisher = build_publisher(config, PublisherContext(tmp_path, "pool"))
+    assert not hasattr(publisher, "read_mentions")  # the runtime starts no poller for it
+    publisher.close()
+
+
+def test_x_mention_is_answered_once_with_in_reply_to_tweet_id(x: FakeX, tmp_path: Path) -> None:
+    asked = x.mention("ann", "@poolcam how warm is the pool?")
+    gw = XGateway(x, tmp_path, read_mentions=True)
+    assert gw.round() == 1
+    gw.round()
+    gw.close()
+    [reply] = x_replies(x)
+    assert reply["reply_to"] == asked
+    assert reply["text"] == "@ann Water is 24.5 °C, Ann."
+    first = x.calls("/mentions")[0]
+    assert first.query["expansions"] == ["author_id,referenced_tweets.id"]
+    assert "username" in first.query["user.fields"][0]
+    assert "since_id" not in first.query
+    assert x.calls("/mentions")[1].query["since_id"] == [asked]
+
+
+def test_x_pages_back_to_since_id(x: FakeX, tmp_path: Path) -> None:
+    x.mention("first", "@poolcam warm?")
+    gw = XGateway(x, tmp_path, read_mentions=True)
+    gw.round()
+    ids = [x.mention(f"u{n}", f"@poolcam warm? {n}") for n in range(230)]
+    assert gw.poller.poll_once() == 230
+    gw.close()
+    reads = x.calls("/mentions")[1:]
+    assert [r.query.get("pagination_token") for r in reads] == [None, [ids[-100]], [ids[-200]]]
+    assert Inbox(tmp_path / "gateway.db").cursor("x") == ids[-1]
+
+
+def test_x_429_leaves_the_cursor_until_x_rate_limit_reset(x: FakeX, tmp_path: Path) -> None:
+    x.mention("one", "@poolcam warm?")
+    gw = XGateway(x, tmp_path, read_mentions=True)
+    gw.round()
+    cursor = gw.inbox.cursor("x")
+    x.mentions_window = 1  # the window is used up: the next read is a 429
+    x.mention("two", "@poolcam warm?")
+    assert gw.round() == 0
+    assert gw.inbox.cursor("x") == cursor
+    reads = len(x.calls("/mentions"))
+    gw.round()  # before x-rate-limit-reset: not even asked
+    assert len(x.calls("/mentions")) == reads
+    x.mentions_window, x.mention_reads = 75, 0  # the window reset
+    gw.publisher._not_before = 0.0  # type: ignore[attr-defined]
+    assert gw.round() == 1
+    gw.close()
+    assert len(x_replies(x)) == 2
+
+
+def test_x_restart_neither_misses_nor_answers_twice(x: FakeX, tmp_path: Path) -> None:
+    a = x.mention("a", "@poolcam warm?")
+    gw = XGateway(x, tmp_path, read_mentions=True)
+    gw.round()
+    gw.close()
+    b = x.mention("b", "@poolcam warm?")
+    again = XGateway(x, tmp_path, read_mentions=True)
+    again.round()
+    again.round()
+    again.close()
+    assert sorted(r["reply_to"] for r in x_replies(x)) == sorted([a, b])
