@@ -166,7 +166,7 @@ def test_a_429_leaves_the_cursor_and_the_read_waits_for_the_reset(
     calls = len(pds.calls("listNotifications"))
     assert gw.round() == 0  # before the reset: not even asked
     assert len(pds.calls("listNotifications")) == calls
-    gw.publisher._mentions_not_before = 0.0  # the reset has passed
+    gw.publisher.mentions_hold.release()  # the reset has passed
     assert gw.round() == 1
     gw.close()
     assert len(replies(pds)) == 2
@@ -282,7 +282,7 @@ def test_x_429_leaves_the_cursor_until_x_rate_limit_reset(x: FakeX, tmp_path: Pa
     gw.round()  # before x-rate-limit-reset: not even asked
     assert len(x.calls("/mentions")) == reads
     x.mentions_window, x.mention_reads = 75, 0  # the window reset
-    gw.publisher._not_before = 0.0  # type: ignore[attr-defined]
+    gw.publisher.mentions_hold.release()  # type: ignore[attr-defined]
     assert gw.round() == 1
     gw.close()
     assert len(x_replies(x)) == 2

@@ -60,12 +60,11 @@ from gateway.model import (
     PublisherPausedError,
     PublishError,
     Receipt,
-    RetryableError,
     VideoLimits,
 )
 from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
 from gateway.publishers.facets import detect_facets, resolve_mentions
-from gateway.publishers.http import ServiceError
+from gateway.publishers.http import ReadHold, ServiceError
 from gateway.publishers.threads import PostedPart, ThreadLog, post_parts
 
 if TYPE_CHECKING:
@@ -138,7 +137,7 @@ class BlueskyPublisher:
         self._session: Session | None = None
         self._handles: dict[str, tuple[str | None, float]] = {}
         self._clock = time.monotonic
-        self._mentions_not_before = 0.0
+        self.mentions_hold = ReadHold("bluesky: notifications")
         self._seen_sent: str | None = None
 
     def publish(
@@ -280,20 +279,14 @@ class BlueskyPublisher:
         ``since_id`` is the cursor the poller stored with the mentions it covers, so
         ``updateSeen`` up to it is sent first.  Without a cursor one page is read.
         """
-        wait = self._mentions_not_before - self._clock()
-        if wait > 0:
-            raise RetryableError(
-                f"bluesky: notifications rate-limited for {wait:.0f} s more", retry_after=wait
-            )
-        try:
+
+        def read() -> tuple[list[Mention], str | None]:
             if since_id and since_id != self._seen_sent:
                 self._authed(functools.partial(self._update_seen, seen_at=since_id))
                 self._seen_sent = since_id
             return self._read_notifications(since_id, limit, max_pages)
-        except RetryableError as exc:
-            if exc.retry_after:
-                self._mentions_not_before = self._clock() + exc.retry_after
-            raise
+
+        return self.mentions_hold.run(read)
 
     def _read_notifications(
         self, since: str | None, limit: int, max_pages: int

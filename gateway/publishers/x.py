@@ -60,7 +60,7 @@ from gateway.model import (
     VideoLimits,
 )
 from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
-from gateway.publishers.http import ServiceError
+from gateway.publishers.http import ReadHold, ServiceError
 from gateway.publishers.threads import PostedPart, ThreadLog, part_key, post_parts
 
 if TYPE_CHECKING:
@@ -349,8 +349,7 @@ class XMentionsPublisher(XPublisher):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._user_id: str | None = None
-        self._not_before = 0.0
-        self._clock = time.monotonic
+        self.mentions_hold = ReadHold("x: mentions")
 
     def account_id(self) -> str:
         """The account's user id (``GET /2/users/me``), asked once."""
@@ -367,17 +366,7 @@ class XMentionsPublisher(XPublisher):
         Without ``since_id`` one page is read; with it, pages follow
         ``meta.next_token`` back to it.  A 429 holds every read until its reset.
         """
-        wait = self._not_before - self._clock()
-        if wait > 0:
-            raise RetryableError(
-                f"x: mentions rate-limited for {wait:.0f} s more", retry_after=wait
-            )
-        try:
-            return self._read(since_id, limit, max_pages)
-        except RetryableError as exc:
-            if exc.retry_after:
-                self._not_before = self._clock() + exc.retry_after
-            raise
+        return self.mentions_hold.run(lambda: self._read(since_id, limit, max_pages))
 
     def _read(
         self, since_id: str | None, limit: int, max_pages: int
