@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import SecretStr
 
@@ -260,6 +260,40 @@ class ApiClient:
         if isinstance(error, ServiceError):
             error.detail = self.scrub(error.detail)
         return error
+
+
+_R = TypeVar("_R")
+
+
+class ReadHold:
+    """Holds a publisher's reads (mentions) after a rate limit until its reset.
+
+    A read that failed with a ``retry_after`` (a 429's reset header) makes every read
+    before that moment fail at once, without a request.
+    """
+
+    def __init__(self, what: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._what = what
+        self._clock = clock
+        self.until = 0.0
+
+    def run(self, call: Callable[[], _R]) -> _R:
+        """``call()``, unless held; a RetryableError with ``retry_after`` starts a hold."""
+        wait = self.until - self._clock()
+        if wait > 0:
+            raise RetryableError(
+                f"{self._what}: rate-limited for {wait:.0f} s more", retry_after=wait
+            )
+        try:
+            return call()
+        except RetryableError as exc:
+            if exc.retry_after:
+                self.until = self._clock() + exc.retry_after
+            raise
+
+    def release(self) -> None:
+        """End the hold now (the reset has passed)."""
+        self.until = 0.0
 
 
 def url_secrets(url: SecretStr, min_length: int = 8) -> list[str]:
