@@ -21,9 +21,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.compose.composer import ComposeError, render
+from gateway.compose.textfit import fit_text
 from gateway.config.conversations import ConversationsSection, ReplyConfig
 from gateway.conversations.inbox import Inbox
-from gateway.model import Mention, Post, new_post_id
+from gateway.model import Capabilities, Mention, Post, new_post_id
 from gateway.outbox.store import Outbox
 from gateway.support.ratelog import RateLimitedLog
 
@@ -73,10 +74,13 @@ class Conversations:
         own_accounts: Mapping[str, str] | None = None,
         local_domain: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
+        capabilities: Mapping[str, Capabilities] | None = None,
     ) -> None:
         """``own_accounts``: publisher id → the account id of the gateway there (never
         answered); ``local_domain``: publisher id → its server's host, so a local
-        ``user`` and ``user@host`` are the same asker for the allow and deny lists."""
+        ``user`` and ``user@host`` are the same asker for the allow and deny lists;
+        ``capabilities``: publisher id → its limits, which each answer is fitted to
+        (Bluesky's 300 graphemes, X's 280 weighted characters) like a rule's post."""
         self._section = section
         self._replies = replies
         self._patterns = {
@@ -91,6 +95,7 @@ class Conversations:
         self._own = dict(own_accounts or {})
         self._local = dict(local_domain or {})
         self._clock = clock
+        self._caps = capabilities if capabilities is not None else {}
 
     def set_own_account(self, publisher: str, account_id: str) -> None:
         """Record the gateway's own account id on ``publisher``."""
@@ -169,7 +174,9 @@ class Conversations:
         prefix = f"@{mention.author} " if HANDLE.match(mention.author) else ""
         targets = reply.publish_to or (mention.publisher,)
         # Only the mention's own publisher can mention the asker by handle.
-        return {p: (prefix if p == mention.publisher else "") + body for p in targets}
+        texts = {p: (prefix if p == mention.publisher else "") + body for p in targets}
+        # Fitting never cuts inside a mention: the asker's @handle stays whole.
+        return {p: fit_text(t, self._caps[p]) if p in self._caps else t for p, t in texts.items()}
 
     def answer_pending(self, now: float | None = None) -> int:
         """Decide every stored, undecided mention; returns how many were answered."""

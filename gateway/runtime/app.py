@@ -330,6 +330,7 @@ class Gateway:
             self.inbox,
             self.outbox,
             context=lambda now: composer.context(names, now),
+            capabilities=LiveCapabilities(self.publishers),
         )
         interval = config.conversations.poll_interval.total_seconds()
         return [
