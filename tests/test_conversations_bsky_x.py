@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from gateway.compose.textfit import graphemes
 from gateway.config.conversations import ConversationsSection, ReplyConfig
 from gateway.conversations.answering import Conversations
 from gateway.conversations.inbox import Inbox
@@ -26,6 +27,7 @@ from gateway.publishers.base import PublisherContext
 from gateway.publishers.bluesky import APPVIEW_PROXY, BlueskyConfig, BlueskyPublisher
 from gateway.publishers.x import XConfig
 from tests.fakes.bluesky import FakePds
+from tests.fakes.server import Fault
 from tests.fakes.x import FakeX
 
 PASSWORD = "app-pass-1234"
@@ -40,7 +42,7 @@ def section(**kw: Any) -> ConversationsSection:
 class Gateway:
     """The conversation pieces of a gateway on the fake PDS's account, on real SQLite."""
 
-    def __init__(self, pds: FakePds, tmp: Path) -> None:
+    def __init__(self, pds: FakePds, tmp: Path, replies: tuple[ReplyConfig, ...] = (TEMP,)) -> None:
         config = BlueskyConfig.model_validate(
             {
                 "id": "sky",
@@ -58,11 +60,12 @@ class Gateway:
         self.inbox = Inbox(tmp / "gateway.db")
         self.conv = Conversations(
             section(),
-            (TEMP,),
+            replies,
             self.inbox,
             self.outbox,
             context=lambda now: {"water": 24.5},
             own_accounts={"sky": publisher.account_id()},
+            capabilities={"sky": publisher.capabilities},
         )
         self.poller = MentionPoller(publisher, self.inbox, self.conv, 60)
         self.worker = DeliveryWorker(self.outbox, publisher)
@@ -116,6 +119,38 @@ def test_a_mention_is_answered_once_as_a_real_reply_with_a_did_facet(
     assert sorted(lists[0].query["reasons"]) == ["mention", "reply"]
     # updateSeen follows the stored cursor, never runs ahead of it
     assert pds.seen_at == [pds.notifications[-1]["indexedAt"]]
+
+
+def test_a_long_answer_is_fitted_to_300_graphemes_and_stays_a_reply(
+    pds: FakePds, tmp_path: Path
+) -> None:
+    asked = pds.mention("kim.test", "@poolcam.test warm?")
+    long = ReplyConfig(id="long", match=("warm",), text="Water 🌊 is warm. " * 40)
+    gw = Gateway(pds, tmp_path, (long,))  # an answer far over Bluesky's 300 graphemes
+    gw.round()
+    gw.close()
+    out = replies(pds)
+    assert out
+    ref = {"uri": asked["uri"], "cid": asked["cid"]}
+    for record in out:
+        assert len(graphemes(record["text"])) <= 300
+        assert record["reply"]["root"] == ref
+    first = min(out, key=lambda r: r["createdAt"])
+    assert first["reply"]["parent"] == ref
+    assert first["text"].startswith("@kim.test ")
+    assert first["facets"][0]["features"][0]["did"] == pds.handles["kim.test"]
+
+
+def test_a_create_whose_answer_was_lost_is_not_posted_twice(pds: FakePds, tmp_path: Path) -> None:
+    pds.mention("lee.test", "@poolcam.test warm?")
+    gw = Gateway(pds, tmp_path)
+    pds.fail_next(Fault("reset_after", path="createRecord"))  # created, answer lost
+    gw.round()
+    gw.round()
+    gw.close()
+    assert len(pds.calls("getRecord")) == 1  # the lost answer was looked up...
+    assert len(replies(pds)) == 1  # ...and found: not created again
+    assert len(pds.calls("createRecord")) == 1
 
 
 def test_a_reply_in_a_thread_keeps_the_threads_root(pds: FakePds, tmp_path: Path) -> None:
@@ -219,7 +254,12 @@ class XGateway(Gateway):
         self.outbox = Outbox(tmp / "gateway.db")
         self.inbox = Inbox(tmp / "gateway.db")
         self.conv = Conversations(
-            section(), (TEMP,), self.inbox, self.outbox, context=lambda now: {"water": 24.5}
+            section(),
+            (TEMP,),
+            self.inbox,
+            self.outbox,
+            context=lambda now: {"water": 24.5},
+            capabilities={"x": publisher.capabilities},
         )
         self.poller = MentionPoller(publisher, self.inbox, self.conv, 60)  # type: ignore[arg-type]
         self.worker = DeliveryWorker(self.outbox, publisher)

@@ -24,9 +24,10 @@ from datetime import time as dt_time
 from typing import Any
 
 from gateway.compose.composer import ComposeError, MessageEvent, render
+from gateway.compose.textfit import fit_text
 from gateway.config.conversations import ConversationsSection, ReplyConfig
 from gateway.conversations.inbox import Inbox
-from gateway.model import MediaItem, Mention, Post, new_post_id
+from gateway.model import Capabilities, MediaItem, Mention, Post, new_post_id
 from gateway.outbox.store import MentionDecidedError, Outbox
 from gateway.support.ratelog import RateLimitedLog
 
@@ -107,11 +108,13 @@ class Conversations:
         tz: tzinfo = UTC,
         quiet: Callable[[dt_time], bool] | None = None,
         attach: Attach | None = None,
-        fit: Callable[[str, str], str] | None = None,
+        capabilities: Mapping[str, Capabilities] | None = None,
     ) -> None:
         """``own_accounts``: publisher id → the account id of the gateway there (never
         answered); ``local_domain``: publisher id → its server's host, so a local
-        ``user`` and ``user@host`` are the same asker for the allow and deny lists."""
+        ``user`` and ``user@host`` are the same asker for the allow and deny lists;
+        ``capabilities``: publisher id → its limits, which each answer is fitted to
+        (Bluesky's 300 graphemes, X's 280 weighted characters) like a rule's post."""
         self._section = section
         self._replies = replies
         self._patterns = {
@@ -130,7 +133,7 @@ class Conversations:
         self._tz = tz
         self._quiet = quiet
         self._attach = attach
-        self._fit = fit
+        self._caps = capabilities if capabilities is not None else {}
 
     def set_own_account(self, publisher: str, account_id: str) -> None:
         """Record the gateway's own account id on ``publisher``."""
@@ -215,9 +218,8 @@ class Conversations:
         targets = reply.publish_to or (mention.publisher,)
         # Only the mention's own publisher can mention the asker by handle.
         texts = {p: (prefix if p == mention.publisher else "") + body for p in targets}
-        if self._fit is not None:  # fitted to each service, like every post
-            texts = {p: self._fit(p, text) for p, text in texts.items()}
-        return texts
+        # Fitting never cuts inside a mention: the asker's @handle stays whole.
+        return {p: fit_text(t, self._caps[p]) if p in self._caps else t for p, t in texts.items()}
 
     def answer_pending(self, now: float | None = None) -> int:
         """Decide every stored, undecided mention; returns how many were answered.

@@ -16,7 +16,6 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from gateway.compose.composer import Composer
-from gateway.compose.textfit import fit_text
 from gateway.config import GatewayConfig, MqttCameraConfig, MqttConfig
 from gateway.config.conversations import ReplyConfig
 from gateway.config.rules import RuleConfig
@@ -353,7 +352,7 @@ class Gateway:
             attach=lambda reply, post, targets: self._reply_photos(
                 composer, names, reply, post, targets
             ),
-            fit=self._fit_reply,
+            capabilities=LiveCapabilities(self.publishers),
         )
         self.inbox.on_new = self._on_mentions
         self.runner.composer.mention_counts = self._mention_counts
@@ -372,11 +371,6 @@ class Gateway:
             for p in self.publishers.values()
             if callable(getattr(p, "read_mentions", None))
         ]
-
-    def _fit_reply(self, publisher_id: str, text: str) -> str:
-        """A reply's text fitted to its publisher (a publisher not running: as it is)."""
-        publisher = self.publishers.get(publisher_id)
-        return fit_text(text, publisher.capabilities) if publisher is not None else text
 
     def _reply_photos(
         self,
