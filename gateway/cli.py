@@ -62,9 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", parents=[common], help="serve the thing's page, /status and /metrics ([web])"
     )
     preview = sub.add_parser(
-        "preview", parents=[common], help="render a rule's post now, publish nothing"
+        "preview",
+        parents=[common],
+        help="render a rule's post (or the answer to --mention) now, publish nothing",
     )
-    preview.add_argument("rule", help="rule id")
+    preview.add_argument("rule", nargs="?", help="rule id")
+    preview.add_argument(
+        "--mention",
+        metavar="TEXT",
+        help="render the reply each publisher would send to a mention saying TEXT",
+    )
     preview.add_argument(
         "--sample",
         metavar="FILE",
@@ -372,6 +379,13 @@ def cmd_preview(args: argparse.Namespace) -> int:
     from gateway.runtime.preview import preview_rule
 
     config = _load(args)
+    if args.mention is not None:
+        from gateway.runtime.preview import preview_mention
+
+        return preview_mention(config, args.mention, sample=args.sample)
+    if args.rule is None:
+        print("preview: give a rule id, or --mention TEXT", file=sys.stderr)
+        return 2
     return preview_rule(config, args.rule, sample=args.sample, out=args.out, event=args.event)
 
 

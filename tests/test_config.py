@@ -136,7 +136,9 @@ def test_rule_needs_exactly_one_trigger_and_valid_cron(tmp_path: Path) -> None:
     errors = errors_of(
         tmp_path, MINIMAL.replace('every = "1h"', 'every = "1h"\ncron = "0 8 * * *"')
     )
-    assert errors == ["rules[0]: set exactly one of `every`, `cron`, `when` or `on_message`"]
+    assert errors == [
+        "rules[0]: set exactly one of `every`, `cron`, `when`, `on_message` or `on_mention`"
+    ]
     errors = errors_of(tmp_path, MINIMAL.replace('every = "1h"', 'cron = "0 25 * * *"'))
     assert len(errors) == 1
     assert errors[0].startswith("rules[0].cron: invalid cron:")

@@ -5,6 +5,7 @@ or retained and seen again after a restart, is answered once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -90,6 +91,20 @@ def daemon(
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=20)
     publish(broker, [(f"{mqtt_topic}/water", b"")], retain=True)
+
+
+@contextlib.contextmanager
+def running(config: Path, watch: Subscription) -> Iterator[list[str]]:
+    """A daemon on ``config``, up once its ``online`` came; yields a list that holds
+    its stderr lines once it has stopped (SIGTERM)."""
+    proc = start_gateway(config)
+    stderr: list[str] = []
+    try:
+        watch.wait_for(lambda msgs: any(m.payload == b"online" for m in msgs), timeout=20)
+        yield stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        stderr += proc.communicate(timeout=20)[1].splitlines()
 
 
 def answers(watch: Subscription, name: str) -> list[dict[str, Any]]:
@@ -264,9 +279,7 @@ def test_in_quiet_hours_a_question_is_skipped_not_answered_later(
     )
     config.write_text(text, encoding="utf-8")
     watch = mqtt_subscribe(f"{PREFIX}/{name}/#")
-    proc = start_gateway(config)
-    try:
-        watch.wait_for(lambda msgs: any(m.payload == b"online" for m in msgs), timeout=20)
+    with running(config, watch):
 
         def outcome() -> dict[str, Any] | None:
             # asked again until recorded (the first may come before the subscription)
@@ -278,9 +291,6 @@ def test_in_quiet_hours_a_question_is_skipped_not_answered_later(
         decided = wait_until(outcome)
         assert (decided["outcome"], decided["reason"]) == ("skipped", "quiet hours")
         assert answers(watch, name) == []
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=20)
 
 
 def test_a_bad_quiet_hours_is_refused_by_its_path() -> None:
@@ -303,9 +313,7 @@ def test_home_assistant_sees_the_mention_counts(
     config.write_text(text, encoding="utf-8")
     watch = mqtt_subscribe(f"{PREFIX}/{name}/#")
     discovery = mqtt_subscribe(f"{mqtt_topic}/ha/#")
-    proc = start_gateway(config)
-    try:
-        watch.wait_for(lambda msgs: any(m.payload == b"online" for m in msgs), timeout=20)
+    with running(config, watch):
         ask_until_heard(broker, name, watch, {"id": "h1", "from": "ha", "text": "how warm?"})
         ask(broker, name, {"id": "h2", "from": "ha", "text": "hello"})
 
@@ -318,6 +326,262 @@ def test_home_assistant_sees_the_mention_counts(
         configs = discovery.by_topic()
         (answered,) = [json.loads(p[-1]) for t, p in configs.items() if "mentions_answered" in t]
         assert answered["value_template"] == "{{ value_json.mentions_answered }}"
+
+
+ON_MENTION = """
+[[rules]]
+id = "asked"
+on_mention = { match = ["warm", "temp"], publishers = ["ask"] }
+text = "{{ event.author_name }} asked: {{ event.quote }} ({{ mentions.today }} today)"
+publish_to = ["archive"]
+
+[[publishers]]
+id = "archive"
+type = "file"
+"""
+
+
+def test_an_on_mention_rule_posts_about_matching_questions(
+    broker: Broker, tmp_path: Path, mqtt_topic: str, mqtt_subscribe: Callable[..., Subscription]
+) -> None:
+    from tests.gwutil import archive_posts
+
+    name = f"asked{uuid.uuid4().hex[:6]}"
+    config = tmp_path / "gateway.toml"
+    state = tmp_path / "state"
+    config.write_text(config_text(broker, state, name, mqtt_topic) + ON_MENTION, encoding="utf-8")
+    watch = mqtt_subscribe(f"{PREFIX}/{name}/#")
+    with running(config, watch):
+        ask_until_heard(broker, name, watch, {"id": "a1", "from": "kiosk", "text": "hello there"})
+        ask_until_heard(
+            broker, name, watch, {"id": "a2", "from": "kiosk", "text": "@poolcam how WARM is it?"}
+        )
+        (post,) = wait_until(lambda: archive_posts(state))
+        assert post["rule"] == "asked"
+        # the second question matched; the first did not; both were seen today
+        assert post["text"] == "kiosk asked: how WARM is it? (2 today)"
+
+
+def test_mention_names_need_conversations() -> None:
+    from gateway.config import ConfigError
+    from gateway.runtime.loading import validate_config
+
+    rule = {"id": "r", "every": "1h", "text": "{{ mentions.today }} asked", "publish_to": ["c"]}
+    asked = {"id": "a", "on_mention": {}, "text": "asked", "publish_to": ["c"]}
+    publishers = [{"id": "c", "type": "console"}]
+    with pytest.raises(ConfigError) as caught:
+        validate_config({"rules": [rule, asked], "publishers": publishers})
+    message = str(caught.value)
+    assert "rules[0].text: unknown name 'mentions'" in message
+    assert "rules[1].on_mention: needs [conversations] enabled = true" in message
+    on = {"conversations": {"enabled": True}, "rules": [rule, asked], "publishers": publishers}
+    validate_config(on)
+
+
+def test_preview_mention_renders_each_publishers_reply(broker: Broker, tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    text = config_text(broker, tmp_path / "state", "pv", "t/pv") + (
+        '\n[[publishers]]\nid = "masto"\ntype = "mastodon"\n'
+        'base_url = "https://masto.example"\naccess_token = "tok-preview-123456"\n'
+    )
+    config.write_text(text, encoding="utf-8")
+    sample = tmp_path / "sample.json"
+    sample.write_text('{"water_temp": 24.5}', encoding="utf-8")
+    result = cli(
+        "preview", "--mention", "how warm is it?", "--sample", str(sample), "-c", str(config)
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "reply temperature"
+    masto = lines.index(next(line for line in lines if line.startswith("── masto (mastodon): ")))
+    assert lines[masto].endswith(" / 500 graphemes")
+    assert lines[masto + 1] == "@asker The water is 24.5 °C. You asked: how warm is it?"
+    ask_line = lines.index(
+        next(line for line in lines if line.startswith("── ask (mqtt question)"))
+    )
+    assert lines[ask_line + 1] == "The water is 24.5 °C. You asked: how warm is it?"
+    fallback = cli("preview", "--mention", "hello", "--sample", str(sample), "-c", str(config))
+    assert fallback.stdout.splitlines()[0] == "reply help (the fallback)"
+    assert "tok-preview" not in result.stdout + result.stderr
+    assert not (tmp_path / "state" / "gateway.db").exists()
+
+
+PHOTO_REPLY = """
+[[cameras]]
+id = "underwater"
+topic = "{topic}/cam"
+
+[[replies]]
+id = "look"
+match = ["look", "photo"]
+text = "Here is the pool now."
+images = [{{ camera = "underwater", alt = "The pool at {{{{ now | date('%H:%M') }}}}" }}]
+"""
+
+
+def solid_jpeg(color: tuple[int, int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (320, 240), color).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def mean_color(path: str) -> tuple[int, ...]:
+    from PIL import Image, ImageStat
+
+    with Image.open(path) as im:
+        return tuple(round(v) for v in ImageStat.Stat(im.convert("RGB")).mean)
+
+
+@pytest.mark.parametrize("camera_answers", [True, False])
+def test_a_reply_brings_a_fresh_photo(
+    broker: Broker,
+    tmp_path: Path,
+    mqtt_topic: str,
+    mqtt_subscribe: Callable[..., Subscription],
+    camera_answers: bool,
+) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    name = f"look{uuid.uuid4().hex[:6]}"
+    config = tmp_path / "gateway.toml"
+    text = config_text(broker, tmp_path / "state", name, mqtt_topic).replace(
+        "[[replies]]", PHOTO_REPLY.format(topic=mqtt_topic) + "\n[[replies]]", 1
+    )
+    config.write_text(text, encoding="utf-8")
+    watch = mqtt_subscribe(f"{PREFIX}/{name}/#")
+    # a camera agent: a blue frame whenever it is asked for one (what things-device does)
+    requests: list[float] = []
+    agent = mqtt.Client(CallbackAPIVersion.VERSION2)
+    agent.on_message = lambda c, _u, _m: (
+        requests.append(1.0),
+        c.publish(f"{mqtt_topic}/cam", solid_jpeg((0, 0, 255)), qos=1),
+    )
+    agent.connect(broker.host, broker.port)
+    agent.loop_start()
+    if camera_answers:
+        agent.subscribe(f"{mqtt_topic}/cam/capture", 1)
+    with running(config, watch) as stderr_lines:
+        try:
+            # once the daemon answers it has subscribed: then an older red frame, what a
+            # reply without a fresh one shows
+            ask_until_heard(broker, name, watch, {"id": "p0", "from": "kiosk", "text": "hi"})
+            publish(broker, [(f"{mqtt_topic}/cam", solid_jpeg((255, 0, 0)))])
+            time_before = datetime.now(UTC)
+            ask_until_heard(
+                broker, name, watch, {"id": "p1", "from": "kiosk", "text": "photo please"}
+            )
+            (answer,) = [a for a in answers(watch, name) if a["id"] == "p1"]
+            assert answer["text"] == "Here is the pool now."
+            (image,) = answer["images"]
+            red, green, blue = mean_color(image)
+            if camera_answers:
+                assert requests, "the camera was never asked for a frame"
+                assert blue > 200, (red, green, blue)
+                assert red < 50, (red, green, blue)
+            else:
+                assert red > 200, (red, green, blue)
+                assert blue < 50, (red, green, blue)
+                # it waited for the camera, then took what it had
+                assert (datetime.now(UTC) - time_before).total_seconds() >= 5
+        finally:
+            agent.loop_stop()
+            agent.disconnect()
+    stderr = "\n".join(stderr_lines)
+    if not camera_answers:
+        assert "camera underwater sent no new frame within 5 s: its latest goes" in stderr
+
+
+def test_the_pool_example_answers_with_the_temperature_and_a_fresh_photo(
+    broker: Broker, tmp_path: Path, mqtt_subscribe: Callable[..., Subscription]
+) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    example = Path(__file__).resolve().parent.parent / "config" / "examples" / "pool.toml"
+    name = f"pool{uuid.uuid4().hex[:6]}"
+    text = (
+        example.read_text(encoding="utf-8")
+        .replace('name = "poolcam"', f'name = "{name}"')
+        .replace('state_dir = "var/pool"', f'state_dir = "{tmp_path / "state"}"')
+        .replace('host = "localhost"', f'host = "{broker.host}"')
+        .replace("port = 1883", f"port = {broker.port}")
+        .replace('quiet_hours = "22:00-07:00"', "")  # the test may run at night
+        .replace("site/", f"{name}/")
+    )
+    config = tmp_path / "pool.toml"
+    config.write_text(text, encoding="utf-8")
+    watch = mqtt_subscribe(f"{PREFIX}/{name}/#")
+    agent = mqtt.Client(CallbackAPIVersion.VERSION2)
+    agent.on_message = lambda c, _u, _m: c.publish(
+        f"{name}/cam/pool", solid_jpeg((0, 0, 255)), qos=1
+    )
+    agent.connect(broker.host, broker.port)
+    agent.loop_start()
+    agent.subscribe(f"{name}/cam/pool/capture", 1)
+    with running(config, watch):
+        try:
+            ask_until_heard(broker, name, watch, {"id": "k0", "from": "probe", "text": "hi"})
+            publish(
+                broker,
+                [
+                    (f"{name}/pool/temperature", "26.5"),
+                    (
+                        f"{name}/weather/SENSOR",
+                        json.dumps({"AM2301": {"Temperature": 21.0, "Humidity": 60}}),
+                    ),
+                ],
+            )
+            ask_until_heard(
+                broker, name, watch, {"id": "k1", "from": "kiosk", "text": "How warm is the water?"}
+            )
+            (answer,) = [a for a in answers(watch, name) if a["id"] == "k1"]
+            assert answer["text"] == "The water is 26.5 °C and the air 21 °C right now, kiosk."
+            (image,) = answer["images"]
+            assert mean_color(image)[2] > 150  # the fresh (blue) frame, captioned
+        finally:
+            agent.loop_stop()
+            agent.disconnect()
+
+
+def test_a_long_reply_is_fitted_to_the_service_like_every_post(
+    broker: Broker, tmp_path: Path
+) -> None:
+    from gateway.config import load_config
+    from gateway.model import Mention
+    from gateway.runtime.app import Gateway
+
+    config = tmp_path / "gateway.toml"
+    text = config_text(broker, tmp_path / "state", "fit", "t/fit").replace(
+        'text = "Ask me how warm the water is."',
+        'text = "{% for i in range(200) %}splash {% endfor %}"',
+    ) + (
+        '\n[[publishers]]\nid = "masto"\ntype = "mastodon"\n'
+        'base_url = "https://masto.example"\naccess_token = "tok-fit-123456"\n'
+    )
+    config.write_text(text, encoding="utf-8")
+    gateway = Gateway(load_config(config))
+    try:
+        reply = gateway.conversations.match("hello")
+        assert reply is not None
+        mention = Mention("masto", "1", "bob@elsewhere.example", "hello", datetime.now(UTC))
+        (fitted,) = gateway.conversations.render(reply, mention, time_now()).values()
+        from gateway.compose.textfit import count_length
+
+        caps = gateway.publishers["masto"].capabilities
+        assert count_length(fitted, caps) <= 500  # as Mastodon counts: @bob, not the domain
+        assert count_length(fitted + " splash", caps) > 500
+        assert fitted.startswith("@bob@elsewhere.example splash splash")
+        assert fitted.endswith("…")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=20)
+        gateway.outbox.close()
+
+
+def time_now() -> float:
+    import time
+
+    return time.time()

@@ -107,6 +107,19 @@ def db_rows(db: Path, sql: str) -> list[tuple[object, ...]]:
         conn.close()
 
 
+def deal_sigkills(config: Path, state: Path, kills: int, rng: random.Random) -> None:
+    """Start the gateway and SIGKILL it ``kills`` times: three kills in four while it
+    runs (0-2.5 s after its PID file appears), one during start-up."""
+    for n in range(kills):
+        gateway = start_gateway(config)
+        if n % 4 != 3:
+            wait_until(lambda pid=gateway.pid: pid_of(state) == pid, timeout=30)
+        time.sleep(rng.uniform(0.0, 2.5))
+        gateway.send_signal(signal.SIGKILL)
+        gateway.communicate(timeout=10)
+        assert gateway.returncode == -signal.SIGKILL
+
+
 @pytest.mark.slow
 def test_sigkills_during_heavy_ingest_and_posting_lose_nothing(
     broker: Broker, mqtt_topic: str, tmp_path: Path
@@ -118,14 +131,7 @@ def test_sigkills_during_heavy_ingest_and_posting_lose_nothing(
     rng = random.Random(int(os.environ.get("THINGS_GATEWAY_KILL_SEED", "7")))
     firehose = Firehose(broker, mqtt_topic)
     try:
-        for n in range(KILLS):
-            gateway = start_gateway(config)
-            if n % 4 != 3:  # three kills in four while running, one during start-up
-                wait_until(lambda pid=gateway.pid: pid_of(state) == pid, timeout=30)
-            time.sleep(rng.uniform(0.0, 2.5))  # a random moment of ingest and posting
-            gateway.send_signal(signal.SIGKILL)
-            gateway.communicate(timeout=10)
-            assert gateway.returncode == -signal.SIGKILL
+        deal_sigkills(config, state, KILLS, rng)  # at random moments of ingest and posting
         killed_posts = db_rows(db, "SELECT id FROM posts")
         assert killed_posts, "no post was made between the kills"
         last_killed = max(str(row[0]) for row in killed_posts)

@@ -24,6 +24,7 @@ CASES = {
             "morning": r"water is 2[3-7](\.\d+)? °C and the air -?\d+(\.\d+)? °C"
             r" at \d+(\.\d+)?% humidity",
             "daily": r"Now 2[3-7](\.\d+)? °C",
+            "evening_questions": r"^0 people asked about the pool today\. The water is 2[3-7]",
         },
     ),
     "plant": (

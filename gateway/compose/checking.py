@@ -27,7 +27,11 @@ if TYPE_CHECKING:
 BUILTIN_NAMES = frozenset({"now", "gateway", "rule", "family"})
 """``family("temp_{room}")``: every sensor made from that entry, sorted by id."""
 EVENT_NAMES = frozenset({"event", "topic"})
-"""Extra names of ``on_message`` rules: the decoded message and its topic."""
+"""Extra names of ``on_message`` rules: the decoded message and its topic (and of
+``on_mention`` rules: the mention, and ``mentions/<publisher>``)."""
+MENTION_NAMES = frozenset({"mentions"})
+"""With ``[conversations]`` on: ``mentions.seen``/``answered``/``skipped`` (24 h) and
+``mentions.today`` (seen since local midnight)."""
 
 SENSOR_ATTRIBUTES = frozenset(
     {"id", "value", "unit", "at", "age", "stale", "offline", "previous", "trend", "captured"}
@@ -94,8 +98,11 @@ def template_problems(rule: RuleConfig, config: GatewayConfig) -> list[str]:
     """Every problem in a rule's templates, as ``field: message`` lines (none: fine)."""
     windows = dict(config.sensor_windows())
     known = BUILTIN_NAMES | windows.keys()
-    if rule.on_message is not None:
+    event = rule.on_message is not None or rule.on_mention is not None
+    if event:
         known |= EVENT_NAMES
+    if config.conversations.enabled:
+        known |= MENTION_NAMES
     problems = []
     for field, source in template_sources(rule):
         try:
@@ -114,7 +121,6 @@ def template_problems(rule: RuleConfig, config: GatewayConfig) -> list[str]:
                 spec = config.sensor_for(name)
                 if spec is not None:
                     windows[name] = windows[spec.id]
-            event = rule.on_message is not None
             found += [_unknown(name, event) for name in sorted(names - known - windows.keys())]
         found += _unknown_attributes(ast, windows)
         found += unsafe_attributes(ast)

@@ -29,6 +29,7 @@ from gateway.support.text import clean_text
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, RuleConfig, SensorConfig
+    from gateway.config.rules import ImageSpec
     from gateway.media.attachments import HistorySource, MediaBuilder
     from gateway.media.fitting import MediaFitter
     from gateway.media.images import ImageLimits
@@ -322,6 +323,9 @@ class Composer:
         self._history = history
         self._builder: MediaBuilder | None = None
         self._fitter = fitter
+        self.mention_counts: Callable[[datetime], Mapping[str, int]] | None = None
+        """With conversations on: ``mentions.seen``/``answered``/``skipped`` (24 h) and
+        ``mentions.today`` for templates (set by the gateway)."""
 
     # Pillow, the chart and caption code load with the first post that has an image.
     @property
@@ -382,6 +386,8 @@ class Composer:
             ctx.setdefault(sensor, view(sensor))
         ctx["family"] = partial(self._family, view)
         ctx.update(now=now, gateway=self._config.gateway.name, rule=rule.id)
+        if self.mention_counts is not None:
+            ctx["mentions"] = self.mention_counts(now)
         if event is not None:
             ctx.update(event=event.data, topic=event.topic)
         return ctx
@@ -491,13 +497,8 @@ class Composer:
 
         limits: list[ImageLimits] = [limits_for(caps) for caps in targets.values()]
         budget = smallest_budget({pid: caps.max_image_bytes for pid, caps in targets.items()})
-        makers: list[Callable[[], MediaItem]] = []
         markup = rule.allow_markup
-        for n, image in enumerate(rule.images):
-            caption = render(image.caption, ctx, allow_markup=markup) if image.caption else None
-            alt = render(image.alt, ctx, allow_markup=markup)
-            photo = partial(self._media.photo, post_id, n, image.camera, caption, alt, now)
-            makers.append(partial(photo, limits))
+        makers = self._photo_makers(rule.images, post_id, ctx, now, limits, markup)
         for n, chart in enumerate(rule.charts, start=len(rule.images)):
             alt = render(chart.alt, ctx, allow_markup=markup)
             makers.append(partial(self._media.chart, post_id, n, chart, alt, now))
@@ -512,6 +513,49 @@ class Composer:
             caption = render(clip.caption, ctx, allow_markup=markup) if clip.caption else None
             makers.append(partial(self._media.clip, post_id, clip, alt, now, caption))
         return tuple(item for make in makers if (item := self._attach(rule.id, make)))
+
+    def _photo_makers(
+        self,
+        images: Sequence[ImageSpec],
+        post_id: str,
+        ctx: Mapping[str, Any],
+        now: datetime,
+        limits: list[ImageLimits],
+        markup: bool,
+    ) -> list[Callable[[], MediaItem]]:
+        makers: list[Callable[[], MediaItem]] = []
+        for n, image in enumerate(images):
+            caption = render(image.caption, ctx, allow_markup=markup) if image.caption else None
+            alt = render(image.alt, ctx, allow_markup=markup)
+            photo = partial(self._media.photo, post_id, n, image.camera, caption, alt, now)
+            makers.append(partial(photo, limits))
+        return makers
+
+    def photos(
+        self,
+        owner: str,
+        images: Sequence[ImageSpec],
+        post_id: str,
+        ctx: Mapping[str, Any],
+        now: datetime,
+        targets: Mapping[str, Capabilities],
+    ) -> tuple[MediaItem, ...]:
+        """The camera photos of ``images`` for a post that is no rule's (a reply to a
+        mention; ``owner`` names it in the log).  A camera without a usable frame is
+        left out, whatever its ``on_missing``: an answer still goes."""
+        from gateway.media.fitting import limits_for
+
+        limits = [limits_for(caps) for caps in targets.values()]
+        out = []
+        for make in self._photo_makers(images, post_id, ctx, now, limits, False):
+            try:
+                item = self._attach(owner, make)
+            except PostSkippedError as exc:
+                log.warning("%s: answering without a photo: %s", owner, exc)
+                continue
+            if item is not None:
+                out.append(item)
+        return tuple(out)
 
     @staticmethod
     def _attach(rule_id: str, make: Callable[[], MediaItem]) -> MediaItem | None:

@@ -12,7 +12,7 @@ from datetime import timedelta
 from pydantic import Field, field_validator
 
 from gateway.config.durations import Duration
-from gateway.config.rules import _engine_check
+from gateway.config.rules import ImageSpec, _engine_check
 from gateway.config.sections import Identifier, Section
 
 
@@ -22,6 +22,9 @@ class ConversationsSection(Section):
     enabled: bool = False
     """Read mentions of every publisher that has an account and answer them."""
     poll_interval: Duration = timedelta(seconds=60)
+    streaming: bool = True
+    """Follow the server's streaming API where it offers one (Mastodon), polling as the
+    fallback and after a drop; off: always poll every ``poll_interval``."""
     max_age: Duration = timedelta(hours=1)
     """Mentions older than this are never answered (a gateway back after a day offline)."""
     cooldown: Duration = timedelta(minutes=2)
@@ -67,6 +70,11 @@ class ReplyConfig(Section):
     publish_to: tuple[str, ...] = ()
     """Defaults to the publisher the mention came from."""
     language: str | None = None
+    images: tuple[ImageSpec, ...] = ()
+    """Photos to answer with (``camera``, ``alt``, ``caption`` templates, as a rule's)."""
+    fresh: bool = True
+    """Ask each MQTT camera of ``images`` for a new frame first (``<topic>/capture``, what
+    ``things-device camera`` answers) and wait up to 5 s for it; else its latest frame."""
     fallback: bool = False
     """Answer mentions no other reply matches (e.g. a list of what the thing can answer)."""
 

@@ -364,6 +364,13 @@ class XConfig(HttpConfig):
     web_url: str = Field(
         default="https://x.com", description="Site used to build the links in receipts."
     )
+    read_mentions: bool = Field(
+        default=False,
+        description=(
+            "Read the account's mentions for [conversations] (GET /2/users/:id/mentions);"
+            " needs a paid X API tier (the free tier cannot read), so it is off by default."
+        ),
+    )
 
 
 class AppriseConfig(PublisherConfig):

@@ -186,6 +186,18 @@ class OnMessage(Section):
         return _check_condition(value)
 
 
+class OnMention(Section):
+    """``on_mention``: fire a rule for each new mention (or MQTT question) that matches."""
+
+    match: tuple[str, ...] = Field(
+        default=(),
+        description="Keywords (any, case-insensitive) the mention must contain; empty: any.",
+    )
+    publishers: tuple[str, ...] = Field(
+        default=(), description="Only mentions read by these publishers (`ask`: MQTT); empty: all."
+    )
+
+
 class RuleConfig(Section):
     """``[[rules]]``: when to post, what to say, and where."""
 
@@ -213,6 +225,10 @@ class RuleConfig(Section):
     )
     clear_above: float | None = Field(
         default=None, description="Re-arm once the (single) sensor of `when` is above this."
+    )
+    on_mention: OnMention | None = Field(
+        default=None,
+        description="Fire for each new mention that matches (needs [conversations] enabled).",
     )
     on_message: OnMessage | None = Field(
         default=None, description="Fire on messages of an MQTT topic; templates see `event`."
@@ -293,11 +309,12 @@ class RuleConfig(Section):
 
     @model_validator(mode="after")
     def _one_trigger(self) -> RuleConfig:
-        kinds = ("every", "cron", "when", "on_message")
+        kinds = ("every", "cron", "when", "on_message", "on_mention")
         triggers = [name for name in kinds if getattr(self, name) is not None]
         if len(triggers) != 1:
             raise PydanticCustomError(
-                "trigger", "set exactly one of `every`, `cron`, `when` or `on_message`"
+                "trigger",
+                "set exactly one of `every`, `cron`, `when`, `on_message` or `on_mention`",
             )
         if self.every is not None and self.every.total_seconds() < 1:
             raise PydanticCustomError("trigger", "`every` must be at least 1s")

@@ -23,10 +23,11 @@ from datetime import UTC, datetime, tzinfo
 from datetime import time as dt_time
 from typing import Any
 
-from gateway.compose.composer import ComposeError, render
+from gateway.compose.composer import ComposeError, MessageEvent, render
+from gateway.compose.textfit import fit_text
 from gateway.config.conversations import ConversationsSection, ReplyConfig
 from gateway.conversations.inbox import Inbox
-from gateway.model import Mention, Post, new_post_id
+from gateway.model import Capabilities, MediaItem, Mention, Post, new_post_id
 from gateway.outbox.store import MentionDecidedError, Outbox
 from gateway.support.ratelog import RateLimitedLog
 
@@ -39,6 +40,13 @@ ASK_PUBLISHER = "ask"
 HANDLE = re.compile(r"^[A-Za-z0-9_.\-]+(@[A-Za-z0-9.\-]+)?$")
 """What an asker's handle must look like to be mentioned in an answer."""
 MENTION_WORD = re.compile(r"(?<!\w)@[\w.\-]+(@[\w.\-]+)?")
+
+
+Attach = Callable[
+    [ReplyConfig, Post, tuple[str, ...]], tuple[Post, Mapping[str, tuple[MediaItem, ...]]]
+]
+"""Adds a reply's photos: (reply, post, publisher ids) → the post with its media, and
+each publisher's fitted copies."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +69,24 @@ def quote(text: str, limit: int) -> str:
     return words if len(words) <= limit else words[: max(0, limit - 1)].rstrip() + "…"
 
 
+def mention_event(mention: Mention, quote_chars: int) -> MessageEvent:
+    """What an ``on_mention`` rule's templates see as ``event`` (``topic`` is
+    ``mentions/<publisher>``): who asked, where, and a short quote of the words,
+    defused like every event value."""
+    return MessageEvent(
+        f"mentions/{mention.publisher}",
+        {
+            "publisher": mention.publisher,
+            "id": mention.remote_id,
+            "author": mention.author,
+            "author_name": mention.author_name or mention.author,
+            "quote": quote(mention.text, quote_chars),
+            "lang": mention.lang,
+            "url": mention.url,
+        },
+    )
+
+
 def _domain(author: str) -> str:
     return author.rsplit("@", 1)[1].lower() if "@" in author else ""
 
@@ -81,10 +107,14 @@ class Conversations:
         clock: Callable[[], float] = time.time,
         tz: tzinfo = UTC,
         quiet: Callable[[dt_time], bool] | None = None,
+        attach: Attach | None = None,
+        capabilities: Mapping[str, Capabilities] | None = None,
     ) -> None:
         """``own_accounts``: publisher id → the account id of the gateway there (never
         answered); ``local_domain``: publisher id → its server's host, so a local
-        ``user`` and ``user@host`` are the same asker for the allow and deny lists."""
+        ``user`` and ``user@host`` are the same asker for the allow and deny lists;
+        ``capabilities``: publisher id → its limits, which each answer is fitted to
+        (Bluesky's 300 graphemes, X's 280 weighted characters) like a rule's post."""
         self._section = section
         self._replies = replies
         self._patterns = {
@@ -102,6 +132,8 @@ class Conversations:
         self._answering = threading.Lock()
         self._tz = tz
         self._quiet = quiet
+        self._attach = attach
+        self._caps = capabilities if capabilities is not None else {}
 
     def set_own_account(self, publisher: str, account_id: str) -> None:
         """Record the gateway's own account id on ``publisher``."""
@@ -185,7 +217,9 @@ class Conversations:
         prefix = f"@{mention.author} " if handle else ""
         targets = reply.publish_to or (mention.publisher,)
         # Only the mention's own publisher can mention the asker by handle.
-        return {p: (prefix if p == mention.publisher else "") + body for p in targets}
+        texts = {p: (prefix if p == mention.publisher else "") + body for p in targets}
+        # Fitting never cuts inside a mention: the asker's @handle stays whole.
+        return {p: fit_text(t, self._caps[p]) if p in self._caps else t for p, t in texts.items()}
 
     def answer_pending(self, now: float | None = None) -> int:
         """Decide every stored, undecided mention; returns how many were answered.
@@ -217,11 +251,15 @@ class Conversations:
                 lang=decision.reply.language or mention.lang,
                 reply=mention.target(),
             )
+            fitted = None
+            if decision.reply.images and self._attach is not None:
+                post, fitted = self._attach(decision.reply, post, tuple(decision.texts))
             try:
                 self._outbox.add(
                     post,
                     decision.texts,
                     t,
+                    media=fitted,
                     done_mention=(mention.publisher, mention.remote_id),
                 )
             except MentionDecidedError:

@@ -13,7 +13,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
@@ -63,6 +63,9 @@ class Inbox:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.on_new: Callable[[list[Mention]], None] | None = None
+        """Called with the mentions a :meth:`store` added, once they are committed
+        (``on_mention`` rules)."""
         self._local = threading.local()
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._tx() as conn:
@@ -110,6 +113,7 @@ class Inbox:
         """
         now = time.time() if now is None else now
         added = 0
+        new: list[Mention] = []
         with self._tx() as conn:
             for m in mentions:
                 cur = conn.execute(
@@ -126,12 +130,16 @@ class Inbox:
                     ),
                 )
                 added += cur.rowcount
+                if cur.rowcount:
+                    new.append(m)
             if cursor is not None:
                 conn.execute(
                     "INSERT INTO kv (key, value) VALUES (?, ?)"
                     " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                     (f"mentions:{publisher}:cursor", cursor),
                 )
+        if new and self.on_new is not None:
+            self.on_new(new)
         return added
 
     def undecided(self, limit: int = 100) -> list[Mention]:
@@ -220,4 +228,3 @@ def read_counts(path: Path, since: float) -> dict[str, int] | None:
     finally:
         conn.close()
     return {"seen": int(row[0]), "answered": int(row[1]), "skipped": int(row[2])}
-

@@ -25,6 +25,17 @@ A thread (``publish_thread``) creates one record per part; each later part carri
 and the key ``record_key(post id, n)``, so a retried part cannot be created twice
 either.  Each part's ``{uri, cid}`` is recorded in the store once created, so a retry
 after a crash continues the thread.
+
+Conversations (``read_mentions``): ``app.bsky.notification.listNotifications``
+(reasons ``mention`` and ``reply``) through the PDS's service proxy (header
+``atproto-proxy: did:web:api.bsky.app#bsky_appview``), newest first, paged back with
+its ``cursor`` until the stored cursor (the newest ``indexedAt`` read).  The stored
+cursor is the poller's to save, after the mentions are stored; the next read then
+tells the service with ``app.bsky.notification.updateSeen`` (so "seen" never runs
+ahead of what is stored).  A 429 is respected: no read before its reset.  An answer
+is a real reply: ``reply: {root, parent}`` strong refs (the parent's ``cid`` and its
+own root from ``app.bsky.feed.getPosts``), the asker mentioned by a facet with their
+DID.
 """
 
 from __future__ import annotations
@@ -37,12 +48,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.config.publishers import BlueskyConfig
 from gateway.model import (
     MediaItem,
+    Mention,
     PermanentError,
     Post,
     PublisherPausedError,
@@ -52,7 +64,7 @@ from gateway.model import (
 )
 from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
 from gateway.publishers.facets import detect_facets, resolve_mentions
-from gateway.publishers.http import ServiceError
+from gateway.publishers.http import ReadHold, ServiceError
 from gateway.publishers.threads import PostedPart, ThreadLog, post_parts
 
 if TYPE_CHECKING:
@@ -72,6 +84,9 @@ BLUESKY_VIDEO = VideoLimits(
     max_bytes=100_000_000,
     max_duration=180.0,
 )
+APPVIEW_PROXY = "did:web:api.bsky.app#bsky_appview"
+"""The ``atproto-proxy`` header value: the PDS forwards app.bsky.* reads to the AppView."""
+MENTION_REASONS = ("mention", "reply")
 HANDLE_CACHE_SECONDS = 3600.0
 """How long a handle's DID (or that it has none) is kept before asking the PDS again."""
 
@@ -122,6 +137,8 @@ class BlueskyPublisher:
         self._session: Session | None = None
         self._handles: dict[str, tuple[str | None, float]] = {}
         self._clock = time.monotonic
+        self.mentions_hold = ReadHold("bluesky: notifications")
+        self._seen_sent: str | None = None
 
     def publish(
         self, post: Post, text: str, media: tuple[MediaItem, ...], idempotency_key: str
@@ -129,7 +146,10 @@ class BlueskyPublisher:
         """Upload the images and create the post record; raise Retryable/PermanentError."""
         media = one_embed(media)
         blobs = [self._authed(functools.partial(self._upload_blob, item=item)) for item in media]
-        record = post_record(post, text, media, blobs, self._resolve_handle)
+        record = post_record(post, text, media, blobs, self._resolver(post))
+        reply = self._reply_refs(post)
+        if reply is not None:
+            record["reply"] = reply
         rkey = record_key(post.id)
         return self._authed(lambda token: self._create_record(token, rkey, record)).receipt
 
@@ -142,17 +162,21 @@ class BlueskyPublisher:
     ) -> Receipt:
         """Create one record per part, each replying to the previous; skip parts already out."""
 
+        reply = self._reply_refs(post)
+
         def post_part(n: int, text: str, earlier: list[PostedPart]) -> PostedPart:
             part_media = one_embed(media) if n == 1 else ()
             blobs = [
                 self._authed(functools.partial(self._upload_blob, item=item)) for item in part_media
             ]
-            record = post_record(post, text, part_media, blobs, self._resolve_handle)
+            record = post_record(post, text, part_media, blobs, self._resolver(post))
             if earlier:
                 record["reply"] = {
-                    "root": _strong_ref(earlier[0]),
+                    "root": (reply or {}).get("root") or _strong_ref(earlier[0]),
                     "parent": _strong_ref(earlier[-1]),
                 }
+            elif reply is not None:
+                record["reply"] = reply
             rkey = record_key(post.id, n)
             return self._authed(lambda token: self._create_record(token, rkey, record))
 
@@ -243,6 +267,120 @@ class BlueskyPublisher:
         }
         self._store.set(self._session_key, json.dumps(fields))
         return session
+
+    # -- conversations -------------------------------------------------------
+
+    def read_mentions(
+        self, since_id: str | None, limit: int = 50, max_pages: int = 5
+    ) -> tuple[list[Mention], str | None]:
+        """Mentions and replies indexed after ``since_id``, oldest first, and the newest
+        ``indexedAt`` read (the next cursor).
+
+        ``since_id`` is the cursor the poller stored with the mentions it covers, so
+        ``updateSeen`` up to it is sent first.  Without a cursor one page is read.
+        """
+
+        def read() -> tuple[list[Mention], str | None]:
+            if since_id and since_id != self._seen_sent:
+                self._authed(functools.partial(self._update_seen, seen_at=since_id))
+                self._seen_sent = since_id
+            return self._read_notifications(since_id, limit, max_pages)
+
+        return self.mentions_hold.run(read)
+
+    def _read_notifications(
+        self, since: str | None, limit: int, max_pages: int
+    ) -> tuple[list[Mention], str | None]:
+        found: list[Mention] = []
+        newest = since
+        cursor: str | None = None
+        for _ in range(max_pages):
+            params: dict[str, Any] = {"limit": limit, "reasons": list(MENTION_REASONS)}
+            if cursor:
+                params["cursor"] = cursor
+            page = self._authed(functools.partial(self._appview_get, path=_LIST, params=params))
+            items = page.get("notifications")
+            if not isinstance(items, list):
+                break
+            older = False
+            for item in items:
+                indexed = item.get("indexedAt") if isinstance(item, dict) else None
+                if not isinstance(indexed, str):
+                    continue
+                if since is not None and _instant(indexed) < _instant(since):
+                    older = True
+                    continue
+                if newest is None or _instant(indexed) > _instant(newest):
+                    newest = indexed
+                mention = mention_from_notification(self.id, item, self._config.app_url)
+                if mention is not None:
+                    found.append(mention)
+            cursor = page.get("cursor") if isinstance(page.get("cursor"), str) else None
+            if older or not cursor or since is None or not items:
+                break
+        found.sort(key=lambda m: (m.created_at, m.remote_id))
+        return found, newest
+
+    def _appview_get(self, token: str, *, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        return self._api.json(
+            "GET",
+            path,
+            params=params,
+            headers={"Authorization": f"Bearer {token}", "atproto-proxy": APPVIEW_PROXY},
+        )
+
+    def _update_seen(self, token: str, *, seen_at: str) -> None:
+        self._api.request(
+            "POST",
+            "/xrpc/app.bsky.notification.updateSeen",
+            json={"seenAt": seen_at},
+            headers={"Authorization": f"Bearer {token}", "atproto-proxy": APPVIEW_PROXY},
+        )
+
+    def account_id(self) -> str:
+        """The DID of the gateway's account (so it never answers itself)."""
+        return self._current_session().did
+
+    def _resolver(self, post: Post) -> Callable[[str], str | None]:
+        """Handle to DID; the asker of a reply is known by DID already."""
+        target = post.reply
+        if target is None or target.publisher != self.id or not target.author_id:
+            return self._resolve_handle
+        asker, did = target.author.lower(), target.author_id
+
+        def resolve(handle: str) -> str | None:
+            return did if handle.lower() == asker else self._resolve_handle(handle)
+
+        return resolve
+
+    def _reply_refs(self, post: Post) -> dict[str, Any] | None:
+        """``{root, parent}`` strong refs when ``post`` answers a mention on this account.
+
+        The parent's ``cid`` and its own ``reply.root`` come from ``app.bsky.feed.getPosts``;
+        a parent that is gone (deleted) is a PermanentError: nothing to reply to.
+        """
+        target = post.reply
+        if target is None or target.publisher != self.id:
+            return None
+        answer = self._authed(
+            functools.partial(
+                self._appview_get,
+                path="/xrpc/app.bsky.feed.getPosts",
+                params={"uris": [target.remote_id]},
+            )
+        )
+        posts = answer.get("posts")
+        found = next(
+            (p for p in posts or [] if isinstance(p, dict) and p.get("uri") == target.remote_id),
+            None,
+        )
+        if found is None or not isinstance(found.get("cid"), str):
+            raise PermanentError(f"bluesky: the post to answer is gone: {target.remote_id}")
+        parent = {"uri": found["uri"], "cid": found["cid"]}
+        root = ((found.get("record") or {}).get("reply") or {}).get("root")
+        if not (isinstance(root, dict) and isinstance(root.get("uri"), str) and root.get("cid")):
+            root = parent
+        return {"root": {"uri": root["uri"], "cid": root["cid"]}, "parent": parent}
 
     # -- mentions -------------------------------------------------------------
 
@@ -401,6 +539,50 @@ def text_facets(
     mention, without it) stays plain text.
     """
     return resolve_mentions(detect_facets(text), resolve or (lambda _handle: None))
+
+
+_LIST = "/xrpc/app.bsky.notification.listNotifications"
+
+
+def _instant(stamp: str) -> datetime:
+    """An AT Protocol datetime (RFC 3339, ``Z`` or offset) as an aware datetime."""
+    try:
+        value = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def mention_from_notification(publisher: str, item: Any, app_url: str) -> Mention | None:
+    """A ``mention``/``reply`` notification as a Mention; ``None`` for anything else."""
+    if not isinstance(item, dict) or item.get("reason") not in MENTION_REASONS:
+        return None
+    author, record, uri = item.get("author"), item.get("record"), item.get("uri")
+    if not isinstance(author, dict) or not isinstance(record, dict) or not isinstance(uri, str):
+        return None
+    did, handle = author.get("did"), author.get("handle")
+    if not isinstance(did, str) or not isinstance(handle, str):
+        return None
+    labels = author.get("labels") or []
+    bot = any(isinstance(lb, dict) and lb.get("val") == "bot" for lb in labels)
+    langs = record.get("langs")
+    found = record.get("reply")
+    reply: dict[str, Any] = found if isinstance(found, dict) else {}
+    created = record.get("createdAt") or item.get("indexedAt") or ""
+    return Mention(
+        publisher=publisher,
+        remote_id=uri,
+        author=handle,
+        author_name=str(author.get("displayName") or ""),
+        author_id=did,
+        text=str(record.get("text") or ""),
+        created_at=_instant(str(created)),
+        lang=langs[0] if isinstance(langs, list) and langs and isinstance(langs[0], str) else None,
+        in_reply_to=(reply.get("parent") or {}).get("uri"),
+        root_id=str((reply.get("root") or {}).get("uri") or ""),
+        bot=bot,
+        url=f"{app_url.rstrip('/')}/profile/{handle}/post/{uri.rsplit('/', 1)[-1]}",
+    )
 
 
 def _strong_ref(part: PostedPart) -> dict[str, Any]:

@@ -18,6 +18,7 @@ a URL (a webhook URL may embed a token) and never a known secret.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import SecretStr
 
@@ -162,12 +163,8 @@ class ApiClient:
 
         try:
             response = self._send_bounded(self._client.build_request(method, path, **kwargs))
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"{self.service}: timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            raise RetryableError(
-                f"{self.service}: connection failed ({type(exc).__name__})"
-            ) from None
+            raise self._transport_error(exc) from None
         self.last_headers = response.headers
         if response.is_success:
             return response
@@ -175,9 +172,12 @@ class ApiClient:
 
     def _send_bounded(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; keep at most MAX_REPLY_BYTES of the answer's body."""
+        return self._bounded(self._client.send(request, stream=True), request)
+
+    def _bounded(self, response: httpx.Response, request: httpx.Request) -> httpx.Response:
+        """A streamed ``response`` read (at most MAX_REPLY_BYTES of it) and closed."""
         import httpx
 
-        response = self._client.send(request, stream=True)
         try:
             chunks, size = [], 0
             for chunk in response.iter_bytes():
@@ -193,6 +193,44 @@ class ApiClient:
             content=b"".join(chunks)[:MAX_REPLY_BYTES],
             request=request,
         )
+
+    def _transport_error(self, exc: Exception) -> RetryableError:
+        """A connection failure or timeout as a RetryableError naming only its kind."""
+        import httpx
+
+        if isinstance(exc, httpx.TimeoutException):
+            return RetryableError(f"{self.service}: timed out ({type(exc).__name__})")
+        return RetryableError(f"{self.service}: connection failed ({type(exc).__name__})")
+
+    @contextlib.contextmanager
+    def stream(
+        self, method: str, path: str, *, read_timeout: float, **kwargs: Any
+    ) -> Iterator[httpx.Response]:
+        """A long-lived 2xx response to read as it comes (server-sent events).
+
+        ``read_timeout``: the longest silence accepted between two chunks (a stream
+        that sends heartbeats stays open).  Fails like :meth:`request`.
+        """
+        import httpx
+
+        timeout = httpx.Timeout(self._client.timeout.connect or 10.0, read=read_timeout)
+        request = self._client.build_request(method, path, timeout=timeout, **kwargs)
+        try:
+            response = self._client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        try:
+            self.last_headers = response.headers
+            if not response.is_success:
+                refused = self._bounded(response, request)
+                raise self._scrub(error_for_response(self.service, refused))
+            yield response
+        except httpx.TimeoutException as exc:
+            raise RetryableError(f"{self.service}: stream silent ({type(exc).__name__})") from None
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise RetryableError(f"{self.service}: stream dropped ({type(exc).__name__})") from None
+        finally:
+            response.close()
 
     def json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         """Like :meth:`request`, returning the JSON object the service answered."""
@@ -223,6 +261,40 @@ class ApiClient:
         if isinstance(error, ServiceError):
             error.detail = self.scrub(error.detail)
         return error
+
+
+_R = TypeVar("_R")
+
+
+class ReadHold:
+    """Holds a publisher's reads (mentions) after a rate limit until its reset.
+
+    A read that failed with a ``retry_after`` (a 429's reset header) makes every read
+    before that moment fail at once, without a request.
+    """
+
+    def __init__(self, what: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._what = what
+        self._clock = clock
+        self.until = 0.0
+
+    def run(self, call: Callable[[], _R]) -> _R:
+        """``call()``, unless held; a RetryableError with ``retry_after`` starts a hold."""
+        wait = self.until - self._clock()
+        if wait > 0:
+            raise RetryableError(
+                f"{self._what}: rate-limited for {wait:.0f} s more", retry_after=wait
+            )
+        try:
+            return call()
+        except RetryableError as exc:
+            if exc.retry_after:
+                self.until = self._clock() + exc.retry_after
+            raise
+
+    def release(self) -> None:
+        """End the hold now (the reset has passed)."""
+        self.until = 0.0
 
 
 def url_secrets(url: SecretStr, min_length: int = 8) -> list[str]:

@@ -41,7 +41,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +53,7 @@ from gateway.model import (
     Mention,
     PermanentError,
     Post,
+    PublishError,
     RateLimitedError,
     Receipt,
     RetryableError,
@@ -73,6 +74,10 @@ MEDIA_REUSE_SECONDS = 20 * 3600.0
 KEY_LOOKUP_AFTER = 3600.0 - 300.0
 """Mastodon keeps an Idempotency-Key about an hour: a retry after (nearly) that long
 looks for the status among the account's own before posting again."""
+STREAM_SILENCE_SECONDS = 70.0
+"""A stream silent this long is dead (Mastodon sends a heartbeat every 15 s or so)."""
+MAX_EVENT_CHARS = 1024 * 1024
+"""The largest server-sent event read; a larger one is dropped."""
 STATUS_LOOKUP_PAGES = 5
 """Pages of 40 own statuses looked through at most."""
 
@@ -178,6 +183,7 @@ class MastodonPublisher:
         self._rate: dict[str, tuple[int, float]] = {}
         """Rate-limit bucket → (requests remaining, epoch of its reset)."""
         self._account_id: str | None = None
+        self._stream: Any = None
 
     @property
     def capabilities(self) -> Capabilities:
@@ -513,6 +519,50 @@ class MastodonPublisher:
         found.sort(key=lambda m: (m.created_at, m.remote_id))
         return found, newest
 
+    def streaming_available(self) -> bool:
+        """Whether the server's streaming API answers ``/api/v1/streaming/health``."""
+        try:
+            response = self._api.request("GET", "/api/v1/streaming/health")
+        except PublishError:
+            return False
+        return response.text.strip() == "OK"
+
+    def stream_mentions(
+        self,
+        on_open: Callable[[], object],
+        on_mention: Callable[[Mention, str], None],
+        stop: threading.Event,
+    ) -> None:
+        """Follow ``GET /api/v1/streaming/user/notification`` until it drops or ``stop``.
+
+        ``on_open`` runs once the stream is connected (the caller polls then, so
+        nothing posted while it was down is missed); ``on_mention`` gets each
+        ``event: notification`` of type mention with the notification's id.  Returns
+        when the server ends the stream; raises RetryableError when it drops and a
+        PermanentError when the server refuses it (streaming off: 404).
+        """
+        with self._api.stream(
+            "GET", "/api/v1/streaming/user/notification", read_timeout=STREAM_SILENCE_SECONDS
+        ) as response:
+            self._stream = response
+            try:
+                on_open()
+                for event, data in sse_events(response.iter_lines(), stop):
+                    if event != "notification":
+                        continue
+                    item = _json_or_none_bytes(data.encode())
+                    mention = mention_from_notification(self.id, item)
+                    if mention is not None:
+                        on_mention(mention, str(item.get("id", "")))
+            finally:
+                self._stream = None
+
+    def stop_stream(self) -> None:
+        """Close the stream being read (from another thread), so its reader returns."""
+        stream = self._stream
+        if stream is not None:
+            stream.close()
+
     def account_id(self) -> str:
         """The id of the account the token belongs to (to never answer itself)."""
         account = self._api.json("GET", "/api/v1/accounts/verify_credentials")
@@ -610,6 +660,33 @@ def mention_from_notification(publisher: str, item: Any) -> Mention | None:
     )
 
 
+def sse_events(lines: Iterable[str], stop: threading.Event) -> Iterator[tuple[str, str]]:
+    """(event, data) of each server-sent event; comments (heartbeats) skipped.
+
+    An event whose data grows past MAX_EVENT_CHARS is dropped whole.
+    """
+    event, size = "message", 0
+    data: list[str] = []
+    for line in lines:
+        if stop.is_set():
+            return
+        if not line:
+            if data and size <= MAX_EVENT_CHARS:
+                yield event, "\n".join(data)
+            event, data, size = "message", [], 0
+        elif line.startswith(":"):
+            continue
+        else:
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "event":
+                event = value
+            elif field == "data":
+                size += len(value)
+                if size <= MAX_EVENT_CHARS:
+                    data.append(value)
+
+
 def _html_text(html: str) -> str:
     """The text of a status's HTML ``content`` (paragraphs and line breaks kept)."""
     import html as html_module
@@ -623,6 +700,15 @@ def _html_text(html: str) -> str:
 def _plain(text: str) -> str:
     """Text compared without regard to whitespace."""
     return " ".join(text.split())
+
+
+def _json_or_none_bytes(raw: bytes) -> Any:
+    from gateway.publishers.http import loads_bounded
+
+    try:
+        return loads_bounded(raw)
+    except ValueError:
+        return None
 
 
 def _json_or_none(response: Any) -> Any:

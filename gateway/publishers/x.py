@@ -29,6 +29,13 @@ recorded in the store as soon as it is posted, so a retry skips the parts alread
 out.  A duplicate refusal of a part an earlier attempt tried also counts as posted;
 when its id was never recorded (a crash between posting and recording), the next
 part replies to the last part whose id is known, so the thread still hangs together.
+
+Conversations (only with ``read_mentions = true``: reading needs a paid API tier):
+``GET /2/users/:id/mentions`` with ``since_id`` (the stored cursor, the newest id
+read) paged back with ``pagination_token``, expansions ``author_id`` (username,
+name) and ``referenced_tweets.id``.  A 429 is respected: no read before its
+``x-rate-limit-reset``.  An answer to a mention on this account is a real reply
+(``reply.in_reply_to_tweet_id``).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +52,7 @@ from pydantic import SecretStr
 from gateway.config.publishers import XConfig
 from gateway.model import (
     MediaItem,
+    Mention,
     PermanentError,
     Post,
     Receipt,
@@ -51,7 +60,7 @@ from gateway.model import (
     VideoLimits,
 )
 from gateway.publishers.base import Capabilities, KeyValueStore, PublisherContext
-from gateway.publishers.http import ServiceError
+from gateway.publishers.http import ReadHold, ServiceError
 from gateway.publishers.threads import PostedPart, ThreadLog, part_key, post_parts
 
 if TYPE_CHECKING:
@@ -90,6 +99,8 @@ def build(config: XConfig, ctx: PublisherContext) -> XPublisher:
         auth=signer,
         secrets=[*secrets, config.access_token_secret],
     )
+    if config.read_mentions:
+        return XMentionsPublisher(config, api, ctx.store)
     return XPublisher(config, api, ctx.store)
 
 
@@ -160,7 +171,8 @@ class XPublisher:
         something else and this post is refused for good.
         """
         media_ids = [self._upload(item) for item in media]
-        tweet_id = self._create_once(idempotency_key, text, media_ids)
+        reply_to = post.reply.remote_id if post.reply and post.reply.publisher == self.id else None
+        tweet_id = self._create_once(idempotency_key, text, media_ids, reply_to)
         if tweet_id is None:
             return self._receipt(self._remembered(idempotency_key))
         self._remember(idempotency_key, tweet_id)
@@ -179,6 +191,8 @@ class XPublisher:
         def post_part(n: int, text: str, earlier: list[PostedPart]) -> PostedPart:
             media_ids = [self._upload(item) for item in media] if n == 1 else []
             known = [p.remote_id for p in earlier if p.remote_id is not None]
+            if post.reply is not None and post.reply.publisher == self.id:
+                known.insert(0, post.reply.remote_id)
             reply_to = known[-1] if known else None
             # None: posted by an attempt that stopped before recording it; id unknown.
             tweet_id = self._create_once(part_key(idempotency_key, n), text, media_ids, reply_to)
@@ -327,6 +341,109 @@ class XPublisher:
     def close(self) -> None:
         """Close the HTTP connections."""
         self._api.close()
+
+
+class XMentionsPublisher(XPublisher):
+    """An X publisher that also reads its account's mentions (``read_mentions = true``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._user_id: str | None = None
+        self.mentions_hold = ReadHold("x: mentions")
+
+    def account_id(self) -> str:
+        """The account's user id (``GET /2/users/me``), asked once."""
+        if self._user_id is None:
+            answer = self._api.json("GET", "/2/users/me")
+            self._user_id = str(self._api.pick(answer, "data", "id"))
+        return self._user_id
+
+    def read_mentions(
+        self, since_id: str | None, limit: int = 100, max_pages: int = 5
+    ) -> tuple[list[Mention], str | None]:
+        """Mentions newer than ``since_id``, oldest first, and the newest id read.
+
+        Without ``since_id`` one page is read; with it, pages follow
+        ``meta.next_token`` back to it.  A 429 holds every read until its reset.
+        """
+        return self.mentions_hold.run(lambda: self._read(since_id, limit, max_pages))
+
+    def _read(
+        self, since_id: str | None, limit: int, max_pages: int
+    ) -> tuple[list[Mention], str | None]:
+        path = f"/2/users/{self.account_id()}/mentions"
+        found: list[Mention] = []
+        newest = since_id
+        token: str | None = None
+        for _ in range(max_pages):
+            params: dict[str, Any] = {
+                "max_results": limit,
+                "expansions": "author_id,referenced_tweets.id",
+                "tweet.fields": "created_at,lang,author_id,conversation_id,referenced_tweets",
+                "user.fields": "username,name",
+            }
+            if since_id:
+                params["since_id"] = since_id
+            if token:
+                params["pagination_token"] = token
+            page = self._api.json("GET", path, params=params)
+            users = {
+                u["id"]: u
+                for u in (page.get("includes") or {}).get("users") or []
+                if isinstance(u, dict) and "id" in u
+            }
+            for tweet in page.get("data") or []:
+                mention = mention_from_tweet(self.id, tweet, users, self._config.web_url)
+                if mention is None:
+                    continue
+                found.append(mention)
+                if newest is None or _later(mention.remote_id, newest):
+                    newest = mention.remote_id
+            meta = page.get("meta") or {}
+            token = meta.get("next_token") if isinstance(meta.get("next_token"), str) else None
+            if not since_id or not token:
+                break
+        found.sort(key=lambda m: (m.created_at, int(m.remote_id)))
+        return found, newest
+
+
+def _later(a: str, b: str) -> bool:
+    """Post ids are snowflakes: numeric strings compared as numbers."""
+    return int(a) > int(b) if a.isdigit() and b.isdigit() else a > b
+
+
+def mention_from_tweet(
+    publisher: str, tweet: Any, users: dict[str, Any], web_url: str
+) -> Mention | None:
+    """One post of ``/2/users/:id/mentions`` as a Mention; ``None`` for a bad shape."""
+    if not isinstance(tweet, dict) or not str(tweet.get("id", "")).isdigit():
+        return None
+    author = users.get(str(tweet.get("author_id")))
+    if not isinstance(author, dict):
+        return None
+    try:
+        created = datetime.fromisoformat(str(tweet.get("created_at")).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    refs = tweet.get("referenced_tweets") or []
+    parent = next(
+        (r.get("id") for r in refs if isinstance(r, dict) and r.get("type") == "replied_to"), None
+    )
+    username = str(author.get("username") or "")
+    lang = tweet.get("lang")
+    return Mention(
+        publisher=publisher,
+        remote_id=str(tweet["id"]),
+        author=username,
+        author_name=str(author.get("name") or ""),
+        author_id=str(author["id"]),
+        text=str(tweet.get("text") or ""),
+        created_at=created if created.tzinfo else created.replace(tzinfo=UTC),
+        lang=lang if isinstance(lang, str) and lang not in ("und", "zxx") else None,
+        in_reply_to=str(parent) if parent else None,
+        root_id=str(tweet.get("conversation_id") or ""),
+        url=f"{web_url.rstrip('/')}/{username}/status/{tweet['id']}",
+    )
 
 
 def file_chunks(path: Path, size: int) -> Iterator[bytes]:

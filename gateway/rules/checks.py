@@ -59,6 +59,7 @@ class EngineChecks:
         """Unknown sensors in conditions and require_fresh, then template problems."""
         for r, rule in enumerate(config.rules):
             yield from (f"rules[{r}].{problem}" for problem in _sensor_problems(rule, config))
+            yield from (f"rules[{r}].{problem}" for problem in _mention_problems(rule, config))
         yield from _reply_problems(config)
         if not config.rules:
             return  # nothing to check; spares the process jinja2 and the filters
@@ -66,6 +67,18 @@ class EngineChecks:
 
         for r, rule in enumerate(config.rules):
             yield from (f"rules[{r}].{problem}" for problem in template_problems(rule, config))
+
+
+def _mention_problems(rule: RuleConfig, config: GatewayConfig) -> Iterator[str]:
+    """``on_mention`` needs conversations on, and publishers that read mentions."""
+    if rule.on_mention is None:
+        return
+    if not config.conversations.enabled:
+        yield "on_mention: needs [conversations] enabled = true"
+    known = {p.id for p in config.publishers} | {"ask"}
+    for i, publisher in enumerate(rule.on_mention.publishers):
+        if publisher not in known:
+            yield f"on_mention.publishers[{i}]: unknown publisher {publisher!r}"
 
 
 def _reply_problems(config: GatewayConfig) -> Iterator[str]:
@@ -95,6 +108,17 @@ def _reply_problems(config: GatewayConfig) -> Iterator[str]:
         for j, target in enumerate(reply.publish_to):
             if target not in known:
                 yield f"replies[{i}].publish_to[{j}]: unknown publisher {target!r}"
+        cameras = {c.id for c in config.cameras}
+        for j, image in enumerate(reply.images):
+            if image.camera not in cameras:
+                yield f"replies[{i}].images[{j}].camera: unknown camera {image.camera!r}"
+            for name, source in (("alt", image.alt), ("caption", image.caption)):
+                if source is None:
+                    continue
+                try:
+                    env.parse(source)
+                except jinja2.TemplateSyntaxError as exc:
+                    yield f"replies[{i}].images[{j}].{name}: template error: {exc.message}"
         if not reply.fallback and not reply.match and reply.regex is None:
             yield f"replies[{i}]: needs `match`, `regex` or `fallback = true`"
     if sum(r.fallback for r in config.replies) > 1:

@@ -12,19 +12,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from gateway.compose.composer import Composer
-from gateway.config import GatewayConfig, MqttConfig
+from gateway.config import GatewayConfig, MqttCameraConfig, MqttConfig
+from gateway.config.conversations import ReplyConfig
 from gateway.config.rules import RuleConfig
-from gateway.conversations.answering import Conversations
+from gateway.conversations.answering import Conversations, mention_event, strip_handles
 from gateway.conversations.inbox import Inbox
 from gateway.conversations.mqttask import AnswerPublisher, MqttAsks, answer_topic, ask_topic
 from gateway.conversations.poller import MentionPoller
 from gateway.ingest.mqtt import MqttIngest
 from gateway.media.frames import FrameStore
 from gateway.media.retention import RetentionJob
-from gateway.model import Post
+from gateway.model import MediaItem, Mention, Post
 from gateway.outbox.delivery import DeliveryWorker, PostingBudget, RetryPolicy
 from gateway.outbox.store import Outbox
 from gateway.publishers import build_publisher
@@ -37,7 +39,7 @@ from gateway.publishers.base import (
 from gateway.publishers.file import FilePublisher
 from gateway.rules import expr
 from gateway.rules.firings import FiringQueue, RuleDispatch
-from gateway.rules.guards import parse_quiet_hours
+from gateway.rules.guards import local_midnight, parse_quiet_hours
 from gateway.rules.runner import RuleRunner
 from gateway.rules.scheduler import RuleScheduler
 from gateway.rules.triggers import (
@@ -66,6 +68,8 @@ RETAINED_WAIT = 10.0
 DISPATCH_DRAIN = 1.0
 """Seconds queued event firings get at stop; the rest fire at the next start."""
 RETAINED_GRACE = 1.0
+FRESH_WAIT = 5.0
+"""Seconds a reply waits for the fresh frames it asked its cameras for."""
 ANSWER_MAX_AGE = 3600.0
 """Seconds an answer to an MQTT question is retried before it is given up."""
 """Seconds after the SUBACK for retained messages (sent right after it) to be taken."""
@@ -345,15 +349,90 @@ class Gateway:
             context=lambda now: composer.context(names, now),
             tz=self.tz,
             quiet=quiet.contains if quiet else None,
+            attach=lambda reply, post, targets: self._reply_photos(
+                composer, names, reply, post, targets
+            ),
+            capabilities=LiveCapabilities(self.publishers),
         )
+        self.inbox.on_new = self._on_mentions
+        self.runner.composer.mention_counts = self._mention_counts
         if config.conversations.mqtt:
             self._mqtt_asks(config)
         interval = config.conversations.poll_interval.total_seconds()
         return [
-            MentionPoller(p, self.inbox, self.conversations, interval)  # type: ignore[arg-type]
+            MentionPoller(
+                p,  # type: ignore[arg-type]
+                self.inbox,
+                self.conversations,
+                interval,
+                streaming=config.conversations.streaming,
+                wake=self.wake_deliveries,
+            )
             for p in self.publishers.values()
             if callable(getattr(p, "read_mentions", None))
         ]
+
+    def _reply_photos(
+        self,
+        composer: Composer,
+        names: RuleConfig,
+        reply: ReplyConfig,
+        post: Post,
+        targets: tuple[str, ...],
+    ) -> tuple[Post, dict[str, tuple[MediaItem, ...]]]:
+        """A reply's photos (fresh ones first when asked), and each target's copies."""
+        if reply.fresh:
+            self._fresh_frames([image.camera for image in reply.images])
+        caps = {pid: self.publishers[pid].capabilities for pid in targets if pid in self.publishers}
+        now = self.now()
+        ctx = composer.context(names, now)
+        media = composer.photos(post.rule, reply.images, post.id, ctx, now, caps)
+        post = replace(post, media=media)
+        return post, composer.fit_media(post, caps)
+
+    def _fresh_frames(self, cameras: list[str]) -> None:
+        """Ask each MQTT camera for a new frame (``<topic>/capture``, which
+        ``things-device camera`` serves) and wait up to FRESH_WAIT for them all."""
+        asked: dict[str, datetime] = {}
+        for camera_id in dict.fromkeys(cameras):
+            camera = self.config.camera(camera_id)
+            if isinstance(camera, MqttCameraConfig):
+                asked[camera_id] = self.now()
+                self.ingest.publish(f"{camera.topic}/capture", b"", qos=1)
+        deadline = time.monotonic() + FRESH_WAIT
+        for camera_id, since in asked.items():
+            while time.monotonic() < deadline:
+                frame = self.state.latest_frame(camera_id)
+                if frame is not None and frame.at >= since:
+                    break
+                self._stopped.wait(0.05)
+            else:
+                log.info(
+                    "camera %s sent no new frame within %g s: its latest goes",
+                    camera_id,
+                    FRESH_WAIT,
+                )
+
+    def _mention_counts(self, now: datetime) -> dict[str, int]:
+        """``mentions`` in rule templates: the last 24 hours, and ``today`` (local)."""
+        counts = self.inbox.counts(now.timestamp() - 86400)
+        counts["today"] = self.inbox.counts(local_midnight(now, self.tz).timestamp())["seen"]
+        return counts
+
+    def _on_mentions(self, mentions: list[Mention]) -> None:
+        """New mentions are stored (any thread): fire the ``on_mention`` rules they match."""
+        for rule in self.config.rules:
+            trigger = rule.on_mention
+            if trigger is None:
+                continue
+            for mention in mentions:
+                if trigger.publishers and mention.publisher not in trigger.publishers:
+                    continue
+                words = strip_handles(mention.text).casefold()
+                if trigger.match and not any(k.casefold() in words for k in trigger.match):
+                    continue
+                quoted = self.config.conversations.quote_chars
+                self.dispatch.submit(rule.id, event=mention_event(mention, quoted))
 
     def _mqtt_asks(self, config: GatewayConfig) -> None:
         """Questions on the ask topic, and a delivery worker for their answers."""

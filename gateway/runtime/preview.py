@@ -173,6 +173,71 @@ def _preview(
     return 0
 
 
+def preview_mention(config: GatewayConfig, text: str, *, sample: str | None) -> int:
+    """Print the reply each publisher that reads mentions would send to one saying
+    ``text`` (from a reader called "asker"), fitted to it; the safety checks that
+    depend on who asks and when (caps, cooldown, quiet hours) are not applied."""
+    from gateway.compose.textfit import fit_text
+    from gateway.conversations.answering import ASK_PUBLISHER, Conversations
+    from gateway.conversations.inbox import Inbox
+    from gateway.model import Mention
+    from gateway.outbox.store import Outbox
+
+    if not config.conversations.enabled:
+        print("conversations are off: set [conversations] enabled = true", file=sys.stderr)
+        return 2
+    now = datetime.now(config.gateway.tz)
+    if sample:
+        state, history = load_sample(Path(sample), config, now), None
+    else:
+        state, history = _restored(config, now)
+    ctx = PublisherContext(config.gateway.resolved_state_dir(), config.gateway.name)
+    readers: dict[str, tuple[str, Capabilities]] = {}
+    for p in config.publishers:
+        publisher = build_publisher(p, ctx)
+        if p.enabled and callable(getattr(publisher, "read_mentions", None)):
+            readers[p.id] = (p.type, publisher.capabilities)
+    if config.conversations.mqtt:
+        readers[ASK_PUBLISHER] = ("mqtt question", Capabilities())
+    scratch = Path(tempfile.mkdtemp(prefix="things-gateway-preview-"))
+    composer = Composer(config, state, scratch, history=history)
+    names = RuleConfig.model_validate(
+        {"id": "reply", "text": "-", "every": "1h", "publish_to": ["-"]}
+    )
+    inbox, outbox = Inbox(scratch / "preview.db"), Outbox(scratch / "preview.db")
+    try:
+        conversations = Conversations(
+            config.conversations,
+            config.replies,
+            inbox,
+            outbox,
+            context=lambda when: composer.context(names, when),
+        )
+        reply = conversations.match(text)
+        if reply is None:
+            print("no reply matches and none is the fallback: the mention is skipped (no match)")
+            return 0
+        print(f"reply {reply.id}" + (" (the fallback)" if reply.fallback else ""))
+        if not readers:
+            print("no publisher reads mentions (mastodon, or [conversations] mqtt)")
+        for pid, (kind, caps) in readers.items():
+            mention = Mention(pid, "preview", "asker", text, now, author_name="Asker")
+            texts = conversations.render(reply, mention, now.timestamp())
+            for target, body in texts.items():
+                shown = readers.get(target, (kind, caps))
+                name = f"{pid} ({kind})" + (f" → {target}" if target != pid else "")
+                _print_target(name, shown[1], [fit_text(body, shown[1])], ())
+    except ComposeError as exc:
+        print(f"reply: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        inbox.close()
+        outbox.close()
+        if history is not None:
+            history.close()
+    return 0
+
+
 def video_figures(item: MediaItem) -> str:
     """A video's size, bytes, duration and frame rate, as preview prints them."""
     duration = f"{item.duration:.2f} s" if item.duration is not None else "? s"

@@ -13,6 +13,14 @@ answers 429 with them.  The chunked upload (``command=INIT/APPEND/FINALIZE``, ``
 ?command=STATUS``) answers with ``processing_info`` as docs.x.com shows; an MP4 is
 decoded with PyAV at FINALIZE (frames, codec, size), and ``fail_processing`` makes
 STATUS end in ``failed``.
+
+Mentions (docs.x.com, GET /2/users/:id/mentions): :meth:`FakeX.mention` makes another
+account post a mention; the endpoint answers newest first, ``max_results`` 5..100,
+``since_id``, ``pagination_token`` (``meta.next_token``), ``includes.users`` for the
+``author_id`` expansion, ``meta.newest_id``/``oldest_id``/``result_count``, and the
+15-minute window headers (``x-rate-limit-*``; the fake's ``mentions_window`` reads,
+then 429).  GET /2/users/me → ``{"data": {"id", "name", "username"}}``.  A reply to a
+mention is a post with ``reply.in_reply_to_tweet_id`` set to the mention's id.
 """
 
 from __future__ import annotations
@@ -107,6 +115,12 @@ class FakeX(FakeServer):
         self.chunked: dict[str, dict[str, Any]] = {}
         self.fail_processing = False
         """STATUS ends in ``failed`` (an unsupported video) instead of ``succeeded``."""
+        self.user = {"id": "1500000000000000001", "name": "Pool Cam", "username": "poolcam"}
+        self.users: dict[str, dict[str, str]] = {}
+        self.mentions_window = 75
+        """Mention reads per 15-minute window (docs.x.com: 75 per user on Pro)."""
+        self.mention_reads = 0
+        self.window_reset = int(time.time()) + 900
         super().__init__()
 
     def routes(self) -> list[tuple[str, str, Route]]:
@@ -116,7 +130,84 @@ class FakeX(FakeServer):
             ("GET", r"/2/media/upload", self._signed(self._status)),
             ("POST", r"/2/media/metadata", self._signed(self._metadata)),
             ("POST", r"/2/tweets", self._signed(self._tweet)),
+            ("GET", r"/2/users/me$", self._signed(self._me)),
+            ("GET", r"/2/users/(\d+)/mentions$", self._signed(self._mentions)),
         ]
+
+    def mention(self, username: str, text: str, reply_to: str | None = None) -> str:
+        """``username`` posts ``text`` mentioning the account; returns the post id."""
+        user = self.users.setdefault(
+            username,
+            {
+                "id": str(1600000000000000000 + len(self.users)),
+                "name": username.title(),
+                "username": username,
+            },
+        )
+        tweet_id = str(1445880548472328192 + len(self.tweets))
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        self.tweets[tweet_id] = {
+            "text": text,
+            "media_ids": [],
+            "reply_to": reply_to,
+            "author_id": user["id"],
+            "created_at": stamp,
+            "mention": True,
+        }
+        return tweet_id
+
+    def _me(self, request: Recorded, match: re.Match[str]) -> Reply:
+        return Reply(200, {"data": self.user})
+
+    def _mentions(self, request: Recorded, match: re.Match[str]) -> Reply:
+        if match.group(1) != self.user["id"]:
+            return Reply(403, {"title": "Forbidden", "detail": "not your mentions"})
+        self.mention_reads += 1
+        headers = {
+            "x-rate-limit-limit": str(self.mentions_window),
+            "x-rate-limit-remaining": str(max(0, self.mentions_window - self.mention_reads)),
+            "x-rate-limit-reset": str(self.window_reset),
+        }
+        if self.mention_reads > self.mentions_window:
+            body = {"title": "Too Many Requests", "detail": "Too Many Requests", "status": 429}
+            return Reply(429, body, headers)
+        q = {k: v[0] for k, v in request.query.items()}
+        limit = int(q.get("max_results", "10"))
+        if not 5 <= limit <= 100:
+            return Reply(400, {"title": "Invalid Request", "detail": "max_results out of range"})
+        ids = sorted((i for i, t in self.tweets.items() if t.get("mention")), key=int, reverse=True)
+        if "since_id" in q:
+            ids = [i for i in ids if int(i) > int(q["since_id"])]
+        if "pagination_token" in q:
+            ids = [i for i in ids if int(i) < int(q["pagination_token"])]
+        page = ids[:limit]
+        if not page:
+            return Reply(200, {"meta": {"result_count": 0}}, headers)
+        by_id = {u["id"]: u for u in self.users.values()}
+        data = []
+        for i in page:
+            t = self.tweets[i]
+            tweet: dict[str, Any] = {
+                "id": i,
+                "text": t["text"],
+                "author_id": t["author_id"],
+                "created_at": t["created_at"],
+                "lang": "en",
+                "conversation_id": i,
+                "edit_history_tweet_ids": [i],
+            }
+            if t["reply_to"]:
+                tweet["referenced_tweets"] = [{"type": "replied_to", "id": t["reply_to"]}]
+            data.append(tweet)
+        meta: dict[str, Any] = {
+            "result_count": len(page),
+            "newest_id": page[0],
+            "oldest_id": page[-1],
+        }
+        if len(ids) > limit:
+            meta["next_token"] = page[-1]
+        users = [by_id[a] for a in dict.fromkeys(t["author_id"] for t in data)]
+        return Reply(200, {"data": data, "includes": {"users": users}, "meta": meta}, headers)
 
     def _signed(self, route: Route) -> Route:
         def check(request: Recorded, match: re.Match[str]) -> Reply:
