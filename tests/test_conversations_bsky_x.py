@@ -347,65 +347,49 @@ def test_the_pool_example_answers_on_bluesky_with_a_fresh_photo(
 ) -> None:
     """The example as shipped (Bluesky enabled, the fake PDS as its service), a real
     daemon and broker, and a camera agent that sends a new frame when asked."""
+    import io
     import os
     import signal
 
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    from PIL import Image, ImageStat
 
     from tests.gwutil import publish, start_gateway, wait_until
-    from tests.test_conversations_mqtt import solid_jpeg
+    from tests.poolexample import camera_agent, pool_config
 
-    example = Path(__file__).resolve().parent.parent / "config" / "examples" / "pool.toml"
     name = f"sky{os.getpid()}"
     with FakePds("poolcam.example.com", PASSWORD) as sky:
-        text = (
-            example.read_text(encoding="utf-8")
-            .replace('name = "poolcam"', f'name = "{name}"')
-            .replace('state_dir = "var/pool"', f'state_dir = "{tmp_path / "state"}"')
-            .replace('host = "localhost"', f'host = "{broker.host}"')
-            .replace("port = 1883", f"port = {broker.port}")
-            # the test may run at night; the fake PDS dates its posts an hour back
-            .replace('quiet_hours = "22:00-07:00"', 'poll_interval = "1s"\nmax_age = "1d"')
-            .replace("site/", f"{name}/")
-            .replace('type = "bluesky"\n', f'type = "bluesky"\nservice = "{sky.url}"\n')
-            .replace(
-                'app_password = "${BLUESKY_APP_PASSWORD}"\nenabled = false',
-                'app_password = "${BLUESKY_APP_PASSWORD}"\nenabled = true',
-            )
+        config = pool_config(
+            tmp_path,
+            broker,
+            name,
+            {
+                # the fake PDS dates its posts an hour back
+                "per_asker_hourly = 3": (
+                    'per_asker_hourly = 3\npoll_interval = "1s"\nmax_age = "1d"'
+                ),
+                'type = "bluesky"\n': f'type = "bluesky"\nservice = "{sky.url}"\n',
+                'app_password = "${BLUESKY_APP_PASSWORD}"\nenabled = false': (
+                    'app_password = "${BLUESKY_APP_PASSWORD}"\nenabled = true'
+                ),
+            },
         )
-        config = tmp_path / "pool.toml"
-        config.write_text(text, encoding="utf-8")
-        agent = mqtt.Client(CallbackAPIVersion.VERSION2)
-        agent.on_message = lambda c, _u, _m: c.publish(
-            f"{name}/cam/pool", solid_jpeg((0, 0, 255)), qos=1
-        )
-        agent.connect(broker.host, broker.port)
-        agent.loop_start()
-        agent.subscribe(f"{name}/cam/pool/capture", 1)
         publish(broker, [(f"{name}/pool/temperature", "26.5")], retain=True)
         env = {**os.environ, "BLUESKY_APP_PASSWORD": PASSWORD}
-        gateway = start_gateway(config, env=env)
-        try:
-            asked = sky.mention("zoe.test", "@poolcam.example.com how warm is the water?")
-            (reply,) = wait_until(lambda: [r for r in replies(sky) if "reply" in r], timeout=40)
-            ref = {"uri": asked["uri"], "cid": asked["cid"]}
-            assert reply["reply"] == {"root": ref, "parent": ref}
-            assert reply["text"].startswith("@zoe.test The water is 26.5 °C")
-            embed = reply["embed"]
-            assert embed["$type"] == "app.bsky.embed.images"
-            (image,) = embed["images"]
-            assert image["alt"] == "Underwater view of the pool just now; the water is 26.5 °C"
-            blob = sky.blobs[image["image"]["ref"]["$link"]][1]
-            import io
-
-            from PIL import Image, ImageStat
-
-            with Image.open(io.BytesIO(blob)) as im:
-                assert ImageStat.Stat(im.convert("RGB")).mean[2] > 150  # the fresh frame
-        finally:
-            agent.loop_stop()
-            agent.disconnect()
-            gateway.send_signal(signal.SIGTERM)
-            gateway.communicate(timeout=30)
-            publish(broker, [(f"{name}/pool/temperature", b"")], retain=True)
+        with camera_agent(broker, f"{name}/cam/pool"):
+            gateway = start_gateway(config, env=env)
+            try:
+                asked = sky.mention("zoe.test", "@poolcam.example.com how warm is the water?")
+                (reply,) = wait_until(lambda: [r for r in replies(sky) if "reply" in r], timeout=40)
+                ref = {"uri": asked["uri"], "cid": asked["cid"]}
+                assert reply["reply"] == {"root": ref, "parent": ref}
+                assert reply["text"].startswith("@zoe.test The water is 26.5 °C")
+                (image,) = reply["embed"]["images"]
+                alt = "Underwater view of the pool just now; the water is 26.5 °C"
+                assert image["alt"] == alt
+                blob = sky.blobs[image["image"]["ref"]["$link"]][1]
+                with Image.open(io.BytesIO(blob)) as im:
+                    assert ImageStat.Stat(im.convert("RGB")).mean[2] > 150  # the fresh frame
+            finally:
+                gateway.send_signal(signal.SIGTERM)
+                gateway.communicate(timeout=30)
+                publish(broker, [(f"{name}/pool/temperature", b"")], retain=True)

@@ -236,58 +236,41 @@ def test_two_gateways_that_mention_each_other_stop_after_the_first_exchange(
 def test_the_pool_example_answers_on_mastodon_with_a_fresh_photo(
     broker: Broker, tmp_path: Path, mock: MockServer
 ) -> None:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
     from tests.gwutil import publish
-    from tests.test_conversations_mqtt import solid_jpeg
+    from tests.poolexample import camera_agent, pool_config
 
-    example = Path(__file__).resolve().parent.parent / "config" / "examples" / "pool.toml"
     name = f"pool{os.getpid()}"
-    text = (
-        example.read_text(encoding="utf-8")
-        .replace('name = "poolcam"', f'name = "{name}"')
-        .replace('state_dir = "var/pool"', f'state_dir = "{tmp_path / "state"}"')
-        .replace('host = "localhost"', f'host = "{broker.host}"')
-        .replace("port = 1883", f"port = {broker.port}")
-        .replace('quiet_hours = "22:00-07:00"', "")  # the test may run at night
-        .replace("site/", f"{name}/")
-        .replace('"https://mastodon.example"', f'"{mock.base_url}"')
-        .replace("enabled = false                         # set true", "enabled = true  # set true")
+    config = pool_config(
+        tmp_path,
+        broker,
+        name,
+        {
+            '"https://mastodon.example"': f'"{mock.base_url}"',
+            "enabled = false                         # set true": "enabled = true  # set true",
+        },
     )
-    config = tmp_path / "pool.toml"
-    config.write_text(text, encoding="utf-8")
-    captures: list[int] = []
-    agent = mqtt.Client(CallbackAPIVersion.VERSION2)
-    agent.on_message = lambda c, _u, _m: (
-        captures.append(1),
-        c.publish(f"{name}/cam/pool", solid_jpeg((0, 0, 255)), qos=1),
-    )
-    agent.connect(broker.host, broker.port)
-    agent.loop_start()
-    agent.subscribe(f"{name}/cam/pool/capture", 1)
     env = {**os.environ, "MASTODON_TOKEN": "alice_token"}
-    gateway = start_gateway(config, env=env)
-    try:
-        wait_until(lambda: pid_of(tmp_path / "state") == gateway.pid, timeout=30)
-        publish(broker, [(f"{name}/pool/temperature", "26.5")], retain=True)
-        asked = api(
-            mock,
-            "bob_token",
-            "POST",
-            "/api/v1/statuses",
-            json={"status": "@alice how warm is the water today?"},
-        )
-        (reply,) = wait_until(lambda: replies_to(mock, asked["id"]), timeout=40)
-        assert reply["in_reply_to_id"] == asked["id"]
-        assert "The water is 26.5 °C" in reply["content"]
-        (photo,) = reply["media_attachments"]
-        assert photo["type"] == "image"
-        assert photo["description"] == "Underwater view of the pool just now; the water is 26.5 °C"
-        assert captures, "the camera was not asked for a fresh frame"
-    finally:
-        agent.loop_stop()
-        agent.disconnect()
-        gateway.send_signal(signal.SIGTERM)
-        gateway.communicate(timeout=30)
-        publish(broker, [(f"{name}/pool/temperature", b"")], retain=True)
+    with camera_agent(broker, f"{name}/cam/pool") as captures:
+        gateway = start_gateway(config, env=env)
+        try:
+            wait_until(lambda: pid_of(tmp_path / "state") == gateway.pid, timeout=30)
+            publish(broker, [(f"{name}/pool/temperature", "26.5")], retain=True)
+            asked = api(
+                mock,
+                "bob_token",
+                "POST",
+                "/api/v1/statuses",
+                json={"status": "@alice how warm is the water today?"},
+            )
+            (reply,) = wait_until(lambda: replies_to(mock, asked["id"]), timeout=40)
+            assert reply["in_reply_to_id"] == asked["id"]
+            assert "The water is 26.5 °C" in reply["content"]
+            (photo,) = reply["media_attachments"]
+            assert photo["type"] == "image"
+            alt = "Underwater view of the pool just now; the water is 26.5 °C"
+            assert photo["description"] == alt
+            assert captures, "the camera was not asked for a fresh frame"
+        finally:
+            gateway.send_signal(signal.SIGTERM)
+            gateway.communicate(timeout=30)
+            publish(broker, [(f"{name}/pool/temperature", b"")], retain=True)

@@ -21,6 +21,7 @@ from gateway.conversations.mqttask import AskError, parse_ask
 from gateway.demo.broker import Broker
 from tests.conftest import Subscription
 from tests.gwutil import base_config, cli, publish, start_gateway, wait_until
+from tests.poolexample import camera_agent, pool_config, solid_jpeg
 
 PREFIX = "things-gateway"
 
@@ -419,16 +420,6 @@ images = [{{ camera = "underwater", alt = "The pool at {{{{ now | date('%H:%M') 
 """
 
 
-def solid_jpeg(color: tuple[int, int, int]) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (320, 240), color).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
-
-
 def mean_color(path: str) -> tuple[int, ...]:
     from PIL import Image, ImageStat
 
@@ -499,53 +490,28 @@ def test_a_reply_brings_a_fresh_photo(
 def test_the_pool_example_answers_with_the_temperature_and_a_fresh_photo(
     broker: Broker, tmp_path: Path, mqtt_subscribe: Callable[..., Subscription]
 ) -> None:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    example = Path(__file__).resolve().parent.parent / "config" / "examples" / "pool.toml"
     name = f"pool{uuid.uuid4().hex[:6]}"
-    text = (
-        example.read_text(encoding="utf-8")
-        .replace('name = "poolcam"', f'name = "{name}"')
-        .replace('state_dir = "var/pool"', f'state_dir = "{tmp_path / "state"}"')
-        .replace('host = "localhost"', f'host = "{broker.host}"')
-        .replace("port = 1883", f"port = {broker.port}")
-        .replace('quiet_hours = "22:00-07:00"', "")  # the test may run at night
-        .replace("site/", f"{name}/")
-    )
-    config = tmp_path / "pool.toml"
-    config.write_text(text, encoding="utf-8")
+    config = pool_config(tmp_path, broker, name)
     watch = mqtt_subscribe(f"{PREFIX}/{name}/#")
-    agent = mqtt.Client(CallbackAPIVersion.VERSION2)
-    agent.on_message = lambda c, _u, _m: c.publish(
-        f"{name}/cam/pool", solid_jpeg((0, 0, 255)), qos=1
-    )
-    agent.connect(broker.host, broker.port)
-    agent.loop_start()
-    agent.subscribe(f"{name}/cam/pool/capture", 1)
-    with running(config, watch):
-        try:
-            ask_until_heard(broker, name, watch, {"id": "k0", "from": "probe", "text": "hi"})
-            publish(
-                broker,
-                [
-                    (f"{name}/pool/temperature", "26.5"),
-                    (
-                        f"{name}/weather/SENSOR",
-                        json.dumps({"AM2301": {"Temperature": 21.0, "Humidity": 60}}),
-                    ),
-                ],
-            )
-            ask_until_heard(
-                broker, name, watch, {"id": "k1", "from": "kiosk", "text": "How warm is the water?"}
-            )
-            (answer,) = [a for a in answers(watch, name) if a["id"] == "k1"]
-            assert answer["text"] == "The water is 26.5 °C and the air 21 °C right now, kiosk."
-            (image,) = answer["images"]
-            assert mean_color(image)[2] > 150  # the fresh (blue) frame, captioned
-        finally:
-            agent.loop_stop()
-            agent.disconnect()
+    with camera_agent(broker, f"{name}/cam/pool"), running(config, watch):
+        ask_until_heard(broker, name, watch, {"id": "k0", "from": "probe", "text": "hi"})
+        publish(
+            broker,
+            [
+                (f"{name}/pool/temperature", "26.5"),
+                (
+                    f"{name}/weather/SENSOR",
+                    json.dumps({"AM2301": {"Temperature": 21.0, "Humidity": 60}}),
+                ),
+            ],
+        )
+        ask_until_heard(
+            broker, name, watch, {"id": "k1", "from": "kiosk", "text": "How warm is the water?"}
+        )
+        (answer,) = [a for a in answers(watch, name) if a["id"] == "k1"]
+        assert answer["text"] == "The water is 26.5 °C and the air 21 °C right now, kiosk."
+        (image,) = answer["images"]
+        assert mean_color(image)[2] > 150  # the fresh (blue) frame, captioned
 
 
 def test_a_long_reply_is_fitted_to_the_service_like_every_post(
