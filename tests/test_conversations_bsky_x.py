@@ -246,8 +246,9 @@ class XGateway(Gateway):
     """The same pieces on the fake X account (``read_mentions = true``)."""
 
     def __init__(self, x: FakeX, tmp: Path, **options: object) -> None:
+        settings = {"mentions_interval": "0s", **options}  # these tests read every round
         config = XConfig.model_validate(
-            {"id": "x", "type": "x", "api_base": x.url, "timeout": 2, **X_KEYS, **options}
+            {"id": "x", "type": "x", "api_base": x.url, "timeout": 2, **X_KEYS, **settings}
         )
         publisher = build_publisher(config, PublisherContext(tmp, "pool"))
         self.publisher = publisher  # type: ignore[assignment]
@@ -296,6 +297,19 @@ def test_x_mention_is_answered_once_with_in_reply_to_tweet_id(x: FakeX, tmp_path
     assert "username" in first.query["user.fields"][0]
     assert "since_id" not in first.query
     assert x.calls("/mentions")[1].query["since_id"] == [asked]
+
+
+def test_x_reads_mentions_no_more_often_than_its_tier_allows(x: FakeX, tmp_path: Path) -> None:
+    # Basic access: 10 reads per 15 minutes; the default poll_interval (60 s) would be
+    # 15, so the publisher skips rounds that come sooner than mentions_interval
+    x.mention("ann", "@poolcam how warm is the pool?")
+    gw = XGateway(x, tmp_path, read_mentions=True, mentions_interval="100s")
+    assert gw.round() == 1
+    x.mention("bob", "@poolcam and now?")
+    assert gw.round() == 0  # too soon: no request at all
+    gw.close()
+    assert len(x.calls("/mentions")) == 1
+    assert len(x_replies(x)) == 1
 
 
 def test_x_pages_back_to_since_id(x: FakeX, tmp_path: Path) -> None:

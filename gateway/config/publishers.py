@@ -371,6 +371,11 @@ class XConfig(HttpConfig):
             " needs a paid X API tier (the free tier cannot read), so it is off by default."
         ),
     )
+    mentions_interval: Duration = Field(
+        default=timedelta(seconds=150),
+        description="Read mentions at most this often, whatever [conversations]"
+        " poll_interval says: Basic access allows 10 reads per 15 minutes (one per 90 s).",
+    )
 
 
 class AppriseConfig(PublisherConfig):

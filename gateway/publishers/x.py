@@ -350,6 +350,8 @@ class XMentionsPublisher(XPublisher):
         super().__init__(*args, **kwargs)
         self._user_id: str | None = None
         self.mentions_hold = ReadHold("x: mentions")
+        self._read_every = self._config.mentions_interval.total_seconds()
+        self._last_read: float | None = None
 
     def account_id(self) -> str:
         """The account's user id (``GET /2/users/me``), asked once."""
@@ -366,6 +368,10 @@ class XMentionsPublisher(XPublisher):
         Without ``since_id`` one page is read; with it, pages follow
         ``meta.next_token`` back to it.  A 429 holds every read until its reset.
         """
+        now = time.monotonic()
+        if self._last_read is not None and now - self._last_read < self._read_every:
+            return [], since_id  # X's read limit is per 15 minutes: no request yet
+        self._last_read = now
         return self.mentions_hold.run(lambda: self._read(since_id, limit, max_pages))
 
     def _read(
