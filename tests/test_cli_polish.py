@@ -66,3 +66,33 @@ def test_apprise_default_title_is_the_documented_one(tmp_path: Path) -> None:
         publisher.close()
         (sent,) = server.calls("/hooks/notify", "POST")
     assert sent.json()["title"] == "pool: hourly"
+
+
+def test_preview_of_the_pool_example_without_the_x_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A newcomer installs '.[demo]': no oauthlib, and the example's X publisher (off)
+    # once crashed `preview daily` and `preview --mention` with ModuleNotFoundError.
+    import importlib.util
+
+    from gateway.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "oauthlib" else real(name, *a)
+    )
+    monkeypatch.setitem(sys.modules, "oauthlib", None)  # importing it raises ImportError
+    monkeypatch.setitem(sys.modules, "oauthlib.oauth1", None)
+    monkeypatch.chdir(tmp_path)
+    sample = tmp_path / "sample.json"
+    sample.write_text('{"water_temp": 26.5, "air_temp": 21}', encoding="utf-8")
+    example = str(ROOT / "config" / "examples" / "pool.toml")
+    args = ["preview", "daily", "-c", example, "--sample", str(sample), "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "── x (x): not previewed: needs the 'oauthlib' package: pip install" in out
+    assert "── mastodon (mastodon): " in out
+    assert main(["preview", "--mention", "how warm?", "-c", example, "--sample", str(sample)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "reply temperature"
+    assert "The water is 26.5 °C and the air 21 °C right now, Asker." in out

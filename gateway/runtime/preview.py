@@ -21,7 +21,7 @@ from pathlib import Path
 
 from gateway.compose.composer import ComposeError, Composer, MessageEvent
 from gateway.compose.textfit import count_length
-from gateway.config import ConfigError, GatewayConfig, RuleConfig
+from gateway.config import AnyPublisherConfig, ConfigError, GatewayConfig, RuleConfig
 from gateway.media.fonts import glyph_warnings
 from gateway.model import MediaItem, Reading
 from gateway.publishers import build_publisher
@@ -150,7 +150,11 @@ def _preview(
     media_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="things-gateway-preview-"))
     ctx = PublisherContext(config.gateway.resolved_state_dir(), config.gateway.name)
     publishers = {p.id: p for p in config.publishers}
-    targets = {pid: build_publisher(publishers[pid], ctx).capabilities for pid in rule.publish_to}
+    targets = {
+        pid: caps
+        for pid in rule.publish_to
+        if (caps := _capabilities(publishers[pid], ctx)) is not None
+    }
     composer = Composer(config, state, media_dir, history=history)
     try:
         post = composer.compose(rule, now, targets, event=message)
@@ -171,6 +175,16 @@ def _preview(
         if videos:
             print(f"video budget: {video_budget(caps)}")
     return 0
+
+
+def _capabilities(config: AnyPublisherConfig, ctx: PublisherContext) -> Capabilities | None:
+    """A publisher's limits, or None (said on stdout) when its optional library is
+    not installed: the preview goes on for the others."""
+    missing = config.missing_dependencies()
+    if missing:
+        print(f"── {config.id} ({config.type}): not previewed: {'; '.join(missing)}")
+        return None
+    return build_publisher(config, ctx).capabilities
 
 
 def preview_mention(config: GatewayConfig, text: str, *, sample: str | None) -> int:
@@ -194,8 +208,10 @@ def preview_mention(config: GatewayConfig, text: str, *, sample: str | None) -> 
     ctx = PublisherContext(config.gateway.resolved_state_dir(), config.gateway.name)
     readers: dict[str, tuple[str, Capabilities]] = {}
     for p in config.publishers:
+        if not p.enabled or p.missing_dependencies():
+            continue  # a disabled publisher reads no mentions (nor one it cannot build)
         publisher = build_publisher(p, ctx)
-        if p.enabled and callable(getattr(publisher, "read_mentions", None)):
+        if callable(getattr(publisher, "read_mentions", None)):
             readers[p.id] = (p.type, publisher.capabilities)
     if config.conversations.mqtt:
         readers[ASK_PUBLISHER] = ("mqtt question", Capabilities())
