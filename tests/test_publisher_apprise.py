@@ -235,3 +235,25 @@ def test_a_video_that_cannot_fit_is_sent_as_its_poster(
         video_through_apprise(server, tmp_path, extra='max_video_bytes = "10KB"\n')
     )
     assert "cannot be fitted: the poster frame goes instead" in caplog.text
+
+
+def test_a_url_without_attachments_makes_the_video_go_as_its_poster(
+    server: FakeWebhook, tmp_path: Path
+) -> None:
+    from gateway.media.fitting import MediaFitter
+    from tests.fakes.media import mp4
+
+    def with_urls(*urls: str) -> Publisher:
+        config = AppriseConfig.model_validate({"id": "notify", "type": "apprise", "urls": urls})
+        return build_publisher(config, PublisherContext(tmp_path, "pool"))
+
+    host = server.url.removeprefix("http://")
+    mixed = with_urls(f"json://{host}/hooks/a", "syslog://")
+    assert mixed.capabilities.video is None  # syslog would drop the MP4
+    files = with_urls(f"json://{host}/hooks/a", f"form://{host}/hooks/b")
+    assert files.capabilities.video is not None
+    item = mp4(tmp_path, "lapse.mp4", "The pool")
+    (still,) = MediaFitter().fit((item,), mixed.capabilities)
+    assert still.mime == "image/jpeg"
+    (video,) = MediaFitter().fit((item,), files.capabilities)
+    assert video.mime == "video/mp4"

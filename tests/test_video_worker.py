@@ -266,3 +266,34 @@ def test_a_busy_pi_camera_follows_on_missing(
 def test_without_picamera2_a_pi_clip_says_how_to_install_it(tmp_path: Path) -> None:
     with pytest.raises(VideoError, match="apt install python3-picamera2"):
         VideoWorker().run("record_picamera", dest=tmp_path / "c.mp4", seconds=1)
+
+
+def test_the_worker_is_the_oom_killers_first_choice(silent_server: str, tmp_path: Path) -> None:
+    # under the unit's MemoryMax (daemon and worker together) the kernel must take the
+    # worker, whose death is one error, not the daemon
+    worker = VideoWorker(timeout=60)
+    caught: list[BaseException] = []
+
+    def record() -> None:
+        try:
+            worker.run(
+                "record_stream", url=silent_server, dest=tmp_path / "c.mp4", seconds=2, timeout=60
+            )
+        except BaseException as exc:
+            caught.append(exc)
+
+    thread = threading.Thread(target=record)
+    thread.start()
+    deadline = time.monotonic() + 20
+    adj = ""
+    while time.monotonic() < deadline and adj != "1000":
+        for pid in workers():
+            with contextlib.suppress(OSError):
+                adj = Path(f"/proc/{pid}/oom_score_adj").read_text().strip()
+        time.sleep(0.05)
+    for pid in workers():
+        os.kill(pid, signal.SIGKILL)
+    thread.join(20)
+    assert [type(exc) for exc in caught] == [VideoError]
+    assert adj == "1000"
+    assert Path("/proc/self/oom_score_adj").read_text().strip() != "1000"  # the daemon's is not

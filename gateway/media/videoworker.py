@@ -146,9 +146,25 @@ def _limit(max_memory: int) -> None:
         resource.setrlimit(resource.RLIMIT_STACK, (stack, hard))
 
 
+OOM_SCORE_ADJ = "1000"
+"""The worker's ``oom_score_adj``: when the service's cgroup (the unit's ``MemoryMax``,
+daemon and worker together) runs out, the kernel's OOM killer takes the worker, whose
+death is one error, never the daemon (which a large encode would otherwise outweigh
+only sometimes)."""
+
+
+def _first_for_the_oom_killer() -> None:
+    """Make this process the OOM killer's first choice (raising it needs no privilege)."""
+    try:
+        Path("/proc/self/oom_score_adj").write_text(OOM_SCORE_ADJ, encoding="ascii")
+    except OSError as exc:  # no /proc (not Linux), or a read-only one
+        log.debug("oom_score_adj left as it is: %s", exc.strerror)
+
+
 def main(argv: list[str]) -> int:
     """The child: limit memory, read the job, run it, write the result."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    _first_for_the_oom_killer()
     try:
         _limit(int(argv[0]) if argv else 0)
     except OSError as exc:  # a seccomp filter without setrlimit (an older unit file)

@@ -50,7 +50,10 @@ def build(config: AppriseConfig, ctx: PublisherContext) -> ApprisePublisher:
         logging.getLogger(name).setLevel(max(logging.INFO, log.getEffectiveLevel()))
     notifier = apprise.Apprise()
     rejected = [n for n, url in enumerate(config.urls) if not notifier.add(url.get_secret_value())]
-    return ApprisePublisher(config, notifier, ctx.gateway_name, rejected)
+    # A service without attachments (syslog://, most chat bridges' text modes) would
+    # drop the MP4 and send the text alone: with one among the URLs, the poster goes.
+    takes_files = all(getattr(server, "attachment_support", False) for server in notifier)
+    return ApprisePublisher(config, notifier, ctx.gateway_name, rejected, takes_video=takes_files)
 
 
 class ApprisePublisher(OneMessageThread):
@@ -62,9 +65,17 @@ class ApprisePublisher(OneMessageThread):
         notifier: apprise.Apprise,
         gateway: str,
         rejected: list[int] | None = None,
+        *,
+        takes_video: bool = True,
     ) -> None:
+        """``takes_video``: every URL's service takes attachments (else a video goes
+        as its poster frame, as with ``max_video_bytes = 0``)."""
         self.id = config.id
-        video = VideoLimits(max_bytes=config.max_video_bytes) if config.max_video_bytes else None
+        video = (
+            VideoLimits(max_bytes=config.max_video_bytes)
+            if config.max_video_bytes and takes_video
+            else None
+        )
         self.capabilities = Capabilities(
             max_text=config.max_text,
             max_images=config.max_images,
